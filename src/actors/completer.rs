@@ -1,0 +1,150 @@
+//! Writes job outcomes to the store in batches and tells everyone who cares.
+//!
+//! Completing jobs one transaction each caps throughput at the database's commit rate; the
+//! completer takes whatever outcomes have piled up since its last write (up to [`MAX_BATCH`])
+//! and writes them in one transaction. An outcome is never dropped: a failed write is retried
+//! until it succeeds, while the jobs' leases keep being heartbeated.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{OwnedSemaphorePermit, mpsc};
+use uuid::Uuid;
+
+use crate::metrics::Metrics;
+use crate::queue::{JobEvent, Queue};
+use crate::store::{Completion, Finish, Job, JobState};
+
+/// Most outcomes written in one transaction.
+const MAX_BATCH: usize = 512;
+
+/// Sent to the dispatcher when a job's outcome is written.
+#[derive(Debug)]
+pub(crate) struct Finished {
+    pub workspace: Option<String>,
+}
+
+struct Pending {
+    job: Job,
+    finish: Finish,
+    ran_for: Duration,
+    /// Held until the outcome is written, so the concurrency limit counts jobs the database
+    /// still shows as running.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Handle for submitting outcomes.
+#[derive(Clone)]
+pub(crate) struct Completer {
+    tx: mpsc::UnboundedSender<Pending>,
+}
+
+impl Completer {
+    pub(crate) fn start(
+        queue: Queue,
+        node: String,
+        metrics: Metrics,
+        finished: mpsc::UnboundedSender<Finished>,
+    ) -> (Completer, tokio::task::JoinHandle<()>) {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let task = tokio::spawn(run(rx, queue, node, metrics, finished));
+        (Completer { tx }, task)
+    }
+
+    pub(crate) async fn submit(
+        &self,
+        job: Job,
+        finish: Finish,
+        ran_for: Duration,
+        permit: OwnedSemaphorePermit,
+    ) {
+        let pending = Pending {
+            job,
+            finish,
+            ran_for,
+            _permit: permit,
+        };
+        if self.tx.send(pending).is_err() {
+            tracing::error!("completer stopped; the outcome is left to start-up recovery");
+        }
+    }
+}
+
+async fn run(
+    mut rx: mpsc::UnboundedReceiver<Pending>,
+    queue: Queue,
+    node: String,
+    metrics: Metrics,
+    finished: mpsc::UnboundedSender<Finished>,
+) {
+    let mut batch: Vec<Pending> = Vec::new();
+    while let Some(first) = rx.recv().await {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(next) => batch.push(next),
+                Err(_) => break,
+            }
+        }
+        let completions: Vec<Completion> = batch
+            .iter()
+            .map(|p| Completion {
+                id: p.job.id,
+                finish: p.finish.clone(),
+            })
+            .collect();
+        let mut delay = Duration::from_millis(100);
+        let written = loop {
+            match queue
+                .store()
+                .complete(&node, &completions, Utc::now())
+                .await
+            {
+                Ok(written) => break written,
+                Err(e) => {
+                    tracing::error!(error = %e, jobs = completions.len(),
+                        "cannot write job outcomes; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        };
+        let mut written: HashMap<Uuid, Job> = written.into_iter().map(|j| (j.id, j)).collect();
+        for pending in batch.drain(..) {
+            let id = pending.job.id;
+            queue.running().remove(id);
+            match written.remove(&id) {
+                Some(job) => {
+                    record_metrics(&metrics, &job, pending.ran_for);
+                    queue.events().publish(id, JobEvent::State(job.state));
+                }
+                // The lease expired and another node (or the rescuer) resolved the job first.
+                None => {
+                    tracing::warn!(job_id = %id, "outcome not written: the job was no longer ours");
+                    queue.events().publish(id, JobEvent::Changed);
+                }
+            }
+            let _ = finished.send(Finished {
+                workspace: pending.job.workspace,
+            });
+        }
+        // Finished jobs may have unblocked the next job of their workspaces.
+        queue.wake();
+    }
+}
+
+fn record_metrics(metrics: &Metrics, job: &Job, ran_for: Duration) {
+    if job.state.is_terminal() {
+        metrics
+            .execution_time_seconds
+            .with_label_values(&[job.tool.as_str(), job.state.as_str()])
+            .observe(ran_for.as_secs_f64());
+    }
+    if let (JobState::Failed, Some(error)) = (job.state, &job.error) {
+        metrics
+            .failures_total
+            .with_label_values(&[job.tool.as_str(), error.reason.as_str()])
+            .inc();
+    }
+}

@@ -1,0 +1,191 @@
+//! The dispatcher: claims runnable jobs while this node has capacity and routes each to the
+//! actor of its workspace (started on demand, dropped when idle), or straight onto the runtime
+//! when the job has no workspace.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use chrono::Utc;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::PoolConfig;
+use super::completer::Finished;
+use super::runner::Runner;
+use super::workspace::{Run, WorkspaceActor};
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::store::Job;
+
+struct ActorEntry {
+    addr: Addr<WorkspaceActor>,
+    /// Jobs sent to the actor whose outcome is not yet written.
+    in_flight: usize,
+    idle_since: Instant,
+}
+
+pub(crate) struct Dispatcher {
+    queue: Queue,
+    runner: Arc<Runner>,
+    metrics: Metrics,
+    /// One permit per job running on this node (the global concurrency limit).
+    permits: Arc<Semaphore>,
+    finished: mpsc::UnboundedReceiver<Finished>,
+    stop: CancellationToken,
+    actors: HashMap<String, ActorEntry>,
+    node: String,
+    claim_batch: u32,
+    lease: Duration,
+    poll_interval: Duration,
+    actor_idle: Duration,
+}
+
+impl Dispatcher {
+    pub(crate) fn new(
+        queue: Queue,
+        runner: Arc<Runner>,
+        metrics: Metrics,
+        permits: Arc<Semaphore>,
+        finished: mpsc::UnboundedReceiver<Finished>,
+        stop: CancellationToken,
+        config: &PoolConfig,
+    ) -> Dispatcher {
+        Dispatcher {
+            queue,
+            runner,
+            metrics,
+            permits,
+            finished,
+            stop,
+            actors: HashMap::new(),
+            node: config.node_id.clone(),
+            claim_batch: config.claim_batch.max(1),
+            lease: config.lease,
+            poll_interval: config.poll_interval,
+            actor_idle: config.actor_idle,
+        }
+    }
+
+    pub(crate) async fn run(mut self) {
+        let wake = self.queue.wake_handle().clone();
+        let mut reap = tokio::time::interval(self.actor_idle.max(Duration::from_millis(100)) / 2);
+        while !self.stop.is_cancelled() {
+            let more = self.claim_and_route().await;
+            if more {
+                // A full batch: there may be more ready work; take finished reports and go on.
+                self.drain_finished();
+                continue;
+            }
+            tokio::select! {
+                _ = self.stop.cancelled() => break,
+                _ = wake.notified() => {}
+                Some(done) = self.finished.recv() => {
+                    self.on_finished(done);
+                    self.drain_finished();
+                }
+                _ = tokio::time::sleep(self.poll_interval) => {}
+                _ = reap.tick() => self.reap_idle(),
+            }
+        }
+        tracing::debug!("dispatcher stopped");
+    }
+
+    /// Claims as many jobs as there are free permits (up to a batch). Returns whether the
+    /// claim came back full, meaning more work may be waiting.
+    async fn claim_and_route(&mut self) -> bool {
+        let free = self.permits.available_permits().min(self.claim_batch as usize);
+        if free == 0 {
+            return false;
+        }
+        let jobs = match self
+            .queue
+            .store()
+            .claim(&self.node, free as u32, Utc::now(), self.lease)
+            .await
+        {
+            Ok(jobs) => jobs,
+            Err(e) => {
+                tracing::error!(error = %e, "claim failed; retrying shortly");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return false;
+            }
+        };
+        let full = jobs.len() == free;
+        for job in jobs {
+            let permit = self
+                .permits
+                .clone()
+                .try_acquire_owned()
+                .expect("only the dispatcher takes permits, and it counted them first");
+            self.route(job, permit);
+        }
+        full
+    }
+
+    fn route(&mut self, job: Job, permit: OwnedSemaphorePermit) {
+        let Some(workspace) = job.workspace.clone() else {
+            let runner = self.runner.clone();
+            actix_rt::spawn(async move {
+                runner.run(job, permit).await;
+            });
+            return;
+        };
+        let entry = self.actors.entry(workspace.clone()).or_insert_with(|| {
+            self.metrics.active_actors.inc();
+            ActorEntry {
+                addr: WorkspaceActor::start(
+                    workspace.clone(),
+                    self.runner.clone(),
+                    self.metrics.clone(),
+                ),
+                in_flight: 0,
+                idle_since: Instant::now(),
+            }
+        });
+        entry.in_flight += 1;
+        if let Err(err) = entry.addr.try_send(Run { job, permit }) {
+            // The actor is gone for good (its supervisor could not restart it); start a fresh
+            // one and hand it the job.
+            tracing::error!(%workspace, "workspace actor unreachable; starting a new one");
+            let msg = match err {
+                actix::dev::SendError::Full(msg) | actix::dev::SendError::Closed(msg) => msg,
+            };
+            entry.addr =
+                WorkspaceActor::start(workspace, self.runner.clone(), self.metrics.clone());
+            entry.addr.do_send(msg);
+        }
+    }
+
+    fn on_finished(&mut self, done: Finished) {
+        if let Some(workspace) = done.workspace {
+            if let Some(entry) = self.actors.get_mut(&workspace) {
+                entry.in_flight = entry.in_flight.saturating_sub(1);
+                if entry.in_flight == 0 {
+                    entry.idle_since = Instant::now();
+                }
+            }
+        }
+    }
+
+    fn drain_finished(&mut self) {
+        while let Ok(done) = self.finished.try_recv() {
+            self.on_finished(done);
+        }
+    }
+
+    /// Drops actors idle for longer than `actor_idle`; with its last address gone, an actor
+    /// stops once its mailbox is empty.
+    fn reap_idle(&mut self) {
+        let idle = self.actor_idle;
+        let before = self.actors.len();
+        self.actors
+            .retain(|_, e| e.in_flight > 0 || e.idle_since.elapsed() < idle);
+        let reaped = before - self.actors.len();
+        if reaped > 0 {
+            self.metrics.active_actors.sub(reaped as i64);
+        }
+    }
+}

@@ -1,0 +1,83 @@
+//! Lease keeping: this node's heartbeat for the jobs it runs, and the rescuer that resolves jobs
+//! whose node stopped heartbeating (on any node).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use tokio_util::sync::CancellationToken;
+
+use crate::queue::{JobEvent, Queue};
+use crate::store::{self, Rescued};
+
+/// Extends the leases of the jobs running here every `interval`, and kills those whose
+/// cancellation was requested through another node.
+pub async fn heartbeat_loop(
+    queue: Queue,
+    node: String,
+    lease: Duration,
+    interval: Duration,
+    stop: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(interval) => {}
+        }
+        let ids = queue.running().ids();
+        if ids.is_empty() {
+            continue;
+        }
+        match queue
+            .store()
+            .heartbeat(&node, &ids, Utc::now(), lease)
+            .await
+        {
+            Ok(cancel) => {
+                for id in cancel {
+                    queue.running().cancel(id);
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "heartbeat failed; leases may expire"),
+        }
+    }
+}
+
+/// Finds running jobs with expired leases and resolves them: retry-safe jobs go back to the
+/// queue, others fail with reason `interrupted`.
+#[derive(Debug, Clone)]
+pub struct Rescuer {
+    queue: Queue,
+}
+
+impl Rescuer {
+    pub fn new(queue: Queue) -> Rescuer {
+        Rescuer { queue }
+    }
+
+    /// One pass, as of `now`.
+    pub async fn run_once(&self, now: DateTime<Utc>) -> store::Result<Vec<Rescued>> {
+        let rescued = self.queue.store().rescue_expired(now).await?;
+        for r in &rescued {
+            tracing::warn!(job_id = %r.id, tool = %r.tool, state = %r.state,
+                "rescued a job whose lease expired");
+            self.queue.events().publish(r.id, JobEvent::Changed);
+        }
+        if !rescued.is_empty() {
+            self.queue.wake();
+        }
+        Ok(rescued)
+    }
+
+    /// Runs a pass every `interval` until `stop`.
+    pub async fn run(self, interval: Duration, stop: CancellationToken) {
+        loop {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(interval) => {}
+            }
+            if let Err(e) = self.run_once(Utc::now()).await {
+                tracing::error!(error = %e, "rescuer pass failed");
+            }
+        }
+    }
+}

@@ -1,0 +1,8 @@
+//! daytona-mcp: a self-hosted MCP server for development sandboxes, built on a persistent job
+//! queue. See `ARCHITECTURE.md` for the map of this crate.
+
+pub mod actors;
+pub mod metrics;
+pub mod output;
+pub mod queue;
+pub mod store;

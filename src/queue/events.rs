@@ -1,0 +1,116 @@
+//! In-process fan-out of job events to waiters and event streams.
+//!
+//! Events are hints, not the record: a subscriber that lags or misses an event re-reads the job
+//! from the store, which is the source of truth (invariant 1).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use bytes::Bytes;
+use tokio::sync::broadcast;
+use uuid::Uuid;
+
+use crate::output::Stream;
+use crate::store::JobState;
+
+/// How many events a slow subscriber may fall behind before it sees `Lagged` and re-reads.
+const CHANNEL_CAPACITY: usize = 256;
+
+/// Something that happened to a job.
+#[derive(Clone, Debug, PartialEq)]
+pub enum JobEvent {
+    /// The job entered `state` on this node.
+    State(JobState),
+    /// The job changed somewhere (another node, a rescue); re-read it from the store.
+    Changed,
+    /// Output captured while the job runs; `seq` numbers chunks from 1.
+    Output {
+        seq: i64,
+        stream: Stream,
+        data: Bytes,
+    },
+}
+
+/// Per-job broadcast channels, created on first subscription and dropped when the job ends or
+/// nobody listens.
+#[derive(Debug, Default)]
+pub struct EventHub {
+    channels: Mutex<HashMap<Uuid, broadcast::Sender<JobEvent>>>,
+}
+
+impl EventHub {
+    pub fn new() -> EventHub {
+        EventHub::default()
+    }
+
+    /// Subscribes to a job's future events. Subscribe before reading the job from the store, so
+    /// that nothing between the read and the subscription is missed.
+    pub fn subscribe(&self, id: Uuid) -> broadcast::Receiver<JobEvent> {
+        let mut channels = self.channels.lock().expect("event hub lock poisoned");
+        // Drop channels whose subscribers all went away (a waiter that found the job finished).
+        channels.retain(|_, tx| tx.receiver_count() > 0);
+        channels
+            .entry(id)
+            .or_insert_with(|| broadcast::channel(CHANNEL_CAPACITY).0)
+            .subscribe()
+    }
+
+    /// Delivers an event to the job's subscribers, if any. A terminal state closes the channel
+    /// after delivery, which ends every stream of that job.
+    pub fn publish(&self, id: Uuid, event: JobEvent) {
+        let mut channels = self.channels.lock().expect("event hub lock poisoned");
+        let terminal = matches!(event, JobEvent::State(s) if s.is_terminal());
+        if let Some(tx) = channels.get(&id) {
+            if tx.send(event).is_err() || terminal {
+                channels.remove(&id);
+            }
+        }
+    }
+
+    /// Whether anyone listens to the job (lets producers skip building events).
+    pub fn has_subscribers(&self, id: Uuid) -> bool {
+        let channels = self.channels.lock().expect("event hub lock poisoned");
+        channels.get(&id).is_some_and(|tx| tx.receiver_count() > 0)
+    }
+
+    /// Number of jobs with live channels (for tests of cleanup).
+    pub fn channel_count(&self) -> usize {
+        self.channels.lock().expect("event hub lock poisoned").len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn terminal_state_closes_the_channel_after_delivery() {
+        let hub = EventHub::new();
+        let id = Uuid::now_v7();
+        let mut rx = hub.subscribe(id);
+        hub.publish(id, JobEvent::State(JobState::Running));
+        hub.publish(id, JobEvent::State(JobState::Succeeded));
+        assert_eq!(rx.recv().await.unwrap(), JobEvent::State(JobState::Running));
+        assert_eq!(rx.recv().await.unwrap(), JobEvent::State(JobState::Succeeded));
+        assert!(matches!(
+            rx.recv().await,
+            Err(broadcast::error::RecvError::Closed)
+        ));
+        assert_eq!(hub.channel_count(), 0);
+    }
+
+    #[test]
+    fn publishing_without_subscribers_keeps_nothing() {
+        let hub = EventHub::new();
+        hub.publish(Uuid::now_v7(), JobEvent::Changed);
+        assert_eq!(hub.channel_count(), 0);
+    }
+
+    #[test]
+    fn abandoned_channels_are_collected() {
+        let hub = EventHub::new();
+        drop(hub.subscribe(Uuid::now_v7()));
+        let _live = hub.subscribe(Uuid::now_v7());
+        assert_eq!(hub.channel_count(), 1);
+    }
+}

@@ -1,0 +1,189 @@
+//! The job queue as the rest of the server sees it: enqueue, wait, cancel, follow.
+//!
+//! [`Queue`] wraps the [`Store`] (the record) with the in-process signals that make it fast: a
+//! wake-up for the dispatcher when work arrives, an [`EventHub`] for waiters and event streams,
+//! and the [`CancelRegistry`] of jobs this node is running. Across nodes the same signals travel
+//! as PostgreSQL notifications ([`listen`]); a slow poll backs all of them up.
+
+pub mod events;
+pub mod listen;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, broadcast};
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+use crate::store::{self, AuditEntry, CancelOutcome, Enqueued, Job, JobState, NewJob, Store};
+pub use events::{EventHub, JobEvent};
+
+/// Cancellation tokens of the jobs this node is running, by job id.
+#[derive(Debug, Default)]
+pub struct CancelRegistry {
+    tokens: Mutex<HashMap<Uuid, CancellationToken>>,
+}
+
+impl CancelRegistry {
+    /// Registers a job that starts running here and returns its token, which also fires when
+    /// `parent` does (the pool's shutdown).
+    pub fn register(&self, id: Uuid, parent: &CancellationToken) -> CancellationToken {
+        let token = parent.child_token();
+        self.tokens
+            .lock()
+            .expect("cancel registry lock poisoned")
+            .insert(id, token.clone());
+        token
+    }
+
+    pub fn remove(&self, id: Uuid) {
+        self.tokens
+            .lock()
+            .expect("cancel registry lock poisoned")
+            .remove(&id);
+    }
+
+    /// Fires the job's token if it runs here; `false` otherwise.
+    pub fn cancel(&self, id: Uuid) -> bool {
+        match self
+            .tokens
+            .lock()
+            .expect("cancel registry lock poisoned")
+            .get(&id)
+        {
+            Some(token) => {
+                token.cancel();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ids of the jobs running here, for heartbeats.
+    pub fn ids(&self) -> Vec<Uuid> {
+        self.tokens
+            .lock()
+            .expect("cancel registry lock poisoned")
+            .keys()
+            .copied()
+            .collect()
+    }
+
+    pub fn contains(&self, id: Uuid) -> bool {
+        self.tokens
+            .lock()
+            .expect("cancel registry lock poisoned")
+            .contains_key(&id)
+    }
+}
+
+/// The queue facade shared by the HTTP layer, the tools and the worker pool.
+#[derive(Debug, Clone)]
+pub struct Queue {
+    store: Arc<dyn Store>,
+    events: Arc<EventHub>,
+    /// Wakes the dispatcher; a stored permit means a wake-up is never lost.
+    wake: Arc<Notify>,
+    running: Arc<CancelRegistry>,
+    /// How often a waiter re-reads the store when no event arrives (covers missed signals).
+    backstop: Duration,
+}
+
+impl Queue {
+    pub fn new(store: Arc<dyn Store>, backstop: Duration) -> Queue {
+        Queue {
+            store,
+            events: Arc::new(EventHub::new()),
+            wake: Arc::new(Notify::new()),
+            running: Arc::new(CancelRegistry::default()),
+            backstop,
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    pub fn events(&self) -> &Arc<EventHub> {
+        &self.events
+    }
+
+    pub fn running(&self) -> &Arc<CancelRegistry> {
+        &self.running
+    }
+
+    pub(crate) fn wake_handle(&self) -> &Arc<Notify> {
+        &self.wake
+    }
+
+    /// Wakes the dispatcher to look for runnable jobs.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Commits the job (and its audit row), then wakes the dispatcher. The id is only returned
+    /// after the commit.
+    pub async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> store::Result<Enqueued> {
+        let enqueued = self.store.enqueue(job, audit).await?;
+        if enqueued.created {
+            self.wake();
+        }
+        Ok(enqueued)
+    }
+
+    /// Cancels a queued job, or kills a running one (here at once; on another node through its
+    /// notification listener or its next heartbeat).
+    pub async fn cancel(&self, tenant: &str, id: Uuid) -> store::Result<Option<CancelOutcome>> {
+        let outcome = self.store.cancel(tenant, id, Utc::now()).await?;
+        match &outcome {
+            Some(CancelOutcome::Cancelled(_)) => {
+                self.events.publish(id, JobEvent::State(JobState::Cancelled));
+                // The cancelled job may have been the head of its workspace.
+                self.wake();
+            }
+            Some(CancelOutcome::Requested(_)) => {
+                self.running.cancel(id);
+            }
+            _ => {}
+        }
+        Ok(outcome)
+    }
+
+    /// Waits until the job is terminal or `timeout` passes, and returns it as it then is.
+    /// `None` if the job does not exist for this tenant.
+    pub async fn wait(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        timeout: Duration,
+    ) -> store::Result<Option<Job>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut rx = self.events.subscribe(id);
+        loop {
+            let Some(job) = self.store.job(tenant, id).await? else {
+                return Ok(None);
+            };
+            if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
+                return Ok(Some(job));
+            }
+            let next_check = (tokio::time::Instant::now() + self.backstop).min(deadline);
+            loop {
+                tokio::select! {
+                    event = rx.recv() => match event {
+                        Ok(JobEvent::State(state)) if state.is_terminal() => break,
+                        Ok(JobEvent::Changed) => break,
+                        Ok(_) => continue,
+                        Err(broadcast::error::RecvError::Lagged(_)) => break,
+                        Err(broadcast::error::RecvError::Closed) => {
+                            rx = self.events.subscribe(id);
+                            break;
+                        }
+                    },
+                    _ = tokio::time::sleep_until(next_check) => break,
+                }
+            }
+        }
+    }
+}

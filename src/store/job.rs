@@ -1,0 +1,328 @@
+//! The job record and the closed set of states a job moves through.
+//!
+//! `docs/state_machine.md` draws every transition listed on [`JobState`].
+
+use std::fmt;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub use crate::output::Stream;
+
+/// Where a job is in its life. The set is closed: no other value is ever stored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// Accepted and committed, waiting for a worker. Entered by enqueue, by a retry of a transient
+    /// failure (with `run_after` in the future), or by a rescue of a retry-safe job whose node
+    /// died. Left by a claim (→ `running`) or a cancel (→ `cancelled`).
+    Queued,
+    /// Claimed by exactly one node, which holds a lease and heartbeats it. At most one job per
+    /// workspace is in this state (a unique index enforces it). Left by completion (→ a terminal
+    /// state), by a transient failure or rescue (→ `queued`), or by an expired lease on a job that
+    /// is not safe to repeat (→ `failed` with reason `interrupted`).
+    Running,
+    /// Terminal. The tool ran to completion; a non-zero exit code is still a success of the job.
+    Succeeded,
+    /// Terminal. The tool could not do what was asked: bad input found late, a timeout, a panic, an
+    /// interruption, or transient failures that exhausted `max_attempts`.
+    Failed,
+    /// Terminal. A caller cancelled the job while it was queued, or killed it while running.
+    Cancelled,
+}
+
+impl JobState {
+    /// Every state, in lifecycle order.
+    pub const ALL: [JobState; 5] = [
+        JobState::Queued,
+        JobState::Running,
+        JobState::Succeeded,
+        JobState::Failed,
+        JobState::Cancelled,
+    ];
+
+    /// The name stored in the database and shown on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobState::Queued => "queued",
+            JobState::Running => "running",
+            JobState::Succeeded => "succeeded",
+            JobState::Failed => "failed",
+            JobState::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored or caller-supplied state name.
+    pub fn parse(s: &str) -> Option<JobState> {
+        JobState::ALL.into_iter().find(|state| state.as_str() == s)
+    }
+
+    /// Whether the job can never change again.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobState::Succeeded | JobState::Failed | JobState::Cancelled
+        )
+    }
+}
+
+impl fmt::Display for JobState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Why a job did not succeed. The codes are stable: callers and alerts match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorReason {
+    /// The arguments were wrong in a way only execution could tell.
+    InvalidArgument,
+    /// The sandbox (or another named object) does not exist.
+    NotFound,
+    /// The request conflicts with existing state (a sandbox name already taken).
+    Conflict,
+    /// The per-call time limit was reached and the process group was killed.
+    Timeout,
+    /// A caller cancelled the job.
+    Cancelled,
+    /// The node running the job stopped; the job was not re-run because repeating it is unsafe.
+    Interrupted,
+    /// The tool code panicked; the workspace actor was restarted.
+    Panic,
+    /// The driver could not be reached after every attempt.
+    DriverUnavailable,
+    /// The sandbox could not run what was asked (missing interpreter, spawn failure).
+    ExecutionError,
+    /// A bug or an unexpected failure of the server itself.
+    Internal,
+}
+
+impl ErrorReason {
+    /// The stable code, as used in metrics labels and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorReason::InvalidArgument => "invalid_argument",
+            ErrorReason::NotFound => "not_found",
+            ErrorReason::Conflict => "conflict",
+            ErrorReason::Timeout => "timeout",
+            ErrorReason::Cancelled => "cancelled",
+            ErrorReason::Interrupted => "interrupted",
+            ErrorReason::Panic => "panic",
+            ErrorReason::DriverUnavailable => "driver_unavailable",
+            ErrorReason::ExecutionError => "execution_error",
+            ErrorReason::Internal => "internal",
+        }
+    }
+}
+
+/// The error recorded on a job that did not succeed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct JobError {
+    /// Stable machine-readable code.
+    pub reason: ErrorReason,
+    /// Human-readable explanation, lowercase, no trailing period.
+    pub message: String,
+}
+
+impl JobError {
+    pub fn new(reason: ErrorReason, message: impl Into<String>) -> JobError {
+        JobError {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// A job about to be enqueued. Everything the queue needs is decided before the insert.
+#[derive(Clone, Debug)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub tenant: String,
+    /// Serialization key; `None` runs without ordering against other jobs.
+    pub workspace: Option<String>,
+    pub tool: String,
+    pub arguments: Value,
+    /// Larger runs first within the ready set and within a workspace.
+    pub priority: i32,
+    pub max_attempts: i32,
+    /// Whether the job may be re-run after its node died mid-flight.
+    pub retry_safe: bool,
+    pub timeout_s: i64,
+    pub run_after: DateTime<Utc>,
+    pub idempotency_key: Option<String>,
+}
+
+impl NewJob {
+    /// A job with default scheduling for `tool`, ready to run now.
+    pub fn new(tenant: impl Into<String>, tool: impl Into<String>, arguments: Value) -> NewJob {
+        NewJob {
+            id: Uuid::now_v7(),
+            tenant: tenant.into(),
+            workspace: None,
+            tool: tool.into(),
+            arguments,
+            priority: 0,
+            max_attempts: 1,
+            retry_safe: false,
+            timeout_s: 300,
+            run_after: Utc::now(),
+            idempotency_key: None,
+        }
+    }
+}
+
+/// A job as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Job {
+    pub id: Uuid,
+    /// Enqueue order assigned by the database; FIFO within a workspace follows it.
+    pub seq: i64,
+    pub tenant: String,
+    pub workspace: Option<String>,
+    pub tool: String,
+    pub arguments: Value,
+    pub state: JobState,
+    pub priority: i32,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub retry_safe: bool,
+    pub timeout_s: i64,
+    pub run_after: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
+    pub started_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub lease_owner: Option<String>,
+    pub lease_expires_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    pub idempotency_key: Option<String>,
+    pub result: Option<Value>,
+    pub error: Option<JobError>,
+    pub exit_code: Option<i32>,
+}
+
+/// How a running job ends (or goes back to the queue).
+#[derive(Clone, Debug, PartialEq)]
+pub enum Finish {
+    /// → `succeeded`.
+    Succeeded {
+        result: Value,
+        exit_code: Option<i32>,
+    },
+    /// → `failed`. A result may still be attached (a timed-out command's partial output).
+    Failed {
+        error: JobError,
+        result: Option<Value>,
+        exit_code: Option<i32>,
+    },
+    /// → `cancelled`, with whatever output the killed command produced.
+    Cancelled {
+        result: Option<Value>,
+        exit_code: Option<i32>,
+    },
+    /// → `queued` again, not before `run_after` (a transient failure with attempts left).
+    Retry {
+        error: JobError,
+        run_after: DateTime<Utc>,
+    },
+}
+
+impl Finish {
+    /// The state the job is in after this finish is applied.
+    pub fn state(&self) -> JobState {
+        match self {
+            Finish::Succeeded { .. } => JobState::Succeeded,
+            Finish::Failed { .. } => JobState::Failed,
+            Finish::Cancelled { .. } => JobState::Cancelled,
+            Finish::Retry { .. } => JobState::Queued,
+        }
+    }
+
+    /// The columns a terminal finish writes: state, result, error and exit code. `None` for a
+    /// retry, which writes none of them.
+    pub fn terminal_columns(&self) -> Option<TerminalColumns<'_>> {
+        let (result, error, exit_code) = match self {
+            Finish::Succeeded { result, exit_code } => (Some(result), None, *exit_code),
+            Finish::Failed {
+                error,
+                result,
+                exit_code,
+            } => (result.as_ref(), Some(error.clone()), *exit_code),
+            Finish::Cancelled { result, exit_code } => (
+                result.as_ref(),
+                Some(JobError::new(
+                    ErrorReason::Cancelled,
+                    "cancelled while running; its process group was killed",
+                )),
+                *exit_code,
+            ),
+            Finish::Retry { .. } => return None,
+        };
+        Some(TerminalColumns {
+            state: self.state(),
+            result,
+            error,
+            exit_code,
+        })
+    }
+}
+
+/// What a terminal [`Finish`] writes to the job row.
+#[derive(Debug)]
+pub struct TerminalColumns<'a> {
+    pub state: JobState,
+    pub result: Option<&'a Value>,
+    pub error: Option<JobError>,
+    pub exit_code: Option<i32>,
+}
+
+/// One finished job reported by the node holding its lease.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Completion {
+    pub id: Uuid,
+    pub finish: Finish,
+}
+
+/// What a cancel request did.
+#[derive(Clone, Debug, PartialEq)]
+pub enum CancelOutcome {
+    /// The job was queued and is now `cancelled`.
+    Cancelled(Job),
+    /// The job is running; `cancel_requested` is set and the node running it must kill it.
+    Requested(Job),
+    /// The job had already finished; nothing changed.
+    AlreadyFinished(Job),
+}
+
+/// What the rescuer did with one job whose node stopped heartbeating.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Rescued {
+    pub id: Uuid,
+    pub tool: String,
+    /// `queued` (re-run later) or `failed` (reason `interrupted`).
+    pub state: JobState,
+}
+
+/// Filters for listing jobs; results are newest first.
+#[derive(Clone, Debug, Default)]
+pub struct JobFilter {
+    pub tenant: Option<String>,
+    pub workspace: Option<String>,
+    pub state: Option<JobState>,
+    pub tool: Option<String>,
+    /// Only jobs enqueued before this `seq` (the cursor of the previous page).
+    pub before_seq: Option<i64>,
+    pub limit: u32,
+}
+
+/// A piece of a job's captured output, numbered from 1 in the order it was produced.
+#[derive(Clone, Debug, PartialEq)]
+pub struct OutputChunk {
+    pub job_id: Uuid,
+    pub seq: i64,
+    pub stream: Stream,
+    pub data: Vec<u8>,
+    pub at: DateTime<Utc>,
+}

@@ -1,0 +1,317 @@
+//! Persistence for jobs, their output, sandboxes and the audit log.
+//!
+//! One trait, [`Store`], with a backend per database: [`sqlite::SqliteStore`] (the embedded
+//! default) and [`postgres::PgStore`] (several nodes). [`connect`] picks the backend from the URL
+//! scheme. Both pass the same conformance suite (`tests/store_conformance.rs`).
+//!
+//! Architecture invariant: the store knows nothing of tools, HTTP or drivers. It stores what it is
+//! given and enforces the queue's rules (one running job per workspace, FIFO claims, leases) in SQL.
+
+pub mod audit;
+pub mod job;
+pub mod postgres;
+pub mod sandbox;
+pub mod sqlite;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use uuid::Uuid;
+
+pub use audit::{AuditEntry, AuditFilter, AuditRecord};
+pub use job::{
+    CancelOutcome, Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob,
+    OutputChunk, Rescued, Stream,
+};
+pub use sandbox::{SandboxCount, SandboxFilter, SandboxRecord};
+
+/// Errors of the persistence layer.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A unique constraint other than idempotency refused the write (a sandbox name is taken).
+    #[error("{0} already exists")]
+    Conflict(String),
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored value could not be decoded; a bug or a hand-edited database.
+    #[error("corrupt row: {0}")]
+    Corrupt(String),
+    #[error("unsupported database url `{0}`: expected sqlite://… or postgres://…")]
+    UnsupportedUrl(String),
+}
+
+pub type Result<T, E = StoreError> = std::result::Result<T, E>;
+
+/// Which database a store talks to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+impl Backend {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "sqlite",
+            Backend::Postgres => "postgres",
+        }
+    }
+}
+
+/// The result of an enqueue: the stored job and whether this call created it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Enqueued {
+    pub job: Job,
+    /// `false` when the idempotency key matched an earlier job, which is returned instead.
+    pub created: bool,
+}
+
+/// Count of jobs in one state, for the `jobs{state}` gauge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StateCount {
+    pub state: JobState,
+    pub count: i64,
+}
+
+/// Persistence used by the queue, the tools and the audit log.
+///
+/// Every method is one transaction. Timestamps are passed in by callers where the rules depend
+/// on them (leases, rescues), so that tests can move time.
+#[async_trait]
+pub trait Store: Send + Sync + fmt::Debug + 'static {
+    fn backend(&self) -> Backend;
+
+    /// Applies pending migrations.
+    async fn migrate(&self) -> Result<()>;
+
+    /// Checks that the database answers.
+    async fn ping(&self) -> Result<()>;
+
+    // ---- jobs -------------------------------------------------------------------------------
+
+    /// Inserts the job and its audit row in one transaction. With an idempotency key already used
+    /// by the tenant, inserts nothing and returns the earlier job with `created: false`.
+    async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued>;
+
+    /// Inserts many jobs in one transaction (no audit rows, no idempotency keys honoured beyond
+    /// the unique constraint). Meant for bulk loads and benchmarks.
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<()>;
+
+    /// Moves up to `limit` runnable jobs to `running` under a lease held by `node`, in priority
+    /// then FIFO order. A job is runnable when it is queued, its `run_after` has passed and, if it
+    /// has a workspace, no job of that workspace is running and it is the workspace's first
+    /// queued job. Returned in claim order.
+    async fn claim(
+        &self,
+        node: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Job>>;
+
+    /// Extends the leases of `ids` held by `node`. Returns the ids among them whose cancellation
+    /// was requested, so a node learns of cancels made on other nodes.
+    async fn heartbeat(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Uuid>>;
+
+    /// Applies finishes for jobs `node` is running, in one transaction. A completion for a job
+    /// that is no longer running under `node`'s lease is ignored (it was rescued meanwhile).
+    /// Returns the jobs that were updated.
+    async fn complete(
+        &self,
+        node: &str,
+        completions: &[Completion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>>;
+
+    /// Cancels a queued job, or marks a running one for killing.
+    async fn cancel(&self, tenant: &str, id: Uuid, now: DateTime<Utc>) -> Result<Option<CancelOutcome>>;
+
+    /// One job of `tenant` (any tenant when `None`).
+    async fn job(&self, tenant: Option<&str>, id: Uuid) -> Result<Option<Job>>;
+
+    /// A page of jobs, newest first.
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>>;
+
+    /// Whether `workspace` has a queued or running job for `tool`.
+    async fn has_open_job(&self, workspace: &str, tool: &str) -> Result<bool>;
+
+    /// Resolves running jobs whose lease expired before `now`: retry-safe jobs with attempts left
+    /// go back to `queued`, the rest end `failed` with reason `interrupted`.
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<Rescued>>;
+
+    /// The same resolution for every job `node` left running, whatever its lease (start-up).
+    async fn recover_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<Rescued>>;
+
+    /// Counts of jobs per state.
+    async fn job_counts(&self) -> Result<Vec<StateCount>>;
+
+    /// Deletes finished jobs (and their output) that finished before `before`.
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    // ---- output ----------------------------------------------------------------------------
+
+    async fn append_output(&self, chunks: &[OutputChunk]) -> Result<()>;
+
+    /// Output chunks of a job with `seq > after_seq`, in order.
+    async fn output(&self, job_id: Uuid, after_seq: i64) -> Result<Vec<OutputChunk>>;
+
+    // ---- sandboxes -------------------------------------------------------------------------
+
+    /// Inserts a sandbox; [`StoreError::Conflict`] if the tenant already has the name.
+    async fn insert_sandbox(&self, sandbox: &SandboxRecord) -> Result<()>;
+
+    /// A sandbox of `tenant` by id, or else by name.
+    async fn sandbox(&self, tenant: &str, id_or_name: &str) -> Result<Option<SandboxRecord>>;
+
+    async fn list_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<SandboxRecord>>;
+
+    async fn set_sandbox_status(&self, id: &str, status: &str) -> Result<()>;
+
+    /// Records that a job used the sandbox.
+    async fn touch_sandbox(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
+
+    /// Deletes the row; `false` if there was none.
+    async fn delete_sandbox(&self, id: &str) -> Result<bool>;
+
+    async fn sandbox_counts(&self) -> Result<Vec<SandboxCount>>;
+
+    // ---- audit -----------------------------------------------------------------------------
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+}
+
+/// A database URL whose `Debug` and `Display` hide the password.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> DatabaseUrl {
+        DatabaseUrl(url.into())
+    }
+
+    /// The full URL, password included. Only for opening connections.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***`.
+    pub fn redacted(&self) -> String {
+        let url = &self.0;
+        let Some(scheme_end) = url.find("://") else {
+            return url.clone();
+        };
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find('/').unwrap_or(rest.len());
+        let authority = &rest[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => format!(
+                "{}://{}:***{}",
+                &url[..scheme_end],
+                &authority[..colon],
+                &rest[at..]
+            ),
+            _ => url.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "DatabaseUrl({:?})", self.redacted())
+    }
+}
+
+impl fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.redacted())
+    }
+}
+
+/// Opens the store the URL's scheme names. Does not run migrations.
+pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Arc<dyn Store>> {
+    let raw = url.expose();
+    if raw.starts_with("sqlite:") {
+        Ok(Arc::new(sqlite::SqliteStore::connect(raw, max_connections).await?))
+    } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
+        Ok(Arc::new(postgres::PgStore::connect(raw, max_connections).await?))
+    } else {
+        Err(StoreError::UnsupportedUrl(url.redacted()))
+    }
+}
+
+/// Converts a lease length to a chrono duration, saturating on absurd values.
+pub(crate) fn lease_until(now: DateTime<Utc>, lease: Duration) -> DateTime<Utc> {
+    now + chrono::Duration::from_std(lease).unwrap_or(chrono::Duration::days(365))
+}
+
+/// The message recorded on a job that was running when its node stopped.
+pub(crate) fn interrupted_error(tool: &str) -> job::JobError {
+    job::JobError::new(
+        ErrorReason::Interrupted,
+        format!(
+            "the server running this job stopped before it finished; `{tool}` is not safe to \
+             repeat, so it was not run again"
+        ),
+    )
+}
+
+/// The message recorded on a retry-safe job whose node stopped and which has no attempts left.
+pub(crate) fn exhausted_error(tool: &str, attempts: i32) -> job::JobError {
+    job::JobError::new(
+        ErrorReason::Interrupted,
+        format!(
+            "the server running this job stopped before it finished; `{tool}` was already tried \
+             {attempts} time(s), the most allowed"
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_password_in_url() {
+        let url = DatabaseUrl::new("postgres://app:s3cret@db.internal:5432/jobs");
+        assert_eq!(url.redacted(), "postgres://app:***@db.internal:5432/jobs");
+        assert!(!format!("{url:?}").contains("s3cret"));
+        assert!(!format!("{url}").contains("s3cret"));
+    }
+
+    #[test]
+    fn leaves_urls_without_password_alone() {
+        for raw in ["postgres://app@db/jobs", "sqlite://./data/x.db", "postgres://db/jobs"] {
+            assert_eq!(DatabaseUrl::new(raw).redacted(), raw);
+        }
+    }
+}
+
+/// What happens to a running job whose node stopped: retry-safe jobs with attempts left go back to
+/// the queue; every other job fails with reason `interrupted`. Shared by both backends.
+pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
+    if job.retry_safe && job.attempts < job.max_attempts {
+        (JobState::Queued, None)
+    } else if job.retry_safe {
+        (JobState::Failed, Some(exhausted_error(&job.tool, job.attempts)))
+    } else {
+        (JobState::Failed, Some(interrupted_error(&job.tool)))
+    }
+}
+
+/// The error recorded on a queued job that a caller cancelled.
+pub(crate) fn cancelled_error() -> JobError {
+    JobError::new(ErrorReason::Cancelled, "cancelled before it started")
+}

@@ -1,0 +1,761 @@
+//! PostgreSQL backend: several nodes share one database.
+//!
+//! Claims use `FOR UPDATE SKIP LOCKED` so nodes never wait on each other's candidate rows; enqueue
+//! takes a transaction-scoped advisory lock on the workspace so that, within a workspace, `seq`
+//! order is commit order (FIFO holds even for concurrent submitters); enqueue and completion send
+//! `NOTIFY` so other nodes wake at once.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::types::Json;
+use sqlx::Row;
+use uuid::Uuid;
+
+use super::{
+    AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Finish,
+    Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount,
+    SandboxFilter, SandboxRecord, StateCount, Store, StoreError, Stream,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// Channel notified when jobs become runnable (payload empty).
+pub const CHANNEL_JOBS: &str = "daytona_mcp_jobs";
+/// Channel notified when a job changes state (payload: job id).
+pub const CHANNEL_DONE: &str = "daytona_mcp_done";
+
+/// The PostgreSQL store.
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+}
+
+impl PgStore {
+    pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2))
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await?;
+        Ok(PgStore { pool })
+    }
+
+    /// The pool, for `LISTEN` connections.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+fn job_from_row(row: &PgRow) -> Result<Job> {
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: row.try_get("id")?,
+        seq: row.try_get("seq")?,
+        tenant: row.try_get("tenant")?,
+        workspace: row.try_get("workspace")?,
+        tool: row.try_get("tool")?,
+        arguments: row.try_get("arguments")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
+        priority: row.try_get("priority")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        retry_safe: row.try_get("retry_safe")?,
+        timeout_s: row.try_get("timeout_s")?,
+        run_after: row.try_get("run_after")?,
+        created_at: row.try_get("created_at")?,
+        started_at: row.try_get("started_at")?,
+        finished_at: row.try_get("finished_at")?,
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: row.try_get("lease_expires_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        result: row.try_get("result")?,
+        error: row
+            .try_get::<Option<Json<JobError>>, _>("error")?
+            .map(|j| j.0),
+        exit_code: row.try_get("exit_code")?,
+    })
+}
+
+fn sandbox_from_row(row: &PgRow) -> Result<SandboxRecord> {
+    Ok(SandboxRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        driver: row.try_get("driver")?,
+        language: row.try_get("language")?,
+        status: row.try_get("status")?,
+        image: row.try_get("image")?,
+        git_repo: row.try_get("git_repo")?,
+        git_branch: row.try_get("git_branch")?,
+        environment_vars: row
+            .try_get::<Json<std::collections::BTreeMap<String, String>>, _>("environment_vars")?
+            .0,
+        labels: row
+            .try_get::<Json<std::collections::BTreeMap<String, String>>, _>("labels")?
+            .0,
+        resources: row.try_get("resources")?,
+        persistent: row.try_get("persistent")?,
+        auto_stop_minutes: row.try_get("auto_stop_minutes")?,
+        created_at: row.try_get("created_at")?,
+        last_accessed: row.try_get("last_accessed")?,
+    })
+}
+
+fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        entry: AuditEntry {
+            at: row.try_get("at")?,
+            request_id: row.try_get("request_id")?,
+            tenant: row.try_get("tenant")?,
+            key_id: row.try_get("key_id")?,
+            client_addr: row.try_get("client_addr")?,
+            action: row.try_get("action")?,
+            workspace: row.try_get("workspace")?,
+            job_id: row.try_get("job_id")?,
+            outcome: row.try_get("outcome")?,
+            duration_ms: row.try_get("duration_ms")?,
+            args_digest: row.try_get("args_digest")?,
+            args_summary: row.try_get("args_summary")?,
+        },
+    })
+}
+
+const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
+     priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
+     idempotency_key) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, $11, $12)";
+
+/// The job insert, returning the row unless the tenant already used the idempotency key.
+const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
+     state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
+     idempotency_key) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, $11, $12) \
+     ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+
+fn bind_new_job<'q>(
+    query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    job: &NewJob,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    query
+        .bind(job.id)
+        .bind(job.tenant.clone())
+        .bind(job.workspace.clone())
+        .bind(job.tool.clone())
+        .bind(job.arguments.clone())
+        .bind(job.priority)
+        .bind(job.max_attempts)
+        .bind(job.retry_safe)
+        .bind(job.timeout_s)
+        .bind(job.run_after)
+        .bind(now)
+        .bind(job.idempotency_key.clone())
+}
+
+async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, request_id, tenant, key_id, client_addr, action, workspace, \
+         job_id, outcome, duration_ms, args_digest, args_summary) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
+    )
+    .bind(entry.at)
+    .bind(&entry.request_id)
+    .bind(&entry.tenant)
+    .bind(&entry.key_id)
+    .bind(&entry.client_addr)
+    .bind(&entry.action)
+    .bind(&entry.workspace)
+    .bind(entry.job_id)
+    .bind(&entry.outcome)
+    .bind(entry.duration_ms)
+    .bind(&entry.args_digest)
+    .bind(&entry.args_summary)
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+async fn notify(conn: &mut PgConnection, channel: &str, payload: &str) -> Result<()> {
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(channel)
+        .bind(payload)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
+async fn rescue_jobs(
+    conn: &mut PgConnection,
+    jobs: Vec<Job>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Rescued>> {
+    let mut rescued = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (state, error) = super::rescue_target(&job);
+        let finished_at = state.is_terminal().then_some(now);
+        sqlx::query(
+            "UPDATE jobs SET state = $1, run_after = $2, finished_at = $3, \
+             error = COALESCE($4, error), lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = $5 AND state = 'running'",
+        )
+        .bind(state.as_str())
+        .bind(now)
+        .bind(finished_at)
+        .bind(error.map(Json))
+        .bind(job.id)
+        .execute(&mut *conn)
+        .await?;
+        notify(&mut *conn, CHANNEL_DONE, &job.id.to_string()).await?;
+        rescued.push(Rescued {
+            id: job.id,
+            tool: job.tool,
+            state,
+        });
+    }
+    if !rescued.is_empty() {
+        notify(&mut *conn, CHANNEL_JOBS, "").await?;
+    }
+    Ok(rescued)
+}
+
+#[async_trait]
+impl Store for PgStore {
+    fn backend(&self) -> Backend {
+        Backend::Postgres
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        if let Some(workspace) = &job.workspace {
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
+                .bind(workspace)
+                .execute(&mut *tx)
+                .await?;
+        }
+        let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let (stored, created) = match inserted {
+            Some(row) => (job_from_row(&row)?, true),
+            None => {
+                let row =
+                    sqlx::query("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2")
+                        .bind(&job.tenant)
+                        .bind(&job.idempotency_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                (job_from_row(&row)?, false)
+            }
+        };
+        audit.job_id = Some(stored.id);
+        if !created {
+            audit.outcome = "replayed".into();
+        }
+        insert_audit(&mut tx, &audit).await?;
+        if created {
+            notify(&mut tx, CHANNEL_JOBS, "").await?;
+        }
+        tx.commit().await?;
+        Ok(Enqueued {
+            job: stored,
+            created,
+        })
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<()> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        for job in &jobs {
+            bind_new_job(sqlx::query(INSERT_JOB), job, now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        notify(&mut tx, CHANNEL_JOBS, "").await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        node: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "WITH picked AS ( \
+                 SELECT j.seq FROM jobs j \
+                 WHERE j.state = 'queued' AND j.run_after <= $1 \
+                   AND (j.workspace IS NULL OR ( \
+                       NOT EXISTS (SELECT 1 FROM jobs r \
+                                   WHERE r.workspace = j.workspace AND r.state = 'running') \
+                       AND j.seq = (SELECT h.seq FROM jobs h \
+                                    WHERE h.workspace = j.workspace AND h.state = 'queued' \
+                                    ORDER BY h.priority DESC, h.seq LIMIT 1))) \
+                 ORDER BY j.priority DESC, j.seq \
+                 LIMIT $4 \
+                 FOR UPDATE SKIP LOCKED) \
+             UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, started_at = $1, \
+                 lease_owner = $2, lease_expires_at = $3 \
+             FROM picked WHERE jobs.seq = picked.seq \
+             RETURNING jobs.*",
+        )
+        .bind(now)
+        .bind(node)
+        .bind(super::lease_until(now, lease))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await;
+        let rows = match rows {
+            Ok(rows) => rows,
+            // Two nodes raced for the head of a workspace and the unique index refused the second
+            // running job: the invariant held, and the loser simply claims again later.
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tracing::debug!("claim lost a race for a workspace head: {e}");
+                return Ok(Vec::new());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
+        Ok(jobs)
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = $1 \
+             WHERE state = 'running' AND lease_owner = $2 AND id = ANY($3) \
+             RETURNING id, cancel_requested",
+        )
+        .bind(super::lease_until(now, lease))
+        .bind(node)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        let mut cancelled = Vec::new();
+        for row in rows {
+            if row.try_get::<bool, _>("cancel_requested")? {
+                cancelled.push(row.try_get("id")?);
+            }
+        }
+        Ok(cancelled)
+    }
+
+    async fn complete(
+        &self,
+        node: &str,
+        completions: &[Completion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>> {
+        let mut tx = self.pool.begin().await?;
+        let mut done = Vec::with_capacity(completions.len());
+        let mut requeued = false;
+        for completion in completions {
+            let row = match &completion.finish {
+                Finish::Retry { error, run_after } => {
+                    requeued = true;
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'queued', run_after = $1, error = $2, \
+                         lease_owner = NULL, lease_expires_at = NULL, cancel_requested = FALSE \
+                         WHERE id = $3 AND state = 'running' AND lease_owner = $4 RETURNING *",
+                    )
+                    .bind(*run_after)
+                    .bind(Json(error))
+                    .bind(completion.id)
+                    .bind(node)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+                finish => {
+                    let cols = finish
+                        .terminal_columns()
+                        .expect("every finish but a retry is terminal");
+                    sqlx::query(
+                        "UPDATE jobs SET state = $1, finished_at = $2, result = $3, error = $4, \
+                         exit_code = $5, lease_owner = NULL, lease_expires_at = NULL \
+                         WHERE id = $6 AND state = 'running' AND lease_owner = $7 RETURNING *",
+                    )
+                    .bind(cols.state.as_str())
+                    .bind(now)
+                    .bind(cols.result)
+                    .bind(cols.error.map(Json))
+                    .bind(cols.exit_code)
+                    .bind(completion.id)
+                    .bind(node)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+            };
+            if let Some(row) = row {
+                let job = job_from_row(&row)?;
+                notify(&mut tx, CHANNEL_DONE, &job.id.to_string()).await?;
+                done.push(job);
+            }
+        }
+        // A finished job may unblock the next job of its workspace on another node.
+        if !done.is_empty() || requeued {
+            notify(&mut tx, CHANNEL_JOBS, "").await?;
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn cancel(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CancelOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND tenant = $2 FOR UPDATE")
+            .bind(id)
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_from_row(&row)?;
+        let outcome = match job.state {
+            JobState::Queued => {
+                let row = sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $1, error = $2 \
+                     WHERE id = $3 RETURNING *",
+                )
+                .bind(now)
+                .bind(Json(super::cancelled_error()))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+                CancelOutcome::Cancelled(job_from_row(&row)?)
+            }
+            JobState::Running => {
+                let row =
+                    sqlx::query("UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 RETURNING *")
+                        .bind(id)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+                CancelOutcome::Requested(job_from_row(&row)?)
+            }
+            _ => CancelOutcome::AlreadyFinished(job),
+        };
+        tx.commit().await?;
+        Ok(Some(outcome))
+    }
+
+    async fn job(&self, tenant: Option<&str>, id: Uuid) -> Result<Option<Job>> {
+        let row =
+            sqlx::query("SELECT * FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant = $2)")
+                .bind(id)
+                .bind(tenant)
+                .fetch_optional(&self.pool)
+                .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs \
+             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR workspace = $2) \
+               AND ($3::text IS NULL OR state = $3) AND ($4::text IS NULL OR tool = $4) \
+               AND ($5::bigint IS NULL OR seq < $5) \
+             ORDER BY seq DESC LIMIT $6",
+        )
+        .bind(&filter.tenant)
+        .bind(&filter.workspace)
+        .bind(filter.state.map(JobState::as_str))
+        .bind(&filter.tool)
+        .bind(filter.before_seq)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn has_open_job(&self, workspace: &str, tool: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE workspace = $1 AND tool = $2 \
+             AND state IN ('queued', 'running')) AS open",
+        )
+        .bind(workspace)
+        .bind(tool)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(row.try_get("open")?)
+    }
+
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < $1 \
+             FOR UPDATE SKIP LOCKED",
+        )
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await?;
+        let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let rescued = rescue_jobs(&mut tx, jobs, now).await?;
+        tx.commit().await?;
+        Ok(rescued)
+    }
+
+    async fn recover_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT * FROM jobs WHERE state = 'running' AND lease_owner = $1 FOR UPDATE",
+        )
+        .bind(node)
+        .fetch_all(&mut *tx)
+        .await?;
+        let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let rescued = rescue_jobs(&mut tx, jobs, now).await?;
+        tx.commit().await?;
+        Ok(rescued)
+    }
+
+    async fn job_counts(&self) -> Result<Vec<StateCount>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(StateCount {
+                    state: JobState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        sqlx::query(
+            "DELETE FROM job_output WHERE job_id IN \
+             (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1)",
+        )
+        .bind(before)
+        .execute(&mut *tx)
+        .await?;
+        let deleted =
+            sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1")
+                .bind(before)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn append_output(&self, chunks: &[OutputChunk]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool.begin().await?;
+        for chunk in chunks {
+            sqlx::query(
+                "INSERT INTO job_output (job_id, seq, stream, data, created_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(chunk.job_id)
+            .bind(chunk.seq)
+            .bind(chunk.stream.as_str())
+            .bind(&chunk.data)
+            .bind(chunk.at)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn output(&self, job_id: Uuid, after_seq: i64) -> Result<Vec<OutputChunk>> {
+        let rows = sqlx::query(
+            "SELECT seq, stream, data, created_at FROM job_output \
+             WHERE job_id = $1 AND seq > $2 ORDER BY seq",
+        )
+        .bind(job_id)
+        .bind(after_seq)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let stream: String = row.try_get("stream")?;
+                Ok(OutputChunk {
+                    job_id,
+                    seq: row.try_get("seq")?,
+                    stream: Stream::parse(&stream).ok_or_else(|| {
+                        StoreError::Corrupt(format!("job_output.stream: {stream}"))
+                    })?,
+                    data: row.try_get("data")?,
+                    at: row.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
+        let result = sqlx::query(
+            "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
+             git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
+             created_at, last_accessed) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant)
+        .bind(&s.name)
+        .bind(&s.driver)
+        .bind(&s.language)
+        .bind(&s.status)
+        .bind(&s.image)
+        .bind(&s.git_repo)
+        .bind(&s.git_branch)
+        .bind(Json(&s.environment_vars))
+        .bind(Json(&s.labels))
+        .bind(&s.resources)
+        .bind(s.persistent)
+        .bind(s.auto_stop_minutes)
+        .bind(s.created_at)
+        .bind(s.last_accessed)
+        .execute(&self.pool)
+        .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("sandbox named `{}`", s.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn sandbox(&self, tenant: &str, id_or_name: &str) -> Result<Option<SandboxRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM sandboxes WHERE tenant = $1 AND (id = $2 OR name = $2) \
+             ORDER BY (id = $2) DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(id_or_name)
+        .fetch_optional(&self.pool)
+        .await?;
+        row.as_ref().map(sandbox_from_row).transpose()
+    }
+
+    async fn list_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<SandboxRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM sandboxes WHERE tenant = $1 ORDER BY created_at, id")
+                .bind(&filter.tenant)
+                .fetch_all(&self.pool)
+                .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = sandbox_from_row(row)?;
+            if filter.matches(&record) {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_sandbox_status(&self, id: &str, status: &str) -> Result<()> {
+        sqlx::query("UPDATE sandboxes SET status = $1 WHERE id = $2")
+            .bind(status)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn touch_sandbox(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "UPDATE sandboxes SET last_accessed = GREATEST(last_accessed, $1) WHERE id = $2",
+        )
+        .bind(at)
+        .bind(id)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn delete_sandbox(&self, id: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM sandboxes WHERE id = $1")
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn sandbox_counts(&self) -> Result<Vec<SandboxCount>> {
+        let rows = sqlx::query(
+            "SELECT driver, status, COUNT(*) AS n FROM sandboxes GROUP BY driver, status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SandboxCount {
+                    driver: row.try_get("driver")?,
+                    status: row.try_get("status")?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let mut conn = self.pool.acquire().await?;
+        insert_audit(&mut conn, entry).await
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log \
+             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::timestamptz IS NULL OR at >= $2) \
+               AND ($3::timestamptz IS NULL OR at < $3) AND ($4::text IS NULL OR key_id = $4) \
+               AND ($5::text IS NULL OR workspace = $5) AND ($6::text IS NULL OR action = $6) \
+               AND ($7::bigint IS NULL OR id > $7) \
+             ORDER BY id LIMIT $8",
+        )
+        .bind(&filter.tenant)
+        .bind(filter.since)
+        .bind(filter.until)
+        .bind(&filter.key_id)
+        .bind(&filter.workspace)
+        .bind(&filter.action)
+        .bind(filter.after_id)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}

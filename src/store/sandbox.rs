@@ -1,0 +1,57 @@
+//! The sandbox record: what the server knows about a sandbox, whichever driver made it.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+
+/// A sandbox as stored. The driver owns the sandbox itself; this row is the server's index of it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxRecord {
+    pub id: String,
+    pub tenant: String,
+    /// Unique per tenant; callers may use it wherever an id is accepted.
+    pub name: String,
+    pub driver: String,
+    pub language: String,
+    pub status: String,
+    pub image: Option<String>,
+    pub git_repo: Option<String>,
+    pub git_branch: Option<String>,
+    /// Applied to every command; values are secrets and never echoed in full.
+    pub environment_vars: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    pub resources: Value,
+    pub persistent: bool,
+    pub auto_stop_minutes: Option<i32>,
+    pub created_at: DateTime<Utc>,
+    pub last_accessed: DateTime<Utc>,
+}
+
+/// Filters for listing sandboxes of one tenant.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxFilter {
+    pub tenant: String,
+    /// Every pair must match.
+    pub labels: BTreeMap<String, String>,
+    pub status: Option<String>,
+}
+
+impl SandboxFilter {
+    /// Whether `record` passes the label and status filters (the tenant is matched in SQL).
+    pub fn matches(&self, record: &SandboxRecord) -> bool {
+        self.status.as_ref().is_none_or(|s| &record.status == s)
+            && self
+                .labels
+                .iter()
+                .all(|(k, v)| record.labels.get(k) == Some(v))
+    }
+}
+
+/// Count of sandboxes per driver and status, for the `workspace_count` gauge.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SandboxCount {
+    pub driver: String,
+    pub status: String,
+    pub count: i64,
+}

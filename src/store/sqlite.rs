@@ -1,0 +1,781 @@
+//! SQLite backend: the embedded default.
+//!
+//! One writer connection (SQLite allows one writer at a time; queuing writers in the pool is
+//! cheaper than retrying `SQLITE_BUSY`) and a pool of readers, in WAL mode. Timestamps are stored
+//! as microseconds since the epoch.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{Row, SqliteConnection};
+use uuid::Uuid;
+
+use super::{
+    AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Finish,
+    Job, JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount, SandboxFilter,
+    SandboxRecord, StateCount, Store, StoreError, Stream,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The SQLite store.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    /// The only connection that writes; serialises writers inside this process.
+    writer: SqlitePool,
+    /// Connections for reads, which WAL lets run beside the writer.
+    reader: SqlitePool,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file named by `url`.
+    pub async fn connect(url: &str, max_connections: u32) -> Result<SqliteStore> {
+        let options = SqliteConnectOptions::from_str(url)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(Duration::from_secs(10))
+            .foreign_keys(true);
+        if let Some(parent) = options.get_filename().parent() {
+            if !parent.as_os_str().is_empty() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                        e.kind(),
+                        format!("cannot create {}: {e}", parent.display()),
+                    )))
+                })?;
+            }
+        }
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .connect_with(options.clone())
+            .await?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(max_connections.max(1))
+            .connect_with(options.read_only(true))
+            .await?;
+        Ok(SqliteStore { writer, reader })
+    }
+
+    async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        // IMMEDIATE takes the write lock up front, so a second process (`daytona-mcp migrate`,
+        // a CLI command) waits on busy_timeout instead of failing on lock upgrade.
+        Ok(self.writer.begin_with("BEGIN IMMEDIATE").await?)
+    }
+}
+
+fn ts(at: DateTime<Utc>) -> i64 {
+    at.timestamp_micros()
+}
+
+fn from_ts(micros: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(micros).unwrap_or_default()
+}
+
+fn json_text<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).expect("serializing plain data cannot fail")
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
+    serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn job_from_row(row: &SqliteRow) -> Result<Job> {
+    let id: String = row.try_get("id")?;
+    let state: String = row.try_get("state")?;
+    Ok(Job {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("jobs.id: {e}")))?,
+        seq: row.try_get("seq")?,
+        tenant: row.try_get("tenant")?,
+        workspace: row.try_get("workspace")?,
+        tool: row.try_get("tool")?,
+        arguments: parse_json("jobs.arguments", &row.try_get::<String, _>("arguments")?)?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
+        priority: row.try_get("priority")?,
+        attempts: row.try_get("attempts")?,
+        max_attempts: row.try_get("max_attempts")?,
+        retry_safe: row.try_get("retry_safe")?,
+        timeout_s: row.try_get("timeout_s")?,
+        run_after: from_ts(row.try_get("run_after")?),
+        created_at: from_ts(row.try_get("created_at")?),
+        started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_ts),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_ts),
+        lease_owner: row.try_get("lease_owner")?,
+        lease_expires_at: row
+            .try_get::<Option<i64>, _>("lease_expires_at")?
+            .map(from_ts),
+        cancel_requested: row.try_get("cancel_requested")?,
+        idempotency_key: row.try_get("idempotency_key")?,
+        result: row
+            .try_get::<Option<String>, _>("result")?
+            .map(|t| parse_json("jobs.result", &t))
+            .transpose()?,
+        error: row
+            .try_get::<Option<String>, _>("error")?
+            .map(|t| parse_json("jobs.error", &t))
+            .transpose()?,
+        exit_code: row.try_get("exit_code")?,
+    })
+}
+
+fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
+    Ok(SandboxRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        driver: row.try_get("driver")?,
+        language: row.try_get("language")?,
+        status: row.try_get("status")?,
+        image: row.try_get("image")?,
+        git_repo: row.try_get("git_repo")?,
+        git_branch: row.try_get("git_branch")?,
+        environment_vars: parse_json(
+            "sandboxes.environment_vars",
+            &row.try_get::<String, _>("environment_vars")?,
+        )?,
+        labels: parse_json("sandboxes.labels", &row.try_get::<String, _>("labels")?)?,
+        resources: parse_json("sandboxes.resources", &row.try_get::<String, _>("resources")?)?,
+        persistent: row.try_get("persistent")?,
+        auto_stop_minutes: row.try_get("auto_stop_minutes")?,
+        created_at: from_ts(row.try_get("created_at")?),
+        last_accessed: from_ts(row.try_get("last_accessed")?),
+    })
+}
+
+fn audit_from_row(row: &SqliteRow) -> Result<AuditRecord> {
+    Ok(AuditRecord {
+        id: row.try_get("id")?,
+        entry: AuditEntry {
+            at: from_ts(row.try_get("at")?),
+            request_id: row.try_get("request_id")?,
+            tenant: row.try_get("tenant")?,
+            key_id: row.try_get("key_id")?,
+            client_addr: row.try_get("client_addr")?,
+            action: row.try_get("action")?,
+            workspace: row.try_get("workspace")?,
+            job_id: row
+                .try_get::<Option<String>, _>("job_id")?
+                .map(|s| Uuid::parse_str(&s))
+                .transpose()
+                .map_err(|e| StoreError::Corrupt(format!("audit_log.job_id: {e}")))?,
+            outcome: row.try_get("outcome")?,
+            duration_ms: row.try_get("duration_ms")?,
+            args_digest: row.try_get("args_digest")?,
+            args_summary: row
+                .try_get::<Option<String>, _>("args_summary")?
+                .map(|t| parse_json("audit_log.args_summary", &t))
+                .transpose()?,
+        },
+    })
+}
+
+fn ids_json(ids: &[Uuid]) -> String {
+    json_text(&ids.iter().map(|id| id.to_string()).collect::<Vec<_>>())
+}
+
+const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, priority, \
+     attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, idempotency_key) \
+     VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)";
+
+/// The job insert, returning the row unless the tenant already used the idempotency key.
+const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
+     state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
+     idempotency_key) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?) \
+     ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+
+fn bind_new_job<'q>(
+    query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
+    job: &NewJob,
+    now: DateTime<Utc>,
+) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+    query
+        .bind(job.id.to_string())
+        .bind(job.tenant.clone())
+        .bind(job.workspace.clone())
+        .bind(job.tool.clone())
+        .bind(json_text(&job.arguments))
+        .bind(job.priority)
+        .bind(job.max_attempts)
+        .bind(job.retry_safe)
+        .bind(job.timeout_s)
+        .bind(ts(job.run_after))
+        .bind(ts(now))
+        .bind(job.idempotency_key.clone())
+}
+
+async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO audit_log (at, request_id, tenant, key_id, client_addr, action, workspace, \
+         job_id, outcome, duration_ms, args_digest, args_summary) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(ts(entry.at))
+    .bind(&entry.request_id)
+    .bind(&entry.tenant)
+    .bind(&entry.key_id)
+    .bind(&entry.client_addr)
+    .bind(&entry.action)
+    .bind(&entry.workspace)
+    .bind(entry.job_id.map(|id| id.to_string()))
+    .bind(&entry.outcome)
+    .bind(entry.duration_ms)
+    .bind(&entry.args_digest)
+    .bind(entry.args_summary.as_ref().map(json_text))
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Applies the rescue rule to each running job in `jobs`.
+async fn rescue_jobs(
+    conn: &mut SqliteConnection,
+    jobs: Vec<Job>,
+    now: DateTime<Utc>,
+) -> Result<Vec<Rescued>> {
+    let mut rescued = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        let (state, error) = super::rescue_target(&job);
+        let finished_at = state.is_terminal().then_some(ts(now));
+        sqlx::query(
+            "UPDATE jobs SET state = ?, run_after = ?, finished_at = ?, \
+             error = COALESCE(?, error), lease_owner = NULL, lease_expires_at = NULL \
+             WHERE id = ? AND state = 'running'",
+        )
+        .bind(state.as_str())
+        .bind(ts(now))
+        .bind(finished_at)
+        .bind(error.as_ref().map(json_text))
+        .bind(job.id.to_string())
+        .execute(&mut *conn)
+        .await?;
+        rescued.push(Rescued {
+            id: job.id,
+            tool: job.tool,
+            state,
+        });
+    }
+    Ok(rescued)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    fn backend(&self) -> Backend {
+        Backend::Sqlite
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        MIGRATOR.run(&self.writer).await?;
+        Ok(())
+    }
+
+    async fn ping(&self) -> Result<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await?;
+        Ok(())
+    }
+
+    async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let (stored, created) = match inserted {
+            Some(row) => (job_from_row(&row)?, true),
+            None => {
+                let row = sqlx::query("SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?")
+                    .bind(&job.tenant)
+                    .bind(&job.idempotency_key)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                (job_from_row(&row)?, false)
+            }
+        };
+        audit.job_id = Some(stored.id);
+        if !created {
+            audit.outcome = "replayed".into();
+        }
+        insert_audit(&mut tx, &audit).await?;
+        tx.commit().await?;
+        Ok(Enqueued {
+            job: stored,
+            created,
+        })
+    }
+
+    async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<()> {
+        let now = Utc::now();
+        let mut tx = self.begin().await?;
+        for job in &jobs {
+            bind_new_job(sqlx::query(INSERT_JOB), job, now)
+                .execute(&mut *tx)
+                .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn claim(
+        &self,
+        node: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?1, \
+                 lease_owner = ?2, lease_expires_at = ?3 \
+             WHERE seq IN ( \
+                 SELECT j.seq FROM jobs j \
+                 WHERE j.state = 'queued' AND j.run_after <= ?1 \
+                   AND (j.workspace IS NULL OR ( \
+                       NOT EXISTS (SELECT 1 FROM jobs r \
+                                   WHERE r.workspace = j.workspace AND r.state = 'running') \
+                       AND j.seq = (SELECT h.seq FROM jobs h \
+                                    WHERE h.workspace = j.workspace AND h.state = 'queued' \
+                                    ORDER BY h.priority DESC, h.seq LIMIT 1))) \
+                 ORDER BY j.priority DESC, j.seq LIMIT ?4) \
+             RETURNING *",
+        )
+        .bind(ts(now))
+        .bind(node)
+        .bind(ts(super::lease_until(now, lease)))
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
+        Ok(jobs)
+    }
+
+    async fn heartbeat(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "UPDATE jobs SET lease_expires_at = ? \
+             WHERE state = 'running' AND lease_owner = ? \
+               AND id IN (SELECT value FROM json_each(?)) \
+             RETURNING id, cancel_requested",
+        )
+        .bind(ts(super::lease_until(now, lease)))
+        .bind(node)
+        .bind(ids_json(ids))
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        let mut cancelled = Vec::new();
+        for row in rows {
+            if row.try_get::<bool, _>("cancel_requested")? {
+                let id: String = row.try_get("id")?;
+                cancelled.push(
+                    Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
+                );
+            }
+        }
+        Ok(cancelled)
+    }
+
+    async fn complete(
+        &self,
+        node: &str,
+        completions: &[Completion],
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>> {
+        let mut tx = self.begin().await?;
+        let mut done = Vec::with_capacity(completions.len());
+        for completion in completions {
+            let id = completion.id.to_string();
+            let row = match &completion.finish {
+                Finish::Retry { error, run_after } => {
+                    sqlx::query(
+                        "UPDATE jobs SET state = 'queued', run_after = ?, error = ?, \
+                         lease_owner = NULL, lease_expires_at = NULL, cancel_requested = 0 \
+                         WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING *",
+                    )
+                    .bind(ts(*run_after))
+                    .bind(json_text(error))
+                    .bind(&id)
+                    .bind(node)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+                finish => {
+                    let cols = finish
+                        .terminal_columns()
+                        .expect("every finish but a retry is terminal");
+                    sqlx::query(
+                        "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?, \
+                         exit_code = ?, lease_owner = NULL, lease_expires_at = NULL \
+                         WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING *",
+                    )
+                    .bind(cols.state.as_str())
+                    .bind(ts(now))
+                    .bind(cols.result.map(json_text))
+                    .bind(cols.error.as_ref().map(json_text))
+                    .bind(cols.exit_code)
+                    .bind(&id)
+                    .bind(node)
+                    .fetch_optional(&mut *tx)
+                    .await?
+                }
+            };
+            if let Some(row) = row {
+                done.push(job_from_row(&row)?);
+            }
+        }
+        tx.commit().await?;
+        Ok(done)
+    }
+
+    async fn cancel(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CancelOutcome>> {
+        let mut tx = self.begin().await?;
+        let Some(row) = sqlx::query("SELECT * FROM jobs WHERE id = ? AND tenant = ?")
+            .bind(id.to_string())
+            .bind(tenant)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_from_row(&row)?;
+        let outcome = match job.state {
+            JobState::Queued => {
+                let row = sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?, error = ? \
+                     WHERE id = ? RETURNING *",
+                )
+                .bind(ts(now))
+                .bind(json_text(&super::cancelled_error()))
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+                CancelOutcome::Cancelled(job_from_row(&row)?)
+            }
+            JobState::Running => {
+                let row = sqlx::query(
+                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *",
+                )
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+                CancelOutcome::Requested(job_from_row(&row)?)
+            }
+            _ => CancelOutcome::AlreadyFinished(job),
+        };
+        tx.commit().await?;
+        Ok(Some(outcome))
+    }
+
+    async fn job(&self, tenant: Option<&str>, id: Uuid) -> Result<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ? AND (? IS NULL OR tenant = ?)")
+            .bind(id.to_string())
+            .bind(tenant)
+            .bind(tenant)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(job_from_row).transpose()
+    }
+
+    async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
+        let rows = sqlx::query(
+            "SELECT * FROM jobs \
+             WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR workspace = ?2) \
+               AND (?3 IS NULL OR state = ?3) AND (?4 IS NULL OR tool = ?4) \
+               AND (?5 IS NULL OR seq < ?5) \
+             ORDER BY seq DESC LIMIT ?6",
+        )
+        .bind(&filter.tenant)
+        .bind(&filter.workspace)
+        .bind(filter.state.map(JobState::as_str))
+        .bind(&filter.tool)
+        .bind(filter.before_seq)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(job_from_row).collect()
+    }
+
+    async fn has_open_job(&self, workspace: &str, tool: &str) -> Result<bool> {
+        let row = sqlx::query(
+            "SELECT EXISTS (SELECT 1 FROM jobs WHERE workspace = ? AND tool = ? \
+             AND state IN ('queued', 'running')) AS open",
+        )
+        .bind(workspace)
+        .bind(tool)
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(row.try_get("open")?)
+    }
+
+    async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ?")
+            .bind(ts(now))
+            .fetch_all(&mut *tx)
+            .await?;
+        let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let rescued = rescue_jobs(&mut tx, jobs, now).await?;
+        tx.commit().await?;
+        Ok(rescued)
+    }
+
+    async fn recover_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'running' AND lease_owner = ?")
+            .bind(node)
+            .fetch_all(&mut *tx)
+            .await?;
+        let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        let rescued = rescue_jobs(&mut tx, jobs, now).await?;
+        tx.commit().await?;
+        Ok(rescued)
+    }
+
+    async fn job_counts(&self) -> Result<Vec<StateCount>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let state: String = row.try_get("state")?;
+                Ok(StateCount {
+                    state: JobState::parse(&state)
+                        .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "DELETE FROM job_output WHERE job_id IN \
+             (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?)",
+        )
+        .bind(ts(before))
+        .execute(&mut *tx)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?")
+            .bind(ts(before))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
+
+    async fn append_output(&self, chunks: &[OutputChunk]) -> Result<()> {
+        if chunks.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.begin().await?;
+        for chunk in chunks {
+            sqlx::query(
+                "INSERT OR IGNORE INTO job_output (job_id, seq, stream, data, created_at) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(chunk.job_id.to_string())
+            .bind(chunk.seq)
+            .bind(chunk.stream.as_str())
+            .bind(&chunk.data)
+            .bind(ts(chunk.at))
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn output(&self, job_id: Uuid, after_seq: i64) -> Result<Vec<OutputChunk>> {
+        let rows = sqlx::query(
+            "SELECT seq, stream, data, created_at FROM job_output \
+             WHERE job_id = ? AND seq > ? ORDER BY seq",
+        )
+        .bind(job_id.to_string())
+        .bind(after_seq)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let stream: String = row.try_get("stream")?;
+                Ok(OutputChunk {
+                    job_id,
+                    seq: row.try_get("seq")?,
+                    stream: Stream::parse(&stream)
+                        .ok_or_else(|| StoreError::Corrupt(format!("job_output.stream: {stream}")))?,
+                    data: row.try_get("data")?,
+                    at: from_ts(row.try_get("created_at")?),
+                })
+            })
+            .collect()
+    }
+
+    async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
+             git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
+             created_at, last_accessed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&s.id)
+        .bind(&s.tenant)
+        .bind(&s.name)
+        .bind(&s.driver)
+        .bind(&s.language)
+        .bind(&s.status)
+        .bind(&s.image)
+        .bind(&s.git_repo)
+        .bind(&s.git_branch)
+        .bind(json_text(&s.environment_vars))
+        .bind(json_text(&s.labels))
+        .bind(json_text(&s.resources))
+        .bind(s.persistent)
+        .bind(s.auto_stop_minutes)
+        .bind(ts(s.created_at))
+        .bind(ts(s.last_accessed))
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {
+                tx.commit().await?;
+                Ok(())
+            }
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
+                format!("sandbox named `{}`", s.name),
+            )),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    async fn sandbox(&self, tenant: &str, id_or_name: &str) -> Result<Option<SandboxRecord>> {
+        let row = sqlx::query(
+            "SELECT * FROM sandboxes WHERE tenant = ?1 AND (id = ?2 OR name = ?2) \
+             ORDER BY (id = ?2) DESC LIMIT 1",
+        )
+        .bind(tenant)
+        .bind(id_or_name)
+        .fetch_optional(&self.reader)
+        .await?;
+        row.as_ref().map(sandbox_from_row).transpose()
+    }
+
+    async fn list_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<SandboxRecord>> {
+        let rows = sqlx::query("SELECT * FROM sandboxes WHERE tenant = ? ORDER BY created_at, id")
+            .bind(&filter.tenant)
+            .fetch_all(&self.reader)
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let record = sandbox_from_row(row)?;
+            if filter.matches(&record) {
+                out.push(record);
+            }
+        }
+        Ok(out)
+    }
+
+    async fn set_sandbox_status(&self, id: &str, status: &str) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE sandboxes SET status = ? WHERE id = ?")
+            .bind(status)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn touch_sandbox(&self, id: &str, at: DateTime<Utc>) -> Result<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query("UPDATE sandboxes SET last_accessed = MAX(last_accessed, ?) WHERE id = ?")
+            .bind(ts(at))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn delete_sandbox(&self, id: &str) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let n = sqlx::query("DELETE FROM sandboxes WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(n > 0)
+    }
+
+    async fn sandbox_counts(&self) -> Result<Vec<SandboxCount>> {
+        let rows = sqlx::query(
+            "SELECT driver, status, COUNT(*) AS n FROM sandboxes GROUP BY driver, status",
+        )
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(SandboxCount {
+                    driver: row.try_get("driver")?,
+                    status: row.try_get("status")?,
+                    count: row.try_get("n")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        insert_audit(&mut tx, entry).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit_log \
+             WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR at >= ?2) \
+               AND (?3 IS NULL OR at < ?3) AND (?4 IS NULL OR key_id = ?4) \
+               AND (?5 IS NULL OR workspace = ?5) AND (?6 IS NULL OR action = ?6) \
+               AND (?7 IS NULL OR id > ?7) \
+             ORDER BY id LIMIT ?8",
+        )
+        .bind(&filter.tenant)
+        .bind(filter.since.map(ts))
+        .bind(filter.until.map(ts))
+        .bind(&filter.key_id)
+        .bind(&filter.workspace)
+        .bind(&filter.action)
+        .bind(filter.after_id)
+        .bind(i64::from(filter.limit))
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(audit_from_row).collect()
+    }
+}
