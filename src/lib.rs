@@ -2,7 +2,11 @@
 //! queue. See `ARCHITECTURE.md` for the map of this crate.
 
 pub mod actors;
+pub mod audit;
+pub mod auth;
+pub mod drivers;
 pub mod metrics;
 pub mod output;
 pub mod queue;
 pub mod store;
+pub mod tools;

@@ -125,6 +125,9 @@ pub struct JobError {
     pub reason: ErrorReason,
     /// Human-readable explanation, lowercase, no trailing period.
     pub message: String,
+    /// The input field at fault, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub field: Option<String>,
 }
 
 impl JobError {
@@ -132,7 +135,14 @@ impl JobError {
         JobError {
             reason,
             message: message.into(),
+            field: None,
         }
+    }
+
+    /// The same error, blaming `field`.
+    pub fn with_field(mut self, field: impl Into<String>) -> JobError {
+        self.field = Some(field.into());
+        self
     }
 }
 

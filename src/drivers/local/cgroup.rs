@@ -1,0 +1,358 @@
+//! Control groups for sandboxed commands: a pids limit (fork bombs), a memory limit (the whole
+//! process tree, not one process), a CPU quota, and a reliable "kill everything" at the end.
+//!
+//! Works with cgroup v1 (one hierarchy per controller, as on this project's CI machines) and with
+//! a delegated cgroup v2 subtree (controllers already enabled in the parent's
+//! `cgroup.subtree_control`, as systemd's `Delegate=yes` gives). Children are made under the
+//! server's own cgroup of each hierarchy. Where neither is writable the driver falls back to
+//! rlimits alone and says so.
+
+use std::ffi::CString;
+use std::fs;
+use std::io;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The controllers the driver uses.
+const CONTROLLERS: [&str; 3] = ["pids", "memory", "cpu"];
+
+/// Limits applied to one command's cgroup.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CgroupLimits {
+    pub max_processes: u64,
+    pub memory_bytes: u64,
+    /// CPU cores (1.5 = one and a half cores).
+    pub cpus: f64,
+}
+
+/// Which cgroup layout the machine offers.
+#[derive(Clone, Debug, PartialEq)]
+enum Layout {
+    /// One directory per controller (v1), each the driver's base under the server's cgroup.
+    V1 {
+        pids: Option<PathBuf>,
+        memory: Option<PathBuf>,
+        cpu: Option<PathBuf>,
+    },
+    /// The driver's base directory in a delegated v2 subtree.
+    V2 { base: PathBuf },
+}
+
+/// Creates per-command cgroups, if the machine lets us.
+#[derive(Clone, Debug)]
+pub struct CgroupManager {
+    layout: Option<Layout>,
+}
+
+impl CgroupManager {
+    /// Probes the machine: creates (or reuses) a `daytona-mcp` directory under the server's own
+    /// cgroup in each hierarchy it can write to.
+    pub fn detect() -> CgroupManager {
+        let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
+        let layout = detect_v2(&own).or_else(|| detect_v1(&own));
+        CgroupManager { layout }
+    }
+
+    /// A manager that never uses cgroups.
+    pub fn disabled() -> CgroupManager {
+        CgroupManager { layout: None }
+    }
+
+    /// Which limits cgroups enforce here, e.g. `["pids", "memory", "cpu"]`.
+    pub fn controllers(&self) -> Vec<&'static str> {
+        match &self.layout {
+            None => Vec::new(),
+            Some(Layout::V2 { .. }) => CONTROLLERS.to_vec(),
+            Some(Layout::V1 { pids, memory, cpu }) => CONTROLLERS
+                .into_iter()
+                .zip([pids, memory, cpu])
+                .filter_map(|(name, dir)| dir.as_ref().map(|_| name))
+                .collect(),
+        }
+    }
+
+    /// `"v1"`, `"v2"` or `None`.
+    pub fn version(&self) -> Option<&'static str> {
+        match &self.layout {
+            None => None,
+            Some(Layout::V1 { .. }) => Some("v1"),
+            Some(Layout::V2 { .. }) => Some("v2"),
+        }
+    }
+
+    /// Creates a cgroup named `name` with `limits`. `Ok(None)` when cgroups are unavailable.
+    pub fn create(&self, name: &str, limits: CgroupLimits) -> io::Result<Option<Cgroup>> {
+        let Some(layout) = &self.layout else {
+            return Ok(None);
+        };
+        let mut cgroup = Cgroup {
+            dirs: Vec::new(),
+            procs: Vec::new(),
+            v2: matches!(layout, Layout::V2 { .. }),
+            memory_dir: None,
+        };
+        let quota = (limits.cpus * 100_000.0).round().max(1000.0) as u64;
+        match layout {
+            Layout::V2 { base } => {
+                let dir = base.join(name);
+                cgroup.add(&dir)?;
+                write(&dir, "pids.max", &limits.max_processes.to_string())?;
+                write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
+                // Swap would let a hog outlive its memory limit for minutes.
+                let _ = write(&dir, "memory.swap.max", "0");
+                write(&dir, "cpu.max", &format!("{quota} 100000"))?;
+                cgroup.memory_dir = Some(dir);
+            }
+            Layout::V1 { pids, memory, cpu } => {
+                if let Some(base) = pids {
+                    let dir = base.join(name);
+                    cgroup.add(&dir)?;
+                    write(&dir, "pids.max", &limits.max_processes.to_string())?;
+                }
+                if let Some(base) = memory {
+                    let dir = base.join(name);
+                    cgroup.add(&dir)?;
+                    write(&dir, "memory.limit_in_bytes", &limits.memory_bytes.to_string())?;
+                    // memsw must be set after the plain limit and not below it.
+                    let _ = write(
+                        &dir,
+                        "memory.memsw.limit_in_bytes",
+                        &limits.memory_bytes.to_string(),
+                    );
+                    cgroup.memory_dir = Some(dir);
+                }
+                if let Some(base) = cpu {
+                    let dir = base.join(name);
+                    cgroup.add(&dir)?;
+                    write(&dir, "cpu.cfs_period_us", "100000")?;
+                    write(&dir, "cpu.cfs_quota_us", &quota.to_string())?;
+                }
+            }
+        }
+        Ok(Some(cgroup))
+    }
+}
+
+fn write(dir: &Path, file: &str, value: &str) -> io::Result<()> {
+    fs::write(dir.join(file), value)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", dir.join(file).display())))
+}
+
+/// The cgroup path of `controller` (or of the v2 hierarchy when `None`) from /proc/self/cgroup.
+fn own_path(own: &str, controller: Option<&str>) -> Option<String> {
+    own.lines().find_map(|line| {
+        let mut parts = line.splitn(3, ':');
+        let _id = parts.next()?;
+        let controllers = parts.next()?;
+        let path = parts.next()?;
+        let matches = match controller {
+            None => controllers.is_empty(),
+            Some(c) => controllers.split(',').any(|x| x == c),
+        };
+        matches.then(|| path.to_string())
+    })
+}
+
+fn make_base(dir: PathBuf) -> Option<PathBuf> {
+    let base = dir.join("daytona-mcp");
+    match fs::create_dir(&base) {
+        Ok(()) => Some(base),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(base),
+        Err(_) => None,
+    }
+}
+
+fn detect_v1(own: &str) -> Option<Layout> {
+    let find = |controller: &str| {
+        let mount = Path::new("/sys/fs/cgroup").join(controller);
+        if !mount.join("cgroup.procs").exists() {
+            return None;
+        }
+        let path = own_path(own, Some(controller)).unwrap_or_else(|| "/".into());
+        let base = make_base(mount.join(path.trim_start_matches('/')))?;
+        // Prove we can make and remove a child before relying on it.
+        let probe = base.join(format!("probe-{}", std::process::id()));
+        fs::create_dir(&probe).ok()?;
+        fs::remove_dir(&probe).ok()?;
+        Some(base)
+    };
+    let layout = Layout::V1 {
+        pids: find("pids"),
+        memory: find("memory"),
+        cpu: find("cpu"),
+    };
+    match &layout {
+        Layout::V1 {
+            pids: None,
+            memory: None,
+            cpu: None,
+        } => None,
+        _ => Some(layout),
+    }
+}
+
+fn detect_v2(own: &str) -> Option<Layout> {
+    let root = Path::new("/sys/fs/cgroup");
+    let enabled = fs::read_to_string(root.join("cgroup.controllers")).ok()?;
+    if !CONTROLLERS.iter().all(|c| enabled.split_whitespace().any(|e| e == *c)) {
+        return None;
+    }
+    let path = own_path(own, None)?;
+    let own_dir = root.join(path.trim_start_matches('/'));
+    // We may only use controllers our parent delegated to our subtree.
+    let delegated = fs::read_to_string(own_dir.join("cgroup.subtree_control")).ok()?;
+    if !CONTROLLERS
+        .iter()
+        .all(|c| delegated.split_whitespace().any(|e| e == *c))
+    {
+        return None;
+    }
+    let base = make_base(own_dir)?;
+    fs::write(base.join("cgroup.subtree_control"), "+pids +memory +cpu").ok()?;
+    Some(Layout::V2 { base })
+}
+
+/// One command's cgroup (a directory per hierarchy).
+#[derive(Debug)]
+pub struct Cgroup {
+    dirs: Vec<PathBuf>,
+    /// `cgroup.procs` of each directory, ready for the child to join between fork and exec.
+    procs: Vec<CString>,
+    v2: bool,
+    memory_dir: Option<PathBuf>,
+}
+
+impl Cgroup {
+    fn add(&mut self, dir: &Path) -> io::Result<()> {
+        match fs::create_dir(dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+        }
+        let procs = dir.join("cgroup.procs");
+        self.procs.push(
+            CString::new(procs.as_os_str().as_bytes())
+                .map_err(|_| io::Error::other("cgroup path contains NUL"))?,
+        );
+        self.dirs.push(dir.to_path_buf());
+        Ok(())
+    }
+
+    /// Moves the calling process into this cgroup. Runs in the child between fork and exec, so
+    /// it only makes raw system calls: no allocation, no locks.
+    pub fn join_from_child(&self) -> io::Result<()> {
+        for path in &self.procs {
+            // SAFETY: `path` is a valid C string; open/write/close are async-signal-safe.
+            unsafe {
+                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+                if fd < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                // "0" means the writing process itself, in both cgroup versions.
+                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
+                let err = io::Error::last_os_error();
+                libc::close(fd);
+                if n != 1 {
+                    return Err(err);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Kills every process in the cgroup and waits (briefly) until it is empty.
+    pub fn kill_all(&self) {
+        if self.v2 {
+            if let Some(dir) = self.dirs.first() {
+                if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
+                    self.wait_empty();
+                    return;
+                }
+            }
+        }
+        for _ in 0..100 {
+            let pids = self.pids();
+            if pids.is_empty() {
+                return;
+            }
+            for pid in pids {
+                // SAFETY: sending a signal has no memory-safety preconditions.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn wait_empty(&self) {
+        for _ in 0..200 {
+            if self.pids().is_empty() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    fn pids(&self) -> Vec<i32> {
+        let mut pids = Vec::new();
+        for dir in &self.dirs {
+            if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
+                pids.extend(text.lines().filter_map(|l| l.trim().parse::<i32>().ok()));
+            }
+        }
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Whether the kernel's OOM killer killed a process of this cgroup.
+    pub fn oom_killed(&self) -> bool {
+        let Some(dir) = &self.memory_dir else {
+            return false;
+        };
+        let file = if self.v2 {
+            "memory.events"
+        } else {
+            "memory.oom_control"
+        };
+        fs::read_to_string(dir.join(file))
+            .ok()
+            .and_then(|text| {
+                text.lines().find_map(|line| {
+                    let (k, v) = line.split_once(' ')?;
+                    (k == "oom_kill").then(|| v.trim().parse::<u64>().ok())?
+                })
+            })
+            .is_some_and(|n| n > 0)
+    }
+
+    /// Kills what is left and removes the directories.
+    pub fn remove(self) {
+        self.kill_all();
+        for dir in &self.dirs {
+            for _ in 0..50 {
+                match fs::remove_dir(dir) {
+                    Ok(()) => break,
+                    Err(e) if e.kind() == io::ErrorKind::NotFound => break,
+                    Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_own_cgroup_paths() {
+        let own = "9:name=systemd:/\n8:pids:/a/b\n4:memory:/process_api/x\n1:cpu,cpuacct:/c\n0::/u\n";
+        assert_eq!(own_path(own, Some("pids")).as_deref(), Some("/a/b"));
+        assert_eq!(own_path(own, Some("memory")).as_deref(), Some("/process_api/x"));
+        assert_eq!(own_path(own, Some("cpu")).as_deref(), Some("/c"));
+        assert_eq!(own_path(own, None).as_deref(), Some("/u"));
+        assert_eq!(own_path(own, Some("freezer")), None);
+    }
+}

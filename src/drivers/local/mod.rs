@@ -1,0 +1,474 @@
+//! The local driver, the embedded default: each sandbox is a directory under the data dir, and
+//! each command runs in a fresh bubblewrap sandbox over it (see `isolation.rs`), inside a cgroup
+//! where the machine allows one (`cgroup.rs`), under rlimits and a wall-clock timeout
+//! (`process.rs`).
+//!
+//! Layout under the data dir:
+//! - `sandboxes/<id>/` — the sandbox's files, seen as `/workspace` inside;
+//! - `runtime/` — generated `/etc/passwd`, `/etc/group`, `/etc/hosts` for sandboxes;
+//! - `run/<exec>/` — code files handed to interpreters, removed after each call.
+
+pub mod cgroup;
+pub mod isolation;
+pub mod languages;
+pub mod paths;
+pub mod process;
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use self::cgroup::{CgroupLimits, CgroupManager};
+use self::isolation::{Bwrap, Isolation, Mount, WORKSPACE};
+use self::process::{Rlimits, Spawn};
+use super::{Driver, DriverError, ExecIo, ExecRequest, ExecResult, Program, SandboxSpec};
+
+/// The isolation an operator asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// bubblewrap if installed, else refuse to start.
+    Auto,
+    /// bubblewrap, or refuse to start.
+    Bwrap,
+    /// No isolation (rlimits and cgroups only). Unsafe; must be chosen explicitly.
+    None,
+}
+
+/// Default resource limits of every command.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Limits {
+    /// Memory of the command's whole process tree (cgroup) and of each process (address space).
+    pub memory_bytes: u64,
+    /// CPU cores (cgroup quota); CPU seconds per process are capped at the call's timeout.
+    pub cpus: f64,
+    pub max_processes: u64,
+    pub max_file_size_bytes: u64,
+    pub max_open_files: u64,
+}
+
+/// Settings of the local driver.
+#[derive(Clone, Debug)]
+pub struct LocalConfig {
+    pub data_dir: PathBuf,
+    pub isolation: IsolationMode,
+    /// bubblewrap to use; searched on `PATH` when `None`.
+    pub bwrap_path: Option<PathBuf>,
+    /// `PATH` inside sandboxes; also where interpreters are looked up.
+    pub sandbox_path: String,
+    pub limits: Limits,
+    /// Use cgroups when the machine allows it.
+    pub cgroups: bool,
+}
+
+/// The local driver.
+#[derive(Debug)]
+pub struct LocalDriver {
+    sandboxes: PathBuf,
+    scratch: PathBuf,
+    isolation: Isolation,
+    cgroups: CgroupManager,
+    sandbox_path: String,
+    path_dirs: Vec<PathBuf>,
+    limits: Limits,
+}
+
+/// What the driver enforces and how, for `/readyz` and `get_sandbox_info`.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Enforcement {
+    pub isolation: &'static str,
+    pub cgroup: Option<&'static str>,
+    pub cgroup_controllers: Vec<&'static str>,
+    pub rlimits: Vec<&'static str>,
+}
+
+impl LocalDriver {
+    /// Prepares the data dir and checks that the requested isolation works on this machine.
+    pub fn new(config: LocalConfig) -> Result<LocalDriver, DriverError> {
+        let sandboxes = config.data_dir.join("sandboxes");
+        let scratch = config.data_dir.join("run");
+        let runtime = config.data_dir.join("runtime");
+        for dir in [&sandboxes, &scratch] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| DriverError::internal(&format!("cannot create {}", dir.display()), e))?;
+        }
+        // Code files of calls that were running when the server stopped.
+        if let Ok(entries) = std::fs::read_dir(&scratch) {
+            for entry in entries.flatten() {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let isolation = match config.isolation {
+            IsolationMode::None => {
+                tracing::warn!(
+                    "local.isolation = \"none\": sandboxed commands run on the host as the \
+                     server's user, confined only by rlimits and cgroups"
+                );
+                Isolation::None
+            }
+            IsolationMode::Auto | IsolationMode::Bwrap => {
+                let path = match &config.bwrap_path {
+                    Some(p) => p.clone(),
+                    None => find_bwrap().ok_or_else(|| {
+                        DriverError::Unavailable(
+                            "bubblewrap (`bwrap`) is not installed; install the `bubblewrap` \
+                             package (e.g. `apt-get install bubblewrap`), or set \
+                             local.isolation = \"none\" to run commands without isolation"
+                                .into(),
+                        )
+                    })?,
+                };
+                Bwrap::write_runtime_files(&runtime).map_err(|e| {
+                    DriverError::internal(&format!("cannot write {}", runtime.display()), e)
+                })?;
+                let bwrap = Bwrap {
+                    disable_userns: supports_disable_userns(&path),
+                    path,
+                    runtime_dir: runtime,
+                };
+                probe_bwrap(&bwrap, &scratch)?;
+                Isolation::Bwrap(bwrap)
+            }
+        };
+        let cgroups = if config.cgroups {
+            CgroupManager::detect()
+        } else {
+            CgroupManager::disabled()
+        };
+        tracing::info!(isolation = isolation.name(), cgroup = ?cgroups.version(),
+            controllers = ?cgroups.controllers(), "local driver ready");
+        Ok(LocalDriver {
+            sandboxes,
+            scratch,
+            isolation,
+            cgroups,
+            path_dirs: std::env::split_paths(&config.sandbox_path).collect(),
+            sandbox_path: config.sandbox_path,
+            limits: config.limits,
+        })
+    }
+
+    /// How limits are enforced on this machine.
+    pub fn enforcement(&self) -> Enforcement {
+        let controllers = self.cgroups.controllers();
+        let mut rlimits = vec!["cpu_time", "address_space", "file_size", "open_files"];
+        if !controllers.contains(&"pids") {
+            rlimits.push("processes");
+        }
+        Enforcement {
+            isolation: self.isolation.name(),
+            cgroup: self.cgroups.version(),
+            cgroup_controllers: controllers,
+            rlimits,
+        }
+    }
+
+    /// The host directory of sandbox `id`.
+    pub fn sandbox_dir(&self, id: &str) -> Result<PathBuf, DriverError> {
+        let valid = !id.is_empty()
+            && id.len() <= 64
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !valid {
+            return Err(DriverError::invalid("sandbox_id", format!("invalid sandbox id `{id}`")));
+        }
+        Ok(self.sandboxes.join(id))
+    }
+
+    /// The program and arguments for `program`, plus any code file to mount.
+    fn command(
+        &self,
+        program: &Program,
+        exec_dir: &Path,
+    ) -> Result<(Vec<OsString>, Vec<Mount>), DriverError> {
+        match program {
+            Program::Argv(argv) if argv.is_empty() => {
+                Err(DriverError::invalid("command", "the command is empty"))
+            }
+            Program::Argv(argv) => Ok((argv.iter().map(OsString::from).collect(), Vec::new())),
+            Program::Shell(command) => {
+                let shell = languages::find_program("bash", &self.path_dirs)
+                    .or_else(|| languages::find_program("sh", &self.path_dirs))
+                    .ok_or_else(|| {
+                        DriverError::Unsupported("the sandbox has no shell (bash or sh)".into())
+                    })?;
+                Ok((
+                    vec![shell.into(), "-c".into(), command.into()],
+                    Vec::new(),
+                ))
+            }
+            Program::Code { language, source } => {
+                let interpreter = languages::resolve(language, &self.path_dirs)?;
+                let file_name = format!("main.{}", interpreter.extension);
+                let host_file = exec_dir.join(&file_name);
+                std::fs::write(&host_file, source)
+                    .map_err(|e| DriverError::internal("cannot write the code file", e))?;
+                let (file_arg, mounts) = match self.isolation {
+                    Isolation::Bwrap(_) => {
+                        let inside = format!("/.daytona/{file_name}");
+                        (
+                            OsString::from(&inside),
+                            vec![Mount {
+                                host: host_file,
+                                inside,
+                            }],
+                        )
+                    }
+                    Isolation::None => (host_file.into_os_string(), Vec::new()),
+                };
+                let mut argv: Vec<OsString> = vec![interpreter.program.into()];
+                argv.extend(interpreter.args.into_iter().map(OsString::from));
+                argv.push(file_arg);
+                Ok((argv, mounts))
+            }
+        }
+    }
+}
+
+/// Bytes allocated to files under `dir`, not following symlinks, each inode counted once.
+pub fn disk_usage(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(path) = stack.pop() {
+        let Ok(meta) = std::fs::symlink_metadata(&path) else {
+            continue;
+        };
+        if !seen.insert((meta.dev(), meta.ino())) {
+            continue;
+        }
+        total += meta.blocks() * 512;
+        if meta.is_dir() {
+            if let Ok(entries) = std::fs::read_dir(&path) {
+                stack.extend(entries.flatten().map(|e| e.path()));
+            }
+        }
+    }
+    total
+}
+
+/// bubblewrap on the server's `PATH` or in the usual places.
+fn find_bwrap() -> Option<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).collect())
+        .unwrap_or_default();
+    dirs.extend(["/usr/bin", "/usr/local/bin", "/bin"].map(PathBuf::from));
+    languages::find_program("bwrap", &dirs)
+}
+
+fn supports_disable_userns(bwrap: &Path) -> bool {
+    std::process::Command::new(bwrap)
+        .arg("--help")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--disable-userns"))
+}
+
+/// Runs `true` in a sandbox to prove bubblewrap works here (user namespaces allowed, etc.).
+fn probe_bwrap(bwrap: &Bwrap, scratch: &Path) -> Result<(), DriverError> {
+    let dir = scratch.join(format!("probe-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir).map_err(|e| DriverError::internal("cannot create probe dir", e))?;
+    let argv = bwrap.argv(&dir, WORKSPACE, &[], &["true".into()]);
+    let output = std::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .env_clear()
+        .env("PATH", "/usr/bin:/bin")
+        .output();
+    let _ = std::fs::remove_dir_all(&dir);
+    match output {
+        Ok(o) if o.status.success() => Ok(()),
+        Ok(o) => Err(DriverError::Unavailable(format!(
+            "bubblewrap at {} cannot create a sandbox on this machine: {} (are unprivileged user \
+             namespaces disabled? see kernel.unprivileged_userns_clone)",
+            bwrap.path.display(),
+            String::from_utf8_lossy(&o.stderr).trim()
+        ))),
+        Err(e) => Err(DriverError::Unavailable(format!(
+            "cannot run bubblewrap at {}: {e}",
+            bwrap.path.display()
+        ))),
+    }
+}
+
+#[async_trait]
+impl Driver for LocalDriver {
+    fn name(&self) -> &'static str {
+        "local"
+    }
+
+    async fn check(&self) -> Result<(), DriverError> {
+        let meta = tokio::fs::metadata(&self.sandboxes)
+            .await
+            .map_err(|e| DriverError::internal("sandbox directory unavailable", e))?;
+        if !meta.is_dir() {
+            return Err(DriverError::Internal(format!(
+                "{} is not a directory",
+                self.sandboxes.display()
+            )));
+        }
+        if let Isolation::Bwrap(b) = &self.isolation {
+            if tokio::fs::metadata(&b.path).await.is_err() {
+                return Err(DriverError::Unavailable(format!(
+                    "bubblewrap disappeared from {}",
+                    b.path.display()
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<(), DriverError> {
+        let dir = self.sandbox_dir(&spec.id)?;
+        tokio::fs::create_dir_all(&dir)
+            .await
+            .map_err(|e| DriverError::internal("cannot create the sandbox directory", e))?;
+        Ok(())
+    }
+
+    async fn delete(&self, id: &str) -> Result<(), DriverError> {
+        let dir = self.sandbox_dir(id)?;
+        // remove_dir_all never follows symlinks, so a link planted inside cannot redirect it.
+        match tokio::fs::remove_dir_all(&dir).await {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(DriverError::internal("cannot delete the sandbox directory", e)),
+        }
+    }
+
+    async fn exists(&self, id: &str) -> Result<bool, DriverError> {
+        let dir = self.sandbox_dir(id)?;
+        Ok(tokio::fs::metadata(&dir).await.is_ok_and(|m| m.is_dir()))
+    }
+
+    async fn disk_usage(&self, id: &str) -> Result<u64, DriverError> {
+        let dir = self.sandbox_dir(id)?;
+        if !self.exists(id).await? {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        tokio::task::spawn_blocking(move || disk_usage(&dir))
+            .await
+            .map_err(|e| DriverError::internal("disk usage walk failed", e))
+    }
+
+    async fn exec(
+        &self,
+        id: &str,
+        request: ExecRequest,
+        io: ExecIo,
+    ) -> Result<ExecResult, DriverError> {
+        let dir = self.sandbox_dir(id)?;
+        if !self.exists(id).await? {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        let relative = match &request.working_directory {
+            Some(wd) if !wd.is_empty() => paths::sandbox_relative("working_directory", wd)?,
+            _ => PathBuf::new(),
+        };
+        let host_cwd = paths::existing_dir("working_directory", &dir, &relative)?;
+
+        let exec_id = uuid::Uuid::new_v4().simple().to_string();
+        let exec_dir = self.scratch.join(&exec_id);
+        tokio::fs::create_dir_all(&exec_dir)
+            .await
+            .map_err(|e| DriverError::internal("cannot create the scratch directory", e))?;
+        let result = self
+            .exec_prepared(id, &dir, &relative, host_cwd, &exec_dir, &exec_id, request, io)
+            .await;
+        let _ = tokio::fs::remove_dir_all(&exec_dir).await;
+        result
+    }
+}
+
+impl LocalDriver {
+    #[allow(clippy::too_many_arguments)]
+    async fn exec_prepared(
+        &self,
+        id: &str,
+        dir: &Path,
+        relative: &Path,
+        host_cwd: PathBuf,
+        exec_dir: &Path,
+        exec_id: &str,
+        request: ExecRequest,
+        io: ExecIo,
+    ) -> Result<ExecResult, DriverError> {
+        let (command, mounts) = self.command(&request.program, exec_dir)?;
+        let home: OsString = match self.isolation {
+            Isolation::Bwrap(_) => WORKSPACE.into(),
+            Isolation::None => dir.into(),
+        };
+        let mut env: Vec<(OsString, OsString)> = vec![
+            ("PATH".into(), self.sandbox_path.clone().into()),
+            ("HOME".into(), home),
+            ("USER".into(), "sandbox".into()),
+            ("LOGNAME".into(), "sandbox".into()),
+            ("LANG".into(), "C.UTF-8".into()),
+            ("TMPDIR".into(), "/tmp".into()),
+            ("TERM".into(), "dumb".into()),
+            // Live output for followers instead of one block at exit.
+            ("PYTHONUNBUFFERED".into(), "1".into()),
+        ];
+        for (k, v) in &request.env {
+            env.retain(|(key, _)| key != k.as_str());
+            env.push((k.into(), v.into()));
+        }
+        let (argv, cwd) = match &self.isolation {
+            Isolation::Bwrap(bwrap) => {
+                let inside = Path::new(WORKSPACE).join(relative);
+                (
+                    bwrap.argv(dir, &inside.to_string_lossy(), &mounts, &command),
+                    exec_dir.to_path_buf(),
+                )
+            }
+            Isolation::None => (command, host_cwd),
+        };
+        let limits = self.limits;
+        let cgroup = self
+            .cgroups
+            .create(
+                &format!("{id}-{exec_id}"),
+                CgroupLimits {
+                    max_processes: limits.max_processes,
+                    memory_bytes: limits.memory_bytes,
+                    cpus: limits.cpus,
+                },
+            )
+            .map_err(|e| DriverError::internal("cannot create the command's cgroup", e))?
+            .map(Arc::new);
+        let rlimits = Rlimits {
+            cpu_seconds: request.timeout.as_secs().max(1) + 1,
+            address_space_bytes: limits.memory_bytes,
+            processes: (!self.cgroups.controllers().contains(&"pids"))
+                .then_some(limits.max_processes),
+            file_size_bytes: limits.max_file_size_bytes,
+            open_files: limits.max_open_files,
+        };
+        let result = process::run(
+            Spawn {
+                argv,
+                env,
+                cwd,
+                stdin: request.stdin,
+                rlimits,
+                cgroup: cgroup.clone(),
+                timeout: request.timeout,
+                output_limit: request.output_limit,
+            },
+            io,
+        )
+        .await;
+        if let Some(cgroup) = cgroup {
+            // The process and its readers are done with it; remove it off the async runtime
+            // because it may wait for the kernel to empty it.
+            let cgroup = Arc::try_unwrap(cgroup);
+            if let Ok(cgroup) = cgroup {
+                let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
+            }
+        }
+        result
+    }
+}

@@ -1,0 +1,298 @@
+//! Runs one host process to completion under limits: its own process group, rlimits, an
+//! optional cgroup, a wall-clock timeout and cancellation that kill the whole tree, stdin fed
+//! from memory, and stdout/stderr captured up to a cap while streaming live.
+
+use std::ffi::OsString;
+use std::io;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use super::cgroup::Cgroup;
+use crate::drivers::{DriverError, ExecIo, ExecResult};
+use crate::output::{CappedBuffer, OutputTx, Stream};
+
+/// How long readers may keep draining pipes after the process tree is gone. A process that
+/// escaped both the process group and the cgroup could hold a pipe open forever.
+const DRAIN_GRACE: Duration = Duration::from_secs(2);
+
+/// Resource limits set with `setrlimit` in the child before `exec`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Rlimits {
+    pub cpu_seconds: u64,
+    pub address_space_bytes: u64,
+    /// Per-user process limit; only set when no pids cgroup is available (see `cgroup.rs`).
+    pub processes: Option<u64>,
+    pub file_size_bytes: u64,
+    pub open_files: u64,
+}
+
+impl Rlimits {
+    /// Applies the limits to the calling process. Runs between fork and exec: raw syscalls only.
+    fn apply(&self) -> io::Result<()> {
+        set_rlimit(libc::RLIMIT_CORE, 0, 0)?;
+        // The soft CPU limit sends SIGXCPU (which names the cause); the hard one SIGKILLs.
+        set_rlimit(
+            libc::RLIMIT_CPU,
+            self.cpu_seconds,
+            self.cpu_seconds.saturating_add(2),
+        )?;
+        set_rlimit(
+            libc::RLIMIT_AS,
+            self.address_space_bytes,
+            self.address_space_bytes,
+        )?;
+        set_rlimit(libc::RLIMIT_FSIZE, self.file_size_bytes, self.file_size_bytes)?;
+        set_rlimit(libc::RLIMIT_NOFILE, self.open_files, self.open_files)?;
+        if let Some(n) = self.processes {
+            set_rlimit(libc::RLIMIT_NPROC, n, n)?;
+        }
+        Ok(())
+    }
+}
+
+/// Lowers a limit to `soft`/`hard`, never above the current hard limit (raising it would need
+/// privileges and fail).
+fn set_rlimit(resource: libc::__rlimit_resource_t, soft: u64, hard: u64) -> io::Result<()> {
+    let mut current = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: valid resource and out-pointer; getrlimit/setrlimit are async-signal-safe.
+    unsafe {
+        if libc::getrlimit(resource, &mut current) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let max = hard.min(current.rlim_max);
+        let new = libc::rlimit {
+            rlim_cur: soft.min(max),
+            rlim_max: max,
+        };
+        if libc::setrlimit(resource, &new) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A process to run.
+#[derive(Debug)]
+pub struct Spawn {
+    pub argv: Vec<OsString>,
+    pub env: Vec<(OsString, OsString)>,
+    pub cwd: PathBuf,
+    pub stdin: Option<Vec<u8>>,
+    pub rlimits: Rlimits,
+    pub cgroup: Option<Arc<Cgroup>>,
+    pub timeout: Duration,
+    pub output_limit: usize,
+}
+
+/// How the wait for the process ended.
+enum Ending {
+    Exited,
+    TimedOut,
+    Cancelled,
+}
+
+/// Runs the process and returns how it ended. Every process it started is dead on return
+/// (process group and cgroup are both killed), whatever the ending.
+pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
+    let Some((program, args)) = spawn.argv.split_first() else {
+        return Err(DriverError::Internal("empty argv".into()));
+    };
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .env_clear()
+        .envs(spawn.env.iter().map(|(k, v)| (k, v)))
+        .current_dir(&spawn.cwd)
+        .stdin(if spawn.stdin.is_some() {
+            std::process::Stdio::piped()
+        } else {
+            std::process::Stdio::null()
+        })
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .process_group(0);
+    let rlimits = spawn.rlimits;
+    let cgroup = spawn.cgroup.clone();
+    // SAFETY: the closure only makes async-signal-safe system calls (see `Cgroup::join_from_child`
+    // and `Rlimits::apply`); it allocates nothing and takes no locks.
+    unsafe {
+        cmd.pre_exec(move || {
+            if let Some(cgroup) = &cgroup {
+                cgroup.join_from_child()?;
+            }
+            rlimits.apply()
+        });
+    }
+    let started = Instant::now();
+    let mut child = cmd.spawn().map_err(|e| {
+        DriverError::Internal(format!("cannot start {}: {e}", program.to_string_lossy()))
+    })?;
+    let pid = child.id().expect("a just-spawned child has a pid") as i32;
+
+    if let (Some(mut pipe), Some(data)) = (child.stdin.take(), spawn.stdin) {
+        tokio::spawn(async move {
+            // A process that exits without reading its input is not an error.
+            let _ = pipe.write_all(&data).await;
+            let _ = pipe.shutdown().await;
+        });
+    }
+    let stop_reading = CancellationToken::new();
+    let stdout = tokio::spawn(read_stream(
+        child.stdout.take().expect("stdout is piped"),
+        Stream::Stdout,
+        spawn.output_limit,
+        io.output.clone(),
+        stop_reading.clone(),
+    ));
+    let stderr = tokio::spawn(read_stream(
+        child.stderr.take().expect("stderr is piped"),
+        Stream::Stderr,
+        spawn.output_limit,
+        io.output.clone(),
+        stop_reading.clone(),
+    ));
+    drop(io.output);
+
+    // Wait for the exit without reaping it: while the child is unreaped its pid cannot be reused,
+    // so killing its process group below can never hit an unrelated process.
+    let exited = tokio::task::spawn_blocking(move || wait_exit_no_reap(pid));
+    let ending = tokio::select! {
+        _ = exited => Ending::Exited,
+        _ = tokio::time::sleep(spawn.timeout) => Ending::TimedOut,
+        _ = io.cancel.cancelled() => Ending::Cancelled,
+    };
+    kill_tree(pid, spawn.cgroup.as_deref());
+    let status = child
+        .wait()
+        .await
+        .map_err(|e| DriverError::internal("cannot reap the command", e))?;
+    let duration = started.elapsed();
+
+    let drain_until = tokio::time::Instant::now() + DRAIN_GRACE;
+    let out = finish_reader(stdout, &stop_reading, drain_until).await;
+    let err = finish_reader(stderr, &stop_reading, drain_until).await;
+
+    let oom = spawn.cgroup.as_deref().is_some_and(Cgroup::oom_killed);
+    let (timed_out, cancelled) = match ending {
+        Ending::Exited => (false, false),
+        Ending::TimedOut => (true, false),
+        Ending::Cancelled => (false, true),
+    };
+    let exit_code = match ending {
+        Ending::Exited => Some(exit_code(&status)),
+        _ => None,
+    };
+    let limit_exceeded = if oom {
+        Some("memory".to_string())
+    } else {
+        exit_code.and_then(limit_from_code)
+    };
+    Ok(ExecResult {
+        exit_code,
+        truncated: out.truncated() || err.truncated(),
+        stdout: out.into_text(),
+        stderr: err.into_text(),
+        timed_out,
+        cancelled,
+        limit_exceeded,
+        duration,
+    })
+}
+
+/// Waits for the reader until `deadline` to reach end of file, then stops it.
+async fn finish_reader(
+    mut handle: tokio::task::JoinHandle<CappedBuffer>,
+    stop: &CancellationToken,
+    deadline: tokio::time::Instant,
+) -> CappedBuffer {
+    match tokio::time::timeout_at(deadline, &mut handle).await {
+        Ok(Ok(buffer)) => buffer,
+        Ok(Err(_)) => CappedBuffer::new(0),
+        Err(_) => {
+            stop.cancel();
+            handle.await.unwrap_or_else(|_| CappedBuffer::new(0))
+        }
+    }
+}
+
+async fn read_stream(
+    mut pipe: impl AsyncRead + Unpin,
+    stream: Stream,
+    limit: usize,
+    output: OutputTx,
+    stop: CancellationToken,
+) -> CappedBuffer {
+    let mut buffer = CappedBuffer::new(limit);
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        let n = tokio::select! {
+            _ = stop.cancelled() => break,
+            n = pipe.read(&mut chunk) => match n {
+                Ok(0) | Err(_) => break,
+                Ok(n) => n,
+            },
+        };
+        buffer.push(&chunk[..n]);
+        // Followers are optional: a closed channel only means nobody listens.
+        let _ = output.send((stream, Bytes::copy_from_slice(&chunk[..n]))).await;
+    }
+    buffer
+}
+
+/// Blocks until `pid` has exited, leaving it unreaped.
+fn wait_exit_no_reap(pid: i32) {
+    loop {
+        // SAFETY: `info` is a valid out-pointer; waitid with WNOWAIT does not reap.
+        let rc = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            libc::waitid(
+                libc::P_PID,
+                pid as libc::id_t,
+                &mut info,
+                libc::WEXITED | libc::WNOWAIT,
+            )
+        };
+        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
+            return;
+        }
+    }
+}
+
+/// Kills the process group led by `pid` and everything in the cgroup.
+fn kill_tree(pid: i32, cgroup: Option<&Cgroup>) {
+    // SAFETY: signalling a process group has no memory-safety preconditions.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
+    if let Some(cgroup) = cgroup {
+        cgroup.kill_all();
+    }
+}
+
+/// The shell convention: the exit code, or 128 + the signal that killed the process.
+fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1)
+}
+
+/// Names the limit a signal exit code points to (bubblewrap reports a signalled command as
+/// 128 + signal, like a shell).
+fn limit_from_code(code: i32) -> Option<String> {
+    match code - 128 {
+        libc::SIGXCPU => Some("cpu time".into()),
+        libc::SIGXFSZ => Some("file size".into()),
+        _ => None,
+    }
+}

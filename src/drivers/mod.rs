@@ -1,0 +1,139 @@
+//! Sandbox drivers: where sandboxes live and how commands run in them.
+//!
+//! Architecture invariant: drivers know nothing of the queue, of jobs or of HTTP. A driver gets
+//! one operation (create, delete, exec) with everything it needs, and reports output and outcome.
+//! Commands reach a driver as a [`Program`] (argv, a shell command the caller wrote, or source
+//! code), never as a shell string assembled from caller input.
+
+pub mod local;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::output::OutputTx;
+
+/// Errors a driver reports. The tools layer maps them to job errors.
+#[derive(Debug, thiserror::Error)]
+pub enum DriverError {
+    /// The driver has no such sandbox.
+    #[error("sandbox `{0}` does not exist on the driver")]
+    NotFound(String),
+    /// A caller-supplied value the driver cannot use; `field` names the input field.
+    #[error("{message}")]
+    InvalidArgument { field: &'static str, message: String },
+    /// The sandbox lacks what the request needs (an interpreter).
+    #[error("{0}")]
+    Unsupported(String),
+    /// The driver's backend is unreachable for now; worth retrying.
+    #[error("driver unavailable: {0}")]
+    Unavailable(String),
+    /// Anything else: an I/O failure on the host, a bug.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl DriverError {
+    pub fn invalid(field: &'static str, message: impl Into<String>) -> DriverError {
+        DriverError::InvalidArgument {
+            field,
+            message: message.into(),
+        }
+    }
+
+    pub fn internal(context: &str, e: impl std::fmt::Display) -> DriverError {
+        DriverError::Internal(format!("{context}: {e}"))
+    }
+}
+
+/// What a new sandbox should be.
+#[derive(Clone, Debug)]
+pub struct SandboxSpec {
+    pub id: String,
+    pub name: String,
+    pub language: String,
+}
+
+/// What to run.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Program {
+    /// The caller's own shell command, run by the sandbox's shell as `sh -c COMMAND`: the command
+    /// is one argv element, never spliced into another string.
+    Shell(String),
+    /// Source code for an interpreter; the driver passes it as a file, never on a command line.
+    Code { language: String, source: String },
+    /// A program and its arguments, as is.
+    Argv(Vec<String>),
+}
+
+/// One command execution.
+#[derive(Clone, Debug)]
+pub struct ExecRequest {
+    pub program: Program,
+    /// Relative to the sandbox root, or absolute inside it; `None` is the root.
+    pub working_directory: Option<String>,
+    /// Variables set for the command (the sandbox's, then the call's).
+    pub env: BTreeMap<String, String>,
+    pub stdin: Option<Vec<u8>>,
+    pub timeout: Duration,
+    /// Bytes kept per stream in the result.
+    pub output_limit: usize,
+}
+
+/// Live channels of one execution.
+#[derive(Debug)]
+pub struct ExecIo {
+    /// Output chunks as they arrive.
+    pub output: OutputTx,
+    /// Kills the command when fired.
+    pub cancel: CancellationToken,
+}
+
+/// How a command ended.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct ExecResult {
+    /// The exit code; `None` when the server killed the command (timeout, cancel).
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    /// Whether either stream was longer than the limit.
+    pub truncated: bool,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    /// Set when a resource limit ended the command, naming it ("memory", "cpu time", …).
+    pub limit_exceeded: Option<String>,
+    pub duration: Duration,
+}
+
+/// A sandbox backend.
+#[async_trait]
+pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
+    /// The driver's name, as stored on sandbox rows (`local`, `daytona`).
+    fn name(&self) -> &'static str;
+
+    /// Whether the driver can serve requests now (for `/readyz`).
+    async fn check(&self) -> Result<(), DriverError>;
+
+    /// Creates the sandbox. Idempotent: creating an existing sandbox again succeeds.
+    async fn create(&self, spec: &SandboxSpec) -> Result<(), DriverError>;
+
+    /// Deletes the sandbox and everything in it. Deleting a missing sandbox succeeds.
+    async fn delete(&self, id: &str) -> Result<(), DriverError>;
+
+    /// Whether the sandbox exists on the driver.
+    async fn exists(&self, id: &str) -> Result<bool, DriverError>;
+
+    /// Bytes used by the sandbox's files.
+    async fn disk_usage(&self, id: &str) -> Result<u64, DriverError>;
+
+    /// Runs a command in the sandbox until it exits, times out or is cancelled.
+    async fn exec(
+        &self,
+        id: &str,
+        request: ExecRequest,
+        io: ExecIo,
+    ) -> Result<ExecResult, DriverError>;
+}

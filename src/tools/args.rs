@@ -1,0 +1,302 @@
+//! Tool inputs: typed, validated, with errors that name the offending field.
+//!
+//! Field names are the seed's (snake_case). Unknown fields are refused, so a typo such as
+//! `comand` is reported instead of silently ignored. Doc comments become the `description`s of
+//! the published JSON schemas.
+
+use std::collections::BTreeMap;
+
+use schemars::JsonSchema;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// A caller's input that cannot be used, with the field at fault when one is.
+#[derive(Clone, Debug, PartialEq, thiserror::Error)]
+#[error("{message}")]
+pub struct InvalidInput {
+    pub field: Option<String>,
+    pub message: String,
+}
+
+impl InvalidInput {
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> InvalidInput {
+        InvalidInput {
+            field: Some(field.into()),
+            message: message.into(),
+        }
+    }
+}
+
+/// Parses `value` into `T`, reporting the path of the first bad field.
+pub fn parse<T: DeserializeOwned>(value: &Value) -> Result<T, InvalidInput> {
+    if !value.is_object() {
+        return Err(InvalidInput {
+            field: None,
+            message: "arguments must be a JSON object".into(),
+        });
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        // serde reports missing and unknown fields at the parent; the name is in the message.
+        let field = if path == "." {
+            message.split('`').nth(1).map(str::to_string)
+        } else {
+            Some(path)
+        };
+        let message = match &field {
+            Some(f) if !message.contains(&format!("`{f}`")) => format!("{f}: {message}"),
+            _ => message,
+        };
+        InvalidInput { field, message }
+    })
+}
+
+/// A sandbox name: 1–63 characters, letters, digits, `.`, `_`, `-`, starting with a letter or
+/// digit. Unique per tenant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, JsonSchema)]
+#[serde(transparent)]
+pub struct SandboxName(String);
+
+impl SandboxName {
+    pub fn parse(field: &str, s: &str) -> Result<SandboxName, InvalidInput> {
+        let ok = !s.is_empty()
+            && s.len() <= 63
+            && s.as_bytes()[0].is_ascii_alphanumeric()
+            && s
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
+        if ok {
+            Ok(SandboxName(s.to_string()))
+        } else {
+            Err(InvalidInput::field(
+                field,
+                format!(
+                    "{field} `{s}` is not a valid sandbox name: use 1-63 letters, digits, '.', \
+                     '_' or '-', starting with a letter or digit"
+                ),
+            ))
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for SandboxName {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<SandboxName, D::Error> {
+        let s = String::deserialize(d)?;
+        SandboxName::parse("name", &s).map_err(|e| serde::de::Error::custom(e.message))
+    }
+}
+
+/// Checks environment variable names (POSIX: letters, digits, `_`, not starting with a digit)
+/// and values (no NUL byte, which no process could receive).
+pub fn check_env(field: &str, env: &BTreeMap<String, String>) -> Result<(), InvalidInput> {
+    for (key, value) in env {
+        let valid_key = !key.is_empty()
+            && !key.as_bytes()[0].is_ascii_digit()
+            && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        if !valid_key {
+            return Err(InvalidInput::field(
+                format!("{field}.{key}"),
+                format!("`{key}` is not a valid environment variable name"),
+            ));
+        }
+        if value.contains('\0') {
+            return Err(InvalidInput::field(
+                format!("{field}.{key}"),
+                format!("the value of `{key}` contains a NUL byte"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Requested resources of a sandbox.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Resources {
+    /// CPU cores.
+    pub cpu: Option<f64>,
+    /// Memory in MiB.
+    pub memory_mb: Option<u64>,
+    /// Disk in GiB.
+    pub disk_gb: Option<f64>,
+}
+
+/// Input of `create_sandbox`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSandboxArgs {
+    /// Default language for `execute_code` in this sandbox.
+    #[serde(default = "default_language")]
+    #[schemars(default = "default_language")]
+    pub language: String,
+    /// Unique name (per tenant); usable wherever a sandbox id is accepted. Generated if absent.
+    pub name: Option<SandboxName>,
+    /// Daytona snapshot to start from (daytona driver only; recorded but unused by the local driver).
+    pub image: Option<String>,
+    /// Git repository to clone into the sandbox at creation.
+    pub git_repo: Option<String>,
+    /// Branch to clone.
+    pub git_branch: Option<String>,
+    /// Environment variables set for every command; values are treated as secrets.
+    #[serde(default)]
+    pub environment_vars: BTreeMap<String, String>,
+    /// Keep the sandbox across server restarts and auto-stop.
+    #[serde(default)]
+    pub persistent: bool,
+    /// Labels for filtering `list_sandboxes`.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Resources requested for the sandbox.
+    pub resources: Option<Resources>,
+    /// Minutes of inactivity before the sandbox is stopped (daytona driver).
+    pub auto_stop_minutes: Option<u32>,
+}
+
+pub fn default_language() -> String {
+    "python".into()
+}
+
+/// Input of `list_sandboxes`.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListSandboxesArgs {
+    /// Only sandboxes carrying every one of these labels.
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// Only sandboxes in this status (e.g. `running`).
+    pub state: Option<String>,
+}
+
+/// Input of tools that take only a sandbox.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SandboxArgs {
+    /// Sandbox id or name.
+    pub sandbox_id: String,
+}
+
+/// Input of `execute_shell`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteShellArgs {
+    /// Sandbox id or name.
+    pub sandbox_id: String,
+    /// Shell command, run as `sh -c COMMAND` (bash when available) inside the sandbox.
+    pub command: String,
+    /// Directory to run in: relative to the sandbox root, or absolute under /workspace.
+    pub working_directory: Option<String>,
+    /// Seconds before the command and all its children are killed.
+    pub timeout_s: Option<f64>,
+    /// Extra environment variables for this call.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Text written to the command's standard input.
+    pub stdin: Option<String>,
+}
+
+/// Input of `execute_code`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteCodeArgs {
+    /// Sandbox id or name.
+    pub sandbox_id: String,
+    /// Source code; passed to the interpreter as a file.
+    pub code: String,
+    /// python, javascript (node), typescript, bash, sh, ruby, perl, php, go, lua, r — whatever
+    /// the sandbox has. Defaults to the sandbox's language.
+    pub language: Option<String>,
+    /// Directory to run in: relative to the sandbox root, or absolute under /workspace.
+    pub working_directory: Option<String>,
+    /// Seconds before the program and all its children are killed.
+    pub timeout_s: Option<f64>,
+    /// Extra environment variables for this call.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Text written to the program's standard input.
+    pub stdin: Option<String>,
+}
+
+/// The JSON schema of `T` as a plain object, without the meta keys MCP clients do not need.
+pub fn schema_of<T: JsonSchema>() -> Value {
+    let mut schema = serde_json::to_value(schemars::schema_for!(T)).expect("schemas serialize");
+    if let Some(obj) = schema.as_object_mut() {
+        obj.remove("$schema");
+        obj.remove("title");
+    }
+    schema
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn missing_field_is_named() {
+        let err = parse::<ExecuteShellArgs>(&json!({"sandbox_id": "x"})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("command"));
+    }
+
+    #[test]
+    fn wrong_type_is_named() {
+        let err = parse::<ExecuteShellArgs>(&json!({"sandbox_id": "x", "command": 5}))
+            .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("command"));
+        let err = parse::<ExecuteShellArgs>(
+            &json!({"sandbox_id": "x", "command": "ls", "env": {"A": 1}}),
+        )
+        .unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("env.A"));
+    }
+
+    #[test]
+    fn unknown_field_is_named() {
+        let err = parse::<SandboxArgs>(&json!({"sandbox_id": "x", "sandbox": "y"})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("sandbox"));
+    }
+
+    #[test]
+    fn non_object_is_refused() {
+        assert!(parse::<SandboxArgs>(&json!([1, 2])).is_err());
+    }
+
+    #[test]
+    fn sandbox_names_are_checked() {
+        assert!(SandboxName::parse("name", "ml-project_2.0").is_ok());
+        for bad in ["", "-x", "a/b", "a b", "ä", &"x".repeat(64)] {
+            assert!(SandboxName::parse("name", bad).is_err(), "{bad}");
+        }
+        let err = parse::<CreateSandboxArgs>(&json!({"name": "../etc"})).unwrap_err();
+        assert_eq!(err.field.as_deref(), Some("name"));
+    }
+
+    #[test]
+    fn env_names_are_checked() {
+        let ok = BTreeMap::from([("PYTHONPATH".to_string(), "/w".to_string())]);
+        assert!(check_env("env", &ok).is_ok());
+        for bad in ["1X", "A-B", "", "A=B"] {
+            let env = BTreeMap::from([(bad.to_string(), "v".to_string())]);
+            assert!(check_env("env", &env).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn schemas_are_objects_with_properties() {
+        let schema = schema_of::<ExecuteCodeArgs>();
+        assert_eq!(schema["type"], "object");
+        assert!(schema["properties"]["code"].is_object());
+        let required: Vec<&str> = schema["required"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_str().unwrap())
+            .collect();
+        assert_eq!(required, ["code", "sandbox_id"]);
+    }
+}

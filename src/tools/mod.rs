@@ -1,0 +1,337 @@
+//! The tools: what each one accepts, what it returns, how it is scheduled, and how it runs.
+//!
+//! [`Tools::submit`] validates a call and turns it into a job (choosing its workspace key, retry
+//! safety and timeout); [`ToolExecutor`] runs a job by calling the driver. Architecture
+//! invariant: this layer knows nothing of HTTP or MCP. Any front end (REST, MCP, the jobs API)
+//! submits the same [`Submission`].
+
+pub mod args;
+mod exec;
+pub mod outputs;
+mod sandbox;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::actors::{Executor, JobContext, Outcome};
+use crate::audit::Caller;
+use crate::auth::Role;
+use crate::drivers::{Driver, DriverError};
+use crate::metrics::Metrics;
+use crate::queue::Queue;
+use crate::store::{Enqueued, ErrorReason, Job, JobError, NewJob, Store, StoreError};
+pub use args::InvalidInput;
+
+/// MCP tool annotations: hints that are true for the tool.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Annotations {
+    pub read_only_hint: bool,
+    pub destructive_hint: bool,
+    pub idempotent_hint: bool,
+    pub open_world_hint: bool,
+}
+
+/// A tool's public description.
+#[derive(Clone, Debug)]
+pub struct ToolSpec {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub input_schema: Value,
+    pub output_schema: Value,
+    pub annotations: Annotations,
+    /// The least role allowed to call it.
+    pub min_role: Role,
+}
+
+/// The workspace a call serializes on.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Target {
+    /// No serialization.
+    None,
+    /// An existing sandbox, by id or name.
+    Sandbox(String),
+    /// An existing sandbox that must exist, but whose jobs this one need not wait for (reads).
+    SandboxUnordered(String),
+    /// A sandbox this call creates, by its name.
+    NewSandbox(String),
+}
+
+/// How a validated call is scheduled.
+#[derive(Clone, Debug)]
+pub struct Plan {
+    /// The arguments to store (possibly completed, e.g. with a generated name).
+    pub arguments: Value,
+    pub target: Target,
+    /// Whether re-running the job after a crash is harmless.
+    pub retry_safe: bool,
+    /// The call's own timeout, if it has one.
+    pub timeout_s: Option<f64>,
+}
+
+/// Settings the tools need.
+#[derive(Clone, Debug)]
+pub struct ToolsConfig {
+    pub default_timeout_s: u64,
+    pub max_timeout_s: u64,
+    /// Bytes kept per output stream in a result.
+    pub output_limit_bytes: usize,
+    /// Attempts for transient failures (and rescues of retry-safe jobs).
+    pub max_attempts: i32,
+}
+
+/// What tools use while running.
+#[derive(Debug)]
+pub struct ToolEnv {
+    pub store: Arc<dyn Store>,
+    pub driver: Arc<dyn Driver>,
+    pub config: ToolsConfig,
+    pub metrics: Metrics,
+    /// How the driver enforces limits, shown by `get_sandbox_info`.
+    pub enforcement: Value,
+}
+
+/// One tool.
+#[async_trait]
+pub trait Tool: Send + Sync + 'static {
+    fn spec(&self) -> &ToolSpec;
+
+    /// Validates the arguments and decides scheduling. Runs before anything is stored.
+    fn plan(&self, arguments: Value, config: &ToolsConfig) -> Result<Plan, InvalidInput>;
+
+    /// Runs the job.
+    async fn run(&self, env: &ToolEnv, job: &Job, ctx: JobContext) -> Outcome;
+}
+
+/// A call to submit.
+#[derive(Clone, Debug)]
+pub struct Submission {
+    pub tool: String,
+    pub arguments: Value,
+    pub caller: Caller,
+    pub idempotency_key: Option<String>,
+    pub priority: i32,
+    /// A job-level timeout, used when the tool's own arguments set none.
+    pub timeout_s: Option<f64>,
+}
+
+/// Why a submission was refused. Nothing was stored.
+#[derive(Debug, thiserror::Error)]
+pub enum SubmitError {
+    #[error("unknown tool `{0}`")]
+    UnknownTool(String),
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    #[error("sandbox `{0}` not found")]
+    SandboxNotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+type Registry = BTreeMap<&'static str, Arc<dyn Tool>>;
+
+/// The tool registry plus the queue it submits to.
+#[derive(Clone)]
+pub struct Tools {
+    registry: Arc<Registry>,
+    env: Arc<ToolEnv>,
+    queue: Queue,
+}
+
+impl std::fmt::Debug for Tools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tools")
+            .field("tools", &self.registry.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The serialization key of a tenant's sandbox name.
+pub fn workspace_key(tenant: &str, name: &str) -> String {
+    format!("{tenant}/{name}")
+}
+
+impl Tools {
+    pub fn new(env: ToolEnv, queue: Queue) -> Tools {
+        let mut registry: Registry = BTreeMap::new();
+        let tools: Vec<Arc<dyn Tool>> = vec![
+            Arc::new(sandbox::CreateSandbox::new()),
+            Arc::new(sandbox::ListSandboxes::new()),
+            Arc::new(sandbox::GetSandboxInfo::new()),
+            Arc::new(sandbox::DeleteSandbox::new()),
+            Arc::new(exec::ExecuteShell::new()),
+            Arc::new(exec::ExecuteCode::new()),
+        ];
+        for tool in tools {
+            registry.insert(tool.spec().name, tool);
+        }
+        Tools {
+            registry: Arc::new(registry),
+            env: Arc::new(env),
+            queue,
+        }
+    }
+
+    /// Every tool's spec, in name order (deterministic for `tools/list` and `/schema`).
+    pub fn specs(&self) -> impl Iterator<Item = &ToolSpec> {
+        self.registry.values().map(|t| t.spec())
+    }
+
+    pub fn spec(&self, name: &str) -> Option<&ToolSpec> {
+        self.registry.get(name).map(|t| t.spec())
+    }
+
+    pub fn queue(&self) -> &Queue {
+        &self.queue
+    }
+
+    pub fn env(&self) -> &Arc<ToolEnv> {
+        &self.env
+    }
+
+    /// The executor that runs jobs of these tools.
+    pub fn executor(&self) -> Arc<dyn Executor> {
+        Arc::new(ToolExecutor {
+            registry: self.registry.clone(),
+            env: self.env.clone(),
+        })
+    }
+
+    /// Validates a call and enqueues it as a job (with its audit row, in one transaction).
+    pub async fn submit(&self, submission: Submission) -> Result<Enqueued, SubmitError> {
+        let tool = self
+            .registry
+            .get(submission.tool.as_str())
+            .ok_or_else(|| SubmitError::UnknownTool(submission.tool.clone()))?;
+        let config = &self.env.config;
+        let plan = tool.plan(submission.arguments, config)?;
+        let tenant = submission.caller.tenant.as_str();
+        let workspace = match &plan.target {
+            Target::None => None,
+            Target::NewSandbox(name) => Some(workspace_key(tenant, name)),
+            Target::Sandbox(reference) => {
+                Some(self.sandbox_workspace(tenant, reference).await?)
+            }
+            Target::SandboxUnordered(reference) => {
+                self.sandbox_workspace(tenant, reference).await?;
+                None
+            }
+        };
+        let timeout_s = plan
+            .timeout_s
+            .or(submission.timeout_s)
+            .map(|t| check_timeout(t, config.max_timeout_s))
+            .transpose()?
+            .unwrap_or(config.default_timeout_s);
+        let mut job = NewJob::new(tenant, tool.spec().name, plan.arguments);
+        job.workspace = workspace.clone();
+        job.priority = submission.priority;
+        job.max_attempts = config.max_attempts.max(1);
+        job.retry_safe = plan.retry_safe;
+        job.timeout_s = timeout_s as i64;
+        job.idempotency_key = submission.idempotency_key;
+        let audit = submission.caller.entry(
+            tool.spec().name,
+            workspace,
+            Some(job.id),
+            "accepted",
+            Some(&job.arguments),
+        );
+        Ok(self.queue.enqueue(job, audit).await?)
+    }
+
+    /// The workspace key of an existing sandbox, or of one a queued `create_sandbox` will make.
+    async fn sandbox_workspace(&self, tenant: &str, reference: &str) -> Result<String, SubmitError> {
+        if let Some(sandbox) = self.env.store.sandbox(tenant, reference).await? {
+            return Ok(workspace_key(tenant, &sandbox.name));
+        }
+        let key = workspace_key(tenant, reference);
+        if self.env.store.has_open_job(&key, "create_sandbox").await? {
+            return Ok(key);
+        }
+        Err(SubmitError::SandboxNotFound(reference.to_string()))
+    }
+}
+
+/// Checks a timeout in seconds and rounds it up to whole seconds.
+fn check_timeout(seconds: f64, max: u64) -> Result<u64, InvalidInput> {
+    if !(seconds > 0.0) || seconds > max as f64 {
+        return Err(InvalidInput::field(
+            "timeout_s",
+            format!("timeout_s must be more than 0 and at most {max} seconds, got {seconds}"),
+        ));
+    }
+    Ok(seconds.ceil() as u64)
+}
+
+/// Runs jobs by dispatching to their tool.
+struct ToolExecutor {
+    registry: Arc<Registry>,
+    env: Arc<ToolEnv>,
+}
+
+#[async_trait]
+impl Executor for ToolExecutor {
+    async fn execute(&self, job: &Job, ctx: JobContext) -> Outcome {
+        match self.registry.get(job.tool.as_str()) {
+            Some(tool) => tool.run(&self.env, job, ctx).await,
+            None => failed(
+                ErrorReason::InvalidArgument,
+                format!("unknown tool `{}`", job.tool),
+            ),
+        }
+    }
+}
+
+/// A failed outcome without a result.
+pub(crate) fn failed(reason: ErrorReason, message: impl Into<String>) -> Outcome {
+    Outcome::Failed {
+        error: JobError::new(reason, message),
+        result: None,
+        exit_code: None,
+    }
+}
+
+/// The outcome of a driver error: transient ones are retried, the rest fail the job.
+pub(crate) fn driver_failure(error: DriverError) -> Outcome {
+    let message = error.to_string();
+    match error {
+        DriverError::NotFound(_) => failed(ErrorReason::NotFound, message),
+        DriverError::InvalidArgument { field, .. } => Outcome::Failed {
+            error: JobError::new(ErrorReason::InvalidArgument, message).with_field(field),
+            result: None,
+            exit_code: None,
+        },
+        DriverError::Unsupported(_) => failed(ErrorReason::ExecutionError, message),
+        DriverError::Unavailable(_) => Outcome::Transient {
+            error: JobError::new(ErrorReason::DriverUnavailable, message),
+        },
+        DriverError::Internal(_) => failed(ErrorReason::Internal, message),
+    }
+}
+
+/// A successful outcome carrying `output` as the result.
+pub(crate) fn succeeded<T: Serialize>(output: &T, exit_code: Option<i32>) -> Outcome {
+    Outcome::Succeeded {
+        result: serde_json::to_value(output).expect("tool outputs serialize"),
+        exit_code,
+    }
+}
+
+/// Parses stored arguments at run time. They were validated at submission, so a failure here
+/// means the tool's input type changed under a queued job.
+pub(crate) fn stored_args<T: serde::de::DeserializeOwned>(job: &Job) -> Result<T, Outcome> {
+    args::parse(&job.arguments).map_err(|e| Outcome::Failed {
+        error: JobError {
+            reason: ErrorReason::InvalidArgument,
+            message: e.message,
+            field: e.field,
+        },
+        result: None,
+        exit_code: None,
+    })
+}
