@@ -2,9 +2,14 @@
 //! queue. See `ARCHITECTURE.md` for the map of this crate.
 
 pub mod actors;
+pub mod app;
 pub mod audit;
 pub mod auth;
+pub mod cli;
+pub mod config;
 pub mod drivers;
+pub mod http;
+pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod queue;

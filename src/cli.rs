@@ -1,0 +1,132 @@
+//! The command line: `serve`, `migrate`, `audit export`.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+
+use crate::app::{Application, open_store};
+use crate::config::{Config, Overrides};
+use crate::store::AuditFilter;
+
+/// A self-hosted MCP server for development sandboxes, backed by a persistent job queue.
+#[derive(Debug, Parser)]
+#[command(name = "daytona-mcp", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the server (SQLite in ./data, local driver, 127.0.0.1:8001 unless configured).
+    Serve(ServeArgs),
+    /// Apply database migrations and exit.
+    Migrate(CommonArgs),
+    /// Read the audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Print audit rows as JSON lines, oldest first.
+    Export {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Only rows at or after this time (RFC 3339).
+        #[arg(long)]
+        since: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only rows before this time (RFC 3339).
+        #[arg(long)]
+        until: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+/// Options every command shares.
+#[derive(Debug, Args)]
+pub struct CommonArgs {
+    /// TOML configuration file (default: ./daytona-mcp.toml if present).
+    #[arg(long, env = "DAYTONA_MCP_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Data directory for the SQLite database, sandboxes and node identity.
+    #[arg(long, env = "DAYTONA_MCP_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Database URL: sqlite://FILE or postgres://…
+    #[arg(long, env = "DATABASE_URL", hide_env_values = true)]
+    pub database_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Address to listen on.
+    #[arg(long, env = "DAYTONA_MCP_LISTEN")]
+    pub listen: Option<String>,
+    /// Sandbox driver.
+    #[arg(long, env = "DAYTONA_MCP_DRIVER", value_parser = ["local", "daytona"])]
+    pub driver: Option<String>,
+}
+
+fn load(common: &CommonArgs, listen: Option<String>, driver: Option<String>) -> anyhow::Result<Config> {
+    let env: HashMap<String, String> = std::env::vars().collect();
+    let overrides = Overrides {
+        listen,
+        data_dir: common.data_dir.clone(),
+        database_url: common.database_url.clone(),
+        driver,
+    };
+    Ok(Config::load(common.config.as_deref(), &env, &overrides)?)
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve(args) => {
+            let config = load(&args.common, args.listen, args.driver)?;
+            crate::logging::init(&config.log);
+            tracing::debug!(?config, "configuration");
+            let app = Application::build(config).await?;
+            app.run_until_stopped().await
+        }
+        Command::Migrate(common) => {
+            let config = load(&common, None, None)?;
+            crate::logging::init(&config.log);
+            std::fs::create_dir_all(&config.data_dir).ok();
+            open_store(&config).await?;
+            println!("migrations applied to {}", config.database_url());
+            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Export { common, since, until },
+        } => {
+            let config = load(&common, None, None)?;
+            let store = open_store(&config).await?;
+            let mut out = std::io::stdout().lock();
+            let mut after_id = None;
+            loop {
+                let page = store
+                    .list_audit(&AuditFilter {
+                        since,
+                        until,
+                        after_id,
+                        limit: 1000,
+                        ..AuditFilter::default()
+                    })
+                    .await?;
+                for row in &page {
+                    writeln!(out, "{}", serde_json::to_string(row)?).context("stdout closed")?;
+                }
+                match page.last() {
+                    Some(last) if page.len() == 1000 => after_id = Some(last.id),
+                    _ => return Ok(()),
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,569 @@
+//! Configuration: defaults, then a TOML file, then the seed's environment variables, then
+//! `DAYTONA_MCP_<SECTION>__<KEY>` overrides, then command-line flags. Unknown keys are errors,
+//! so a typo never silently falls back to a default.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::drivers::local::IsolationMode;
+use crate::store::DatabaseUrl;
+
+/// The default sandbox `PATH`; interpreters are looked up there.
+pub const DEFAULT_SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Errors loading configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Where the SQLite database, sandboxes and node identity live.
+    pub data_dir: PathBuf,
+    /// This node's identity for leases; generated once and kept in `<data_dir>/node-id` if empty.
+    pub node_id: String,
+    pub server: ServerConfig,
+    pub database: DatabaseConfig,
+    pub queue: QueueConfig,
+    pub sandbox: SandboxConfig,
+    pub local: LocalSection,
+    pub daytona: DaytonaSection,
+    pub auth: AuthConfig,
+    pub log: LogConfig,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    pub listen: String,
+    /// A separate listener for `/metrics` (and health); empty serves them on `listen`.
+    pub metrics_listen: String,
+    pub body_limit_bytes: usize,
+    /// Longest a synchronous call waits before answering 202 with the job id.
+    pub sync_wait_max_s: u64,
+    /// HTTP worker threads; 0 = one per core.
+    pub workers: usize,
+    pub shutdown_grace_s: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DatabaseConfig {
+    /// `sqlite://…` or `postgres://…`; empty = `sqlite://<data_dir>/daytona-mcp.db`.
+    pub url: String,
+    pub max_connections: u32,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueueConfig {
+    pub concurrency: usize,
+    pub claim_batch: u32,
+    pub poll_interval_ms: u64,
+    pub lease_s: u64,
+    pub heartbeat_s: u64,
+    pub rescue_interval_s: u64,
+    pub actor_idle_s: u64,
+    pub max_attempts: i32,
+    pub default_timeout_s: u64,
+    pub max_timeout_s: u64,
+    /// Finished jobs and their output are deleted after this many hours (0 = keep forever).
+    pub retention_hours: u64,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SandboxConfig {
+    /// `local` (embedded) or `daytona`.
+    pub driver: String,
+    /// Bytes kept per stream in a result.
+    pub output_limit_bytes: usize,
+    /// Bytes of output stored per job for replay over events.
+    pub stored_output_limit_bytes: usize,
+    /// Memory per sandbox command tree, e.g. "2g" (seed: DAYTONA_WORKSPACE_MEMORY_LIMIT).
+    pub memory_limit: String,
+    /// CPU cores per sandbox command tree, e.g. "1.0" (seed: DAYTONA_WORKSPACE_CPU_LIMIT).
+    pub cpu_limit: String,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LocalSection {
+    pub isolation: IsolationMode,
+    pub bwrap_path: String,
+    /// `PATH` inside sandboxes.
+    pub path: String,
+    pub max_processes: u64,
+    pub max_file_size: String,
+    pub max_open_files: u64,
+    pub cgroups: bool,
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DaytonaSection {
+    /// Daytona API URL for the CLI (seed: DAYTONA_SERVER_URL).
+    pub api_url: String,
+}
+
+#[derive(Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// The admin API key (seed: DAYTONA_MCP_API_KEY). Empty: one is generated into
+    /// `<data_dir>/admin.key` on first start.
+    pub api_key: String,
+    /// Serve without authentication; refused unless the listener is loopback.
+    pub disabled: bool,
+}
+
+impl std::fmt::Debug for AuthConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthConfig")
+            .field("api_key", &if self.api_key.is_empty() { "" } else { "***" })
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter: `info`, `debug`, `daytona_mcp=debug,sqlx=warn`…
+    pub level: String,
+    /// `pretty` or `json`.
+    pub format: String,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            data_dir: PathBuf::from("./data"),
+            node_id: String::new(),
+            server: ServerConfig::default(),
+            database: DatabaseConfig::default(),
+            queue: QueueConfig::default(),
+            sandbox: SandboxConfig::default(),
+            local: LocalSection::default(),
+            daytona: DaytonaSection::default(),
+            auth: AuthConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: "127.0.0.1:8001".into(),
+            metrics_listen: String::new(),
+            body_limit_bytes: 16 * 1024 * 1024,
+            sync_wait_max_s: 900,
+            workers: 0,
+            shutdown_grace_s: 30,
+        }
+    }
+}
+
+impl Default for DatabaseConfig {
+    fn default() -> DatabaseConfig {
+        DatabaseConfig {
+            url: String::new(),
+            max_connections: 8,
+        }
+    }
+}
+
+impl Default for QueueConfig {
+    fn default() -> QueueConfig {
+        QueueConfig {
+            concurrency: 32,
+            claim_batch: 64,
+            poll_interval_ms: 2000,
+            lease_s: 60,
+            heartbeat_s: 15,
+            rescue_interval_s: 30,
+            actor_idle_s: 60,
+            max_attempts: 3,
+            default_timeout_s: 300,
+            max_timeout_s: 3600,
+            retention_hours: 168,
+        }
+    }
+}
+
+impl Default for SandboxConfig {
+    fn default() -> SandboxConfig {
+        SandboxConfig {
+            driver: "local".into(),
+            output_limit_bytes: 1024 * 1024,
+            stored_output_limit_bytes: 8 * 1024 * 1024,
+            memory_limit: "2g".into(),
+            cpu_limit: "1.0".into(),
+        }
+    }
+}
+
+impl Default for LocalSection {
+    fn default() -> LocalSection {
+        LocalSection {
+            isolation: IsolationMode::Auto,
+            bwrap_path: String::new(),
+            path: DEFAULT_SANDBOX_PATH.into(),
+            max_processes: 256,
+            max_file_size: "1g".into(),
+            max_open_files: 1024,
+            cgroups: true,
+        }
+    }
+}
+
+impl Default for DaytonaSection {
+    fn default() -> DaytonaSection {
+        DaytonaSection {
+            api_url: String::new(),
+        }
+    }
+}
+
+impl Default for AuthConfig {
+    fn default() -> AuthConfig {
+        AuthConfig {
+            api_key: String::new(),
+            disabled: false,
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> LogConfig {
+        LogConfig {
+            level: "info".into(),
+            format: "pretty".into(),
+        }
+    }
+}
+
+/// Command-line values that override everything else.
+#[derive(Clone, Debug, Default)]
+pub struct Overrides {
+    pub listen: Option<String>,
+    pub data_dir: Option<PathBuf>,
+    pub database_url: Option<String>,
+    pub driver: Option<String>,
+}
+
+/// Parses a size such as `2g`, `512m`, `64k`, `1.5G` or `1048576` (bytes).
+pub fn parse_size(field: &str, text: &str) -> Result<u64, ConfigError> {
+    let t = text.trim().to_ascii_lowercase();
+    let t = t.strip_suffix('b').unwrap_or(&t);
+    let (number, unit) = match t.chars().last() {
+        Some('k') => (&t[..t.len() - 1], 1u64 << 10),
+        Some('m') => (&t[..t.len() - 1], 1 << 20),
+        Some('g') => (&t[..t.len() - 1], 1 << 30),
+        Some('t') => (&t[..t.len() - 1], 1 << 40),
+        _ => (t, 1),
+    };
+    let value: f64 = number.trim().parse().map_err(|_| {
+        ConfigError::Invalid(format!("{field}: `{text}` is not a size (like 2g, 512m, 1048576)"))
+    })?;
+    if !(value > 0.0) {
+        return Err(ConfigError::Invalid(format!("{field}: `{text}` must be positive")));
+    }
+    Ok((value * unit as f64) as u64)
+}
+
+/// Sets `table[section][key] = value`, creating the section.
+fn set(table: &mut toml::Table, section: Option<&str>, key: &str, value: toml::Value) {
+    let target = match section {
+        None => table,
+        Some(section) => table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .expect("config sections are tables"),
+    };
+    target.insert(key.to_string(), value);
+}
+
+/// An environment value as TOML: numbers and booleans as such, anything else as a string.
+fn env_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) if !matches!(t.get("v"), Some(toml::Value::Table(_))) => {
+            t.remove("v").expect("just parsed")
+        }
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
+fn truthy(value: &str) -> bool {
+    matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+}
+
+impl Config {
+    /// Loads the configuration from `file` (or `./daytona-mcp.toml` when present), `env` and
+    /// `overrides`.
+    pub fn load(
+        file: Option<&Path>,
+        env: &HashMap<String, String>,
+        overrides: &Overrides,
+    ) -> Result<Config, ConfigError> {
+        let default_file = Path::new("daytona-mcp.toml");
+        let file = file.or_else(|| default_file.exists().then_some(default_file));
+        let mut table = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Invalid(format!("{}: {e}", path.display())))?
+            }
+            None => toml::Table::new(),
+        };
+
+        // The seed's variables.
+        let seed: [(&str, &str, &str); 5] = [
+            ("DAYTONA_SERVER_URL", "daytona", "api_url"),
+            ("DAYTONA_WORKSPACE_MEMORY_LIMIT", "sandbox", "memory_limit"),
+            ("DAYTONA_WORKSPACE_CPU_LIMIT", "sandbox", "cpu_limit"),
+            ("DAYTONA_LOG_LEVEL", "log", "level"),
+            ("DAYTONA_MCP_API_KEY", "auth", "api_key"),
+        ];
+        for (var, section, key) in seed {
+            if let Some(value) = env.get(var).filter(|v| !v.is_empty()) {
+                set(&mut table, Some(section), key, toml::Value::String(value.clone()));
+            }
+        }
+        if env.get("MCP_DEBUG").is_some_and(|v| truthy(v)) {
+            set(&mut table, Some("log"), "level", "debug".into());
+        }
+
+        // DAYTONA_MCP_<SECTION>__<KEY>, in a stable order.
+        let mut overrides_env: Vec<(&String, &String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("DAYTONA_MCP_") && k.contains("__"))
+            .collect();
+        overrides_env.sort();
+        for (var, value) in overrides_env {
+            let rest = &var["DAYTONA_MCP_".len()..];
+            let (section, key) = rest.split_once("__").expect("filtered on __");
+            set(
+                &mut table,
+                Some(&section.to_ascii_lowercase()),
+                &key.to_ascii_lowercase(),
+                env_value(value),
+            );
+        }
+
+        // Flags (and their environment twins, resolved by the CLI).
+        if let Some(listen) = &overrides.listen {
+            set(&mut table, Some("server"), "listen", listen.clone().into());
+        }
+        if let Some(dir) = &overrides.data_dir {
+            set(&mut table, None, "data_dir", dir.to_string_lossy().into_owned().into());
+        }
+        if let Some(url) = &overrides.database_url {
+            set(&mut table, Some("database"), "url", url.clone().into());
+        }
+        if let Some(driver) = &overrides.driver {
+            set(&mut table, Some("sandbox"), "driver", driver.clone().into());
+        }
+
+        let config: Config = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Invalid(e.message().to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let listen = self.listen_addr()?;
+        if !self.server.metrics_listen.is_empty() {
+            self.server
+                .metrics_listen
+                .parse::<SocketAddr>()
+                .map_err(|e| ConfigError::Invalid(format!("server.metrics_listen: {e}")))?;
+        }
+        if self.auth.disabled && !listen.ip().is_loopback() {
+            return Err(ConfigError::Invalid(format!(
+                "auth.disabled is only allowed on a loopback listener, not {listen}"
+            )));
+        }
+        if !matches!(self.sandbox.driver.as_str(), "local" | "daytona") {
+            return Err(ConfigError::Invalid(format!(
+                "sandbox.driver: `{}` is not a driver (local, daytona)",
+                self.sandbox.driver
+            )));
+        }
+        if !matches!(self.log.format.as_str(), "pretty" | "json") {
+            return Err(ConfigError::Invalid(format!(
+                "log.format: `{}` is not pretty or json",
+                self.log.format
+            )));
+        }
+        self.memory_limit_bytes()?;
+        self.cpu_limit()?;
+        parse_size("local.max_file_size", &self.local.max_file_size)?;
+        for (name, value) in [
+            ("queue.concurrency", self.queue.concurrency as u64),
+            ("queue.claim_batch", u64::from(self.queue.claim_batch)),
+            ("queue.lease_s", self.queue.lease_s),
+            ("queue.heartbeat_s", self.queue.heartbeat_s),
+            ("queue.default_timeout_s", self.queue.default_timeout_s),
+            ("queue.max_timeout_s", self.queue.max_timeout_s),
+            ("server.body_limit_bytes", self.server.body_limit_bytes as u64),
+            ("sandbox.output_limit_bytes", self.sandbox.output_limit_bytes as u64),
+        ] {
+            if value == 0 {
+                return Err(ConfigError::Invalid(format!("{name} must be more than 0")));
+            }
+        }
+        if self.queue.heartbeat_s >= self.queue.lease_s {
+            return Err(ConfigError::Invalid(
+                "queue.heartbeat_s must be shorter than queue.lease_s".into(),
+            ));
+        }
+        if self.queue.default_timeout_s > self.queue.max_timeout_s {
+            return Err(ConfigError::Invalid(
+                "queue.default_timeout_s must not exceed queue.max_timeout_s".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.server
+            .listen
+            .parse()
+            .map_err(|e| ConfigError::Invalid(format!("server.listen `{}`: {e}", self.server.listen)))
+    }
+
+    pub fn database_url(&self) -> DatabaseUrl {
+        if self.database.url.is_empty() {
+            DatabaseUrl::new(format!(
+                "sqlite://{}",
+                self.data_dir.join("daytona-mcp.db").display()
+            ))
+        } else {
+            DatabaseUrl::new(self.database.url.clone())
+        }
+    }
+
+    pub fn memory_limit_bytes(&self) -> Result<u64, ConfigError> {
+        parse_size("sandbox.memory_limit", &self.sandbox.memory_limit)
+    }
+
+    pub fn cpu_limit(&self) -> Result<f64, ConfigError> {
+        match self.sandbox.cpu_limit.trim().parse::<f64>() {
+            Ok(v) if v > 0.0 => Ok(v),
+            _ => Err(ConfigError::Invalid(format!(
+                "sandbox.cpu_limit: `{}` is not a positive number of cores",
+                self.sandbox.cpu_limit
+            ))),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_are_the_embedded_setup() {
+        let c = Config::load(None, &env(&[]), &Overrides::default()).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:8001");
+        assert_eq!(c.data_dir, PathBuf::from("./data"));
+        assert_eq!(c.sandbox.driver, "local");
+        assert!(c.database_url().expose().starts_with("sqlite://"));
+        assert_eq!(c.memory_limit_bytes().unwrap(), 2 << 30);
+    }
+
+    #[test]
+    fn precedence_file_then_seed_then_sections_then_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("c.toml");
+        std::fs::write(
+            &file,
+            "[server]\nlisten = \"127.0.0.1:9000\"\n[queue]\nconcurrency = 4\n[sandbox]\nmemory_limit = \"1g\"\n",
+        )
+        .unwrap();
+        let e = env(&[
+            ("DAYTONA_WORKSPACE_MEMORY_LIMIT", "512m"),
+            ("DAYTONA_WORKSPACE_CPU_LIMIT", "0.5"),
+            ("DAYTONA_MCP_QUEUE__CONCURRENCY", "7"),
+            ("DAYTONA_MCP_LOCAL__ISOLATION", "none"),
+            ("MCP_DEBUG", "true"),
+        ]);
+        let flags = Overrides {
+            listen: Some("127.0.0.1:9100".into()),
+            ..Overrides::default()
+        };
+        let c = Config::load(Some(&file), &e, &flags).unwrap();
+        assert_eq!(c.server.listen, "127.0.0.1:9100");
+        assert_eq!(c.queue.concurrency, 7);
+        assert_eq!(c.memory_limit_bytes().unwrap(), 512 << 20);
+        assert_eq!(c.cpu_limit().unwrap(), 0.5);
+        assert_eq!(c.local.isolation, IsolationMode::None);
+        assert_eq!(c.log.level, "debug");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_errors() {
+        let bad = [
+            ("DAYTONA_MCP_QUEUE__CONCURENCY", "3"),
+            ("DAYTONA_MCP_SERVER__LISTEN", "not-an-address"),
+            ("DAYTONA_WORKSPACE_MEMORY_LIMIT", "lots"),
+            ("DAYTONA_MCP_SANDBOX__DRIVER", "docker"),
+        ];
+        for (k, v) in bad {
+            let err = Config::load(None, &env(&[(k, v)]), &Overrides::default());
+            assert!(err.is_err(), "{k}={v} accepted");
+        }
+    }
+
+    #[test]
+    fn auth_cannot_be_disabled_on_a_public_listener() {
+        let e = env(&[
+            ("DAYTONA_MCP_AUTH__DISABLED", "true"),
+            ("DAYTONA_MCP_SERVER__LISTEN", "0.0.0.0:8001"),
+        ]);
+        assert!(Config::load(None, &e, &Overrides::default()).is_err());
+        let e = env(&[("DAYTONA_MCP_AUTH__DISABLED", "true")]);
+        assert!(Config::load(None, &e, &Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn api_key_is_not_printed() {
+        let e = env(&[("DAYTONA_MCP_API_KEY", "sk-very-secret")]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        assert_eq!(c.auth.api_key, "sk-very-secret");
+        assert!(!format!("{c:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn sizes_parse() {
+        assert_eq!(parse_size("x", "2g").unwrap(), 2 << 30);
+        assert_eq!(parse_size("x", "512M").unwrap(), 512 << 20);
+        assert_eq!(parse_size("x", "1.5g").unwrap(), 3 << 29);
+        assert_eq!(parse_size("x", "4096").unwrap(), 4096);
+        assert_eq!(parse_size("x", "64kb").unwrap(), 64 << 10);
+        assert!(parse_size("x", "0").is_err());
+        assert!(parse_size("x", "-1g").is_err());
+    }
+}

@@ -1,0 +1,238 @@
+//! Authentication: every route but health and metrics needs an API key, sent as
+//! `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are kept only as SHA-256 digests and
+//! compared in constant time.
+
+use std::path::{Path, PathBuf};
+
+use actix_web::body::{EitherBody, MessageBody};
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::StatusCode;
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, ResponseError, web};
+use sha2::{Digest, Sha256};
+
+use super::AppState;
+use super::error::ApiError;
+use super::telemetry::RequestId;
+use crate::audit::Caller;
+use crate::auth::Role;
+use crate::config::AuthConfig;
+
+/// The tenant of keys from the environment or the generated key file.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Who made a request, once authenticated.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Identity {
+    pub tenant: String,
+    pub role: Role,
+    /// A non-secret name for the key, for audit rows.
+    pub key_id: String,
+}
+
+struct Key {
+    digest: [u8; 32],
+    identity: Identity,
+}
+
+/// Checks presented keys against the configured ones.
+pub struct Authenticator {
+    keys: Vec<Key>,
+    disabled: bool,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authenticator")
+            .field("keys", &self.keys.len())
+            .field("disabled", &self.disabled)
+            .finish()
+    }
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+impl Authenticator {
+    /// Uses the configured key, or the key in `<data_dir>/admin.key`, creating that file with a
+    /// fresh random key on first start. Returns the file's path when the key came from it.
+    pub fn new(
+        config: &AuthConfig,
+        data_dir: &Path,
+    ) -> std::io::Result<(Authenticator, Option<PathBuf>)> {
+        if config.disabled {
+            return Ok((
+                Authenticator {
+                    keys: Vec::new(),
+                    disabled: true,
+                },
+                None,
+            ));
+        }
+        let (key, key_id, file) = if config.api_key.is_empty() {
+            let path = data_dir.join("admin.key");
+            (load_or_create_key(&path)?, "admin-key-file", Some(path))
+        } else {
+            (config.api_key.clone(), "env-api-key", None)
+        };
+        let key = Key {
+            digest: digest(&key),
+            identity: Identity {
+                tenant: DEFAULT_TENANT.into(),
+                role: Role::Admin,
+                key_id: key_id.into(),
+            },
+        };
+        Ok((
+            Authenticator {
+                keys: vec![key],
+                disabled: false,
+            },
+            file,
+        ))
+    }
+
+    pub fn is_disabled(&self) -> bool {
+        self.disabled
+    }
+
+    /// The identity behind the request's key.
+    pub fn authenticate(&self, req: &ServiceRequest) -> Result<Identity, ApiError> {
+        if self.disabled {
+            return Ok(Identity {
+                tenant: DEFAULT_TENANT.into(),
+                role: Role::Admin,
+                key_id: "anonymous".into(),
+            });
+        }
+        let headers = req.headers();
+        let presented = headers
+            .get("authorization")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| {
+                v.strip_prefix("Bearer ")
+                    .or_else(|| v.strip_prefix("bearer "))
+            })
+            .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
+            .map(str::trim);
+        let Some(presented) = presented.filter(|k| !k.is_empty()) else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthenticated",
+                "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
+            ));
+        };
+        let presented = digest(presented);
+        self.keys
+            .iter()
+            .find(|k| constant_time_eq(&k.digest, &presented))
+            .map(|k| k.identity.clone())
+            .ok_or_else(|| {
+                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the API key is not valid")
+            })
+    }
+}
+
+fn load_or_create_key(path: &Path) -> std::io::Result<String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    match std::fs::read_to_string(path) {
+        Ok(text) if !text.trim().is_empty() => return Ok(text.trim().to_string()),
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut bytes = [0u8; 32];
+    rand::fill(&mut bytes);
+    let key = format!("dmcp_{}", hex::encode(bytes));
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
+    writeln!(file, "{key}")?;
+    Ok(key)
+}
+
+/// The caller of a request, for submissions and audit rows.
+pub fn caller_of(req: &actix_web::HttpRequest) -> Caller {
+    let extensions = req.extensions();
+    let identity = extensions.get::<Identity>();
+    Caller {
+        tenant: identity.map_or_else(|| DEFAULT_TENANT.to_string(), |i| i.tenant.clone()),
+        key_id: identity.map(|i| i.key_id.clone()),
+        request_id: extensions.get::<RequestId>().map(|r| r.0.clone()),
+        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+    }
+}
+
+/// Middleware: authenticates the request or answers 401 (and writes a `denied` audit row).
+pub async fn require_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("app state is registered")
+        .clone();
+    match state.auth.authenticate(&req) {
+        Ok(identity) => {
+            req.extensions_mut().insert(identity);
+            Ok(next.call(req).await?.map_into_left_body())
+        }
+        Err(error) => {
+            let caller = Caller {
+                tenant: DEFAULT_TENANT.into(),
+                key_id: None,
+                request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+                client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+            };
+            let entry = caller.entry(
+                &format!("{} {}", req.method(), req.path()),
+                None,
+                None,
+                "denied",
+                None,
+            );
+            if let Err(e) = state.queue.store().append_audit(&entry).await {
+                tracing::error!(error = %e, "cannot write audit row for a denied request");
+            }
+            let response = error.error_response();
+            Ok(req.into_response(response).map_into_right_body())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_key_file_is_private_and_stable() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig::default();
+        let (_, file) = Authenticator::new(&config, dir.path()).unwrap();
+        let file = file.unwrap();
+        let first = std::fs::read_to_string(&file).unwrap();
+        assert!(first.starts_with("dmcp_"));
+        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        Authenticator::new(&config, dir.path()).unwrap();
+        assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+    }
+
+    #[test]
+    fn digests_compare() {
+        assert!(constant_time_eq(&digest("a"), &digest("a")));
+        assert!(!constant_time_eq(&digest("a"), &digest("b")));
+    }
+}

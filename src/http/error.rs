@@ -1,0 +1,140 @@
+//! Errors as HTTP responses: a status and `{"error": {"code", "message", "field"?}}`. Caller
+//! mistakes are 4xx with a message that says what to fix; server faults are a 500 that names
+//! the request id and never carries internals.
+
+use actix_web::http::StatusCode;
+use actix_web::{HttpResponse, ResponseError};
+use serde_json::json;
+
+use crate::store::{ErrorReason, JobError, StoreError};
+use crate::tools::SubmitError;
+
+/// An error answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// A caller error with a stable code.
+    #[error("{message}")]
+    Client {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        field: Option<String>,
+    },
+    /// A server fault; logged with details, answered without them.
+    #[error(transparent)]
+    Unexpected(#[from] anyhow::Error),
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Client {
+            status,
+            code,
+            message: message.into(),
+            field: None,
+        }
+    }
+
+    pub fn bad_request(field: &str, message: impl Into<String>) -> ApiError {
+        ApiError::Client {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_argument",
+            message: message.into(),
+            field: Some(field.to_string()),
+        }
+    }
+
+    pub fn not_found(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, code, message)
+    }
+
+    /// The answer for a job that ended without a result.
+    pub fn from_job_error(error: &JobError) -> ApiError {
+        let (status, code) = match error.reason {
+            ErrorReason::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_argument"),
+            ErrorReason::NotFound => (StatusCode::NOT_FOUND, "not_found"),
+            ErrorReason::Conflict => (StatusCode::CONFLICT, "conflict"),
+            ErrorReason::Timeout => (StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            ErrorReason::Cancelled => (StatusCode::CONFLICT, "cancelled"),
+            ErrorReason::Interrupted => (StatusCode::SERVICE_UNAVAILABLE, "interrupted"),
+            ErrorReason::Panic => (StatusCode::INTERNAL_SERVER_ERROR, "panic"),
+            ErrorReason::DriverUnavailable => {
+                (StatusCode::SERVICE_UNAVAILABLE, "driver_unavailable")
+            }
+            ErrorReason::ExecutionError => (StatusCode::UNPROCESSABLE_ENTITY, "execution_error"),
+            ErrorReason::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
+        };
+        ApiError::Client {
+            status,
+            code,
+            message: error.message.clone(),
+            field: error.field.clone(),
+        }
+    }
+}
+
+impl From<SubmitError> for ApiError {
+    fn from(e: SubmitError) -> ApiError {
+        match e {
+            SubmitError::UnknownTool(name) => ApiError::not_found(
+                "unknown_tool",
+                format!("unknown tool `{name}`; GET /schema lists the tools"),
+            ),
+            SubmitError::Invalid(invalid) => ApiError::Client {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_argument",
+                message: invalid.message,
+                field: invalid.field,
+            },
+            SubmitError::SandboxNotFound(reference) => ApiError::Client {
+                status: StatusCode::NOT_FOUND,
+                code: "sandbox_not_found",
+                message: format!("sandbox `{reference}` not found"),
+                field: Some("sandbox_id".into()),
+            },
+            SubmitError::Store(e) => ApiError::Unexpected(e.into()),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        ApiError::Unexpected(e.into())
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            ApiError::Client { status, .. } => *status,
+            ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        match self {
+            ApiError::Client {
+                status,
+                code,
+                message,
+                field,
+            } => {
+                let mut error = json!({"code": code, "message": message});
+                if let Some(field) = field {
+                    error["field"] = json!(field);
+                }
+                HttpResponse::build(*status).json(json!({ "error": error }))
+            }
+            ApiError::Unexpected(e) => {
+                tracing::error!(error = ?e, "request failed");
+                HttpResponse::InternalServerError().json(json!({
+                    "error": {
+                        "code": "internal",
+                        "message": "the server failed to handle this request; its log has the \
+                                    details under this request's X-Request-Id",
+                    }
+                }))
+            }
+        }
+    }
+}

@@ -1,0 +1,73 @@
+//! Request ids, request spans and HTTP metrics (labelled by route template, never raw path).
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{HttpMessage, web};
+use tracing::Instrument;
+
+use super::AppState;
+
+/// The id of the request: the caller's `X-Request-Id` when it is sane, else a fresh UUID.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RequestId(pub String);
+
+const REQUEST_ID: &str = "x-request-id";
+
+fn sane(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 128
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+}
+
+/// Middleware: assigns the request id, opens the request span, records metrics.
+pub async fn observe(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let request_id = req
+        .headers()
+        .get(REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| sane(v))
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    req.extensions_mut().insert(RequestId(request_id.clone()));
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let method = req.method().to_string();
+    let span = tracing::info_span!("http", request_id = %request_id, method = %method,
+        path = %req.path());
+    let started = Instant::now();
+    let mut res = next.call(req).instrument(span.clone()).await?;
+    let route = res
+        .request()
+        .match_pattern()
+        .unwrap_or_else(|| "unmatched".to_string());
+    let status = res.status();
+    if let Some(state) = state {
+        state
+            .metrics
+            .http_requests_total
+            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+            .inc();
+        state
+            .metrics
+            .http_request_duration_seconds
+            .with_label_values(&[route.as_str()])
+            .observe(started.elapsed().as_secs_f64());
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        res.headers_mut()
+            .insert(HeaderName::from_static(REQUEST_ID), value);
+    }
+    span.in_scope(|| {
+        tracing::debug!(status = status.as_u16(), elapsed_ms = started.elapsed().as_millis() as u64,
+            route = %route, "request done");
+    });
+    Ok(res)
+}
