@@ -1,0 +1,722 @@
+//! The conformance cases. Each takes a fresh, migrated store.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use daytona_mcp::audit::Caller;
+use daytona_mcp::store::{
+    AuditEntry, AuditFilter, CancelOutcome, Completion, ErrorReason, Finish, Job, JobError,
+    JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Store, StoreError,
+    Stream,
+};
+use serde_json::json;
+use sqlx::Connection;
+use uuid::Uuid;
+
+use super::TestStore;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn audit(tenant: &str) -> AuditEntry {
+    Caller::internal(tenant).entry("test", None, None, "accepted", Some(&json!({"k": 1})))
+}
+
+fn job(tenant: &str, workspace: Option<&str>) -> NewJob {
+    let mut j = NewJob::new(tenant, "execute_shell", json!({"command": "true"}));
+    j.workspace = workspace.map(str::to_string);
+    j.run_after = Utc::now() - chrono::Duration::seconds(1);
+    j
+}
+
+async fn put(store: &dyn Store, j: NewJob) -> Job {
+    store.enqueue(j, audit("t1")).await.unwrap().job
+}
+
+async fn claim(store: &dyn Store, node: &str, n: u32) -> Vec<Job> {
+    store.claim(node, n, Utc::now(), LEASE).await.unwrap()
+}
+
+fn ok(id: Uuid) -> Completion {
+    Completion {
+        id,
+        finish: Finish::Succeeded {
+            result: json!({"ok": true}),
+            exit_code: Some(0),
+        },
+    }
+}
+
+/// Runs `sql` with one text parameter directly on the database, beside the store.
+async fn raw(url: &str, sqlite_sql: &str, pg_sql: &str, param: &str) -> Result<u64, sqlx::Error> {
+    if url.starts_with("sqlite") {
+        let mut conn = sqlx::SqliteConnection::connect(url).await?;
+        Ok(sqlx::query(sqlx::AssertSqlSafe(sqlite_sql.to_string()))
+            .bind(param)
+            .execute(&mut conn)
+            .await?
+            .rows_affected())
+    } else {
+        let mut conn = sqlx::PgConnection::connect(url).await?;
+        Ok(sqlx::query(sqlx::AssertSqlSafe(pg_sql.to_string()))
+            .bind(param)
+            .execute(&mut conn)
+            .await?
+            .rows_affected())
+    }
+}
+
+pub async fn migrations_are_idempotent(t: TestStore) {
+    t.store.migrate().await.unwrap();
+    t.store.migrate().await.unwrap();
+    t.store.ping().await.unwrap();
+}
+
+pub async fn enqueue_commits_job_and_audit_row(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut new = job("t1", Some("t1/a"));
+    new.priority = 3;
+    new.timeout_s = 42;
+    let id = new.id;
+    let enqueued = s.enqueue(new, audit("t1")).await.unwrap();
+    assert!(enqueued.created);
+    assert_eq!(enqueued.job.id, id);
+    assert_eq!(enqueued.job.state, JobState::Queued);
+    assert_eq!(enqueued.job.attempts, 0);
+    assert_eq!(enqueued.job.priority, 3);
+    assert_eq!(enqueued.job.timeout_s, 42);
+    let stored = s.job(Some("t1"), id).await.unwrap().unwrap();
+    assert_eq!(stored, enqueued.job);
+    // Tenants see only their own jobs.
+    assert!(s.job(Some("t2"), id).await.unwrap().is_none());
+    assert!(s.job(None, id).await.unwrap().is_some());
+    let rows = s
+        .list_audit(&AuditFilter {
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(rows.len(), 1);
+    assert_eq!(rows[0].entry.job_id, Some(id));
+    assert_eq!(rows[0].entry.outcome, "accepted");
+}
+
+pub async fn idempotency_key_returns_the_original_job(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut first = job("t1", None);
+    first.idempotency_key = Some("key-1".into());
+    let first = s.enqueue(first, audit("t1")).await.unwrap();
+    let mut again = job("t1", None);
+    again.idempotency_key = Some("key-1".into());
+    let again = s.enqueue(again, audit("t1")).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.job.id, first.job.id);
+    // Another tenant's identical key is a different job.
+    let mut other = job("t2", None);
+    other.idempotency_key = Some("key-1".into());
+    let other = s.enqueue(other, audit("t2")).await.unwrap();
+    assert!(other.created);
+    assert_ne!(other.job.id, first.job.id);
+    let all = s
+        .list_jobs(&JobFilter {
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 2);
+    let audit_rows = s
+        .list_audit(&AuditFilter {
+            limit: 10,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audit_rows.iter().filter(|r| r.entry.outcome == "replayed").count(), 1);
+}
+
+pub async fn claim_is_fifo_within_a_workspace_and_priority_first(t: TestStore) {
+    let s = t.store.as_ref();
+    let a1 = put(s, job("t1", Some("w/a"))).await;
+    let a2 = put(s, job("t1", Some("w/a"))).await;
+    let mut urgent = job("t1", Some("w/a"));
+    urgent.priority = 10;
+    let a3 = put(s, urgent).await;
+    let b1 = put(s, job("t1", None)).await;
+    let mut high = job("t1", None);
+    high.priority = 5;
+    let b2 = put(s, high).await;
+
+    // Ready set: the workspace head (a3, priority 10) and both unserialized jobs, by priority.
+    let claimed: Vec<Uuid> = claim(s, "n1", 10).await.iter().map(|j| j.id).collect();
+    assert_eq!(claimed, vec![a3.id, b2.id, b1.id]);
+    s.complete("n1", &[ok(a3.id)], Utc::now()).await.unwrap();
+    let next: Vec<Uuid> = claim(s, "n1", 10).await.iter().map(|j| j.id).collect();
+    assert_eq!(next, vec![a1.id]);
+    s.complete("n1", &[ok(a1.id)], Utc::now()).await.unwrap();
+    let last: Vec<Uuid> = claim(s, "n1", 10).await.iter().map(|j| j.id).collect();
+    assert_eq!(last, vec![a2.id]);
+    let running = s.job(None, a2.id).await.unwrap().unwrap();
+    assert_eq!(running.state, JobState::Running);
+    assert_eq!(running.attempts, 1);
+    assert_eq!(running.lease_owner.as_deref(), Some("n1"));
+    assert!(running.lease_expires_at.unwrap() > Utc::now());
+    assert!(running.started_at.is_some());
+}
+
+pub async fn claim_runs_one_job_per_workspace(t: TestStore) {
+    let s = t.store.as_ref();
+    for _ in 0..5 {
+        put(s, job("t1", Some("w/a"))).await;
+        put(s, job("t1", Some("w/b"))).await;
+    }
+    let first = claim(s, "n1", 100).await;
+    assert_eq!(first.len(), 2, "one head per workspace");
+    let workspaces: HashSet<_> = first.iter().map(|j| j.workspace.clone()).collect();
+    assert_eq!(workspaces.len(), 2);
+    assert!(claim(s, "n2", 100).await.is_empty(), "both workspaces are busy");
+}
+
+pub async fn database_refuses_a_second_running_job_in_a_workspace(t: TestStore) {
+    let s = t.store.as_ref();
+    put(s, job("t1", Some("w/a"))).await;
+    let second = put(s, job("t1", Some("w/a"))).await;
+    assert_eq!(claim(s, "n1", 10).await.len(), 1);
+    // Bypass the store's claim query: the partial unique index itself must refuse.
+    let err = raw(
+        &t.url,
+        "UPDATE jobs SET state = 'running' WHERE id = ?",
+        "UPDATE jobs SET state = 'running' WHERE id = $1::uuid",
+        &second.id.to_string(),
+    )
+    .await
+    .expect_err("a second running job in one workspace must be refused");
+    let text = err.to_string().to_lowercase();
+    assert!(text.contains("unique"), "unexpected error: {text}");
+}
+
+pub async fn claim_waits_for_run_after(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut later = job("t1", Some("w/a"));
+    later.run_after = Utc::now() + chrono::Duration::hours(1);
+    let later = put(s, later).await;
+    let behind = put(s, job("t1", Some("w/a"))).await;
+    // The head waits, and FIFO keeps the next job of its workspace behind it.
+    assert!(claim(s, "n1", 10).await.is_empty());
+    let claimed = s
+        .claim("n1", 10, Utc::now() + chrono::Duration::hours(2), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![later.id]);
+    assert_eq!(s.job(None, behind.id).await.unwrap().unwrap().state, JobState::Queued);
+}
+
+pub async fn complete_writes_outcomes_and_ignores_foreign_leases(t: TestStore) {
+    let s = t.store.as_ref();
+    let a = put(s, job("t1", None)).await;
+    let b = put(s, job("t1", None)).await;
+    let c = put(s, job("t1", None)).await;
+    assert_eq!(claim(s, "n1", 10).await.len(), 3);
+    let done = s
+        .complete(
+            "n1",
+            &[
+                ok(a.id),
+                Completion {
+                    id: b.id,
+                    finish: Finish::Failed {
+                        error: JobError::new(ErrorReason::Timeout, "timed out").with_field("x"),
+                        result: Some(json!({"timed_out": true})),
+                        exit_code: None,
+                    },
+                },
+                Completion {
+                    id: c.id,
+                    finish: Finish::Cancelled {
+                        result: None,
+                        exit_code: Some(137),
+                    },
+                },
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done.len(), 3);
+    let a = s.job(None, a.id).await.unwrap().unwrap();
+    assert_eq!(a.state, JobState::Succeeded);
+    assert_eq!(a.result, Some(json!({"ok": true})));
+    assert_eq!(a.exit_code, Some(0));
+    assert!(a.finished_at.is_some());
+    assert!(a.lease_owner.is_none());
+    let b = s.job(None, b.id).await.unwrap().unwrap();
+    assert_eq!(b.state, JobState::Failed);
+    assert_eq!(b.error.as_ref().unwrap().reason, ErrorReason::Timeout);
+    assert_eq!(b.error.as_ref().unwrap().field.as_deref(), Some("x"));
+    assert_eq!(b.result, Some(json!({"timed_out": true})));
+    let c = s.job(None, c.id).await.unwrap().unwrap();
+    assert_eq!(c.state, JobState::Cancelled);
+    assert_eq!(c.exit_code, Some(137));
+    assert_eq!(c.error.unwrap().reason, ErrorReason::Cancelled);
+
+    // A node that no longer holds the lease cannot overwrite anything.
+    let d = put(s, job("t1", None)).await;
+    claim(s, "n1", 1).await;
+    let written = s.complete("n2", &[ok(d.id)], Utc::now()).await.unwrap();
+    assert!(written.is_empty());
+    assert_eq!(s.job(None, d.id).await.unwrap().unwrap().state, JobState::Running);
+    // Completing a finished job again changes nothing.
+    assert!(s.complete("n1", &[ok(a.id)], Utc::now()).await.unwrap().is_empty());
+}
+
+pub async fn retry_requeues_for_later(t: TestStore) {
+    let s = t.store.as_ref();
+    let a = put(s, job("t1", Some("w/a"))).await;
+    claim(s, "n1", 1).await;
+    let when = Utc::now() + chrono::Duration::minutes(5);
+    let written = s
+        .complete(
+            "n1",
+            &[Completion {
+                id: a.id,
+                finish: Finish::Retry {
+                    error: JobError::new(ErrorReason::DriverUnavailable, "cli down"),
+                    run_after: when,
+                },
+            }],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written[0].state, JobState::Queued);
+    let a = s.job(None, a.id).await.unwrap().unwrap();
+    assert_eq!(a.state, JobState::Queued);
+    assert_eq!(a.attempts, 1);
+    assert!(a.lease_owner.is_none());
+    assert_eq!(a.error.unwrap().reason, ErrorReason::DriverUnavailable);
+    assert!((a.run_after - when).num_milliseconds().abs() < 2);
+    assert!(claim(s, "n1", 1).await.is_empty());
+    let again = s
+        .claim("n1", 1, when + chrono::Duration::seconds(1), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(again[0].attempts, 2);
+}
+
+pub async fn cancel_queued_running_and_finished(t: TestStore) {
+    let s = t.store.as_ref();
+    let running = put(s, job("t1", Some("w/a"))).await;
+    let queued = put(s, job("t1", Some("w/a"))).await;
+    claim(s, "n1", 10).await;
+    assert!(s.cancel("t2", queued.id, Utc::now()).await.unwrap().is_none(), "other tenant");
+    match s.cancel("t1", queued.id, Utc::now()).await.unwrap().unwrap() {
+        CancelOutcome::Cancelled(j) => {
+            assert_eq!(j.state, JobState::Cancelled);
+            assert!(j.finished_at.is_some());
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    match s.cancel("t1", running.id, Utc::now()).await.unwrap().unwrap() {
+        CancelOutcome::Requested(j) => {
+            assert_eq!(j.state, JobState::Running);
+            assert!(j.cancel_requested);
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    s.complete(
+        "n1",
+        &[Completion {
+            id: running.id,
+            finish: Finish::Cancelled {
+                result: None,
+                exit_code: None,
+            },
+        }],
+        Utc::now(),
+    )
+    .await
+    .unwrap();
+    assert!(matches!(
+        s.cancel("t1", running.id, Utc::now()).await.unwrap().unwrap(),
+        CancelOutcome::AlreadyFinished(j) if j.state == JobState::Cancelled
+    ));
+}
+
+pub async fn heartbeat_extends_leases_and_reports_cancels(t: TestStore) {
+    let s = t.store.as_ref();
+    let a = put(s, job("t1", None)).await;
+    let b = put(s, job("t1", None)).await;
+    let now = Utc::now();
+    s.claim("n1", 10, now, Duration::from_secs(5)).await.unwrap();
+    s.cancel("t1", b.id, now).await.unwrap();
+    let later = now + chrono::Duration::seconds(3);
+    let cancelled = s
+        .heartbeat("n1", &[a.id, b.id], later, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(cancelled, vec![b.id]);
+    let a = s.job(None, a.id).await.unwrap().unwrap();
+    assert!(a.lease_expires_at.unwrap() > later + chrono::Duration::seconds(50));
+    // Another node's heartbeat does not touch our leases.
+    let before = s.job(None, b.id).await.unwrap().unwrap().lease_expires_at;
+    s.heartbeat("n2", &[b.id], later, Duration::from_secs(600)).await.unwrap();
+    assert_eq!(s.job(None, b.id).await.unwrap().unwrap().lease_expires_at, before);
+    assert!(s.heartbeat("n1", &[], later, LEASE).await.unwrap().is_empty());
+}
+
+pub async fn rescue_resolves_only_expired_leases(t: TestStore) {
+    let s = t.store.as_ref();
+    let now: DateTime<Utc> = Utc::now();
+    let mut safe = job("t1", Some("w/a"));
+    safe.retry_safe = true;
+    safe.max_attempts = 3;
+    let safe = put(s, safe).await;
+    let unsafe_exec = put(s, job("t1", Some("w/b"))).await;
+    let mut exhausted = job("t1", Some("w/c"));
+    exhausted.retry_safe = true;
+    exhausted.max_attempts = 1;
+    let exhausted = put(s, exhausted).await;
+    // Claimed with a short lease: expired at `now + 10s`.
+    s.claim("dead", 10, now, Duration::from_secs(5)).await.unwrap();
+    // A job on the living side of the horizon.
+    let alive = put(s, job("t1", Some("w/d"))).await;
+    s.claim("alive", 10, now, Duration::from_secs(3600)).await.unwrap();
+
+    let horizon = now + chrono::Duration::seconds(10);
+    let mut rescued = s.rescue_expired(horizon).await.unwrap();
+    rescued.sort_by_key(|r| r.id);
+    let by_id = |id| rescued.iter().find(|r| r.id == id).map(|r| r.state);
+    assert_eq!(rescued.len(), 3);
+    assert_eq!(by_id(safe.id), Some(JobState::Queued));
+    assert_eq!(by_id(unsafe_exec.id), Some(JobState::Failed));
+    assert_eq!(by_id(exhausted.id), Some(JobState::Failed));
+    let failed = s.job(None, unsafe_exec.id).await.unwrap().unwrap();
+    assert_eq!(failed.error.unwrap().reason, ErrorReason::Interrupted);
+    assert!(failed.finished_at.is_some());
+    let requeued = s.job(None, safe.id).await.unwrap().unwrap();
+    assert!(requeued.lease_owner.is_none());
+    assert_eq!(s.job(None, alive.id).await.unwrap().unwrap().state, JobState::Running);
+    // The re-queued job runs again, as attempt two.
+    let again = s.claim("n2", 10, horizon, LEASE).await.unwrap();
+    assert_eq!(again.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(), vec![(safe.id, 2)]);
+    assert!(s.rescue_expired(horizon).await.unwrap().is_empty());
+}
+
+pub async fn recover_node_resolves_only_that_nodes_jobs(t: TestStore) {
+    let s = t.store.as_ref();
+    let mine = put(s, job("t1", None)).await;
+    s.claim("me", 1, Utc::now(), LEASE).await.unwrap();
+    let theirs = put(s, job("t1", None)).await;
+    s.claim("them", 1, Utc::now(), LEASE).await.unwrap();
+    let rescued = s.recover_node("me", Utc::now()).await.unwrap();
+    assert_eq!(rescued.iter().map(|r| r.id).collect::<Vec<_>>(), vec![mine.id]);
+    assert_eq!(s.job(None, mine.id).await.unwrap().unwrap().state, JobState::Failed);
+    assert_eq!(s.job(None, theirs.id).await.unwrap().unwrap().state, JobState::Running);
+}
+
+pub async fn list_jobs_filters_and_pages(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut ids = Vec::new();
+    for i in 0..7 {
+        let mut j = job("t1", Some(if i % 2 == 0 { "t1/even" } else { "t1/odd" }));
+        j.tool = if i < 3 { "create_sandbox".into() } else { "execute_shell".into() };
+        ids.push(put(s, j).await.id);
+    }
+    put(s, job("t2", Some("t2/x"))).await;
+    let page = |before_seq, limit| JobFilter {
+        tenant: Some("t1".into()),
+        before_seq,
+        limit,
+        ..JobFilter::default()
+    };
+    let first = s.list_jobs(&page(None, 4)).await.unwrap();
+    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), ids[3..].iter().rev().copied().collect::<Vec<_>>());
+    let second = s.list_jobs(&page(Some(first.last().unwrap().seq), 4)).await.unwrap();
+    assert_eq!(second.iter().map(|j| j.id).collect::<Vec<_>>(), ids[..3].iter().rev().copied().collect::<Vec<_>>());
+    let even = s
+        .list_jobs(&JobFilter {
+            tenant: Some("t1".into()),
+            workspace: Some("t1/even".into()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(even.len(), 4);
+    let creates = s
+        .list_jobs(&JobFilter {
+            tenant: Some("t1".into()),
+            tool: Some("create_sandbox".into()),
+            state: Some(JobState::Queued),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(creates.len(), 3);
+    assert!(s.has_open_job("t1/even", "create_sandbox").await.unwrap());
+    assert!(!s.has_open_job("t1/none", "create_sandbox").await.unwrap());
+}
+
+pub async fn output_is_replayed_in_order(t: TestStore) {
+    let s = t.store.as_ref();
+    let id = Uuid::now_v7();
+    let chunk = |seq, stream, data: &[u8]| OutputChunk {
+        job_id: id,
+        seq,
+        stream,
+        data: data.to_vec(),
+        at: Utc::now(),
+    };
+    s.append_output(&[chunk(1, Stream::Stdout, b"hello "), chunk(2, Stream::Stderr, &[0, 255, 10])])
+        .await
+        .unwrap();
+    s.append_output(&[chunk(3, Stream::Stdout, b"world")]).await.unwrap();
+    // A repeated chunk (a retried flush) is ignored.
+    s.append_output(&[chunk(3, Stream::Stdout, b"again")]).await.unwrap();
+    let all = s.output(id, 0).await.unwrap();
+    assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
+    assert_eq!(all[1].data, vec![0, 255, 10]);
+    assert_eq!(all[1].stream, Stream::Stderr);
+    assert_eq!(all[2].data, b"world");
+    assert_eq!(s.output(id, 2).await.unwrap().len(), 1);
+}
+
+fn sandbox(tenant: &str, id: &str, name: &str) -> SandboxRecord {
+    SandboxRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        name: name.into(),
+        driver: "local".into(),
+        language: "python".into(),
+        status: "running".into(),
+        image: None,
+        git_repo: None,
+        git_branch: None,
+        environment_vars: BTreeMap::from([("K".into(), "v".into())]),
+        labels: BTreeMap::from([("team".into(), "ml".into())]),
+        resources: json!({"cpu": 1.0}),
+        persistent: false,
+        auto_stop_minutes: Some(15),
+        created_at: Utc::now(),
+        last_accessed: Utc::now(),
+    }
+}
+
+pub async fn sandboxes_are_per_tenant(t: TestStore) {
+    let s = t.store.as_ref();
+    let a = sandbox("t1", "sb-1", "alpha");
+    s.insert_sandbox(&a).await.unwrap();
+    assert!(matches!(
+        s.insert_sandbox(&sandbox("t1", "sb-2", "alpha")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    s.insert_sandbox(&sandbox("t2", "sb-3", "alpha")).await.unwrap();
+    let mut other = sandbox("t1", "sb-4", "beta");
+    other.labels = BTreeMap::from([("team".into(), "web".into())]);
+    other.status = "stopped".into();
+    s.insert_sandbox(&other).await.unwrap();
+
+    let by_id = s.sandbox("t1", "sb-1").await.unwrap().unwrap();
+    assert_eq!(by_id.name, "alpha");
+    assert_eq!(by_id.environment_vars["K"], "v");
+    assert_eq!(by_id.resources, json!({"cpu": 1.0}));
+    assert_eq!(by_id.auto_stop_minutes, Some(15));
+    assert_eq!(s.sandbox("t1", "alpha").await.unwrap().unwrap().id, "sb-1");
+    assert_eq!(s.sandbox("t2", "alpha").await.unwrap().unwrap().id, "sb-3");
+    assert!(s.sandbox("t2", "sb-1").await.unwrap().is_none(), "other tenant's id");
+
+    let list = |labels: &[(&str, &str)], status: Option<&str>| SandboxFilter {
+        tenant: "t1".into(),
+        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        status: status.map(str::to_string),
+    };
+    assert_eq!(s.list_sandboxes(&list(&[], None)).await.unwrap().len(), 2);
+    let ml = s.list_sandboxes(&list(&[("team", "ml")], None)).await.unwrap();
+    assert_eq!(ml.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["sb-1"]);
+    let stopped = s.list_sandboxes(&list(&[], Some("stopped"))).await.unwrap();
+    assert_eq!(stopped.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["sb-4"]);
+
+    let later = Utc::now() + chrono::Duration::minutes(1);
+    s.touch_sandbox("sb-1", later).await.unwrap();
+    s.touch_sandbox("sb-1", Utc::now()).await.unwrap();
+    let touched = s.sandbox("t1", "sb-1").await.unwrap().unwrap();
+    assert_eq!(touched.last_accessed.timestamp_millis(), later.timestamp_millis());
+    s.set_sandbox_status("sb-1", "deleting").await.unwrap();
+    assert_eq!(s.sandbox("t1", "sb-1").await.unwrap().unwrap().status, "deleting");
+
+    let counts = s.sandbox_counts().await.unwrap();
+    let total: i64 = counts.iter().map(|c| c.count).sum();
+    assert_eq!(total, 3);
+    assert!(s.delete_sandbox("sb-1").await.unwrap());
+    assert!(!s.delete_sandbox("sb-1").await.unwrap());
+    assert!(s.sandbox("t1", "alpha").await.unwrap().is_none());
+}
+
+pub async fn audit_log_filters_and_is_append_only(t: TestStore) {
+    let s = t.store.as_ref();
+    let t0 = Utc::now() - chrono::Duration::minutes(10);
+    for (i, tenant) in ["t1", "t1", "t2"].iter().enumerate() {
+        let mut e = Caller {
+            tenant: tenant.to_string(),
+            key_id: Some(format!("k{i}")),
+            request_id: Some(format!("r{i}")),
+            client_addr: Some("127.0.0.1".into()),
+        }
+        .entry(
+            if i == 1 { "delete_sandbox" } else { "execute_shell" },
+            Some(format!("{tenant}/w")),
+            Some(Uuid::now_v7()),
+            "accepted",
+            Some(&json!({"command": "secret"})),
+        );
+        e.at = t0 + chrono::Duration::minutes(i as i64);
+        s.append_audit(&e).await.unwrap();
+    }
+    let all = s
+        .list_audit(&AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 3);
+    assert!(all.windows(2).all(|w| w[0].id < w[1].id));
+    assert!(!serde_json::to_string(&all).unwrap().contains("secret"));
+    let filtered = s
+        .list_audit(&AuditFilter {
+            tenant: Some("t1".into()),
+            action: Some("delete_sandbox".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(filtered.len(), 1);
+    assert_eq!(filtered[0].entry.key_id.as_deref(), Some("k1"));
+    let since = s
+        .list_audit(&AuditFilter {
+            since: Some(t0 + chrono::Duration::seconds(30)),
+            until: Some(t0 + chrono::Duration::seconds(90)),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(since.len(), 1);
+    let page = s
+        .list_audit(&AuditFilter {
+            after_id: Some(all[0].id),
+            limit: 1,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(page[0].id, all[1].id);
+    // The database itself refuses edits.
+    let id = all[0].id.to_string();
+    assert!(raw(&t.url, "UPDATE audit_log SET outcome = 'x' WHERE id = CAST(? AS INTEGER)",
+        "UPDATE audit_log SET outcome = 'x' WHERE id = $1::bigint", &id).await.is_err());
+    assert!(raw(&t.url, "DELETE FROM audit_log WHERE id = CAST(? AS INTEGER)",
+        "DELETE FROM audit_log WHERE id = $1::bigint", &id).await.is_err());
+}
+
+pub async fn prune_deletes_old_finished_jobs(t: TestStore) {
+    let s = t.store.as_ref();
+    let old = put(s, job("t1", None)).await;
+    let open = put(s, job("t1", Some("w/a"))).await;
+    claim(s, "n1", 1).await;
+    s.complete("n1", &[ok(old.id)], Utc::now()).await.unwrap();
+    s.append_output(&[OutputChunk {
+        job_id: old.id,
+        seq: 1,
+        stream: Stream::Stdout,
+        data: b"x".to_vec(),
+        at: Utc::now(),
+    }])
+    .await
+    .unwrap();
+    assert_eq!(s.prune(Utc::now() - chrono::Duration::hours(1)).await.unwrap(), 0);
+    assert_eq!(s.prune(Utc::now() + chrono::Duration::seconds(1)).await.unwrap(), 1);
+    assert!(s.job(None, old.id).await.unwrap().is_none());
+    assert!(s.output(old.id, 0).await.unwrap().is_empty());
+    assert!(s.job(None, open.id).await.unwrap().is_some(), "unfinished jobs stay");
+}
+
+pub async fn concurrent_claimers_never_share_a_job_or_a_workspace(t: TestStore) {
+    let s = t.store.clone();
+    let mut jobs = Vec::new();
+    for i in 0..120 {
+        let ws = format!("w/{}", i % 6);
+        let mut j = job("t1", if i % 4 == 0 { None } else { Some(ws.as_str()) });
+        j.tool = format!("tool{i}");
+        jobs.push(j);
+    }
+    s.enqueue_many(jobs).await.unwrap();
+    let mut tasks = Vec::new();
+    for node in 0..4 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let node = format!("n{node}");
+            let mut seen = Vec::new();
+            for _ in 0..400 {
+                let claimed = s.claim(&node, 3, Utc::now(), LEASE).await.unwrap();
+                if claimed.is_empty() {
+                    let counts = s.job_counts().await.unwrap();
+                    let open: i64 = counts
+                        .iter()
+                        .filter(|c| !c.state.is_terminal())
+                        .map(|c| c.count)
+                        .sum();
+                    if open == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    continue;
+                }
+                // While these run, no other job of their workspaces may be running.
+                for j in &claimed {
+                    if let Some(ws) = &j.workspace {
+                        let running = s
+                            .list_jobs(&JobFilter {
+                                workspace: Some(ws.clone()),
+                                state: Some(JobState::Running),
+                                limit: 10,
+                                ..JobFilter::default()
+                            })
+                            .await
+                            .unwrap();
+                        assert_eq!(running.len(), 1, "two running jobs in {ws}");
+                    }
+                }
+                let done: Vec<Completion> = claimed.iter().map(|j| ok(j.id)).collect();
+                s.complete(&node, &done, Utc::now()).await.unwrap();
+                seen.extend(claimed.into_iter().map(|j| j.id));
+            }
+            seen
+        }));
+    }
+    let mut all = Vec::new();
+    for task in tasks {
+        all.extend(task.await.unwrap());
+    }
+    let unique: HashSet<_> = all.iter().collect();
+    assert_eq!(all.len(), 120, "every job claimed");
+    assert_eq!(unique.len(), 120, "no job claimed twice");
+}
+
+pub async fn enqueue_many_and_counts(t: TestStore) {
+    let s = t.store.as_ref();
+    s.enqueue_many((0..25).map(|_| job("t1", None)).collect()).await.unwrap();
+    let claimed = claim(s, "n1", 10).await;
+    s.complete("n1", &claimed[..4].iter().map(|j| ok(j.id)).collect::<Vec<_>>(), Utc::now())
+        .await
+        .unwrap();
+    let counts = s.job_counts().await.unwrap();
+    let count = |state| counts.iter().find(|c| c.state == state).map_or(0, |c| c.count);
+    assert_eq!(count(JobState::Queued), 15);
+    assert_eq!(count(JobState::Running), 6);
+    assert_eq!(count(JobState::Succeeded), 4);
+    assert_eq!(count(JobState::Failed), 0);
+}
