@@ -116,6 +116,9 @@ async fn run(
             queue.running().remove(id);
             match written.remove(&id) {
                 Some(job) => {
+                    if job.state == JobState::Queued {
+                        wake_at(&queue, job.run_after);
+                    }
                     record_metrics(&metrics, &job, pending.ran_for);
                     queue.events().publish(id, JobEvent::State(job.state));
                 }
@@ -132,6 +135,16 @@ async fn run(
         // Finished jobs may have unblocked the next job of their workspaces.
         queue.wake();
     }
+}
+
+/// Wakes the dispatcher when a retried job becomes runnable, instead of waiting for the poll.
+fn wake_at(queue: &Queue, at: chrono::DateTime<Utc>) {
+    let delay = (at - Utc::now()).to_std().unwrap_or_default();
+    let queue = queue.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        queue.wake();
+    });
 }
 
 fn record_metrics(metrics: &Metrics, job: &Job, ran_for: Duration) {

@@ -6,6 +6,7 @@
 //! code), never as a shell string assembled from caller input.
 
 pub mod local;
+pub mod paths;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -291,12 +291,13 @@ mod tests {
         let schema = schema_of::<ExecuteCodeArgs>();
         assert_eq!(schema["type"], "object");
         assert!(schema["properties"]["code"].is_object());
-        let required: Vec<&str> = schema["required"]
+        let mut required: Vec<&str> = schema["required"]
             .as_array()
             .unwrap()
             .iter()
             .map(|v| v.as_str().unwrap())
             .collect();
+        required.sort_unstable();
         assert_eq!(required, ["code", "sandbox_id"]);
     }
 }

@@ -15,6 +15,7 @@ use super::{
 use crate::actors::{JobContext, Outcome};
 use crate::auth::Role;
 use crate::drivers::local::languages;
+use crate::drivers::paths::sandbox_relative;
 use crate::drivers::{ExecIo, ExecRequest, ExecResult, Program};
 use crate::store::{ErrorReason, Job, JobError};
 
@@ -47,11 +48,10 @@ fn plan_command(
     working_directory: Option<&str>,
 ) -> Result<Plan, InvalidInput> {
     args::check_env("env", env)?;
-    if working_directory.is_some_and(|w| w.contains('\0')) {
-        return Err(InvalidInput::field(
-            "working_directory",
-            "working_directory contains a NUL byte",
-        ));
+    if let Some(dir) = working_directory {
+        sandbox_relative("working_directory", dir).map_err(|e| {
+            InvalidInput::field("working_directory", e.to_string())
+        })?;
     }
     Ok(Plan {
         arguments,

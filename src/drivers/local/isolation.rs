@@ -9,8 +9,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-/// Where the sandbox directory appears inside the sandbox.
-pub const WORKSPACE: &str = "/workspace";
+pub use crate::drivers::paths::WORKSPACE;
 
 /// System directories shared read-only (or recreated as the same symlinks).
 const SYSTEM_DIRS: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];

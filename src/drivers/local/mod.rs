@@ -365,7 +365,7 @@ impl Driver for LocalDriver {
             return Err(DriverError::NotFound(id.to_string()));
         }
         let relative = match &request.working_directory {
-            Some(wd) if !wd.is_empty() => paths::sandbox_relative("working_directory", wd)?,
+            Some(wd) if !wd.is_empty() => crate::drivers::paths::sandbox_relative("working_directory", wd)?,
             _ => PathBuf::new(),
         };
         let host_cwd = paths::existing_dir("working_directory", &dir, &relative)?;

@@ -1,0 +1,215 @@
+//! A real server on a random port, on a real database, with real sandboxes.
+
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use daytona_mcp::app::Application;
+use daytona_mcp::config::Config;
+use serde_json::{Value, json};
+
+use crate::support;
+
+/// Which database a test server uses.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Db {
+    Sqlite,
+    Postgres,
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub port: u16,
+    pub key: String,
+    pub client: reqwest::Client,
+    pub data_dir: std::path::PathBuf,
+    /// Keeps the server referenced for the test's lifetime.
+    _handle: ServerHandle,
+    _dir: tempfile::TempDir,
+}
+
+fn init_logs() {
+    if std::env::var("TEST_LOG").is_ok() {
+        daytona_mcp::logging::init(&daytona_mcp::config::LogConfig {
+            level: "debug,sqlx=warn,actix_server=warn".into(),
+            format: "pretty".into(),
+        });
+    }
+}
+
+/// A configuration for a test server: random port, temporary data dir, one HTTP worker.
+pub async fn test_config(db: Db) -> Option<(Config, tempfile::TempDir)> {
+    init_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config::default();
+    config.data_dir = dir.path().join("data");
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.workers = 1;
+    config.auth.api_key = format!("test-{}", uuid::Uuid::new_v4().simple());
+    config.queue.poll_interval_ms = 500;
+    config.queue.retention_hours = 0;
+    if db == Db::Postgres {
+        config.database.url = support::fresh_postgres_url().await?;
+    }
+    Some((config, dir))
+}
+
+/// Starts a server; `None` when the database is not available (PostgreSQL not configured).
+pub async fn spawn_app(db: Db) -> Option<TestApp> {
+    let (config, dir) = test_config(db).await?;
+    Some(spawn_with(config, dir).await)
+}
+
+pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
+    let key = config.auth.api_key.clone();
+    let app = Application::build(config.clone()).await.expect("server builds");
+    let port = app.port();
+    let handle = app.handle();
+    actix_rt::spawn(app.run_until_stopped());
+    let data_dir = config.data_dir.canonicalize().unwrap();
+    TestApp {
+        base: format!("http://127.0.0.1:{port}"),
+        port,
+        key,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap(),
+        data_dir,
+        _handle: handle,
+        _dir: dir,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    pub fn authed(&self, builder: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        builder.bearer_auth(&self.key)
+    }
+
+    pub async fn get(&self, path: &str) -> reqwest::Response {
+        self.authed(self.client.get(self.url(path))).send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
+        self.authed(self.client.post(self.url(path)))
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// POSTs and returns the status and the JSON body.
+    pub async fn call(&self, path: &str, body: Value) -> (u16, Value) {
+        let response = self.post(path, &body).await;
+        let status = response.status().as_u16();
+        let body = response.json::<Value>().await.unwrap_or(Value::Null);
+        (status, body)
+    }
+
+    pub async fn get_json(&self, path: &str) -> (u16, Value) {
+        let response = self.get(path).await;
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Creates a sandbox and returns its id.
+    pub async fn sandbox(&self, name: &str) -> String {
+        let (status, body) = self.call("/create_sandbox", json!({"name": name})).await;
+        assert_eq!(status, 200, "create_sandbox: {body}");
+        body["sandbox_id"].as_str().unwrap().to_string()
+    }
+
+    /// Runs a shell command synchronously and returns the output object.
+    pub async fn shell(&self, sandbox: &str, command: &str) -> Value {
+        let (status, body) = self
+            .call(
+                "/execute_shell",
+                json!({"sandbox_id": sandbox, "command": command}),
+            )
+            .await;
+        assert_eq!(status, 200, "execute_shell {command}: {body}");
+        body
+    }
+
+    /// Submits a call asynchronously and returns the job id.
+    pub async fn submit(&self, tool: &str, arguments: Value) -> String {
+        let (status, body) = self
+            .call("/v1/jobs", json!({"tool": tool, "arguments": arguments}))
+            .await;
+        assert_eq!(status, 202, "submit {tool}: {body}");
+        body["job_id"].as_str().unwrap().to_string()
+    }
+
+    /// Waits until the job is terminal and returns it.
+    pub async fn wait(&self, job_id: &str) -> Value {
+        for _ in 0..60 {
+            let (status, job) = self.get_json(&format!("/v1/jobs/{job_id}?wait=10")).await;
+            assert_eq!(status, 200, "get job: {job}");
+            if matches!(
+                job["status"].as_str(),
+                Some("succeeded" | "failed" | "cancelled")
+            ) {
+                return job;
+            }
+        }
+        panic!("job {job_id} did not finish");
+    }
+
+    /// Waits until the job is in `state`.
+    pub async fn wait_for_state(&self, job_id: &str, state: &str) {
+        for _ in 0..400 {
+            let (_, job) = self.get_json(&format!("/v1/jobs/{job_id}")).await;
+            if job["status"] == state {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("job {job_id} never became {state}");
+    }
+
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+}
+
+/// Host processes whose command line contains `marker`.
+pub fn processes_with(marker: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+            continue;
+        };
+        if pid == std::process::id().to_string() {
+            continue;
+        }
+        if let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) {
+            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+            if cmdline.contains(marker) {
+                found.push(format!("{pid}: {cmdline}"));
+            }
+        }
+    }
+    found
+}
+
+/// Polls `check` for up to `seconds`.
+pub async fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
+    for _ in 0..seconds * 20 {
+        if check() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    check()
+}

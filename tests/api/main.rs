@@ -1,0 +1,37 @@
+//! End-to-end tests: a real server on a random port, a real database (SQLite file or a fresh
+//! PostgreSQL database), real commands in real bubblewrap sandboxes.
+
+#[path = "../support/mod.rs"]
+mod support;
+
+mod helpers;
+
+mod actors;
+mod bad_input;
+mod cancel;
+mod events;
+mod flow;
+mod isolation;
+mod languages;
+mod limits;
+mod restart;
+mod serialization;
+
+/// Runs an `async fn(Db)` test once per database.
+#[macro_export]
+macro_rules! on_both_databases {
+    ($($name:ident),* $(,)?) => {
+        $(
+            mod $name {
+                #[actix_web::test]
+                async fn sqlite() {
+                    super::$name($crate::helpers::Db::Sqlite).await;
+                }
+                #[actix_web::test]
+                async fn postgres() {
+                    super::$name($crate::helpers::Db::Postgres).await;
+                }
+            }
+        )*
+    };
+}
