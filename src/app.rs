@@ -141,8 +141,8 @@ impl Application {
             },
             queue.clone(),
         );
-        let (auth, key_file) = Authenticator::new(&config.auth, &config.data_dir)
-            .context("cannot set up API keys")?;
+        let (auth, key_file) =
+            Authenticator::new(&config.auth, &config.data_dir).context("cannot set up API keys")?;
         if auth.is_disabled() {
             warnings.push("authentication is disabled".to_string());
             tracing::warn!("authentication is disabled (auth.disabled = true)");

@@ -73,7 +73,11 @@ pub struct ServeArgs {
     pub driver: Option<String>,
 }
 
-fn load(common: &CommonArgs, listen: Option<String>, driver: Option<String>) -> anyhow::Result<Config> {
+fn load(
+    common: &CommonArgs,
+    listen: Option<String>,
+    driver: Option<String>,
+) -> anyhow::Result<Config> {
     let env: HashMap<String, String> = std::env::vars().collect();
     let overrides = Overrides {
         listen,
@@ -103,7 +107,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Audit {
-            command: AuditCommand::Export { common, since, until },
+            command:
+                AuditCommand::Export {
+                    common,
+                    since,
+                    until,
+                },
         } => {
             let config = load(&common, None, None)?;
             let store = open_store(&config).await?;

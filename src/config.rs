@@ -12,7 +12,8 @@ use crate::drivers::local::IsolationMode;
 use crate::store::DatabaseUrl;
 
 /// The default sandbox `PATH`; interpreters are looked up there.
-pub const DEFAULT_SANDBOX_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+pub const DEFAULT_SANDBOX_PATH: &str =
+    "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 /// Errors loading configuration.
 #[derive(Debug, thiserror::Error)]
@@ -111,14 +112,14 @@ pub struct LocalSection {
     pub cgroups: bool,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaytonaSection {
     /// Daytona API URL for the CLI (seed: DAYTONA_SERVER_URL).
     pub api_url: String,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
     /// The admin API key (seed: DAYTONA_MCP_API_KEY). Empty: one is generated into
@@ -229,23 +230,6 @@ impl Default for LocalSection {
     }
 }
 
-impl Default for DaytonaSection {
-    fn default() -> DaytonaSection {
-        DaytonaSection {
-            api_url: String::new(),
-        }
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> AuthConfig {
-        AuthConfig {
-            api_key: String::new(),
-            disabled: false,
-        }
-    }
-}
-
 impl Default for LogConfig {
     fn default() -> LogConfig {
         LogConfig {
@@ -276,10 +260,14 @@ pub fn parse_size(field: &str, text: &str) -> Result<u64, ConfigError> {
         _ => (t, 1),
     };
     let value: f64 = number.trim().parse().map_err(|_| {
-        ConfigError::Invalid(format!("{field}: `{text}` is not a size (like 2g, 512m, 1048576)"))
+        ConfigError::Invalid(format!(
+            "{field}: `{text}` is not a size (like 2g, 512m, 1048576)"
+        ))
     })?;
-    if !(value > 0.0) {
-        return Err(ConfigError::Invalid(format!("{field}: `{text}` must be positive")));
+    if value.is_nan() || value <= 0.0 {
+        return Err(ConfigError::Invalid(format!(
+            "{field}: `{text}` must be positive"
+        )));
     }
     Ok((value * unit as f64) as u64)
 }
@@ -308,7 +296,10 @@ fn env_value(raw: &str) -> toml::Value {
 }
 
 fn truthy(value: &str) -> bool {
-    matches!(value.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on")
+    matches!(
+        value.to_ascii_lowercase().as_str(),
+        "1" | "true" | "yes" | "on"
+    )
 }
 
 impl Config {
@@ -343,7 +334,12 @@ impl Config {
         ];
         for (var, section, key) in seed {
             if let Some(value) = env.get(var).filter(|v| !v.is_empty()) {
-                set(&mut table, Some(section), key, toml::Value::String(value.clone()));
+                set(
+                    &mut table,
+                    Some(section),
+                    key,
+                    toml::Value::String(value.clone()),
+                );
             }
         }
         if env.get("MCP_DEBUG").is_some_and(|v| truthy(v)) {
@@ -372,7 +368,12 @@ impl Config {
             set(&mut table, Some("server"), "listen", listen.clone().into());
         }
         if let Some(dir) = &overrides.data_dir {
-            set(&mut table, None, "data_dir", dir.to_string_lossy().into_owned().into());
+            set(
+                &mut table,
+                None,
+                "data_dir",
+                dir.to_string_lossy().into_owned().into(),
+            );
         }
         if let Some(url) = &overrides.database_url {
             set(&mut table, Some("database"), "url", url.clone().into());
@@ -423,8 +424,14 @@ impl Config {
             ("queue.heartbeat_s", self.queue.heartbeat_s),
             ("queue.default_timeout_s", self.queue.default_timeout_s),
             ("queue.max_timeout_s", self.queue.max_timeout_s),
-            ("server.body_limit_bytes", self.server.body_limit_bytes as u64),
-            ("sandbox.output_limit_bytes", self.sandbox.output_limit_bytes as u64),
+            (
+                "server.body_limit_bytes",
+                self.server.body_limit_bytes as u64,
+            ),
+            (
+                "sandbox.output_limit_bytes",
+                self.sandbox.output_limit_bytes as u64,
+            ),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be more than 0")));
@@ -444,10 +451,9 @@ impl Config {
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
-        self.server
-            .listen
-            .parse()
-            .map_err(|e| ConfigError::Invalid(format!("server.listen `{}`: {e}", self.server.listen)))
+        self.server.listen.parse().map_err(|e| {
+            ConfigError::Invalid(format!("server.listen `{}`: {e}", self.server.listen))
+        })
     }
 
     pub fn database_url(&self) -> DatabaseUrl {
@@ -481,7 +487,10 @@ mod tests {
     use super::*;
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
     }
 
     #[test]

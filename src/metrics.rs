@@ -5,8 +5,8 @@
 use std::path::Path;
 
 use prometheus::{
-    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
-    IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, Gauge, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Opts, Registry, TextEncoder,
 };
 
 use crate::store::{JobState, Store};
@@ -53,7 +53,10 @@ impl Metrics {
         let m = Metrics {
             registry: Registry::new(),
             workspace_count: IntGaugeVec::new(
-                opts("workspace_count", "Sandboxes known to the server, by driver and status."),
+                opts(
+                    "workspace_count",
+                    "Sandboxes known to the server, by driver and status.",
+                ),
                 &["driver", "status"],
             )
             .expect("valid metric"),
@@ -67,7 +70,10 @@ impl Metrics {
             )
             .expect("valid metric"),
             failures_total: IntCounterVec::new(
-                opts("failures_total", "Jobs that ended failed, by tool and reason."),
+                opts(
+                    "failures_total",
+                    "Jobs that ended failed, by tool and reason.",
+                ),
                 &["tool", "reason"],
             )
             .expect("valid metric"),
@@ -98,7 +104,10 @@ impl Metrics {
             ))
             .expect("valid metric"),
             http_requests_total: IntCounterVec::new(
-                opts("http_requests_total", "HTTP requests, by route template, method and status."),
+                opts(
+                    "http_requests_total",
+                    "HTTP requests, by route template, method and status.",
+                ),
                 &["route", "method", "status"],
             )
             .expect("valid metric"),
@@ -139,7 +148,9 @@ impl Metrics {
             Box::new(m.data_dir_free_bytes.clone()),
             Box::new(build_info),
         ] {
-            m.registry.register(collector).expect("metric names are unique");
+            m.registry
+                .register(collector)
+                .expect("metric names are unique");
         }
         #[cfg(target_os = "linux")]
         m.registry

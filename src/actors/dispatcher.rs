@@ -96,7 +96,10 @@ impl Dispatcher {
     /// Claims as many jobs as there are free permits (up to a batch). Returns whether the
     /// claim came back full, meaning more work may be waiting.
     async fn claim_and_route(&mut self) -> bool {
-        let free = self.permits.available_permits().min(self.claim_batch as usize);
+        let free = self
+            .permits
+            .available_permits()
+            .min(self.claim_batch as usize);
         if free == 0 {
             return false;
         }

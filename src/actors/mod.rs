@@ -184,7 +184,9 @@ impl Pool {
                 config.heartbeat_interval,
                 halt.clone(),
             )),
-            tokio::spawn(lease::Rescuer::new(queue.clone()).run(config.rescue_interval, stop.clone())),
+            tokio::spawn(
+                lease::Rescuer::new(queue.clone()).run(config.rescue_interval, stop.clone()),
+            ),
         ];
         if let Some(pool) = pg_pool {
             tasks.push(tokio::spawn(crate::queue::listen::run(
@@ -210,7 +212,10 @@ impl Pool {
     /// their outcomes to be written.
     pub async fn shutdown(self, grace: Duration) {
         self.stop.cancel();
-        let all_idle = self.permits.clone().acquire_many_owned(self.concurrency as u32);
+        let all_idle = self
+            .permits
+            .clone()
+            .acquire_many_owned(self.concurrency as u32);
         let all_idle = match tokio::time::timeout(grace, all_idle).await {
             Ok(permits) => permits.ok(),
             Err(_) => {
@@ -219,7 +224,9 @@ impl Pool {
                 self.abort.cancel();
                 tokio::time::timeout(
                     Duration::from_secs(10),
-                    self.permits.clone().acquire_many_owned(self.concurrency as u32),
+                    self.permits
+                        .clone()
+                        .acquire_many_owned(self.concurrency as u32),
                 )
                 .await
                 .ok()

@@ -25,7 +25,10 @@ pub enum DriverError {
     NotFound(String),
     /// A caller-supplied value the driver cannot use; `field` names the input field.
     #[error("{message}")]
-    InvalidArgument { field: &'static str, message: String },
+    InvalidArgument {
+        field: &'static str,
+        message: String,
+    },
     /// The sandbox lacks what the request needs (an interpreter).
     #[error("{0}")]
     Unsupported(String),

@@ -12,7 +12,10 @@ pub const WORKSPACE: &str = "/workspace";
 /// absolute one under `/workspace`; refuses anything that would leave the root.
 pub fn sandbox_relative(field: &'static str, input: &str) -> Result<PathBuf, DriverError> {
     if input.contains('\0') {
-        return Err(DriverError::invalid(field, format!("{field} contains a NUL byte")));
+        return Err(DriverError::invalid(
+            field,
+            format!("{field} contains a NUL byte"),
+        ));
     }
     let path = Path::new(input);
     let rest = if path.is_absolute() {
@@ -39,7 +42,10 @@ pub fn sandbox_relative(field: &'static str, input: &str) -> Result<PathBuf, Dri
                 }
             }
             Component::RootDir | Component::Prefix(_) => {
-                return Err(DriverError::invalid(field, format!("{field} `{input}` is not valid")));
+                return Err(DriverError::invalid(
+                    field,
+                    format!("{field} `{input}` is not valid"),
+                ));
             }
         }
     }
@@ -52,21 +58,38 @@ mod tests {
 
     #[test]
     fn relative_and_workspace_absolute_paths_normalise() {
-        assert_eq!(sandbox_relative("f", "src/./app").unwrap(), PathBuf::from("src/app"));
-        assert_eq!(sandbox_relative("f", "/workspace/src").unwrap(), PathBuf::from("src"));
+        assert_eq!(
+            sandbox_relative("f", "src/./app").unwrap(),
+            PathBuf::from("src/app")
+        );
+        assert_eq!(
+            sandbox_relative("f", "/workspace/src").unwrap(),
+            PathBuf::from("src")
+        );
         assert_eq!(sandbox_relative("f", "/workspace").unwrap(), PathBuf::new());
         assert_eq!(sandbox_relative("f", "a/../b").unwrap(), PathBuf::from("b"));
     }
 
     #[test]
     fn escapes_are_refused() {
-        for bad in ["../x", "a/../../x", "/etc", "/workspace/../etc", "/workspacex"] {
+        for bad in [
+            "../x",
+            "a/../../x",
+            "/etc",
+            "/workspace/../etc",
+            "/workspacex",
+        ] {
             let err = sandbox_relative("working_directory", bad).unwrap_err();
             assert!(
-                matches!(err, DriverError::InvalidArgument { field: "working_directory", .. }),
+                matches!(
+                    err,
+                    DriverError::InvalidArgument {
+                        field: "working_directory",
+                        ..
+                    }
+                ),
                 "{bad}: {err:?}"
             );
         }
     }
-
 }

@@ -133,7 +133,11 @@ impl Authenticator {
             .find(|k| constant_time_eq(&k.digest, &presented))
             .map(|k| k.identity.clone())
             .ok_or_else(|| {
-                ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "the API key is not valid")
+                ApiError::new(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthenticated",
+                    "the API key is not valid",
+                )
             })
     }
 }
@@ -225,7 +229,10 @@ mod tests {
         let file = file.unwrap();
         let first = std::fs::read_to_string(&file).unwrap();
         assert!(first.starts_with("dmcp_"));
-        assert_eq!(std::fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+        assert_eq!(
+            std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
         Authenticator::new(&config, dir.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
     }

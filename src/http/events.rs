@@ -128,7 +128,8 @@ impl Follower {
             .await
             .map_err(|_| Stop::Failed)?;
         for chunk in chunks {
-            self.send_output(chunk.seq, chunk.stream, &chunk.data).await?;
+            self.send_output(chunk.seq, chunk.stream, &chunk.data)
+                .await?;
         }
         Ok(())
     }

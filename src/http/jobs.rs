@@ -10,7 +10,9 @@ use uuid::Uuid;
 
 use super::auth::caller_of;
 use super::error::ApiError;
-use super::{AppState, accepted, check_idempotency_key, idempotency_header, parse_object, read_body};
+use super::{
+    AppState, accepted, check_idempotency_key, idempotency_header, parse_object, read_body,
+};
 use crate::audit::summarize;
 use crate::store::{CancelOutcome, Job, JobFilter, JobState};
 use crate::tools::{Submission, args, workspace_key};
@@ -82,7 +84,10 @@ pub async fn create(
     })?;
     let mut arguments = request.arguments.unwrap_or_else(|| json!({}));
     if !arguments.is_object() {
-        return Err(ApiError::bad_request("arguments", "arguments must be a JSON object"));
+        return Err(ApiError::bad_request(
+            "arguments",
+            "arguments must be a JSON object",
+        ));
     }
     // `background` means nothing here: every job is answered at once.
     super::rest::take_background(&mut arguments)?;
@@ -186,7 +191,9 @@ pub async fn list(
             JobState::parse(s).ok_or_else(|| {
                 ApiError::bad_request(
                     "state",
-                    format!("`{s}` is not a job state (queued, running, succeeded, failed, cancelled)"),
+                    format!(
+                        "`{s}` is not a job state (queued, running, succeeded, failed, cancelled)"
+                    ),
                 )
             })
         })
@@ -195,15 +202,21 @@ pub async fn list(
         .cursor
         .as_deref()
         .map(|c| {
-            c.parse::<i64>()
-                .map_err(|_| ApiError::bad_request("cursor", "cursor is not one this server issued"))
+            c.parse::<i64>().map_err(|_| {
+                ApiError::bad_request("cursor", "cursor is not one this server issued")
+            })
         })
         .transpose()?;
     let workspace = match query.workspace.as_deref().or(query.sandbox.as_deref()) {
         None => None,
         Some(reference) => {
             // A sandbox id is shown as its name's workspace; a deleted sandbox by its name.
-            let name = match state.queue.store().sandbox(&caller.tenant, reference).await? {
+            let name = match state
+                .queue
+                .store()
+                .sandbox(&caller.tenant, reference)
+                .await?
+            {
                 Some(sandbox) => sandbox.name,
                 None => reference.to_string(),
             };

@@ -75,7 +75,10 @@ pub(crate) fn take_background(args: &mut Value) -> Result<bool, ApiError> {
     match args.as_object_mut().and_then(|o| o.remove("background")) {
         None | Some(Value::Null) => Ok(false),
         Some(Value::Bool(b)) => Ok(b),
-        Some(_) => Err(ApiError::bad_request("background", "background must be a boolean")),
+        Some(_) => Err(ApiError::bad_request(
+            "background",
+            "background must be a boolean",
+        )),
     }
 }
 

@@ -91,7 +91,10 @@ mod tests {
         hub.publish(id, JobEvent::State(JobState::Running));
         hub.publish(id, JobEvent::State(JobState::Succeeded));
         assert_eq!(rx.recv().await.unwrap(), JobEvent::State(JobState::Running));
-        assert_eq!(rx.recv().await.unwrap(), JobEvent::State(JobState::Succeeded));
+        assert_eq!(
+            rx.recv().await.unwrap(),
+            JobEvent::State(JobState::Succeeded)
+        );
         assert!(matches!(
             rx.recv().await,
             Err(broadcast::error::RecvError::Closed)

@@ -139,7 +139,8 @@ impl Queue {
         let outcome = self.store.cancel(tenant, id, Utc::now()).await?;
         match &outcome {
             Some(CancelOutcome::Cancelled(_)) => {
-                self.events.publish(id, JobEvent::State(JobState::Cancelled));
+                self.events
+                    .publish(id, JobEvent::State(JobState::Cancelled));
                 // The cancelled job may have been the head of its workspace.
                 self.wake();
             }

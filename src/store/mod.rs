@@ -135,7 +135,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     ) -> Result<Vec<Job>>;
 
     /// Cancels a queued job, or marks a running one for killing.
-    async fn cancel(&self, tenant: &str, id: Uuid, now: DateTime<Utc>) -> Result<Option<CancelOutcome>>;
+    async fn cancel(
+        &self,
+        tenant: &str,
+        id: Uuid,
+        now: DateTime<Utc>,
+    ) -> Result<Option<CancelOutcome>>;
 
     /// One job of `tenant` (any tenant when `None`).
     async fn job(&self, tenant: Option<&str>, id: Uuid) -> Result<Option<Job>>;
@@ -244,9 +249,13 @@ impl fmt::Display for DatabaseUrl {
 pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Arc<dyn Store>> {
     let raw = url.expose();
     if raw.starts_with("sqlite:") {
-        Ok(Arc::new(sqlite::SqliteStore::connect(raw, max_connections).await?))
+        Ok(Arc::new(
+            sqlite::SqliteStore::connect(raw, max_connections).await?,
+        ))
     } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
-        Ok(Arc::new(postgres::PgStore::connect(raw, max_connections).await?))
+        Ok(Arc::new(
+            postgres::PgStore::connect(raw, max_connections).await?,
+        ))
     } else {
         Err(StoreError::UnsupportedUrl(url.redacted()))
     }
@@ -279,6 +288,26 @@ pub(crate) fn exhausted_error(tool: &str, attempts: i32) -> job::JobError {
     )
 }
 
+/// What happens to a running job whose node stopped: retry-safe jobs with attempts left go back to
+/// the queue; every other job fails with reason `interrupted`. Shared by both backends.
+pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
+    if job.retry_safe && job.attempts < job.max_attempts {
+        (JobState::Queued, None)
+    } else if job.retry_safe {
+        (
+            JobState::Failed,
+            Some(exhausted_error(&job.tool, job.attempts)),
+        )
+    } else {
+        (JobState::Failed, Some(interrupted_error(&job.tool)))
+    }
+}
+
+/// The error recorded on a queued job that a caller cancelled.
+pub(crate) fn cancelled_error() -> JobError {
+    JobError::new(ErrorReason::Cancelled, "cancelled before it started")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -293,25 +322,12 @@ mod tests {
 
     #[test]
     fn leaves_urls_without_password_alone() {
-        for raw in ["postgres://app@db/jobs", "sqlite://./data/x.db", "postgres://db/jobs"] {
+        for raw in [
+            "postgres://app@db/jobs",
+            "sqlite://./data/x.db",
+            "postgres://db/jobs",
+        ] {
             assert_eq!(DatabaseUrl::new(raw).redacted(), raw);
         }
     }
-}
-
-/// What happens to a running job whose node stopped: retry-safe jobs with attempts left go back to
-/// the queue; every other job fails with reason `interrupted`. Shared by both backends.
-pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
-    if job.retry_safe && job.attempts < job.max_attempts {
-        (JobState::Queued, None)
-    } else if job.retry_safe {
-        (JobState::Failed, Some(exhausted_error(&job.tool, job.attempts)))
-    } else {
-        (JobState::Failed, Some(interrupted_error(&job.tool)))
-    }
-}
-
-/// The error recorded on a queued job that a caller cancelled.
-pub(crate) fn cancelled_error() -> JobError {
-    JobError::new(ErrorReason::Cancelled, "cancelled before it started")
 }

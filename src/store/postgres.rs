@@ -9,9 +9,9 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use sqlx::Row;
 use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
-use sqlx::Row;
 use uuid::Uuid;
 
 use super::{
@@ -458,11 +458,12 @@ impl Store for PgStore {
                 CancelOutcome::Cancelled(job_from_row(&row)?)
             }
             JobState::Running => {
-                let row =
-                    sqlx::query("UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 RETURNING *")
-                        .bind(id)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                let row = sqlx::query(
+                    "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
                 notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
                 CancelOutcome::Requested(job_from_row(&row)?)
             }
@@ -651,9 +652,9 @@ impl Store for PgStore {
         .await;
         match result {
             Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-                format!("sandbox named `{}`", s.name),
-            )),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
+            }
             Err(e) => Err(e.into()),
         }
     }
@@ -671,11 +672,10 @@ impl Store for PgStore {
     }
 
     async fn list_sandboxes(&self, filter: &SandboxFilter) -> Result<Vec<SandboxRecord>> {
-        let rows =
-            sqlx::query("SELECT * FROM sandboxes WHERE tenant = $1 ORDER BY created_at, id")
-                .bind(&filter.tenant)
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query("SELECT * FROM sandboxes WHERE tenant = $1 ORDER BY created_at, id")
+            .bind(&filter.tenant)
+            .fetch_all(&self.pool)
+            .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             let record = sandbox_from_row(row)?;

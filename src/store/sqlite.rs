@@ -142,7 +142,10 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
             &row.try_get::<String, _>("environment_vars")?,
         )?,
         labels: parse_json("sandboxes.labels", &row.try_get::<String, _>("labels")?)?,
-        resources: parse_json("sandboxes.resources", &row.try_get::<String, _>("resources")?)?,
+        resources: parse_json(
+            "sandboxes.resources",
+            &row.try_get::<String, _>("resources")?,
+        )?,
         persistent: row.try_get("persistent")?,
         auto_stop_minutes: row.try_get("auto_stop_minutes")?,
         created_at: from_ts(row.try_get("created_at")?),
@@ -285,16 +288,17 @@ impl Store for SqliteStore {
         let now = Utc::now();
         let mut tx = self.begin().await?;
         let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
-        .fetch_optional(&mut *tx)
-        .await?;
+            .fetch_optional(&mut *tx)
+            .await?;
         let (stored, created) = match inserted {
             Some(row) => (job_from_row(&row)?, true),
             None => {
-                let row = sqlx::query("SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?")
-                    .bind(&job.tenant)
-                    .bind(&job.idempotency_key)
-                    .fetch_one(&mut *tx)
-                    .await?;
+                let row =
+                    sqlx::query("SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?")
+                        .bind(&job.tenant)
+                        .bind(&job.idempotency_key)
+                        .fetch_one(&mut *tx)
+                        .await?;
                 (job_from_row(&row)?, false)
             }
         };
@@ -387,9 +391,8 @@ impl Store for SqliteStore {
         for row in rows {
             if row.try_get::<bool, _>("cancel_requested")? {
                 let id: String = row.try_get("id")?;
-                cancelled.push(
-                    Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?,
-                );
+                cancelled
+                    .push(Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
             }
         }
         Ok(cancelled)
@@ -477,12 +480,11 @@ impl Store for SqliteStore {
                 CancelOutcome::Cancelled(job_from_row(&row)?)
             }
             JobState::Running => {
-                let row = sqlx::query(
-                    "UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *",
-                )
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
+                let row =
+                    sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *")
+                        .bind(id.to_string())
+                        .fetch_one(&mut *tx)
+                        .await?;
                 CancelOutcome::Requested(job_from_row(&row)?)
             }
             _ => CancelOutcome::AlreadyFinished(job),
@@ -534,10 +536,11 @@ impl Store for SqliteStore {
 
     async fn rescue_expired(&self, now: DateTime<Utc>) -> Result<Vec<Rescued>> {
         let mut tx = self.begin().await?;
-        let rows = sqlx::query("SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ?")
-            .bind(ts(now))
-            .fetch_all(&mut *tx)
-            .await?;
+        let rows =
+            sqlx::query("SELECT * FROM jobs WHERE state = 'running' AND lease_expires_at < ?")
+                .bind(ts(now))
+                .fetch_all(&mut *tx)
+                .await?;
         let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         let rescued = rescue_jobs(&mut tx, jobs, now).await?;
         tx.commit().await?;
@@ -581,11 +584,12 @@ impl Store for SqliteStore {
         .bind(ts(before))
         .execute(&mut *tx)
         .await?;
-        let deleted = sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?")
-            .bind(ts(before))
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let deleted =
+            sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?")
+                .bind(ts(before))
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         tx.commit().await?;
         Ok(deleted)
     }
@@ -627,8 +631,9 @@ impl Store for SqliteStore {
                 Ok(OutputChunk {
                     job_id,
                     seq: row.try_get("seq")?,
-                    stream: Stream::parse(&stream)
-                        .ok_or_else(|| StoreError::Corrupt(format!("job_output.stream: {stream}")))?,
+                    stream: Stream::parse(&stream).ok_or_else(|| {
+                        StoreError::Corrupt(format!("job_output.stream: {stream}"))
+                    })?,
                     data: row.try_get("data")?,
                     at: from_ts(row.try_get("created_at")?),
                 })
@@ -666,9 +671,9 @@ impl Store for SqliteStore {
                 tx.commit().await?;
                 Ok(())
             }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => Err(StoreError::Conflict(
-                format!("sandbox named `{}`", s.name),
-            )),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
+            }
             Err(e) => Err(e.into()),
         }
     }

@@ -64,8 +64,7 @@ impl SandboxName {
         let ok = !s.is_empty()
             && s.len() <= 63
             && s.as_bytes()[0].is_ascii_alphanumeric()
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-'));
         if ok {
             Ok(SandboxName(s.to_string()))
@@ -245,8 +244,7 @@ mod tests {
 
     #[test]
     fn wrong_type_is_named() {
-        let err = parse::<ExecuteShellArgs>(&json!({"sandbox_id": "x", "command": 5}))
-            .unwrap_err();
+        let err = parse::<ExecuteShellArgs>(&json!({"sandbox_id": "x", "command": 5})).unwrap_err();
         assert_eq!(err.field.as_deref(), Some("command"));
         let err = parse::<ExecuteShellArgs>(
             &json!({"sandbox_id": "x", "command": "ls", "env": {"A": 1}}),

@@ -49,9 +49,8 @@ fn plan_command(
 ) -> Result<Plan, InvalidInput> {
     args::check_env("env", env)?;
     if let Some(dir) = working_directory {
-        sandbox_relative("working_directory", dir).map_err(|e| {
-            InvalidInput::field("working_directory", e.to_string())
-        })?;
+        sandbox_relative("working_directory", dir)
+            .map_err(|e| InvalidInput::field("working_directory", e.to_string()))?;
     }
     Ok(Plan {
         arguments,

@@ -213,9 +213,7 @@ impl Tools {
         let workspace = match &plan.target {
             Target::None => None,
             Target::NewSandbox(name) => Some(workspace_key(tenant, name)),
-            Target::Sandbox(reference) => {
-                Some(self.sandbox_workspace(tenant, reference).await?)
-            }
+            Target::Sandbox(reference) => Some(self.sandbox_workspace(tenant, reference).await?),
             Target::SandboxUnordered(reference) => {
                 self.sandbox_workspace(tenant, reference).await?;
                 None
@@ -245,7 +243,11 @@ impl Tools {
     }
 
     /// The workspace key of an existing sandbox, or of one a queued `create_sandbox` will make.
-    async fn sandbox_workspace(&self, tenant: &str, reference: &str) -> Result<String, SubmitError> {
+    async fn sandbox_workspace(
+        &self,
+        tenant: &str,
+        reference: &str,
+    ) -> Result<String, SubmitError> {
         if let Some(sandbox) = self.env.store.sandbox(tenant, reference).await? {
             return Ok(workspace_key(tenant, &sandbox.name));
         }
@@ -259,7 +261,7 @@ impl Tools {
 
 /// Checks a timeout in seconds and rounds it up to whole seconds.
 fn check_timeout(seconds: f64, max: u64) -> Result<u64, InvalidInput> {
-    if !(seconds > 0.0) || seconds > max as f64 {
+    if seconds.is_nan() || seconds <= 0.0 || seconds > max as f64 {
         return Err(InvalidInput::field(
             "timeout_s",
             format!("timeout_s must be more than 0 and at most {max} seconds, got {seconds}"),

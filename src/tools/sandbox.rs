@@ -103,19 +103,28 @@ impl Tool for CreateSandbox {
         }
         if let Some(r) = &parsed.resources {
             for (field, value) in [("resources.cpu", r.cpu), ("resources.disk_gb", r.disk_gb)] {
-                if value.is_some_and(|v| !(v > 0.0)) {
-                    return Err(InvalidInput::field(field, format!("{field} must be positive")));
+                if value.is_some_and(|v| v.is_nan() || v <= 0.0) {
+                    return Err(InvalidInput::field(
+                        field,
+                        format!("{field} must be positive"),
+                    ));
                 }
             }
             if r.memory_mb == Some(0) {
-                return Err(InvalidInput::field("resources.memory_mb", "resources.memory_mb must be positive"));
+                return Err(InvalidInput::field(
+                    "resources.memory_mb",
+                    "resources.memory_mb must be positive",
+                ));
             }
         }
         // The name is decided now, so the job's workspace key and any re-run agree on it.
         let name = match parsed.name {
             Some(name) => name,
             None => {
-                let generated = format!("sandbox-{}", &uuid::Uuid::new_v4().simple().to_string()[..8]);
+                let generated = format!(
+                    "sandbox-{}",
+                    &uuid::Uuid::new_v4().simple().to_string()[..8]
+                );
                 arguments["name"] = json!(generated);
                 SandboxName::parse("name", &generated)?
             }

@@ -89,7 +89,12 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
-    async fn enqueue(&self, workspace: Option<&str>, args: serde_json::Value, max_attempts: i32) -> uuid::Uuid {
+    async fn enqueue(
+        &self,
+        workspace: Option<&str>,
+        args: serde_json::Value,
+        max_attempts: i32,
+    ) -> uuid::Uuid {
         let mut job = NewJob::new("t", "test", args);
         job.workspace = workspace.map(str::to_string);
         job.max_attempts = max_attempts;
@@ -113,7 +118,9 @@ impl Harness {
 async fn a_panicking_job_fails_and_its_workspace_keeps_working() {
     let h = harness().await;
     let first = h.enqueue(Some("w"), json!({"n": 1}), 1).await;
-    let boom = h.enqueue(Some("w"), json!({"n": 2, "panic": true}), 1).await;
+    let boom = h
+        .enqueue(Some("w"), json!({"n": 2, "panic": true}), 1)
+        .await;
     let after = h.enqueue(Some("w"), json!({"n": 3}), 1).await;
     let other = h.enqueue(None, json!({"n": 4, "panic": true}), 1).await;
 
@@ -127,7 +134,10 @@ async fn a_panicking_job_fails_and_its_workspace_keeps_working() {
     assert_eq!(after.state, JobState::Succeeded);
     assert_eq!(after.result, Some(json!({"n": 3})));
     // A panic outside any workspace is caught too.
-    assert_eq!(h.finished(other).await.error.unwrap().reason, ErrorReason::Panic);
+    assert_eq!(
+        h.finished(other).await.error.unwrap().reason,
+        ErrorReason::Panic
+    );
     assert_eq!(h.metrics.actor_restarts_total.get(), 1);
     // The restarted actor still serves its workspace.
     let later = h.enqueue(Some("w"), json!({"n": 5}), 1).await;
@@ -148,7 +158,11 @@ async fn transient_failures_retry_with_backoff_until_attempts_run_out() {
     assert_eq!(job.attempts, 2);
     let error = job.error.unwrap();
     assert_eq!(error.reason, ErrorReason::DriverUnavailable);
-    assert!(error.message.contains("gave up after 2 attempt"), "{}", error.message);
+    assert!(
+        error.message.contains("gave up after 2 attempt"),
+        "{}",
+        error.message
+    );
     h.pool.shutdown(Duration::from_secs(5)).await;
 }
 
@@ -182,7 +196,10 @@ async fn rescuer_resolves_expired_leases_and_wakes_waiters() {
     let mut expired = NewJob::new("t", "execute_shell", json!({}));
     expired.workspace = Some("dead/a".into());
     let expired = store
-        .enqueue(expired, Caller::internal("t").entry("x", None, None, "accepted", None))
+        .enqueue(
+            expired,
+            Caller::internal("t").entry("x", None, None, "accepted", None),
+        )
         .await
         .unwrap()
         .job
@@ -194,7 +211,10 @@ async fn rescuer_resolves_expired_leases_and_wakes_waiters() {
     let mut fresh = NewJob::new("t", "execute_shell", json!({}));
     fresh.workspace = Some("dead/b".into());
     let fresh = store
-        .enqueue(fresh, Caller::internal("t").entry("x", None, None, "accepted", None))
+        .enqueue(
+            fresh,
+            Caller::internal("t").entry("x", None, None, "accepted", None),
+        )
         .await
         .unwrap()
         .job
@@ -212,7 +232,10 @@ async fn rescuer_resolves_expired_leases_and_wakes_waiters() {
         .run_once(Utc::now() + chrono::Duration::seconds(5))
         .await
         .unwrap();
-    assert_eq!(rescued.iter().map(|r| r.id).collect::<Vec<_>>(), vec![expired]);
+    assert_eq!(
+        rescued.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![expired]
+    );
     let woken = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
         .expect("the waiter was woken")
@@ -221,5 +244,8 @@ async fn rescuer_resolves_expired_leases_and_wakes_waiters() {
         .unwrap();
     assert_eq!(woken.state, JobState::Failed);
     assert_eq!(woken.error.unwrap().reason, ErrorReason::Interrupted);
-    assert_eq!(store.job(None, fresh).await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        store.job(None, fresh).await.unwrap().unwrap().state,
+        JobState::Running
+    );
 }

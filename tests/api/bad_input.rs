@@ -2,7 +2,7 @@
 
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, spawn_app, test_config, spawn_with};
+use crate::helpers::{Db, spawn_app, spawn_with, test_config};
 
 fn assert_error(status: u16, body: &Value, want_status: u16, code: &str, field: Option<&str>) {
     assert_eq!(status, want_status, "{body}");
@@ -24,18 +24,29 @@ async fn tool_calls_with_bad_input_are_refused_with_the_field_named() {
     assert_error(s, &b, 404, "unknown_tool", None);
     let (s, b) = app.call("/execute_shell", json!({"sandbox_id": id})).await;
     assert_error(s, &b, 400, "invalid_argument", Some("command"));
-    let (s, b) = app.call("/execute_shell", json!({"sandbox_id": id, "command": 42})).await;
+    let (s, b) = app
+        .call("/execute_shell", json!({"sandbox_id": id, "command": 42}))
+        .await;
     assert_error(s, &b, 400, "invalid_argument", Some("command"));
     let (s, b) = app
-        .call("/execute_shell", json!({"sandbox_id": id, "command": "ls", "timeout_s": "soon"}))
+        .call(
+            "/execute_shell",
+            json!({"sandbox_id": id, "command": "ls", "timeout_s": "soon"}),
+        )
         .await;
     assert_error(s, &b, 400, "invalid_argument", Some("timeout_s"));
     let (s, b) = app
-        .call("/execute_shell", json!({"sandbox_id": id, "command": "ls", "timeout_s": 0}))
+        .call(
+            "/execute_shell",
+            json!({"sandbox_id": id, "command": "ls", "timeout_s": 0}),
+        )
         .await;
     assert_error(s, &b, 400, "invalid_argument", Some("timeout_s"));
     let (s, b) = app
-        .call("/execute_shell", json!({"sandbox_id": id, "command": "ls", "timeout_s": 1e9}))
+        .call(
+            "/execute_shell",
+            json!({"sandbox_id": id, "command": "ls", "timeout_s": 1e9}),
+        )
         .await;
     assert_error(s, &b, 400, "invalid_argument", Some("timeout_s"));
     let (s, b) = app
@@ -43,32 +54,53 @@ async fn tool_calls_with_bad_input_are_refused_with_the_field_named() {
         .await;
     assert_error(s, &b, 400, "invalid_argument", Some("comand"));
     let (s, b) = app
-        .call("/execute_shell", json!({"sandbox_id": id, "command": "ls", "env": {"1BAD": "x"}}))
+        .call(
+            "/execute_shell",
+            json!({"sandbox_id": id, "command": "ls", "env": {"1BAD": "x"}}),
+        )
         .await;
     assert_error(s, &b, 400, "invalid_argument", Some("env.1BAD"));
     let (s, b) = app
-        .call("/execute_shell", json!({"sandbox_id": "nope", "command": "ls"}))
+        .call(
+            "/execute_shell",
+            json!({"sandbox_id": "nope", "command": "ls"}),
+        )
         .await;
     assert_error(s, &b, 404, "sandbox_not_found", Some("sandbox_id"));
     let (s, b) = app
-        .call("/execute_code", json!({"sandbox_id": id, "code": "x", "language": "cobol"}))
+        .call(
+            "/execute_code",
+            json!({"sandbox_id": id, "code": "x", "language": "cobol"}),
+        )
         .await;
     assert_error(s, &b, 400, "invalid_argument", Some("language"));
     let (s, b) = app
-        .call("/execute_shell", json!({"sandbox_id": id, "command": "pwd", "working_directory": "../../etc"}))
+        .call(
+            "/execute_shell",
+            json!({"sandbox_id": id, "command": "pwd", "working_directory": "../../etc"}),
+        )
         .await;
     assert_error(s, &b, 400, "invalid_argument", Some("working_directory"));
     let (s, b) = app
-        .call("/execute_shell", json!({"sandbox_id": id, "command": "pwd", "working_directory": "/etc"}))
+        .call(
+            "/execute_shell",
+            json!({"sandbox_id": id, "command": "pwd", "working_directory": "/etc"}),
+        )
         .await;
     assert_error(s, &b, 400, "invalid_argument", Some("working_directory"));
-    let (s, b) = app.call("/create_sandbox", json!({"name": "../escape"})).await;
+    let (s, b) = app
+        .call("/create_sandbox", json!({"name": "../escape"}))
+        .await;
     assert_error(s, &b, 400, "invalid_argument", Some("name"));
     let (s, b) = app.call("/create_sandbox", json!({"name": "strict"})).await;
     assert_error(s, &b, 409, "conflict", None);
-    let (s, b) = app.call("/create_sandbox", json!({"environment_vars": {"A": 1}})).await;
+    let (s, b) = app
+        .call("/create_sandbox", json!({"environment_vars": {"A": 1}}))
+        .await;
     assert_error(s, &b, 400, "invalid_argument", Some("environment_vars.A"));
-    let (s, b) = app.call("/list_sandboxes", json!({"background": "yes"})).await;
+    let (s, b) = app
+        .call("/list_sandboxes", json!({"background": "yes"}))
+        .await;
     assert_error(s, &b, 400, "invalid_argument", Some("background"));
 
     // Bodies that are not JSON objects.
@@ -120,7 +152,9 @@ async fn jobs_api_and_auth_errors() {
     let missing = uuid::Uuid::now_v7();
     let (s, b) = app.get_json(&format!("/v1/jobs/{missing}")).await;
     assert_error(s, &b, 404, "job_not_found", None);
-    let (s, b) = app.call(&format!("/v1/jobs/{missing}/cancel"), json!({})).await;
+    let (s, b) = app
+        .call(&format!("/v1/jobs/{missing}/cancel"), json!({}))
+        .await;
     assert_error(s, &b, 404, "job_not_found", None);
     let (s, b) = app.get_json(&format!("/v1/jobs/{missing}?wait=-1")).await;
     assert_error(s, &b, 400, "invalid_argument", Some("wait"));
@@ -132,11 +166,26 @@ async fn jobs_api_and_auth_errors() {
     assert_error(s, &b, 400, "invalid_argument", Some("cursor"));
     let (s, b) = app.call("/v1/jobs", json!({"arguments": {}})).await;
     assert_error(s, &b, 400, "invalid_argument", Some("tool"));
-    let (s, b) = app.call("/v1/jobs", json!({"tool": "list_sandboxes", "priority": 5000})).await;
+    let (s, b) = app
+        .call(
+            "/v1/jobs",
+            json!({"tool": "list_sandboxes", "priority": 5000}),
+        )
+        .await;
     assert_error(s, &b, 400, "invalid_argument", Some("priority"));
-    let (s, b) = app.call("/v1/jobs", json!({"tool": "list_sandboxes", "arguments": [1]})).await;
+    let (s, b) = app
+        .call(
+            "/v1/jobs",
+            json!({"tool": "list_sandboxes", "arguments": [1]}),
+        )
+        .await;
     assert_error(s, &b, 400, "invalid_argument", Some("arguments"));
-    let (s, b) = app.call("/v1/jobs", json!({"tool": "list_sandboxes", "idempotency_key": ""})).await;
+    let (s, b) = app
+        .call(
+            "/v1/jobs",
+            json!({"tool": "list_sandboxes", "idempotency_key": ""}),
+        )
+        .await;
     assert_error(s, &b, 400, "invalid_argument", Some("idempotency_key"));
     let (s, b) = app.call("/v1/jobs", json!({"tool": "nope"})).await;
     assert_error(s, &b, 404, "unknown_tool", None);

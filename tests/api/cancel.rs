@@ -19,17 +19,24 @@ async fn cancel_queued_and_running_jobs() {
         )
         .await;
     let queued = app
-        .submit("execute_shell", json!({"sandbox_id": id, "command": "echo never > never.txt"}))
+        .submit(
+            "execute_shell",
+            json!({"sandbox_id": id, "command": "echo never > never.txt"}),
+        )
         .await;
     app.wait_for_state(&running, "running").await;
     assert!(eventually(5, || !processes_with(&marker).is_empty()).await);
 
     // The queued job is cancelled on the spot.
-    let (status, body) = app.call(&format!("/v1/jobs/{queued}/cancel"), json!({})).await;
+    let (status, body) = app
+        .call(&format!("/v1/jobs/{queued}/cancel"), json!({}))
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "cancelled");
     // The running one is killed, with its whole process tree.
-    let (status, body) = app.call(&format!("/v1/jobs/{running}/cancel"), json!({})).await;
+    let (status, body) = app
+        .call(&format!("/v1/jobs/{running}/cancel"), json!({}))
+        .await;
     assert_eq!(status, 202, "{body}");
     let done = app.wait(&running).await;
     assert_eq!(done["status"], "cancelled", "{done}");
@@ -43,11 +50,19 @@ async fn cancel_queued_and_running_jobs() {
     );
     let queued_job = app.wait(&queued).await;
     assert_eq!(queued_job["status"], "cancelled");
-    assert!(queued_job["started_at"].is_null(), "a cancelled queued job never starts");
+    assert!(
+        queued_job["started_at"].is_null(),
+        "a cancelled queued job never starts"
+    );
     // Cancelling again is a conflict, and the workspace keeps working.
-    let (status, body) = app.call(&format!("/v1/jobs/{running}/cancel"), json!({})).await;
+    let (status, body) = app
+        .call(&format!("/v1/jobs/{running}/cancel"), json!({}))
+        .await;
     assert_eq!(status, 409, "{body}");
     assert_eq!(body["error"]["code"], "already_finished");
     let out = app.shell(&id, "ls never.txt 2>&1; echo next").await;
-    assert!(out["stdout"].as_str().unwrap().contains("No such file"), "{out}");
+    assert!(
+        out["stdout"].as_str().unwrap().contains("No such file"),
+        "{out}"
+    );
 }

@@ -8,7 +8,11 @@ use serde_json::{Value, json};
 use crate::helpers::{Db, TestApp, spawn_app};
 
 /// Reads SSE frames until `event: end` and returns (event, id, data) triples.
-async fn read_events(app: &TestApp, job: &str, last_event_id: Option<&str>) -> Vec<(String, Option<String>, Value)> {
+async fn read_events(
+    app: &TestApp,
+    job: &str,
+    last_event_id: Option<&str>,
+) -> Vec<(String, Option<String>, Value)> {
     let mut request = app.authed(app.client.get(app.url(&format!("/v1/jobs/{job}/events"))));
     if let Some(id) = last_event_id {
         request = request.header("Last-Event-ID", id);
@@ -79,7 +83,10 @@ async fn events_stream_state_and_output_live_then_replay() {
         .filter(|(e, _, _)| e == "output")
         .map(|(_, id, _)| id.as_ref().unwrap().parse().unwrap())
         .collect();
-    assert!(seqs.windows(2).all(|w| w[1] == w[0] + 1), "gapless: {seqs:?}");
+    assert!(
+        seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "gapless: {seqs:?}"
+    );
     let (_, _, end) = frames.last().unwrap();
     assert_eq!(end["status"], "succeeded");
     assert_eq!(end["result"]["stdout"], "line1\nline2\nline3\n");
@@ -106,10 +113,16 @@ async fn events_of_a_queued_job_wait_for_it() {
     let app = spawn_app(Db::Sqlite).await.unwrap();
     let id = app.sandbox("later").await;
     let blocker = app
-        .submit("execute_shell", json!({"sandbox_id": id, "command": "sleep 0.5"}))
+        .submit(
+            "execute_shell",
+            json!({"sandbox_id": id, "command": "sleep 0.5"}),
+        )
         .await;
     let queued = app
-        .submit("execute_shell", json!({"sandbox_id": id, "command": "printf '\\377\\376'"}))
+        .submit(
+            "execute_shell",
+            json!({"sandbox_id": id, "command": "printf '\\377\\376'"}),
+        )
         .await;
     let frames = read_events(&app, &queued, None).await;
     let states: Vec<&str> = frames

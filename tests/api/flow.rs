@@ -8,7 +8,9 @@ use crate::on_both_databases;
 on_both_databases!(sync_and_async_flow, jobs_api_idempotency_and_listing);
 
 async fn sync_and_async_flow(db: Db) {
-    let Some(app) = spawn_app(db).await else { return };
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
 
     // Discovery, as LangSwarm does it.
     let (status, schema) = app.get_json("/schema").await;
@@ -75,7 +77,9 @@ async fn sync_and_async_flow(db: Db) {
     assert!(out["execution_time"].as_f64().unwrap() > 0.0);
     assert!(out["message"].as_str().unwrap().contains('3'));
 
-    let out = app.shell(&id, "echo hello > greeting.txt && cat greeting.txt && pwd").await;
+    let out = app
+        .shell(&id, "echo hello > greeting.txt && cat greeting.txt && pwd")
+        .await;
     assert_eq!(out["stdout"], "hello\n/workspace\n");
     assert_eq!(out["exit_code"], 0);
 
@@ -102,7 +106,10 @@ async fn sync_and_async_flow(db: Db) {
 
     // `background: true` does the same through the body; `?async=true` through the query.
     let (status, bg) = app
-        .call("/list_sandboxes", json!({"background": true, "labels": {"team": "ml"}}))
+        .call(
+            "/list_sandboxes",
+            json!({"background": true, "labels": {"team": "ml"}}),
+        )
         .await;
     assert_eq!(status, 202);
     let listed = app.wait(bg["job_id"].as_str().unwrap()).await;
@@ -111,7 +118,9 @@ async fn sync_and_async_flow(db: Db) {
     let (status, _) = app.call("/list_sandboxes?async=true", json!({})).await;
     assert_eq!(status, 202);
 
-    let (status, info) = app.call("/get_sandbox_info", json!({"sandbox_id": id})).await;
+    let (status, info) = app
+        .call("/get_sandbox_info", json!({"sandbox_id": id}))
+        .await;
     assert_eq!(status, 200, "{info}");
     assert_eq!(info["name"], "ml-project");
     assert_eq!(info["environment_vars"]["ENV"], "***", "secrets are masked");
@@ -119,10 +128,14 @@ async fn sync_and_async_flow(db: Db) {
     assert!(info["disk_bytes"].as_u64().unwrap() > 0);
     assert!(info["last_accessed"].as_str().unwrap() >= info["created_at"].as_str().unwrap());
 
-    let (status, deleted) = app.call("/delete_sandbox", json!({"sandbox_id": "ml-project"})).await;
+    let (status, deleted) = app
+        .call("/delete_sandbox", json!({"sandbox_id": "ml-project"}))
+        .await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["success"], true);
-    let (status, gone) = app.call("/get_sandbox_info", json!({"sandbox_id": id})).await;
+    let (status, gone) = app
+        .call("/get_sandbox_info", json!({"sandbox_id": id}))
+        .await;
     assert_eq!(status, 404, "{gone}");
     assert!(!app.data_dir.join("sandboxes").join(&id).exists());
 
@@ -140,7 +153,9 @@ async fn sync_and_async_flow(db: Db) {
 }
 
 async fn jobs_api_idempotency_and_listing(db: Db) {
-    let Some(app) = spawn_app(db).await else { return };
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
     let id = app.sandbox("jobs").await;
 
     let request = json!({
@@ -154,7 +169,10 @@ async fn jobs_api_idempotency_and_listing(db: Db) {
     assert_eq!(response.status().as_u16(), 202);
     assert_eq!(response.headers()["idempotent-replayed"], "true");
     let second: Value = response.json().await.unwrap();
-    assert_eq!(second["job_id"], first["job_id"], "a repeated key returns the original job");
+    assert_eq!(
+        second["job_id"], first["job_id"],
+        "a repeated key returns the original job"
+    );
     // The header form names the same key.
     let response = app
         .authed(app.client.post(app.url("/v1/jobs")))
@@ -170,8 +188,11 @@ async fn jobs_api_idempotency_and_listing(db: Db) {
     assert_eq!(out["stdout"], "once\n", "never a second run");
 
     for i in 0..4 {
-        app.submit("execute_shell", json!({"sandbox_id": id, "command": format!("echo {i}")}))
-            .await;
+        app.submit(
+            "execute_shell",
+            json!({"sandbox_id": id, "command": format!("echo {i}")}),
+        )
+        .await;
     }
     let (status, page) = app.get_json("/v1/jobs?sandbox=jobs&limit=3").await;
     assert_eq!(status, 200);
@@ -184,11 +205,17 @@ async fn jobs_api_idempotency_and_listing(db: Db) {
     let rest = rest["jobs"].as_array().unwrap();
     // 1 idempotent + 1 cat + 4 echo = 6 jobs on this sandbox, newest first across pages.
     assert_eq!(rest.len(), 3);
-    let all: Vec<&str> = jobs.iter().chain(rest).map(|j| j["job_id"].as_str().unwrap()).collect();
+    let all: Vec<&str> = jobs
+        .iter()
+        .chain(rest)
+        .map(|j| j["job_id"].as_str().unwrap())
+        .collect();
     let mut sorted = all.clone();
     sorted.sort_unstable_by(|a, b| b.cmp(a));
     assert_eq!(all, sorted, "newest first (UUIDv7 order)");
-    let (_, creates) = app.get_json("/v1/jobs?tool=create_sandbox&state=succeeded").await;
+    let (_, creates) = app
+        .get_json("/v1/jobs?tool=create_sandbox&state=succeeded")
+        .await;
     assert_eq!(creates["jobs"].as_array().unwrap().len(), 1);
     assert!(!creates["jobs"][0]["arguments"].to_string().contains("echo"));
 }

@@ -40,8 +40,10 @@ fn init_logs() {
 pub async fn test_config(db: Db) -> Option<(Config, tempfile::TempDir)> {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
-    let mut config = Config::default();
-    config.data_dir = dir.path().join("data");
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
     config.server.listen = "127.0.0.1:0".into();
     config.server.workers = 1;
     config.auth.api_key = format!("test-{}", uuid::Uuid::new_v4().simple());
@@ -61,7 +63,9 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
 
 pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
     let key = config.auth.api_key.clone();
-    let app = Application::build(config.clone()).await.expect("server builds");
+    let app = Application::build(config.clone())
+        .await
+        .expect("server builds");
     let port = app.port();
     let handle = app.handle();
     actix_rt::spawn(app.run_until_stopped());
@@ -90,7 +94,10 @@ impl TestApp {
     }
 
     pub async fn get(&self, path: &str) -> reqwest::Response {
-        self.authed(self.client.get(self.url(path))).send().await.unwrap()
+        self.authed(self.client.get(self.url(path)))
+            .send()
+            .await
+            .unwrap()
     }
 
     pub async fn post(&self, path: &str, body: &Value) -> reqwest::Response {
@@ -187,7 +194,10 @@ pub fn processes_with(marker: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
         let name = entry.file_name();
-        let Some(pid) = name.to_str().filter(|s| s.bytes().all(|b| b.is_ascii_digit())) else {
+        let Some(pid) = name
+            .to_str()
+            .filter(|s| s.bytes().all(|b| b.is_ascii_digit()))
+        else {
             continue;
         };
         if pid == std::process::id().to_string() {

@@ -26,15 +26,32 @@ async fn sandbox_cannot_read_host_files_or_the_database() {
         .await;
     let stdout = out["stdout"].as_str().unwrap();
     assert!(stdout.contains("No such file or directory"), "{stdout}");
-    assert!(!stdout.contains("SQLite format"), "read the database: {stdout}");
+    assert!(
+        !stdout.contains("SQLite format"),
+        "read the database: {stdout}"
+    );
     let node_id = std::fs::read_to_string(&key_target).unwrap();
-    assert!(!stdout.contains(node_id.trim()), "read the node id: {stdout}");
+    assert!(
+        !stdout.contains(node_id.trim()),
+        "read the node id: {stdout}"
+    );
     let root_listing: Vec<&str> = stdout.split("---\n").nth(1).unwrap().lines().collect();
     assert!(!root_listing.contains(&"root"), "{root_listing:?}");
     assert!(!root_listing.contains(&"home"), "{root_listing:?}");
     // Writing outside the sandbox fails: system directories are read-only.
-    let out = app.shell(&id, "touch /usr/evil 2>&1; echo x > /etc/evil 2>&1; echo rc=$?").await;
-    assert!(out["stdout"].as_str().unwrap().contains("Read-only file system"), "{out}");
+    let out = app
+        .shell(
+            &id,
+            "touch /usr/evil 2>&1; echo x > /etc/evil 2>&1; echo rc=$?",
+        )
+        .await;
+    assert!(
+        out["stdout"]
+            .as_str()
+            .unwrap()
+            .contains("Read-only file system"),
+        "{out}"
+    );
     assert!(!std::path::Path::new("/usr/evil").exists());
 }
 
@@ -60,7 +77,10 @@ async fn sandboxes_cannot_see_each_other() {
     // `/workspace/..` is the sandbox's own root, which holds no other sandbox.
     assert!(!stdout.lines().any(|l| l.starts_with("sb-")), "{stdout}");
     let found = app
-        .shell(&b, "find / -name secret.txt -not -path '/proc/*' 2>/dev/null; echo end")
+        .shell(
+            &b,
+            "find / -name secret.txt -not -path '/proc/*' 2>/dev/null; echo end",
+        )
         .await;
     assert_eq!(found["stdout"], "end\n", "found the other sandbox's file");
 }
@@ -101,10 +121,16 @@ async fn sandbox_user_is_unprivileged() {
     let app = spawn_app(Db::Sqlite).await.unwrap();
     let id = app.sandbox("who").await;
     let out = app
-        .shell(&id, "id -u; grep CapEff /proc/self/status; unshare -U true 2>&1; echo rc=$?")
+        .shell(
+            &id,
+            "id -u; grep CapEff /proc/self/status; unshare -U true 2>&1; echo rc=$?",
+        )
         .await;
     let stdout = out["stdout"].as_str().unwrap();
     assert!(stdout.starts_with("1000\n"), "{stdout}");
     assert!(stdout.contains("CapEff:\t0000000000000000"), "{stdout}");
-    assert!(stdout.contains("rc=1"), "nested user namespaces must be refused: {stdout}");
+    assert!(
+        stdout.contains("rc=1"),
+        "nested user namespaces must be refused: {stdout}"
+    );
 }

@@ -10,10 +10,22 @@ async fn languages_run_from_files_with_stdin_env_and_cwd() {
     let id = app.sandbox("polyglot").await;
     app.shell(&id, "mkdir -p src/app").await;
     let cases = [
-        ("python", "import sys,os\nprint(sys.stdin.read().upper(), os.environ['GREETING'], os.getcwd())"),
-        ("javascript", "let d='';process.stdin.on('data',c=>d+=c).on('end',()=>console.log(d.toUpperCase(), process.env.GREETING, process.cwd()))"),
-        ("bash", "read -r line; echo \"${line^^}\" \"$GREETING\" \"$PWD\""),
-        ("sh", "read line; echo \"$(echo $line | tr a-z A-Z)\" \"$GREETING\" \"$(pwd)\""),
+        (
+            "python",
+            "import sys,os\nprint(sys.stdin.read().upper(), os.environ['GREETING'], os.getcwd())",
+        ),
+        (
+            "javascript",
+            "let d='';process.stdin.on('data',c=>d+=c).on('end',()=>console.log(d.toUpperCase(), process.env.GREETING, process.cwd()))",
+        ),
+        (
+            "bash",
+            "read -r line; echo \"${line^^}\" \"$GREETING\" \"$PWD\"",
+        ),
+        (
+            "sh",
+            "read line; echo \"$(echo $line | tr a-z A-Z)\" \"$GREETING\" \"$(pwd)\"",
+        ),
     ];
     for (language, code) in cases {
         let (status, out) = app
@@ -83,5 +95,8 @@ async fn a_language_the_sandbox_lacks_is_a_clear_error() {
     assert_eq!(status, 422, "{out}");
     assert_eq!(out["error"]["code"], "execution_error");
     let message = out["error"]["message"].as_str().unwrap();
-    assert!(message.contains("python") && message.contains("not available"), "{message}");
+    assert!(
+        message.contains("python") && message.contains("not available"),
+        "{message}"
+    );
 }

@@ -25,7 +25,10 @@ async fn timeout_kills_the_command_and_its_children() {
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["timed_out"], true);
     assert!(out["exit_code"].is_null());
-    assert!(out["message"].as_str().unwrap().contains("timed out"), "{out}");
+    assert!(
+        out["message"].as_str().unwrap().contains("timed out"),
+        "{out}"
+    );
     let exec_time = out["execution_time"].as_f64().unwrap();
     assert!(exec_time >= 1.5, "ended before its timeout: {exec_time}");
     assert!(
@@ -34,7 +37,9 @@ async fn timeout_kills_the_command_and_its_children() {
         processes_with(&marker)
     );
     // The job itself records the timeout.
-    let (_, page) = app.get_json("/v1/jobs?sandbox=timeouts&tool=execute_shell").await;
+    let (_, page) = app
+        .get_json("/v1/jobs?sandbox=timeouts&tool=execute_shell")
+        .await;
     let job = &page["jobs"][0];
     assert_eq!(job["status"], "failed");
     assert_eq!(job["error"]["reason"], "timeout");
@@ -77,7 +82,10 @@ async fn fork_bomb_is_contained() {
     // The bomb hit the process limit instead of taking the machine down.
     assert!(
         out["stderr"].as_str().unwrap().contains("fork")
-            || out["stderr"].as_str().unwrap().contains("Resource temporarily unavailable"),
+            || out["stderr"]
+                .as_str()
+                .unwrap()
+                .contains("Resource temporarily unavailable"),
         "{out}"
     );
     // The server and the sandbox still work.
@@ -92,7 +100,9 @@ async fn output_flood_is_capped_and_flagged() {
     let app = spawn_app(Db::Sqlite).await.unwrap();
     let id = app.sandbox("flood").await;
     // 5 MiB of output finishes, capped at the 1 MiB default per stream.
-    let out = app.shell(&id, "head -c 5242880 /dev/zero | tr '\\0' a; echo done >&2").await;
+    let out = app
+        .shell(&id, "head -c 5242880 /dev/zero | tr '\\0' a; echo done >&2")
+        .await;
     assert_eq!(out["exit_code"], 0);
     assert_eq!(out["truncated"], true);
     assert_eq!(out["stdout"].as_str().unwrap().len(), 1024 * 1024);
@@ -108,7 +118,12 @@ async fn output_flood_is_capped_and_flagged() {
     assert_eq!(out["timed_out"], true);
     assert_eq!(out["truncated"], true);
     assert!(out["stdout"].as_str().unwrap().len() <= 1024 * 1024);
-    assert!(out["stdout"].as_str().unwrap().starts_with("flood\nflood\n"));
+    assert!(
+        out["stdout"]
+            .as_str()
+            .unwrap()
+            .starts_with("flood\nflood\n")
+    );
     let health = app.client.get(app.url("/healthz")).send().await.unwrap();
     assert_eq!(health.status().as_u16(), 200);
 }

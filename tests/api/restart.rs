@@ -30,13 +30,18 @@ fn free_port() -> u16 {
 async fn start(data_dir: &std::path::Path, database_url: &Option<String>, key: &str) -> Server {
     let port = free_port();
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_daytona-mcp"));
-    cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-        .arg(data_dir)
-        .env_remove("DATABASE_URL")
-        .env("DAYTONA_MCP_API_KEY", key)
-        .env("DAYTONA_MCP_QUEUE__POLL_INTERVAL_MS", "200")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
+    cmd.args([
+        "serve",
+        "--listen",
+        &format!("127.0.0.1:{port}"),
+        "--data-dir",
+    ])
+    .arg(data_dir)
+    .env_remove("DATABASE_URL")
+    .env("DAYTONA_MCP_API_KEY", key)
+    .env("DAYTONA_MCP_QUEUE__POLL_INTERVAL_MS", "200")
+    .stdout(Stdio::null())
+    .stderr(Stdio::null());
     if let Some(url) = database_url {
         cmd.env("DATABASE_URL", url);
     }
@@ -48,7 +53,12 @@ async fn start(data_dir: &std::path::Path, database_url: &Option<String>, key: &
         client: reqwest::Client::new(),
     };
     for _ in 0..200 {
-        if let Ok(r) = server.client.get(format!("{}/readyz", server.base)).send().await {
+        if let Ok(r) = server
+            .client
+            .get(format!("{}/readyz", server.base))
+            .send()
+            .await
+        {
             if r.status().is_success() {
                 return server;
             }
@@ -97,7 +107,9 @@ async fn crash_and_restart_resolves_running_jobs(db: Db) {
     let key = format!("k-{}", uuid::Uuid::new_v4().simple());
     let mut server = start(&data_dir, &database_url, &key).await;
 
-    let (status, created) = server.call("/create_sandbox", json!({"name": "crashy"})).await;
+    let (status, created) = server
+        .call("/create_sandbox", json!({"name": "crashy"}))
+        .await;
     assert_eq!(status, 200, "{created}");
     let marker = format!("mark{}", uuid::Uuid::new_v4().simple());
     let submit = |command: String| {

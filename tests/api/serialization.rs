@@ -7,20 +7,29 @@ use serde_json::json;
 use crate::helpers::{Db, spawn_app};
 use crate::on_both_databases;
 
-on_both_databases!(one_workspace_runs_fifo_without_overlap, workspaces_run_in_parallel);
+on_both_databases!(
+    one_workspace_runs_fifo_without_overlap,
+    workspaces_run_in_parallel
+);
 
 async fn one_workspace_runs_fifo_without_overlap(db: Db) {
-    let Some(app) = spawn_app(db).await else { return };
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
     let id = app.sandbox("serial").await;
     // 50 concurrent submissions, each appending start/end markers around a short sleep.
     let submissions = (0..50).map(|i| {
         let app = &app;
         let id = id.clone();
         async move {
-            let command = format!(
-                "echo \"start {i}\" >> log.txt; sleep 0.02; echo \"end {i}\" >> log.txt"
-            );
-            let job = app.submit("execute_shell", json!({"sandbox_id": id, "command": command})).await;
+            let command =
+                format!("echo \"start {i}\" >> log.txt; sleep 0.02; echo \"end {i}\" >> log.txt");
+            let job = app
+                .submit(
+                    "execute_shell",
+                    json!({"sandbox_id": id, "command": command}),
+                )
+                .await;
             (i, job)
         }
     });
@@ -45,7 +54,9 @@ async fn one_workspace_runs_fifo_without_overlap(db: Db) {
     }
     // FIFO: execution order is enqueue order (job ids are UUIDv7, ordered by enqueue time on
     // this node; the queue's own sequence is what the jobs list is ordered by).
-    let (_, page) = app.get_json("/v1/jobs?sandbox=serial&tool=execute_shell&limit=100").await;
+    let (_, page) = app
+        .get_json("/v1/jobs?sandbox=serial&tool=execute_shell&limit=100")
+        .await;
     let by_job: HashMap<&str, usize> = submitted.iter().map(|(i, j)| (j.as_str(), *i)).collect();
     let mut enqueue_order: Vec<usize> = page["jobs"]
         .as_array()
@@ -55,11 +66,16 @@ async fn one_workspace_runs_fifo_without_overlap(db: Db) {
         .collect();
     enqueue_order.reverse();
     assert_eq!(enqueue_order.len(), 50);
-    assert_eq!(order, enqueue_order, "execution order differs from enqueue order");
+    assert_eq!(
+        order, enqueue_order,
+        "execution order differs from enqueue order"
+    );
 }
 
 async fn workspaces_run_in_parallel(db: Db) {
-    let Some(app) = spawn_app(db).await else { return };
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
     let mut ids = Vec::new();
     for i in 0..4 {
         ids.push(app.sandbox(&format!("par-{i}")).await);
@@ -93,5 +109,8 @@ async fn workspaces_run_in_parallel(db: Db) {
         - starts.iter().cloned().fold(f64::MAX, f64::min);
     let sum: f64 = starts.iter().zip(&ends).map(|(s, e)| e - s).sum();
     // Implied by the overlap (all four share an instant), checked for the record.
-    assert!(wall < sum * 0.75, "wall {wall}s is not well under the sum {sum}s");
+    assert!(
+        wall < sum * 0.75,
+        "wall {wall}s is not well under the sum {sum}s"
+    );
 }

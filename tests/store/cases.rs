@@ -133,7 +133,13 @@ pub async fn idempotency_key_returns_the_original_job(t: TestStore) {
         })
         .await
         .unwrap();
-    assert_eq!(audit_rows.iter().filter(|r| r.entry.outcome == "replayed").count(), 1);
+    assert_eq!(
+        audit_rows
+            .iter()
+            .filter(|r| r.entry.outcome == "replayed")
+            .count(),
+        1
+    );
 }
 
 pub async fn claim_is_fifo_within_a_workspace_and_priority_first(t: TestStore) {
@@ -175,7 +181,10 @@ pub async fn claim_runs_one_job_per_workspace(t: TestStore) {
     assert_eq!(first.len(), 2, "one head per workspace");
     let workspaces: HashSet<_> = first.iter().map(|j| j.workspace.clone()).collect();
     assert_eq!(workspaces.len(), 2);
-    assert!(claim(s, "n2", 100).await.is_empty(), "both workspaces are busy");
+    assert!(
+        claim(s, "n2", 100).await.is_empty(),
+        "both workspaces are busy"
+    );
 }
 
 pub async fn database_refuses_a_second_running_job_in_a_workspace(t: TestStore) {
@@ -208,8 +217,14 @@ pub async fn claim_waits_for_run_after(t: TestStore) {
         .claim("n1", 10, Utc::now() + chrono::Duration::hours(2), LEASE)
         .await
         .unwrap();
-    assert_eq!(claimed.iter().map(|j| j.id).collect::<Vec<_>>(), vec![later.id]);
-    assert_eq!(s.job(None, behind.id).await.unwrap().unwrap().state, JobState::Queued);
+    assert_eq!(
+        claimed.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![later.id]
+    );
+    assert_eq!(
+        s.job(None, behind.id).await.unwrap().unwrap().state,
+        JobState::Queued
+    );
 }
 
 pub async fn complete_writes_outcomes_and_ignores_foreign_leases(t: TestStore) {
@@ -265,9 +280,17 @@ pub async fn complete_writes_outcomes_and_ignores_foreign_leases(t: TestStore) {
     claim(s, "n1", 1).await;
     let written = s.complete("n2", &[ok(d.id)], Utc::now()).await.unwrap();
     assert!(written.is_empty());
-    assert_eq!(s.job(None, d.id).await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        s.job(None, d.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
     // Completing a finished job again changes nothing.
-    assert!(s.complete("n1", &[ok(a.id)], Utc::now()).await.unwrap().is_empty());
+    assert!(
+        s.complete("n1", &[ok(a.id)], Utc::now())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn retry_requeues_for_later(t: TestStore) {
@@ -309,15 +332,31 @@ pub async fn cancel_queued_running_and_finished(t: TestStore) {
     let running = put(s, job("t1", Some("w/a"))).await;
     let queued = put(s, job("t1", Some("w/a"))).await;
     claim(s, "n1", 10).await;
-    assert!(s.cancel("t2", queued.id, Utc::now()).await.unwrap().is_none(), "other tenant");
-    match s.cancel("t1", queued.id, Utc::now()).await.unwrap().unwrap() {
+    assert!(
+        s.cancel("t2", queued.id, Utc::now())
+            .await
+            .unwrap()
+            .is_none(),
+        "other tenant"
+    );
+    match s
+        .cancel("t1", queued.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         CancelOutcome::Cancelled(j) => {
             assert_eq!(j.state, JobState::Cancelled);
             assert!(j.finished_at.is_some());
         }
         other => panic!("unexpected {other:?}"),
     }
-    match s.cancel("t1", running.id, Utc::now()).await.unwrap().unwrap() {
+    match s
+        .cancel("t1", running.id, Utc::now())
+        .await
+        .unwrap()
+        .unwrap()
+    {
         CancelOutcome::Requested(j) => {
             assert_eq!(j.state, JobState::Running);
             assert!(j.cancel_requested);
@@ -348,7 +387,9 @@ pub async fn heartbeat_extends_leases_and_reports_cancels(t: TestStore) {
     let a = put(s, job("t1", None)).await;
     let b = put(s, job("t1", None)).await;
     let now = Utc::now();
-    s.claim("n1", 10, now, Duration::from_secs(5)).await.unwrap();
+    s.claim("n1", 10, now, Duration::from_secs(5))
+        .await
+        .unwrap();
     s.cancel("t1", b.id, now).await.unwrap();
     let later = now + chrono::Duration::seconds(3);
     let cancelled = s
@@ -360,9 +401,19 @@ pub async fn heartbeat_extends_leases_and_reports_cancels(t: TestStore) {
     assert!(a.lease_expires_at.unwrap() > later + chrono::Duration::seconds(50));
     // Another node's heartbeat does not touch our leases.
     let before = s.job(None, b.id).await.unwrap().unwrap().lease_expires_at;
-    s.heartbeat("n2", &[b.id], later, Duration::from_secs(600)).await.unwrap();
-    assert_eq!(s.job(None, b.id).await.unwrap().unwrap().lease_expires_at, before);
-    assert!(s.heartbeat("n1", &[], later, LEASE).await.unwrap().is_empty());
+    s.heartbeat("n2", &[b.id], later, Duration::from_secs(600))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.job(None, b.id).await.unwrap().unwrap().lease_expires_at,
+        before
+    );
+    assert!(
+        s.heartbeat("n1", &[], later, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 pub async fn rescue_resolves_only_expired_leases(t: TestStore) {
@@ -378,10 +429,14 @@ pub async fn rescue_resolves_only_expired_leases(t: TestStore) {
     exhausted.max_attempts = 1;
     let exhausted = put(s, exhausted).await;
     // Claimed with a short lease: expired at `now + 10s`.
-    s.claim("dead", 10, now, Duration::from_secs(5)).await.unwrap();
+    s.claim("dead", 10, now, Duration::from_secs(5))
+        .await
+        .unwrap();
     // A job on the living side of the horizon.
     let alive = put(s, job("t1", Some("w/d"))).await;
-    s.claim("alive", 10, now, Duration::from_secs(3600)).await.unwrap();
+    s.claim("alive", 10, now, Duration::from_secs(3600))
+        .await
+        .unwrap();
 
     let horizon = now + chrono::Duration::seconds(10);
     let mut rescued = s.rescue_expired(horizon).await.unwrap();
@@ -396,10 +451,16 @@ pub async fn rescue_resolves_only_expired_leases(t: TestStore) {
     assert!(failed.finished_at.is_some());
     let requeued = s.job(None, safe.id).await.unwrap().unwrap();
     assert!(requeued.lease_owner.is_none());
-    assert_eq!(s.job(None, alive.id).await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        s.job(None, alive.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
     // The re-queued job runs again, as attempt two.
     let again = s.claim("n2", 10, horizon, LEASE).await.unwrap();
-    assert_eq!(again.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(), vec![(safe.id, 2)]);
+    assert_eq!(
+        again.iter().map(|j| (j.id, j.attempts)).collect::<Vec<_>>(),
+        vec![(safe.id, 2)]
+    );
     assert!(s.rescue_expired(horizon).await.unwrap().is_empty());
 }
 
@@ -410,9 +471,18 @@ pub async fn recover_node_resolves_only_that_nodes_jobs(t: TestStore) {
     let theirs = put(s, job("t1", None)).await;
     s.claim("them", 1, Utc::now(), LEASE).await.unwrap();
     let rescued = s.recover_node("me", Utc::now()).await.unwrap();
-    assert_eq!(rescued.iter().map(|r| r.id).collect::<Vec<_>>(), vec![mine.id]);
-    assert_eq!(s.job(None, mine.id).await.unwrap().unwrap().state, JobState::Failed);
-    assert_eq!(s.job(None, theirs.id).await.unwrap().unwrap().state, JobState::Running);
+    assert_eq!(
+        rescued.iter().map(|r| r.id).collect::<Vec<_>>(),
+        vec![mine.id]
+    );
+    assert_eq!(
+        s.job(None, mine.id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+    assert_eq!(
+        s.job(None, theirs.id).await.unwrap().unwrap().state,
+        JobState::Running
+    );
 }
 
 pub async fn list_jobs_filters_and_pages(t: TestStore) {
@@ -420,7 +490,11 @@ pub async fn list_jobs_filters_and_pages(t: TestStore) {
     let mut ids = Vec::new();
     for i in 0..7 {
         let mut j = job("t1", Some(if i % 2 == 0 { "t1/even" } else { "t1/odd" }));
-        j.tool = if i < 3 { "create_sandbox".into() } else { "execute_shell".into() };
+        j.tool = if i < 3 {
+            "create_sandbox".into()
+        } else {
+            "execute_shell".into()
+        };
         ids.push(put(s, j).await.id);
     }
     put(s, job("t2", Some("t2/x"))).await;
@@ -431,9 +505,18 @@ pub async fn list_jobs_filters_and_pages(t: TestStore) {
         ..JobFilter::default()
     };
     let first = s.list_jobs(&page(None, 4)).await.unwrap();
-    assert_eq!(first.iter().map(|j| j.id).collect::<Vec<_>>(), ids[3..].iter().rev().copied().collect::<Vec<_>>());
-    let second = s.list_jobs(&page(Some(first.last().unwrap().seq), 4)).await.unwrap();
-    assert_eq!(second.iter().map(|j| j.id).collect::<Vec<_>>(), ids[..3].iter().rev().copied().collect::<Vec<_>>());
+    assert_eq!(
+        first.iter().map(|j| j.id).collect::<Vec<_>>(),
+        ids[3..].iter().rev().copied().collect::<Vec<_>>()
+    );
+    let second = s
+        .list_jobs(&page(Some(first.last().unwrap().seq), 4))
+        .await
+        .unwrap();
+    assert_eq!(
+        second.iter().map(|j| j.id).collect::<Vec<_>>(),
+        ids[..3].iter().rev().copied().collect::<Vec<_>>()
+    );
     let even = s
         .list_jobs(&JobFilter {
             tenant: Some("t1".into()),
@@ -469,12 +552,19 @@ pub async fn output_is_replayed_in_order(t: TestStore) {
         data: data.to_vec(),
         at: Utc::now(),
     };
-    s.append_output(&[chunk(1, Stream::Stdout, b"hello "), chunk(2, Stream::Stderr, &[0, 255, 10])])
+    s.append_output(&[
+        chunk(1, Stream::Stdout, b"hello "),
+        chunk(2, Stream::Stderr, &[0, 255, 10]),
+    ])
+    .await
+    .unwrap();
+    s.append_output(&[chunk(3, Stream::Stdout, b"world")])
         .await
         .unwrap();
-    s.append_output(&[chunk(3, Stream::Stdout, b"world")]).await.unwrap();
     // A repeated chunk (a retried flush) is ignored.
-    s.append_output(&[chunk(3, Stream::Stdout, b"again")]).await.unwrap();
+    s.append_output(&[chunk(3, Stream::Stdout, b"again")])
+        .await
+        .unwrap();
     let all = s.output(id, 0).await.unwrap();
     assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), vec![1, 2, 3]);
     assert_eq!(all[1].data, vec![0, 255, 10]);
@@ -512,7 +602,9 @@ pub async fn sandboxes_are_per_tenant(t: TestStore) {
         s.insert_sandbox(&sandbox("t1", "sb-2", "alpha")).await,
         Err(StoreError::Conflict(_))
     ));
-    s.insert_sandbox(&sandbox("t2", "sb-3", "alpha")).await.unwrap();
+    s.insert_sandbox(&sandbox("t2", "sb-3", "alpha"))
+        .await
+        .unwrap();
     let mut other = sandbox("t1", "sb-4", "beta");
     other.labels = BTreeMap::from([("team".into(), "web".into())]);
     other.status = "stopped".into();
@@ -525,26 +617,47 @@ pub async fn sandboxes_are_per_tenant(t: TestStore) {
     assert_eq!(by_id.auto_stop_minutes, Some(15));
     assert_eq!(s.sandbox("t1", "alpha").await.unwrap().unwrap().id, "sb-1");
     assert_eq!(s.sandbox("t2", "alpha").await.unwrap().unwrap().id, "sb-3");
-    assert!(s.sandbox("t2", "sb-1").await.unwrap().is_none(), "other tenant's id");
+    assert!(
+        s.sandbox("t2", "sb-1").await.unwrap().is_none(),
+        "other tenant's id"
+    );
 
     let list = |labels: &[(&str, &str)], status: Option<&str>| SandboxFilter {
         tenant: "t1".into(),
-        labels: labels.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
+        labels: labels
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         status: status.map(str::to_string),
     };
     assert_eq!(s.list_sandboxes(&list(&[], None)).await.unwrap().len(), 2);
-    let ml = s.list_sandboxes(&list(&[("team", "ml")], None)).await.unwrap();
-    assert_eq!(ml.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["sb-1"]);
+    let ml = s
+        .list_sandboxes(&list(&[("team", "ml")], None))
+        .await
+        .unwrap();
+    assert_eq!(
+        ml.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["sb-1"]
+    );
     let stopped = s.list_sandboxes(&list(&[], Some("stopped"))).await.unwrap();
-    assert_eq!(stopped.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(), vec!["sb-4"]);
+    assert_eq!(
+        stopped.iter().map(|r| r.id.as_str()).collect::<Vec<_>>(),
+        vec!["sb-4"]
+    );
 
     let later = Utc::now() + chrono::Duration::minutes(1);
     s.touch_sandbox("sb-1", later).await.unwrap();
     s.touch_sandbox("sb-1", Utc::now()).await.unwrap();
     let touched = s.sandbox("t1", "sb-1").await.unwrap().unwrap();
-    assert_eq!(touched.last_accessed.timestamp_millis(), later.timestamp_millis());
+    assert_eq!(
+        touched.last_accessed.timestamp_millis(),
+        later.timestamp_millis()
+    );
     s.set_sandbox_status("sb-1", "deleting").await.unwrap();
-    assert_eq!(s.sandbox("t1", "sb-1").await.unwrap().unwrap().status, "deleting");
+    assert_eq!(
+        s.sandbox("t1", "sb-1").await.unwrap().unwrap().status,
+        "deleting"
+    );
 
     let counts = s.sandbox_counts().await.unwrap();
     let total: i64 = counts.iter().map(|c| c.count).sum();
@@ -565,7 +678,11 @@ pub async fn audit_log_filters_and_is_append_only(t: TestStore) {
             client_addr: Some("127.0.0.1".into()),
         }
         .entry(
-            if i == 1 { "delete_sandbox" } else { "execute_shell" },
+            if i == 1 {
+                "delete_sandbox"
+            } else {
+                "execute_shell"
+            },
             Some(format!("{tenant}/w")),
             Some(Uuid::now_v7()),
             "accepted",
@@ -616,10 +733,26 @@ pub async fn audit_log_filters_and_is_append_only(t: TestStore) {
     assert_eq!(page[0].id, all[1].id);
     // The database itself refuses edits.
     let id = all[0].id.to_string();
-    assert!(raw(&t.url, "UPDATE audit_log SET outcome = 'x' WHERE id = CAST(? AS INTEGER)",
-        "UPDATE audit_log SET outcome = 'x' WHERE id = $1::bigint", &id).await.is_err());
-    assert!(raw(&t.url, "DELETE FROM audit_log WHERE id = CAST(? AS INTEGER)",
-        "DELETE FROM audit_log WHERE id = $1::bigint", &id).await.is_err());
+    assert!(
+        raw(
+            &t.url,
+            "UPDATE audit_log SET outcome = 'x' WHERE id = CAST(? AS INTEGER)",
+            "UPDATE audit_log SET outcome = 'x' WHERE id = $1::bigint",
+            &id
+        )
+        .await
+        .is_err()
+    );
+    assert!(
+        raw(
+            &t.url,
+            "DELETE FROM audit_log WHERE id = CAST(? AS INTEGER)",
+            "DELETE FROM audit_log WHERE id = $1::bigint",
+            &id
+        )
+        .await
+        .is_err()
+    );
 }
 
 pub async fn prune_deletes_old_finished_jobs(t: TestStore) {
@@ -637,11 +770,24 @@ pub async fn prune_deletes_old_finished_jobs(t: TestStore) {
     }])
     .await
     .unwrap();
-    assert_eq!(s.prune(Utc::now() - chrono::Duration::hours(1)).await.unwrap(), 0);
-    assert_eq!(s.prune(Utc::now() + chrono::Duration::seconds(1)).await.unwrap(), 1);
+    assert_eq!(
+        s.prune(Utc::now() - chrono::Duration::hours(1))
+            .await
+            .unwrap(),
+        0
+    );
+    assert_eq!(
+        s.prune(Utc::now() + chrono::Duration::seconds(1))
+            .await
+            .unwrap(),
+        1
+    );
     assert!(s.job(None, old.id).await.unwrap().is_none());
     assert!(s.output(old.id, 0).await.unwrap().is_empty());
-    assert!(s.job(None, open.id).await.unwrap().is_some(), "unfinished jobs stay");
+    assert!(
+        s.job(None, open.id).await.unwrap().is_some(),
+        "unfinished jobs stay"
+    );
 }
 
 pub async fn concurrent_claimers_never_share_a_job_or_a_workspace(t: TestStore) {
@@ -708,13 +854,24 @@ pub async fn concurrent_claimers_never_share_a_job_or_a_workspace(t: TestStore) 
 
 pub async fn enqueue_many_and_counts(t: TestStore) {
     let s = t.store.as_ref();
-    s.enqueue_many((0..25).map(|_| job("t1", None)).collect()).await.unwrap();
-    let claimed = claim(s, "n1", 10).await;
-    s.complete("n1", &claimed[..4].iter().map(|j| ok(j.id)).collect::<Vec<_>>(), Utc::now())
+    s.enqueue_many((0..25).map(|_| job("t1", None)).collect())
         .await
         .unwrap();
+    let claimed = claim(s, "n1", 10).await;
+    s.complete(
+        "n1",
+        &claimed[..4].iter().map(|j| ok(j.id)).collect::<Vec<_>>(),
+        Utc::now(),
+    )
+    .await
+    .unwrap();
     let counts = s.job_counts().await.unwrap();
-    let count = |state| counts.iter().find(|c| c.state == state).map_or(0, |c| c.count);
+    let count = |state| {
+        counts
+            .iter()
+            .find(|c| c.state == state)
+            .map_or(0, |c| c.count)
+    };
     assert_eq!(count(JobState::Queued), 15);
     assert_eq!(count(JobState::Running), 6);
     assert_eq!(count(JobState::Succeeded), 4);

@@ -20,7 +20,9 @@ pub struct TestStore {
 pub async fn sqlite_store() -> TestStore {
     let dir = tempfile::tempdir().unwrap();
     let url = format!("sqlite://{}", dir.path().join("test.db").display());
-    let store = store::connect(&DatabaseUrl::new(url.clone()), 4).await.unwrap();
+    let store = store::connect(&DatabaseUrl::new(url.clone()), 4)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     TestStore {
         store,
@@ -31,7 +33,9 @@ pub async fn sqlite_store() -> TestStore {
 
 pub async fn postgres_store() -> Option<TestStore> {
     let url = support::fresh_postgres_url().await?;
-    let store = store::connect(&DatabaseUrl::new(url.clone()), 8).await.unwrap();
+    let store = store::connect(&DatabaseUrl::new(url.clone()), 8)
+        .await
+        .unwrap();
     store.migrate().await.unwrap();
     Some(TestStore {
         store,

@@ -112,7 +112,11 @@ impl CgroupManager {
                 if let Some(base) = memory {
                     let dir = base.join(name);
                     cgroup.add(&dir)?;
-                    write(&dir, "memory.limit_in_bytes", &limits.memory_bytes.to_string())?;
+                    write(
+                        &dir,
+                        "memory.limit_in_bytes",
+                        &limits.memory_bytes.to_string(),
+                    )?;
                     // memsw must be set after the plain limit and not below it.
                     let _ = write(
                         &dir,
@@ -194,7 +198,10 @@ fn detect_v1(own: &str) -> Option<Layout> {
 fn detect_v2(own: &str) -> Option<Layout> {
     let root = Path::new("/sys/fs/cgroup");
     let enabled = fs::read_to_string(root.join("cgroup.controllers")).ok()?;
-    if !CONTROLLERS.iter().all(|c| enabled.split_whitespace().any(|e| e == *c)) {
+    if !CONTROLLERS
+        .iter()
+        .all(|c| enabled.split_whitespace().any(|e| e == *c))
+    {
         return None;
     }
     let path = own_path(own, None)?;
@@ -348,9 +355,13 @@ mod tests {
 
     #[test]
     fn finds_own_cgroup_paths() {
-        let own = "9:name=systemd:/\n8:pids:/a/b\n4:memory:/process_api/x\n1:cpu,cpuacct:/c\n0::/u\n";
+        let own =
+            "9:name=systemd:/\n8:pids:/a/b\n4:memory:/process_api/x\n1:cpu,cpuacct:/c\n0::/u\n";
         assert_eq!(own_path(own, Some("pids")).as_deref(), Some("/a/b"));
-        assert_eq!(own_path(own, Some("memory")).as_deref(), Some("/process_api/x"));
+        assert_eq!(
+            own_path(own, Some("memory")).as_deref(),
+            Some("/process_api/x")
+        );
         assert_eq!(own_path(own, Some("cpu")).as_deref(), Some("/c"));
         assert_eq!(own_path(own, None).as_deref(), Some("/u"));
         assert_eq!(own_path(own, Some("freezer")), None);

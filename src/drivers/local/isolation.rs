@@ -12,7 +12,9 @@ use std::path::{Path, PathBuf};
 pub use crate::drivers::paths::WORKSPACE;
 
 /// System directories shared read-only (or recreated as the same symlinks).
-const SYSTEM_DIRS: [&str; 7] = ["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+const SYSTEM_DIRS: [&str; 7] = [
+    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
+];
 
 /// Files and directories of `/etc` that programs need and that hold no host secrets.
 const ETC_ENTRIES: [&str; 12] = [
@@ -117,8 +119,10 @@ impl Bwrap {
             a.push(format!("/etc/{file}").into());
         }
         a.extend(
-            ["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind"]
-                .map(OsString::from),
+            [
+                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind",
+            ]
+            .map(OsString::from),
         );
         a.push(sandbox_dir.into());
         a.push(WORKSPACE.into());
@@ -177,7 +181,12 @@ mod tests {
         let bind = argv.iter().position(|a| a == "/data/sandboxes/x").unwrap();
         assert_eq!(argv[bind - 1], "--bind");
         assert_eq!(argv[bind + 1], WORKSPACE);
-        for flag in ["--unshare-net", "--unshare-pid", "--die-with-parent", "--disable-userns"] {
+        for flag in [
+            "--unshare-net",
+            "--unshare-pid",
+            "--die-with-parent",
+            "--disable-userns",
+        ] {
             assert!(argv.iter().any(|a| a == flag), "missing {flag}");
         }
     }

@@ -99,7 +99,10 @@ pub fn is_known(language: &str) -> bool {
 /// Finds the interpreter for `language` in `path_dirs`.
 pub fn resolve(language: &str, path_dirs: &[PathBuf]) -> Result<Interpreter, DriverError> {
     let wanted = language.to_ascii_lowercase();
-    let Some(lang) = LANGUAGES.iter().find(|l| l.names.contains(&wanted.as_str())) else {
+    let Some(lang) = LANGUAGES
+        .iter()
+        .find(|l| l.names.contains(&wanted.as_str()))
+    else {
         return Err(DriverError::invalid(
             "language",
             format!(

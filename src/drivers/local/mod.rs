@@ -92,8 +92,9 @@ impl LocalDriver {
         let scratch = config.data_dir.join("run");
         let runtime = config.data_dir.join("runtime");
         for dir in [&sandboxes, &scratch] {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| DriverError::internal(&format!("cannot create {}", dir.display()), e))?;
+            std::fs::create_dir_all(dir).map_err(|e| {
+                DriverError::internal(&format!("cannot create {}", dir.display()), e)
+            })?;
         }
         // Code files of calls that were running when the server stopped.
         if let Ok(entries) = std::fs::read_dir(&scratch) {
@@ -174,7 +175,10 @@ impl LocalDriver {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
         if !valid {
-            return Err(DriverError::invalid("sandbox_id", format!("invalid sandbox id `{id}`")));
+            return Err(DriverError::invalid(
+                "sandbox_id",
+                format!("invalid sandbox id `{id}`"),
+            ));
         }
         Ok(self.sandboxes.join(id))
     }
@@ -196,10 +200,7 @@ impl LocalDriver {
                     .ok_or_else(|| {
                         DriverError::Unsupported("the sandbox has no shell (bash or sh)".into())
                     })?;
-                Ok((
-                    vec![shell.into(), "-c".into(), command.into()],
-                    Vec::new(),
-                ))
+                Ok((vec![shell.into(), "-c".into(), command.into()], Vec::new()))
             }
             Program::Code { language, source } => {
                 let interpreter = languages::resolve(language, &self.path_dirs)?;
@@ -271,7 +272,8 @@ fn supports_disable_userns(bwrap: &Path) -> bool {
 /// Runs `true` in a sandbox to prove bubblewrap works here (user namespaces allowed, etc.).
 fn probe_bwrap(bwrap: &Bwrap, scratch: &Path) -> Result<(), DriverError> {
     let dir = scratch.join(format!("probe-{}", uuid::Uuid::new_v4().simple()));
-    std::fs::create_dir_all(&dir).map_err(|e| DriverError::internal("cannot create probe dir", e))?;
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| DriverError::internal("cannot create probe dir", e))?;
     let argv = bwrap.argv(&dir, WORKSPACE, &[], &["true".into()]);
     let output = std::process::Command::new(&argv[0])
         .args(&argv[1..])
@@ -335,7 +337,10 @@ impl Driver for LocalDriver {
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(DriverError::internal("cannot delete the sandbox directory", e)),
+            Err(e) => Err(DriverError::internal(
+                "cannot delete the sandbox directory",
+                e,
+            )),
         }
     }
 
@@ -365,7 +370,9 @@ impl Driver for LocalDriver {
             return Err(DriverError::NotFound(id.to_string()));
         }
         let relative = match &request.working_directory {
-            Some(wd) if !wd.is_empty() => crate::drivers::paths::sandbox_relative("working_directory", wd)?,
+            Some(wd) if !wd.is_empty() => {
+                crate::drivers::paths::sandbox_relative("working_directory", wd)?
+            }
             _ => PathBuf::new(),
         };
         let host_cwd = paths::existing_dir("working_directory", &dir, &relative)?;
@@ -376,7 +383,9 @@ impl Driver for LocalDriver {
             .await
             .map_err(|e| DriverError::internal("cannot create the scratch directory", e))?;
         let result = self
-            .exec_prepared(id, &dir, &relative, host_cwd, &exec_dir, &exec_id, request, io)
+            .exec_prepared(
+                id, &dir, &relative, host_cwd, &exec_dir, &exec_id, request, io,
+            )
             .await;
         let _ = tokio::fs::remove_dir_all(&exec_dir).await;
         result

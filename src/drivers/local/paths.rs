@@ -6,7 +6,11 @@ use crate::drivers::DriverError;
 
 /// Resolves an existing directory inside `root` on the host, following symlinks only as long as
 /// they stay inside `root`.
-pub fn existing_dir(field: &'static str, root: &Path, relative: &Path) -> Result<PathBuf, DriverError> {
+pub fn existing_dir(
+    field: &'static str,
+    root: &Path,
+    relative: &Path,
+) -> Result<PathBuf, DriverError> {
     let root = root
         .canonicalize()
         .map_err(|e| DriverError::internal("cannot resolve the sandbox directory", e))?;
@@ -14,7 +18,10 @@ pub fn existing_dir(field: &'static str, root: &Path, relative: &Path) -> Result
     let resolved = target.canonicalize().map_err(|_| {
         DriverError::invalid(
             field,
-            format!("{field} `{}` does not exist in the sandbox", relative.display()),
+            format!(
+                "{field} `{}` does not exist in the sandbox",
+                relative.display()
+            ),
         )
     })?;
     if !resolved.starts_with(&root) {

@@ -47,7 +47,11 @@ impl Rlimits {
             self.address_space_bytes,
             self.address_space_bytes,
         )?;
-        set_rlimit(libc::RLIMIT_FSIZE, self.file_size_bytes, self.file_size_bytes)?;
+        set_rlimit(
+            libc::RLIMIT_FSIZE,
+            self.file_size_bytes,
+            self.file_size_bytes,
+        )?;
         set_rlimit(libc::RLIMIT_NOFILE, self.open_files, self.open_files)?;
         if let Some(n) = self.processes {
             set_rlimit(libc::RLIMIT_NPROC, n, n)?;
@@ -243,7 +247,9 @@ async fn read_stream(
         };
         buffer.push(&chunk[..n]);
         // Followers are optional: a closed channel only means nobody listens.
-        let _ = output.send((stream, Bytes::copy_from_slice(&chunk[..n]))).await;
+        let _ = output
+            .send((stream, Bytes::copy_from_slice(&chunk[..n])))
+            .await;
     }
     buffer
 }
