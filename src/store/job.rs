@@ -249,43 +249,71 @@ impl Finish {
             Finish::Retry { .. } => JobState::Queued,
         }
     }
+}
 
-    /// The columns a terminal finish writes: state, result, error and exit code. `None` for a
-    /// retry, which writes none of them.
-    pub fn terminal_columns(&self) -> Option<TerminalColumns<'_>> {
-        let (result, error, exit_code) = match self {
-            Finish::Succeeded { result, exit_code } => (Some(result), None, *exit_code),
+/// One completion as the columns it writes. A batch of these, serialized as a JSON array, is
+/// applied by a single statement (`json_each` on SQLite, `jsonb_to_recordset` on PostgreSQL):
+/// one round trip per batch instead of one per job.
+#[derive(Debug, Serialize)]
+pub struct CompletionRow<'a> {
+    pub id: String,
+    pub state: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<&'a Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<JobError>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    /// For a retry: when the job may run again (RFC 3339, for PostgreSQL)…
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_after: Option<DateTime<Utc>>,
+    /// …and the same instant in microseconds since the epoch (for SQLite).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub run_after_us: Option<i64>,
+}
+
+impl Completion {
+    /// The columns this completion writes.
+    pub fn row(&self) -> CompletionRow<'_> {
+        let mut row = CompletionRow {
+            id: self.id.to_string(),
+            state: self.finish.state().as_str(),
+            result: None,
+            error: None,
+            exit_code: None,
+            run_after: None,
+            run_after_us: None,
+        };
+        match &self.finish {
+            Finish::Succeeded { result, exit_code } => {
+                row.result = Some(result);
+                row.exit_code = *exit_code;
+            }
             Finish::Failed {
                 error,
                 result,
                 exit_code,
-            } => (result.as_ref(), Some(error.clone()), *exit_code),
-            Finish::Cancelled { result, exit_code } => (
-                result.as_ref(),
-                Some(JobError::new(
+            } => {
+                row.result = result.as_ref();
+                row.error = Some(error.clone());
+                row.exit_code = *exit_code;
+            }
+            Finish::Cancelled { result, exit_code } => {
+                row.result = result.as_ref();
+                row.error = Some(JobError::new(
                     ErrorReason::Cancelled,
                     "cancelled while running; its process group was killed",
-                )),
-                *exit_code,
-            ),
-            Finish::Retry { .. } => return None,
-        };
-        Some(TerminalColumns {
-            state: self.state(),
-            result,
-            error,
-            exit_code,
-        })
+                ));
+                row.exit_code = *exit_code;
+            }
+            Finish::Retry { error, run_after } => {
+                row.error = Some(error.clone());
+                row.run_after = Some(*run_after);
+                row.run_after_us = Some(run_after.timestamp_micros());
+            }
+        }
+        row
     }
-}
-
-/// What a terminal [`Finish`] writes to the job row.
-#[derive(Debug)]
-pub struct TerminalColumns<'a> {
-    pub state: JobState,
-    pub result: Option<&'a Value>,
-    pub error: Option<JobError>,
-    pub exit_code: Option<i32>,
 }
 
 /// One finished job reported by the node holding its lease.

@@ -15,8 +15,8 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Finish,
-    Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount,
+    AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
+    JobError, JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount,
     SandboxFilter, SandboxRecord, StateCount, Store, StoreError, Stream,
 };
 
@@ -374,57 +374,48 @@ impl Store for PgStore {
         completions: &[Completion],
         now: DateTime<Utc>,
     ) -> Result<Vec<Job>> {
-        let mut tx = self.pool.begin().await?;
-        let mut done = Vec::with_capacity(completions.len());
-        let mut requeued = false;
-        for completion in completions {
-            let row = match &completion.finish {
-                Finish::Retry { error, run_after } => {
-                    requeued = true;
-                    sqlx::query(
-                        "UPDATE jobs SET state = 'queued', run_after = $1, error = $2, \
-                         lease_owner = NULL, lease_expires_at = NULL, cancel_requested = FALSE \
-                         WHERE id = $3 AND state = 'running' AND lease_owner = $4 RETURNING *",
-                    )
-                    .bind(*run_after)
-                    .bind(Json(error))
-                    .bind(completion.id)
-                    .bind(node)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                }
-                finish => {
-                    let cols = finish
-                        .terminal_columns()
-                        .expect("every finish but a retry is terminal");
-                    sqlx::query(
-                        "UPDATE jobs SET state = $1, finished_at = $2, result = $3, error = $4, \
-                         exit_code = $5, lease_owner = NULL, lease_expires_at = NULL \
-                         WHERE id = $6 AND state = 'running' AND lease_owner = $7 RETURNING *",
-                    )
-                    .bind(cols.state.as_str())
-                    .bind(now)
-                    .bind(cols.result)
-                    .bind(cols.error.map(Json))
-                    .bind(cols.exit_code)
-                    .bind(completion.id)
-                    .bind(node)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                }
-            };
-            if let Some(row) = row {
-                let job = job_from_row(&row)?;
-                notify(&mut tx, CHANNEL_DONE, &job.id.to_string()).await?;
-                done.push(job);
-            }
+        if completions.is_empty() {
+            return Ok(Vec::new());
         }
-        // A finished job may unblock the next job of its workspace on another node.
-        if !done.is_empty() || requeued {
+        let rows: Vec<_> = completions.iter().map(Completion::row).collect();
+        let mut tx = self.pool.begin().await?;
+        let written = sqlx::query(
+            "UPDATE jobs SET \
+                 state = c.state, \
+                 finished_at = CASE WHEN c.state = 'queued' THEN jobs.finished_at ELSE $2 END, \
+                 result = CASE WHEN c.state = 'queued' THEN jobs.result ELSE c.result END, \
+                 error = c.error, \
+                 exit_code = CASE WHEN c.state = 'queued' THEN jobs.exit_code ELSE c.exit_code END, \
+                 run_after = COALESCE(c.run_after, jobs.run_after), \
+                 cancel_requested = CASE WHEN c.state = 'queued' THEN FALSE \
+                                         ELSE jobs.cancel_requested END, \
+                 lease_owner = NULL, lease_expires_at = NULL \
+             FROM jsonb_to_recordset($1::jsonb) AS c(id uuid, state text, result jsonb, \
+                  error jsonb, exit_code integer, run_after timestamptz) \
+             WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $3 \
+             RETURNING jobs.*",
+        )
+        .bind(Json(&rows))
+        .bind(now)
+        .bind(node)
+        .fetch_all(&mut *tx)
+        .await?;
+        let written = written
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        if !written.is_empty() {
+            let ids: Vec<Uuid> = written.iter().map(|j| j.id).collect();
+            sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
+                .bind(CHANNEL_DONE)
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await?;
+            // A finished job may unblock the next job of its workspace on another node.
             notify(&mut tx, CHANNEL_JOBS, "").await?;
         }
         tx.commit().await?;
-        Ok(done)
+        Ok(written)
     }
 
     async fn cancel(

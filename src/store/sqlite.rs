@@ -17,8 +17,8 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::{
-    AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Finish,
-    Job, JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount, SandboxFilter,
+    AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
+    JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount, SandboxFilter,
     SandboxRecord, StateCount, Store, StoreError, Stream,
 };
 
@@ -336,7 +336,7 @@ impl Store for SqliteStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut tx = self.begin().await?;
+        // One statement, atomic on its own: no BEGIN/COMMIT round trips.
         let rows = sqlx::query(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?1, \
                  lease_owner = ?2, lease_expires_at = ?3 \
@@ -356,9 +356,8 @@ impl Store for SqliteStore {
         .bind(node)
         .bind(ts(super::lease_until(now, lease)))
         .bind(i64::from(limit))
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.writer)
         .await?;
-        tx.commit().await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
         Ok(jobs)
@@ -404,50 +403,35 @@ impl Store for SqliteStore {
         completions: &[Completion],
         now: DateTime<Utc>,
     ) -> Result<Vec<Job>> {
-        let mut tx = self.begin().await?;
-        let mut done = Vec::with_capacity(completions.len());
-        for completion in completions {
-            let id = completion.id.to_string();
-            let row = match &completion.finish {
-                Finish::Retry { error, run_after } => {
-                    sqlx::query(
-                        "UPDATE jobs SET state = 'queued', run_after = ?, error = ?, \
-                         lease_owner = NULL, lease_expires_at = NULL, cancel_requested = 0 \
-                         WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING *",
-                    )
-                    .bind(ts(*run_after))
-                    .bind(json_text(error))
-                    .bind(&id)
-                    .bind(node)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                }
-                finish => {
-                    let cols = finish
-                        .terminal_columns()
-                        .expect("every finish but a retry is terminal");
-                    sqlx::query(
-                        "UPDATE jobs SET state = ?, finished_at = ?, result = ?, error = ?, \
-                         exit_code = ?, lease_owner = NULL, lease_expires_at = NULL \
-                         WHERE id = ? AND state = 'running' AND lease_owner = ? RETURNING *",
-                    )
-                    .bind(cols.state.as_str())
-                    .bind(ts(now))
-                    .bind(cols.result.map(json_text))
-                    .bind(cols.error.as_ref().map(json_text))
-                    .bind(cols.exit_code)
-                    .bind(&id)
-                    .bind(node)
-                    .fetch_optional(&mut *tx)
-                    .await?
-                }
-            };
-            if let Some(row) = row {
-                done.push(job_from_row(&row)?);
-            }
+        if completions.is_empty() {
+            return Ok(Vec::new());
         }
-        tx.commit().await?;
-        Ok(done)
+        let rows: Vec<_> = completions.iter().map(Completion::row).collect();
+        // One statement for the whole batch; a single statement is atomic without BEGIN.
+        let written = sqlx::query(
+            "UPDATE jobs SET \
+                 state = c.state, \
+                 finished_at = CASE WHEN c.state = 'queued' THEN jobs.finished_at ELSE ?2 END, \
+                 result = CASE WHEN c.state = 'queued' THEN jobs.result ELSE c.result END, \
+                 error = c.error, \
+                 exit_code = CASE WHEN c.state = 'queued' THEN jobs.exit_code ELSE c.exit_code END, \
+                 run_after = COALESCE(c.run_after, jobs.run_after), \
+                 cancel_requested = CASE WHEN c.state = 'queued' THEN 0 ELSE jobs.cancel_requested END, \
+                 lease_owner = NULL, lease_expires_at = NULL \
+             FROM (SELECT value ->> '$.id' AS id, value ->> '$.state' AS state, \
+                          value -> '$.result' AS result, value -> '$.error' AS error, \
+                          value ->> '$.exit_code' AS exit_code, \
+                          value ->> '$.run_after_us' AS run_after \
+                   FROM json_each(?1)) AS c \
+             WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = ?3 \
+             RETURNING *",
+        )
+        .bind(json_text(&rows))
+        .bind(ts(now))
+        .bind(node)
+        .fetch_all(&self.writer)
+        .await?;
+        written.iter().map(job_from_row).collect()
     }
 
     async fn cancel(

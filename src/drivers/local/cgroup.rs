@@ -267,37 +267,32 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Kills every process in the cgroup and waits (briefly) until it is empty.
+    /// Kills every process in the cgroup and waits (at most about two seconds) until it is
+    /// empty. Returns at once when it already is, the common case.
     pub fn kill_all(&self) {
-        if self.v2 {
-            if let Some(dir) = self.dirs.first() {
-                if fs::write(dir.join("cgroup.kill"), "1").is_ok() {
-                    self.wait_empty();
-                    return;
-                }
-            }
-        }
-        for _ in 0..100 {
+        let mut pause = std::time::Duration::from_micros(250);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+        let mut killed_v2 = false;
+        loop {
             let pids = self.pids();
-            if pids.is_empty() {
+            if pids.is_empty() || std::time::Instant::now() >= deadline {
                 return;
             }
-            for pid in pids {
-                // SAFETY: sending a signal has no memory-safety preconditions.
-                unsafe {
-                    libc::kill(pid, libc::SIGKILL);
+            if self.v2 && !killed_v2 {
+                if let Some(dir) = self.dirs.first() {
+                    killed_v2 = fs::write(dir.join("cgroup.kill"), "1").is_ok();
                 }
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
-        }
-    }
-
-    fn wait_empty(&self) {
-        for _ in 0..200 {
-            if self.pids().is_empty() {
-                return;
+            if !killed_v2 {
+                for pid in pids {
+                    // SAFETY: sending a signal has no memory-safety preconditions.
+                    unsafe {
+                        libc::kill(pid, libc::SIGKILL);
+                    }
+                }
             }
-            std::thread::sleep(std::time::Duration::from_millis(5));
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(std::time::Duration::from_millis(20));
         }
     }
 

@@ -174,11 +174,18 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
         _ = tokio::time::sleep(spawn.timeout) => Ending::TimedOut,
         _ = io.cancel.cancelled() => Ending::Cancelled,
     };
-    kill_tree(pid, spawn.cgroup.as_deref());
+    // SAFETY: signalling a process group has no memory-safety preconditions.
+    unsafe {
+        libc::kill(-pid, libc::SIGKILL);
+    }
     let status = child
         .wait()
         .await
         .map_err(|e| DriverError::internal("cannot reap the command", e))?;
+    // After the reap, so the command's own zombie is not mistaken for a straggler.
+    if let Some(cgroup) = spawn.cgroup.as_deref() {
+        cgroup.kill_all();
+    }
     let duration = started.elapsed();
 
     let drain_until = tokio::time::Instant::now() + DRAIN_GRACE;
@@ -270,17 +277,6 @@ fn wait_exit_no_reap(pid: i32) {
         if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
             return;
         }
-    }
-}
-
-/// Kills the process group led by `pid` and everything in the cgroup.
-fn kill_tree(pid: i32, cgroup: Option<&Cgroup>) {
-    // SAFETY: signalling a process group has no memory-safety preconditions.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-    }
-    if let Some(cgroup) = cgroup {
-        cgroup.kill_all();
     }
 }
 

@@ -1,0 +1,271 @@
+//! Benchmarks of the job pipeline. Prints numbers for BENCHMARKS.md; asserts nothing.
+//!
+//! ```text
+//! cargo bench --bench pipeline -- queue [JOBS]     # no-op jobs through store, dispatcher, actors
+//! cargo bench --bench pipeline -- e2e [CALLS]      # sync execute_shell `true` over HTTP vs bare bwrap
+//! ```
+//! PostgreSQL variants run when `DAYTONA_MCP_BENCH_POSTGRES` names a database URL the bench may
+//! create databases from (e.g. `postgres://postgres@127.0.0.1:5432/postgres`).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use daytona_mcp::actors::{Executor, JobContext, Outcome, Pool, PoolConfig};
+use daytona_mcp::app::Application;
+use daytona_mcp::config::Config;
+use daytona_mcp::drivers::local::isolation::{Bwrap, WORKSPACE};
+use daytona_mcp::metrics::Metrics;
+use daytona_mcp::queue::Queue;
+use daytona_mcp::store::{self, DatabaseUrl, JobState, NewJob, Store};
+use serde_json::json;
+use sqlx::Connection;
+
+struct Noop;
+
+#[async_trait]
+impl Executor for Noop {
+    async fn execute(&self, _job: &daytona_mcp::store::Job, _ctx: JobContext) -> Outcome {
+        Outcome::Succeeded {
+            result: json!({}),
+            exit_code: None,
+        }
+    }
+}
+
+async fn postgres_url() -> Option<String> {
+    let admin = std::env::var("DAYTONA_MCP_BENCH_POSTGRES").ok()?;
+    let name = format!("dmcp_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+        .execute(&mut conn)
+        .await
+        .ok()?;
+    let base = &admin[..admin.rfind('/').unwrap()];
+    Some(format!("{base}/{name}"))
+}
+
+/// Enqueues `jobs` no-op jobs (spread over `workspaces` workspaces, or none), then measures
+/// how long the pool takes to run them all.
+async fn queue_run(store: Arc<dyn Store>, jobs: usize, workspaces: usize) -> f64 {
+    let mut batch = Vec::with_capacity(1000);
+    for i in 0..jobs {
+        let mut job = NewJob::new("bench", "noop", json!({}));
+        if workspaces > 0 {
+            job.workspace = Some(format!("bench/{}", i % workspaces));
+        }
+        batch.push(job);
+        if batch.len() == 1000 {
+            store
+                .enqueue_many(std::mem::take(&mut batch))
+                .await
+                .unwrap();
+        }
+    }
+    store.enqueue_many(batch).await.unwrap();
+
+    let queue = Queue::new(store.clone(), Duration::from_secs(1));
+    let started = Instant::now();
+    let pool = Pool::start(
+        queue,
+        Arc::new(Noop),
+        Metrics::new(),
+        PoolConfig {
+            node_id: format!("bench-{}", uuid::Uuid::new_v4().simple()),
+            concurrency: 512,
+            claim_batch: 512,
+            poll_interval: Duration::from_millis(50),
+            ..PoolConfig::default()
+        },
+        None,
+    )
+    .await
+    .unwrap();
+    loop {
+        let counts = store.job_counts().await.unwrap();
+        let done = counts
+            .iter()
+            .find(|c| c.state == JobState::Succeeded)
+            .map_or(0, |c| c.count);
+        if done as usize >= jobs {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let elapsed = started.elapsed().as_secs_f64();
+    pool.shutdown(Duration::from_secs(5)).await;
+    jobs as f64 / elapsed
+}
+
+/// Single-job enqueue rate: one transaction (job + audit row) per call, `tasks` callers.
+async fn enqueue_rate(store: Arc<dyn Store>, jobs: usize, tasks: usize) -> f64 {
+    let started = Instant::now();
+    let mut handles = Vec::new();
+    for _ in 0..tasks {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            for _ in 0..jobs / tasks {
+                let job = NewJob::new("bench", "noop", json!({}));
+                let audit = daytona_mcp::audit::Caller::internal("bench").entry(
+                    "noop",
+                    None,
+                    Some(job.id),
+                    "accepted",
+                    None,
+                );
+                store.enqueue(job, audit).await.unwrap();
+            }
+        }));
+    }
+    for h in handles {
+        h.await.unwrap();
+    }
+    jobs as f64 / started.elapsed().as_secs_f64()
+}
+
+async fn open(url: &str) -> Arc<dyn Store> {
+    let store = store::connect(&DatabaseUrl::new(url), 16).await.unwrap();
+    store.migrate().await.unwrap();
+    store
+}
+
+/// A URL of a fresh, empty database of `backend`, or `None` when PostgreSQL is not set up.
+async fn fresh(backend: &str, dir: &std::path::Path) -> Option<String> {
+    match backend {
+        "sqlite" => Some(format!(
+            "sqlite://{}",
+            dir.join(format!("bench-{}.db", uuid::Uuid::new_v4().simple()))
+                .display()
+        )),
+        _ => postgres_url().await,
+    }
+}
+
+async fn bench_queue(jobs: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    for backend in ["sqlite", "postgres"] {
+        for (label, workspaces) in [("no workspace", 0), ("1000 workspaces", 1000)] {
+            // A fresh database per run, so earlier runs' rows do not weigh on the claims.
+            let Some(url) = fresh(backend, dir.path()).await else {
+                println!("queue {backend}: skipped (set DAYTONA_MCP_BENCH_POSTGRES)");
+                break;
+            };
+            let rate = queue_run(open(&url).await, jobs, workspaces).await;
+            println!("queue {backend:8} {label:16} {jobs} no-op jobs: {rate:>9.0} jobs/s");
+        }
+        if let Some(url) = fresh(backend, dir.path()).await {
+            let rate = enqueue_rate(open(&url).await, jobs.min(20_000), 8).await;
+            println!(
+                "queue {backend:8} single enqueue (job + audit row, one tx each, 8 callers): \
+                 {rate:>9.0} jobs/s"
+            );
+        }
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[idx]
+}
+
+fn report(label: &str, mut samples: Vec<f64>) -> f64 {
+    samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    let p50 = percentile(&samples, 0.5);
+    println!(
+        "{label:44} n={:4}  p50 {:7.2} ms  p90 {:7.2} ms  p99 {:7.2} ms",
+        samples.len(),
+        p50 * 1e3,
+        percentile(&samples, 0.9) * 1e3,
+        percentile(&samples, 0.99) * 1e3
+    );
+    p50
+}
+
+async fn bench_e2e(calls: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        data_dir: dir.path().join("data"),
+        ..Config::default()
+    };
+    config.server.listen = "127.0.0.1:0".into();
+    config.auth.api_key = "bench-key".into();
+    config.queue.retention_hours = 0;
+    if std::env::var("BENCH_NO_CGROUPS").is_ok() {
+        config.local.cgroups = false;
+    }
+    let app = Application::build(config).await.unwrap();
+    let base = format!("http://127.0.0.1:{}", app.port());
+    actix_rt::spawn(app.run_until_stopped());
+    let client = reqwest::Client::new();
+    let created: serde_json::Value = client
+        .post(format!("{base}/create_sandbox"))
+        .bearer_auth("bench-key")
+        .json(&json!({"name": "bench"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["sandbox_id"].as_str().unwrap().to_string();
+    let call = |client: &reqwest::Client| {
+        client
+            .post(format!("{base}/execute_shell"))
+            .bearer_auth("bench-key")
+            .json(&json!({"sandbox_id": "bench", "command": "true"}))
+            .send()
+    };
+    for _ in 0..20 {
+        call(&client).await.unwrap().bytes().await.unwrap();
+    }
+    let mut http = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        let body: serde_json::Value = call(&client).await.unwrap().json().await.unwrap();
+        http.push(started.elapsed().as_secs_f64());
+        assert_eq!(body["exit_code"], 0);
+    }
+
+    // The same sandbox command line the driver builds, spawned bare.
+    let runtime = dir.path().join("data/runtime");
+    let bwrap = Bwrap {
+        path: "/usr/bin/bwrap".into(),
+        disable_userns: true,
+        runtime_dir: runtime,
+    };
+    let sandbox_dir = dir.path().join("data/sandboxes").join(&id);
+    let argv = bwrap.argv(&sandbox_dir, WORKSPACE, &[], &["true".into()]);
+    let mut bare = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        let status = std::process::Command::new(&argv[0])
+            .args(&argv[1..])
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .status()
+            .unwrap();
+        bare.push(started.elapsed().as_secs_f64());
+        assert!(status.success());
+    }
+    let p50_http = report("sync execute_shell `true` over HTTP (REST)", http);
+    let p50_bare = report("bare `bwrap … true` spawn", bare);
+    println!("ratio p50 HTTP / bare bwrap: {:.2}x", p50_http / p50_bare);
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| a != "--bench")
+        .collect();
+    let mode = args.first().map(String::as_str).unwrap_or("all");
+    let n: Option<usize> = args.get(1).and_then(|s| s.parse().ok());
+    let system = actix_rt::System::new();
+    system.block_on(async move {
+        if matches!(mode, "queue" | "all") {
+            bench_queue(n.unwrap_or(50_000)).await;
+        }
+        if matches!(mode, "e2e" | "all") {
+            bench_e2e(n.unwrap_or(300)).await;
+        }
+    });
+}
