@@ -287,8 +287,11 @@ impl Application {
         if let Some(handle) = metrics_handle {
             handle.stop(true).await;
         }
-        for task in self.background {
+        for task in &self.background {
             task.abort();
+        }
+        for task in self.background {
+            let _ = task.await;
         }
         self.pool.shutdown(self.shutdown_grace).await;
         tracing::info!("stopped");

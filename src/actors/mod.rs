@@ -237,8 +237,14 @@ impl Pool {
             tracing::error!("some jobs did not finish; the next start of this node resolves them");
         }
         self.halt.cancel();
-        for task in self.tasks {
+        // Abort, then wait for each task to be dropped inside the runtime: a task dropped later,
+        // while the runtime itself shuts down, could release a database connection where no
+        // runtime can take it back.
+        for task in &self.tasks {
             task.abort();
+        }
+        for task in self.tasks {
+            let _ = task.await;
         }
     }
 

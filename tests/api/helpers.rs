@@ -22,9 +22,21 @@ pub struct TestApp {
     pub key: String,
     pub client: reqwest::Client,
     pub data_dir: std::path::PathBuf,
-    /// Keeps the server referenced for the test's lifetime.
-    _handle: ServerHandle,
+    handle: ServerHandle,
+    /// The server runs in its own thread and actix system, like a separate process; dropping
+    /// the `TestApp` stops it gracefully and joins the thread.
+    thread: Option<std::thread::JoinHandle<()>>,
     _dir: tempfile::TempDir,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        // `stop` sends its command at once; the returned future only reports completion.
+        drop(self.handle.stop(false));
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
 }
 
 fn init_logs() {
@@ -61,15 +73,21 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
     Some(spawn_with(config, dir).await)
 }
 
-pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
+pub async fn spawn_with(mut config: Config, dir: tempfile::TempDir) -> TestApp {
     let key = config.auth.api_key.clone();
-    let app = Application::build(config.clone())
+    config.server.shutdown_grace_s = 1;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let data_dir = config.data_dir.clone();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let app = Application::build(config).await.expect("server builds");
+            tx.send((app.port(), app.handle())).unwrap();
+            app.run_until_stopped().await.expect("server stops cleanly");
+        });
+    });
+    let (port, handle) = tokio::task::spawn_blocking(move || rx.recv().expect("server started"))
         .await
-        .expect("server builds");
-    let port = app.port();
-    let handle = app.handle();
-    actix_rt::spawn(app.run_until_stopped());
-    let data_dir = config.data_dir.canonicalize().unwrap();
+        .unwrap();
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         port,
@@ -78,8 +96,9 @@ pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
             .timeout(Duration::from_secs(120))
             .build()
             .unwrap(),
-        data_dir,
-        _handle: handle,
+        data_dir: data_dir.canonicalize().unwrap(),
+        handle,
+        thread: Some(thread),
         _dir: dir,
     }
 }
