@@ -223,7 +223,8 @@ fn detect_v2(own: &str) -> Option<Layout> {
 #[derive(Debug)]
 pub struct Cgroup {
     dirs: Vec<PathBuf>,
-    /// `cgroup.procs` of each directory, ready for the child to join between fork and exec.
+    /// `cgroup.procs` of each directory, which a new process writes itself into between
+    /// `clone` and `execve` (see `spawn.rs`).
     procs: Vec<CString>,
     v2: bool,
     memory_dir: Option<PathBuf>,
@@ -245,26 +246,9 @@ impl Cgroup {
         Ok(())
     }
 
-    /// Moves the calling process into this cgroup. Runs in the child between fork and exec, so
-    /// it only makes raw system calls: no allocation, no locks.
-    pub fn join_from_child(&self) -> io::Result<()> {
-        for path in &self.procs {
-            // SAFETY: `path` is a valid C string; open/write/close are async-signal-safe.
-            unsafe {
-                let fd = libc::open(path.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
-                if fd < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                // "0" means the writing process itself, in both cgroup versions.
-                let n = libc::write(fd, b"0".as_ptr().cast(), 1);
-                let err = io::Error::last_os_error();
-                libc::close(fd);
-                if n != 1 {
-                    return Err(err);
-                }
-            }
-        }
-        Ok(())
+    /// The `cgroup.procs` files a new process writes itself into (see `spawn.rs`).
+    pub fn procs_files(&self) -> Vec<CString> {
+        self.procs.clone()
     }
 
     /// Kills every process in the cgroup and waits (at most about two seconds) until it is

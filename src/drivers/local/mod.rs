@@ -13,6 +13,7 @@ pub mod isolation;
 pub mod languages;
 pub mod paths;
 pub mod process;
+mod spawn;
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};

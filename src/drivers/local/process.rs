@@ -10,10 +10,10 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
-use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
 use super::cgroup::Cgroup;
+use super::spawn::{Exit, Prepared};
 use crate::drivers::{DriverError, ExecIo, ExecResult};
 use crate::output::{CappedBuffer, OutputTx, Stream};
 
@@ -34,7 +34,7 @@ pub struct Rlimits {
 
 impl Rlimits {
     /// Applies the limits to the calling process. Runs between fork and exec: raw syscalls only.
-    fn apply(&self) -> io::Result<()> {
+    pub(super) fn apply(&self) -> io::Result<()> {
         set_rlimit(libc::RLIMIT_CORE, 0, 0)?;
         // The soft CPU limit sends SIGXCPU (which names the cause); the hard one SIGKILLs.
         set_rlimit(
@@ -107,46 +107,26 @@ enum Ending {
 /// Runs the process and returns how it ended. Every process it started is dead on return
 /// (process group and cgroup are both killed), whatever the ending.
 pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
-    let Some((program, args)) = spawn.argv.split_first() else {
-        return Err(DriverError::Internal("empty argv".into()));
-    };
-    let mut cmd = Command::new(program);
-    cmd.args(args)
-        .env_clear()
-        .envs(spawn.env.iter().map(|(k, v)| (k, v)))
-        .current_dir(&spawn.cwd)
-        .stdin(if spawn.stdin.is_some() {
-            std::process::Stdio::piped()
-        } else {
-            std::process::Stdio::null()
-        })
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    let rlimits = spawn.rlimits;
-    let cgroup = spawn.cgroup.clone();
-    // SAFETY: the closure only makes async-signal-safe system calls (see `Cgroup::join_from_child`
-    // and `Rlimits::apply`); it allocates nothing and takes no locks.
-    unsafe {
-        cmd.pre_exec(move || {
-            if let Some(cgroup) = &cgroup {
-                cgroup.join_from_child()?;
-            }
-            rlimits.apply()
-        });
-    }
+    let prepared = Prepared::new(
+        &spawn.argv,
+        &spawn.env,
+        &spawn.cwd,
+        spawn.stdin.is_some(),
+        spawn.rlimits,
+        spawn
+            .cgroup
+            .as_deref()
+            .map(Cgroup::procs_files)
+            .unwrap_or_default(),
+    )
+    .map_err(|e| DriverError::internal("cannot prepare the command", e))?;
     let started = Instant::now();
-    let mut child = cmd.spawn().map_err(|e| {
-        DriverError::Internal(format!("cannot start {}: {e}", program.to_string_lossy()))
-    })?;
-    let pid = child.id().expect("a just-spawned child has a pid") as i32;
+    let mut child = super::spawn::spawn(&prepared).map_err(|e| DriverError::Internal(e.to_string()))?;
 
     if let (Some(mut pipe), Some(data)) = (child.stdin.take(), spawn.stdin) {
         tokio::spawn(async move {
             // A process that exits without reading its input is not an error.
             let _ = pipe.write_all(&data).await;
-            let _ = pipe.shutdown().await;
         });
     }
     let stop_reading = CancellationToken::new();
@@ -166,20 +146,15 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
     ));
     drop(io.output);
 
-    // Wait for the exit without reaping it: while the child is unreaped its pid cannot be reused,
-    // so killing its process group below can never hit an unrelated process.
-    let exited = tokio::task::spawn_blocking(move || wait_exit_no_reap(pid));
     let ending = tokio::select! {
-        _ = exited => Ending::Exited,
+        _ = child.exited() => Ending::Exited,
         _ = tokio::time::sleep(spawn.timeout) => Ending::TimedOut,
         _ = io.cancel.cancelled() => Ending::Cancelled,
     };
-    // SAFETY: signalling a process group has no memory-safety preconditions.
-    unsafe {
-        libc::kill(-pid, libc::SIGKILL);
-    }
-    let status = child
-        .wait()
+    // The child is still unreaped here, so its process group id names nobody else.
+    child.kill_group();
+    let exit = child
+        .reap()
         .await
         .map_err(|e| DriverError::internal("cannot reap the command", e))?;
     // After the reap, so the command's own zombie is not mistaken for a straggler.
@@ -199,7 +174,11 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
         Ending::Cancelled => (false, true),
     };
     let exit_code = match ending {
-        Ending::Exited => Some(exit_code(&status)),
+        // The shell convention: the exit code, or 128 + the signal that killed the process.
+        Ending::Exited => Some(match exit {
+            Exit::Code(code) => code,
+            Exit::Signal(signal) => 128 + signal,
+        }),
         _ => None,
     };
     let limit_exceeded = if oom {
@@ -259,34 +238,6 @@ async fn read_stream(
             .await;
     }
     buffer
-}
-
-/// Blocks until `pid` has exited, leaving it unreaped.
-fn wait_exit_no_reap(pid: i32) {
-    loop {
-        // SAFETY: `info` is a valid out-pointer; waitid with WNOWAIT does not reap.
-        let rc = unsafe {
-            let mut info: libc::siginfo_t = std::mem::zeroed();
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 || io::Error::last_os_error().raw_os_error() != Some(libc::EINTR) {
-            return;
-        }
-    }
-}
-
-/// The shell convention: the exit code, or 128 + the signal that killed the process.
-fn exit_code(status: &std::process::ExitStatus) -> i32 {
-    use std::os::unix::process::ExitStatusExt;
-    status
-        .code()
-        .or_else(|| status.signal().map(|s| 128 + s))
-        .unwrap_or(-1)
 }
 
 /// Names the limit a signal exit code points to (bubblewrap reports a signalled command as

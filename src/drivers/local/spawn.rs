@@ -1,0 +1,464 @@
+//! Starting a command the way `posix_spawn` does, plus what `posix_spawn` cannot do.
+//!
+//! The child is created with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`: it borrows the
+//! server's memory until it calls `execve`, so nothing is copied however large the server is
+//! (a plain `fork` of a big, multi-threaded server costs milliseconds). Before `execve` the child
+//! joins its cgroups, sets its rlimits, starts its own process group and wires its stdio; every
+//! byte it needs was prepared by the parent, because a child sharing the parent's memory must
+//! not allocate or take locks.
+//!
+//! The parent gets a pidfd: exit is awaited by polling it (no thread per child, no `SIGCHLD`
+//! races), and the child stays unreaped until [`Child::reap`], so its pid, and the process group
+//! it leads, cannot be reused while the server may still signal them.
+
+use std::ffi::{CString, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::Path;
+
+use tokio::io::unix::AsyncFd;
+use tokio::net::unix::pipe;
+
+use super::process::Rlimits;
+
+/// Stack for the child between `clone` and `execve`; it only makes system calls.
+const CHILD_STACK: usize = 64 * 1024;
+
+/// Which preparation step failed in the child, reported through the error pipe.
+const STEPS: [&str; 7] = [
+    "reset signals",
+    "new process group",
+    "join cgroup",
+    "set rlimits",
+    "set up stdio",
+    "change directory",
+    "execute",
+];
+
+/// A command ready to start: C strings and pointer arrays built up front.
+pub struct Prepared {
+    program: CString,
+    /// Owns the strings `argv_ptrs` points into.
+    _argv: Vec<CString>,
+    /// Owns the strings `envp_ptrs` points into.
+    _envp: Vec<CString>,
+    cwd: CString,
+    argv_ptrs: Vec<*const libc::c_char>,
+    envp_ptrs: Vec<*const libc::c_char>,
+    pipe_stdin: bool,
+    rlimits: Rlimits,
+    cgroup_procs: Vec<CString>,
+}
+
+// SAFETY: the raw pointers point into the `CString`s owned by the same value.
+unsafe impl Send for Prepared {}
+
+fn cstring(bytes: &[u8]) -> io::Result<CString> {
+    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in command"))
+}
+
+impl Prepared {
+    pub fn new(
+        argv: &[OsString],
+        env: &[(OsString, OsString)],
+        cwd: &Path,
+        pipe_stdin: bool,
+        rlimits: Rlimits,
+        cgroup_procs: Vec<CString>,
+    ) -> io::Result<Prepared> {
+        let Some(first) = argv.first() else {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
+        };
+        let argv: Vec<CString> = argv
+            .iter()
+            .map(|a| cstring(a.as_bytes()))
+            .collect::<io::Result<_>>()?;
+        let envp: Vec<CString> = env
+            .iter()
+            .map(|(k, v)| {
+                let mut pair = k.as_bytes().to_vec();
+                pair.push(b'=');
+                pair.extend_from_slice(v.as_bytes());
+                cstring(&pair)
+            })
+            .collect::<io::Result<_>>()?;
+        let mut argv_ptrs: Vec<_> = argv.iter().map(|a| a.as_ptr()).collect();
+        argv_ptrs.push(std::ptr::null());
+        let mut envp_ptrs: Vec<_> = envp.iter().map(|e| e.as_ptr()).collect();
+        envp_ptrs.push(std::ptr::null());
+        Ok(Prepared {
+            program: cstring(first.as_bytes())?,
+            _argv: argv,
+            _envp: envp,
+            cwd: cstring(cwd.as_os_str().as_bytes())?,
+            argv_ptrs,
+            envp_ptrs,
+            pipe_stdin,
+            rlimits,
+            cgroup_procs,
+        })
+    }
+
+    /// The program, for error messages.
+    pub fn program(&self) -> String {
+        self.program.to_string_lossy().into_owned()
+    }
+}
+
+/// A started child with its pipes.
+pub struct Child {
+    pid: libc::pid_t,
+    pidfd: Option<AsyncFd<OwnedFd>>,
+    pub stdin: Option<pipe::Sender>,
+    pub stdout: Option<pipe::Receiver>,
+    pub stderr: Option<pipe::Receiver>,
+}
+
+/// How a reaped child ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    Code(i32),
+    Signal(i32),
+}
+
+fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds = [0; 2];
+    // SAFETY: `fds` is a valid two-element array.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: pipe2 returned two new descriptors we now own.
+    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own.
+    unsafe {
+        let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if flags < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// What the child reads; lives on the parent's stack, which the child shares until `execve`.
+struct ChildArgs<'a> {
+    cmd: &'a Prepared,
+    /// `-1`: /dev/null.
+    stdin: RawFd,
+    stdout: RawFd,
+    stderr: RawFd,
+    errors: RawFd,
+    devnull: &'a CString,
+}
+
+/// Reports a failed step and exits. Only system calls.
+unsafe fn fail(errors: RawFd, step: usize) -> ! {
+    let errno = io::Error::last_os_error().raw_os_error().unwrap_or(0);
+    let mut report = [0u8; 8];
+    report[..4].copy_from_slice(&(step as i32).to_ne_bytes());
+    report[4..].copy_from_slice(&errno.to_ne_bytes());
+    // SAFETY: writing a stack buffer to a descriptor, then exiting without running destructors.
+    unsafe {
+        libc::write(errors, report.as_ptr().cast(), report.len());
+        libc::_exit(127)
+    }
+}
+
+/// Moves `fd` onto `target`, leaving it open across `execve`.
+unsafe fn install(fd: RawFd, target: RawFd) -> bool {
+    // SAFETY: plain descriptor operations.
+    unsafe {
+        if fd == target {
+            let flags = libc::fcntl(fd, libc::F_GETFD);
+            flags >= 0 && libc::fcntl(fd, libc::F_SETFD, flags & !libc::FD_CLOEXEC) >= 0
+        } else {
+            libc::dup2(fd, target) >= 0
+        }
+    }
+}
+
+/// The child, between `clone` and `execve`. It shares the parent's memory: no allocation, no
+/// locks, nothing but system calls on data prepared by the parent.
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` points to the `ChildArgs` on the parent's stack, alive until execve (vfork).
+    unsafe {
+        let a = &*(arg as *const ChildArgs<'_>);
+        // The server's signal handlers must not run here, nor be inherited by the command.
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            fail(a.errors, 0);
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(a.errors, 1);
+        }
+        for procs in &a.cmd.cgroup_procs {
+            let fd = libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC);
+            // "0" means the writing process itself, in both cgroup versions.
+            if fd < 0 || libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(a.errors, 2);
+            }
+            libc::close(fd);
+        }
+        if a.cmd.rlimits.apply().is_err() {
+            fail(a.errors, 3);
+        }
+        let stdin = if a.stdin >= 0 {
+            a.stdin
+        } else {
+            libc::open(a.devnull.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
+        };
+        if stdin < 0
+            || !install(stdin, 0)
+            || !install(a.stdout, 1)
+            || !install(a.stderr, 2)
+        {
+            fail(a.errors, 4);
+        }
+        if libc::chdir(a.cmd.cwd.as_ptr()) != 0 {
+            fail(a.errors, 5);
+        }
+        libc::execve(
+            a.cmd.program.as_ptr(),
+            a.cmd.argv_ptrs.as_ptr(),
+            a.cmd.envp_ptrs.as_ptr(),
+        );
+        fail(a.errors, 6)
+    }
+}
+
+/// Starts the prepared command. Returns once the child has called `execve` (or failed).
+pub fn spawn(cmd: &Prepared) -> io::Result<Child> {
+    let (stdout_r, stdout_w) = pipe_pair()?;
+    let (stderr_r, stderr_w) = pipe_pair()?;
+    let (errors_r, errors_w) = pipe_pair()?;
+    let stdin_pair = if cmd.pipe_stdin { Some(pipe_pair()?) } else { None };
+    let devnull = CString::new("/dev/null").expect("no NUL");
+    let args = ChildArgs {
+        cmd,
+        stdin: stdin_pair.as_ref().map_or(-1, |(r, _)| r.as_raw_fd()),
+        stdout: stdout_w.as_raw_fd(),
+        stderr: stderr_w.as_raw_fd(),
+        errors: errors_w.as_raw_fd(),
+        devnull: &devnull,
+    };
+    let mut stack = vec![0u8; CHILD_STACK];
+    // The stack grows down; its top, 16-byte aligned.
+    let top = ((stack.as_mut_ptr() as usize + CHILD_STACK) & !15) as *mut libc::c_void;
+    let mut pidfd: libc::c_int = -1;
+    // SAFETY: signals are blocked around clone so that no handler of the server runs on the
+    // child's borrowed stack; the child resets handlers and unblocks before execve. With
+    // CLONE_VFORK this thread sleeps until the child has exec'd or exited, so `args`, `stack`
+    // and `cmd` outlive their use by the child.
+    let pid = unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        let mut old: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+        let pid = libc::clone(
+            child_main,
+            top,
+            libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD,
+            &args as *const ChildArgs<'_> as *mut libc::c_void,
+            &mut pidfd as *mut libc::c_int,
+        );
+        let err = io::Error::last_os_error();
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+        if pid < 0 {
+            return Err(err);
+        }
+        pid
+    };
+    drop(stack);
+    // SAFETY: CLONE_PIDFD stored a new descriptor we now own.
+    let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+    drop((stdout_w, stderr_w, errors_w));
+    let stdin = match stdin_pair {
+        Some((r, w)) => {
+            drop(r);
+            set_nonblocking(&w)?;
+            Some(pipe::Sender::from_owned_fd_unchecked(w)?)
+        }
+        None => None,
+    };
+
+    // The child has exec'd (closing its copy of the error pipe) or reported and exited.
+    let mut report = [0u8; 8];
+    // SAFETY: reading into a stack buffer from a descriptor we own.
+    let n = unsafe { libc::read(errors_r.as_raw_fd(), report.as_mut_ptr().cast(), 8) };
+    if n == 8 {
+        let step = i32::from_ne_bytes(report[..4].try_into().expect("4 bytes")) as usize;
+        let errno = i32::from_ne_bytes(report[4..].try_into().expect("4 bytes"));
+        let _ = reap_blocking(pidfd.as_raw_fd());
+        let cause = io::Error::from_raw_os_error(errno);
+        return Err(io::Error::new(
+            cause.kind(),
+            format!(
+                "cannot start {}: {} failed: {cause}",
+                cmd.program(),
+                STEPS.get(step).unwrap_or(&"setup")
+            ),
+        ));
+    }
+    set_nonblocking(&stdout_r)?;
+    set_nonblocking(&stderr_r)?;
+    // SAFETY: the OwnedFd is a valid open pidfd that the AsyncFd owns until dropped or
+    // `into_inner`.
+    let pidfd = unsafe { AsyncFd::register_with_interest(pidfd, tokio::io::Interest::READABLE) }
+        .map_err(|e| io::Error::other(e.to_string()))?;
+    Ok(Child {
+        pid,
+        pidfd: Some(pidfd),
+        stdin,
+        stdout: Some(pipe::Receiver::from_owned_fd_unchecked(stdout_r)?),
+        stderr: Some(pipe::Receiver::from_owned_fd_unchecked(stderr_r)?),
+    })
+}
+
+/// Reaps the process behind `pidfd`, waiting for it to exit.
+fn reap_blocking(pidfd: RawFd) -> io::Result<Exit> {
+    loop {
+        // SAFETY: `info` is a valid out-pointer.
+        let (rc, info) = unsafe {
+            let mut info: libc::siginfo_t = std::mem::zeroed();
+            let rc = libc::waitid(libc::P_PIDFD, pidfd as libc::id_t, &mut info, libc::WEXITED);
+            (rc, info)
+        };
+        if rc == 0 {
+            // SAFETY: waitid filled a SIGCHLD siginfo.
+            let status = unsafe { info.si_status() };
+            return Ok(if info.si_code == libc::CLD_EXITED {
+                Exit::Code(status)
+            } else {
+                Exit::Signal(status)
+            });
+        }
+        let err = io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EINTR) {
+            return Err(err);
+        }
+    }
+}
+
+impl Child {
+    /// Resolves when the child has exited (it stays unreaped).
+    pub async fn exited(&self) -> io::Result<()> {
+        let pidfd = self.pidfd.as_ref().expect("not reaped");
+        let _guard = pidfd.readable().await?;
+        Ok(())
+    }
+
+    /// Sends SIGKILL to the child's process group (the child and what it started, unless they
+    /// moved to another group).
+    pub fn kill_group(&self) {
+        // SAFETY: the child is unreaped, so the group id cannot name anyone else.
+        unsafe {
+            libc::kill(-self.pid, libc::SIGKILL);
+        }
+    }
+
+    /// Waits for the exit and reaps the child.
+    pub async fn reap(mut self) -> io::Result<Exit> {
+        self.exited().await?;
+        let pidfd = self.pidfd.take().expect("not reaped").into_inner();
+        reap_blocking(pidfd.as_raw_fd())
+    }
+}
+
+impl Drop for Child {
+    /// A child dropped unreaped (its caller was cancelled) is killed, then reaped off-thread.
+    fn drop(&mut self) {
+        if let Some(pidfd) = self.pidfd.take() {
+            self.kill_group();
+            // SAFETY: pidfd_send_signal on a descriptor we own.
+            unsafe {
+                libc::syscall(
+                    libc::SYS_pidfd_send_signal,
+                    pidfd.as_raw_fd(),
+                    libc::SIGKILL,
+                    std::ptr::null::<libc::siginfo_t>(),
+                    0,
+                );
+            }
+            let pidfd = pidfd.into_inner();
+            std::thread::spawn(move || {
+                let _ = reap_blocking(pidfd.as_raw_fd());
+            });
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    fn rlimits() -> Rlimits {
+        Rlimits {
+            cpu_seconds: 10,
+            address_space_bytes: 1 << 32,
+            processes: None,
+            file_size_bytes: 1 << 30,
+            open_files: 256,
+        }
+    }
+
+    fn prepared(argv: &[&str], stdin: bool) -> Prepared {
+        let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+        let env = vec![("PATH".into(), "/usr/bin:/bin".into()), ("X".into(), "y z".into())];
+        Prepared::new(&argv, &env, Path::new("/tmp"), stdin, rlimits(), Vec::new()).unwrap()
+    }
+
+    #[tokio::test]
+    async fn runs_with_env_cwd_stdin_and_exit_code() {
+        let cmd = prepared(
+            &["/bin/sh", "-c", "read l; echo \"$l|$X|$(pwd)\"; echo err >&2; exit 7"],
+            true,
+        );
+        let mut child = spawn(&cmd).unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(b"hello\n").await.unwrap();
+        drop(stdin);
+        let mut out = String::new();
+        child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        let mut err = String::new();
+        child.stderr.take().unwrap().read_to_string(&mut err).await.unwrap();
+        assert_eq!(out, "hello|y z|/tmp\n");
+        assert_eq!(err, "err\n");
+        assert_eq!(child.reap().await.unwrap(), Exit::Code(7));
+    }
+
+    #[tokio::test]
+    async fn a_missing_program_is_an_error_naming_the_step() {
+        let err = spawn(&prepared(&["/nonexistent/prog"], false)).err().unwrap();
+        assert!(err.to_string().contains("execute failed"), "{err}");
+        assert_eq!(err.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn rlimits_apply_and_signals_report() {
+        let child = spawn(&prepared(&["/bin/sh", "-c", "ulimit -n; kill -TERM $$"], false)).unwrap();
+        let mut c = child;
+        let mut out = String::new();
+        c.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        assert_eq!(out.trim(), "256");
+        assert_eq!(c.reap().await.unwrap(), Exit::Signal(libc::SIGTERM));
+    }
+
+    #[tokio::test]
+    async fn killing_the_group_takes_children_too() {
+        let child = spawn(&prepared(&["/bin/sh", "-c", "sleep 100 & sleep 100"], false)).unwrap();
+        child.kill_group();
+        assert_eq!(child.reap().await.unwrap(), Exit::Signal(libc::SIGKILL));
+    }
+}
