@@ -228,11 +228,7 @@ async fn bench_e2e(calls: usize) {
 
     // The same sandbox command line the driver builds, spawned bare.
     let runtime = dir.path().join("data/runtime");
-    let bwrap = Bwrap {
-        path: "/usr/bin/bwrap".into(),
-        disable_userns: true,
-        runtime_dir: runtime,
-    };
+    let bwrap = Bwrap::new("/usr/bin/bwrap".into(), runtime, true);
     let sandbox_dir = dir.path().join("data/sandboxes").join(&id);
     let argv = bwrap.argv(&sandbox_dir, WORKSPACE, &[], &["true".into()]);
     let mut bare = Vec::with_capacity(calls);

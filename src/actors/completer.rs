@@ -6,6 +6,7 @@
 //! until it succeeds, while the jobs' leases keep being heartbeated.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -120,7 +121,12 @@ async fn run(
                         wake_at(&queue, job.run_after);
                     }
                     record_metrics(&metrics, &job, pending.ran_for);
-                    queue.events().publish(id, JobEvent::State(job.state));
+                    let event = if job.state.is_terminal() {
+                        JobEvent::Finished(Arc::new(job))
+                    } else {
+                        JobEvent::State(job.state)
+                    };
+                    queue.events().publish(id, event);
                 }
                 // The lease expired and another node (or the rescuer) resolved the job first.
                 None => {

@@ -175,7 +175,7 @@ impl Follower {
                         self.send_output(seq, stream, &data).await?;
                         false
                     }
-                    Ok(JobEvent::State(_)) | Ok(JobEvent::Changed) => true,
+                    Ok(JobEvent::State(_) | JobEvent::Finished(_) | JobEvent::Changed) => true,
                     Err(broadcast::error::RecvError::Lagged(_)) => true,
                     Err(broadcast::error::RecvError::Closed) => {
                         events = self.state.queue.events().subscribe(self.id);

@@ -4,14 +4,14 @@
 //! from the store, which is the source of truth (invariant 1).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use crate::output::Stream;
-use crate::store::JobState;
+use crate::store::{Job, JobState};
 
 /// How many events a slow subscriber may fall behind before it sees `Lagged` and re-reads.
 const CHANNEL_CAPACITY: usize = 256;
@@ -19,8 +19,10 @@ const CHANNEL_CAPACITY: usize = 256;
 /// Something that happened to a job.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobEvent {
-    /// The job entered `state` on this node.
+    /// The job entered a non-terminal `state` on this node.
     State(JobState),
+    /// The job finished on this node; this is the stored job, so waiters need not read it.
+    Finished(Arc<Job>),
     /// The job changed somewhere (another node, a rescue); re-read it from the store.
     Changed,
     /// Output captured while the job runs; `seq` numbers chunks from 1.
@@ -55,11 +57,11 @@ impl EventHub {
             .subscribe()
     }
 
-    /// Delivers an event to the job's subscribers, if any. A terminal state closes the channel
-    /// after delivery, which ends every stream of that job.
+    /// Delivers an event to the job's subscribers, if any. `Finished` closes the channel after
+    /// delivery, which ends every stream of that job.
     pub fn publish(&self, id: Uuid, event: JobEvent) {
         let mut channels = self.channels.lock().expect("event hub lock poisoned");
-        let terminal = matches!(event, JobEvent::State(s) if s.is_terminal());
+        let terminal = matches!(event, JobEvent::Finished(_));
         if let Some(tx) = channels.get(&id) {
             if tx.send(event).is_err() || terminal {
                 channels.remove(&id);
@@ -84,17 +86,41 @@ mod tests {
     use super::*;
 
     #[tokio::test]
-    async fn terminal_state_closes_the_channel_after_delivery() {
+    async fn finishing_closes_the_channel_after_delivery() {
         let hub = EventHub::new();
         let id = Uuid::now_v7();
         let mut rx = hub.subscribe(id);
+        let mut job = crate::store::NewJob::new("t", "x", serde_json::json!({}));
+        job.id = id;
+        let finished = Arc::new(Job {
+            id,
+            seq: 1,
+            tenant: job.tenant,
+            workspace: None,
+            tool: job.tool,
+            arguments: job.arguments,
+            state: JobState::Succeeded,
+            priority: 0,
+            attempts: 1,
+            max_attempts: 1,
+            retry_safe: false,
+            timeout_s: 1,
+            run_after: job.run_after,
+            created_at: job.run_after,
+            started_at: None,
+            finished_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            idempotency_key: None,
+            result: None,
+            error: None,
+            exit_code: None,
+        });
         hub.publish(id, JobEvent::State(JobState::Running));
-        hub.publish(id, JobEvent::State(JobState::Succeeded));
+        hub.publish(id, JobEvent::Finished(finished.clone()));
         assert_eq!(rx.recv().await.unwrap(), JobEvent::State(JobState::Running));
-        assert_eq!(
-            rx.recv().await.unwrap(),
-            JobEvent::State(JobState::Succeeded)
-        );
+        assert_eq!(rx.recv().await.unwrap(), JobEvent::Finished(finished));
         assert!(matches!(
             rx.recv().await,
             Err(broadcast::error::RecvError::Closed)

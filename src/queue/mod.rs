@@ -17,7 +17,7 @@ use tokio::sync::{Notify, broadcast};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-use crate::store::{self, AuditEntry, CancelOutcome, Enqueued, Job, JobState, NewJob, Store};
+use crate::store::{self, AuditEntry, CancelOutcome, Enqueued, Job, NewJob, Store};
 pub use events::{EventHub, JobEvent};
 
 /// Cancellation tokens of the jobs this node is running, by job id.
@@ -138,9 +138,9 @@ impl Queue {
     pub async fn cancel(&self, tenant: &str, id: Uuid) -> store::Result<Option<CancelOutcome>> {
         let outcome = self.store.cancel(tenant, id, Utc::now()).await?;
         match &outcome {
-            Some(CancelOutcome::Cancelled(_)) => {
+            Some(CancelOutcome::Cancelled(job)) => {
                 self.events
-                    .publish(id, JobEvent::State(JobState::Cancelled));
+                    .publish(id, JobEvent::Finished(Arc::new(job.clone())));
                 // The cancelled job may have been the head of its workspace.
                 self.wake();
             }
@@ -173,7 +173,10 @@ impl Queue {
             loop {
                 tokio::select! {
                     event = rx.recv() => match event {
-                        Ok(JobEvent::State(state)) if state.is_terminal() => break,
+                        Ok(JobEvent::Finished(job)) if tenant.is_none_or(|t| t == job.tenant) => {
+                            return Ok(Some(Job::clone(&job)));
+                        }
+                        Ok(JobEvent::Finished(_)) => break,
                         Ok(JobEvent::Changed) => break,
                         Ok(_) => continue,
                         Err(broadcast::error::RecvError::Lagged(_)) => break,

@@ -97,9 +97,14 @@ async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) ->
         cancel: ctx.cancel,
     };
     let result = env.driver.exec(&record.id, request, io).await;
-    if let Err(e) = env.store.touch_sandbox(&record.id, Utc::now()).await {
-        tracing::warn!(error = %e, "cannot record sandbox access");
-    }
+    // Off the job's path: the caller need not wait for this bookkeeping write.
+    let store = env.store.clone();
+    let id = record.id.clone();
+    tokio::spawn(async move {
+        if let Err(e) = store.touch_sandbox(&id, Utc::now()).await {
+            tracing::warn!(error = %e, "cannot record sandbox access");
+        }
+    });
     match result {
         Ok(r) => exec_outcome(record.id, timeout, r),
         Err(e) => driver_failure(e),

@@ -7,16 +7,18 @@
 //! server's own cgroup of each hierarchy. Where neither is writable the driver falls back to
 //! rlimits alone and says so.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// The controllers the driver uses.
 const CONTROLLERS: [&str; 3] = ["pids", "memory", "cpu"];
 
-/// Limits applied to one command's cgroup.
+/// Limits applied to a sandbox's cgroup.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CgroupLimits {
     pub max_processes: u64,
@@ -38,10 +40,12 @@ enum Layout {
     V2 { base: PathBuf },
 }
 
-/// Creates per-command cgroups, if the machine lets us.
-#[derive(Clone, Debug)]
+/// Creates per-sandbox cgroups, if the machine lets us.
+#[derive(Debug)]
 pub struct CgroupManager {
     layout: Option<Layout>,
+    /// Limits last written to each sandbox's cgroup by this process.
+    configured: Mutex<HashMap<String, CgroupLimits>>,
 }
 
 impl CgroupManager {
@@ -50,12 +54,18 @@ impl CgroupManager {
     pub fn detect() -> CgroupManager {
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
         let layout = detect_v2(&own).or_else(|| detect_v1(&own));
-        CgroupManager { layout }
+        CgroupManager {
+            layout,
+            configured: Mutex::default(),
+        }
     }
 
     /// A manager that never uses cgroups.
     pub fn disabled() -> CgroupManager {
-        CgroupManager { layout: None }
+        CgroupManager {
+            layout: None,
+            configured: Mutex::default(),
+        }
     }
 
     /// Which limits cgroups enforce here, e.g. `["pids", "memory", "cpu"]`.
@@ -80,60 +90,38 @@ impl CgroupManager {
         }
     }
 
-    /// Creates a cgroup named `name` with `limits`. `Ok(None)` when cgroups are unavailable.
-    pub fn create(&self, name: &str, limits: CgroupLimits) -> io::Result<Option<Cgroup>> {
+    /// The cgroup of sandbox `id`, created on first use and kept until
+    /// [`CgroupManager::remove_sandbox`]: one cgroup per sandbox instead of one per command
+    /// spares every command a mkdir/rmdir. Limits are written when the cgroup is new or the
+    /// limits changed. `Ok(None)` when cgroups are unavailable.
+    pub fn for_sandbox(&self, id: &str, limits: CgroupLimits) -> io::Result<Option<Cgroup>> {
         let Some(layout) = &self.layout else {
             return Ok(None);
         };
-        let mut cgroup = Cgroup {
-            dirs: Vec::new(),
-            procs: Vec::new(),
-            v2: matches!(layout, Layout::V2 { .. }),
-            memory_dir: None,
-        };
-        let quota = (limits.cpus * 100_000.0).round().max(1000.0) as u64;
-        match layout {
-            Layout::V2 { base } => {
-                let dir = base.join(name);
-                cgroup.add(&dir)?;
-                write(&dir, "pids.max", &limits.max_processes.to_string())?;
-                write(&dir, "memory.max", &limits.memory_bytes.to_string())?;
-                // Swap would let a hog outlive its memory limit for minutes.
-                let _ = write(&dir, "memory.swap.max", "0");
-                write(&dir, "cpu.max", &format!("{quota} 100000"))?;
-                cgroup.memory_dir = Some(dir);
-            }
-            Layout::V1 { pids, memory, cpu } => {
-                if let Some(base) = pids {
-                    let dir = base.join(name);
-                    cgroup.add(&dir)?;
-                    write(&dir, "pids.max", &limits.max_processes.to_string())?;
-                }
-                if let Some(base) = memory {
-                    let dir = base.join(name);
-                    cgroup.add(&dir)?;
-                    write(
-                        &dir,
-                        "memory.limit_in_bytes",
-                        &limits.memory_bytes.to_string(),
-                    )?;
-                    // memsw must be set after the plain limit and not below it.
-                    let _ = write(
-                        &dir,
-                        "memory.memsw.limit_in_bytes",
-                        &limits.memory_bytes.to_string(),
-                    );
-                    cgroup.memory_dir = Some(dir);
-                }
-                if let Some(base) = cpu {
-                    let dir = base.join(name);
-                    cgroup.add(&dir)?;
-                    write(&dir, "cpu.cfs_period_us", "100000")?;
-                    write(&dir, "cpu.cfs_quota_us", &quota.to_string())?;
-                }
-            }
+        let (cgroup, created) = Cgroup::open(layout, id, true)?;
+        let mut configured = self
+            .configured
+            .lock()
+            .expect("cgroup registry lock poisoned");
+        if created || configured.get(id) != Some(&limits) {
+            cgroup.apply(layout, limits)?;
+            configured.insert(id.to_string(), limits);
         }
         Ok(Some(cgroup))
+    }
+
+    /// Kills whatever still runs in sandbox `id`'s cgroup and removes it.
+    pub fn remove_sandbox(&self, id: &str) {
+        let Some(layout) = &self.layout else {
+            return;
+        };
+        self.configured
+            .lock()
+            .expect("cgroup registry lock poisoned")
+            .remove(id);
+        if let Ok((cgroup, _)) = Cgroup::open(layout, id, false) {
+            cgroup.remove();
+        }
     }
 }
 
@@ -219,7 +207,7 @@ fn detect_v2(own: &str) -> Option<Layout> {
     Some(Layout::V2 { base })
 }
 
-/// One command's cgroup (a directory per hierarchy).
+/// One sandbox's cgroup (a directory per hierarchy).
 #[derive(Debug)]
 pub struct Cgroup {
     dirs: Vec<PathBuf>,
@@ -231,18 +219,81 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    fn add(&mut self, dir: &Path) -> io::Result<()> {
-        match fs::create_dir(dir) {
-            Ok(()) => {}
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display()))),
+    /// The cgroup `name` in every hierarchy of `layout`, made when `create` is set. Returns
+    /// whether any directory was new.
+    fn open(layout: &Layout, name: &str, create: bool) -> io::Result<(Cgroup, bool)> {
+        let mut cgroup = Cgroup {
+            dirs: Vec::new(),
+            procs: Vec::new(),
+            v2: matches!(layout, Layout::V2 { .. }),
+            memory_dir: None,
+        };
+        let bases: Vec<(&PathBuf, bool)> = match layout {
+            Layout::V2 { base } => vec![(base, true)],
+            Layout::V1 { pids, memory, cpu } => [(pids, false), (memory, true), (cpu, false)]
+                .into_iter()
+                .filter_map(|(dir, is_memory)| dir.as_ref().map(|d| (d, is_memory)))
+                .collect(),
+        };
+        let mut created = false;
+        for (base, is_memory) in bases {
+            let dir = base.join(name);
+            if create {
+                match fs::create_dir(&dir) {
+                    Ok(()) => created = true,
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                    Err(e) => {
+                        return Err(io::Error::new(e.kind(), format!("{}: {e}", dir.display())));
+                    }
+                }
+            }
+            let procs = dir.join("cgroup.procs");
+            cgroup.procs.push(
+                CString::new(procs.as_os_str().as_bytes())
+                    .map_err(|_| io::Error::other("cgroup path contains NUL"))?,
+            );
+            if is_memory {
+                cgroup.memory_dir = Some(dir.clone());
+            }
+            cgroup.dirs.push(dir);
         }
-        let procs = dir.join("cgroup.procs");
-        self.procs.push(
-            CString::new(procs.as_os_str().as_bytes())
-                .map_err(|_| io::Error::other("cgroup path contains NUL"))?,
-        );
-        self.dirs.push(dir.to_path_buf());
+        Ok((cgroup, created))
+    }
+
+    /// Writes `limits` into the cgroup's control files.
+    fn apply(&self, layout: &Layout, limits: CgroupLimits) -> io::Result<()> {
+        let quota = (limits.cpus * 100_000.0).round().max(1000.0) as u64;
+        let memory = limits.memory_bytes.to_string();
+        match layout {
+            Layout::V2 { .. } => {
+                let dir = &self.dirs[0];
+                write(dir, "pids.max", &limits.max_processes.to_string())?;
+                write(dir, "memory.max", &memory)?;
+                // Swap would let a hog outlive its memory limit for minutes.
+                let _ = write(dir, "memory.swap.max", "0");
+                write(dir, "cpu.max", &format!("{quota} 100000"))?;
+            }
+            Layout::V1 {
+                pids,
+                memory: mem,
+                cpu,
+            } => {
+                for dir in &self.dirs {
+                    if pids.as_ref().is_some_and(|b| dir.starts_with(b)) {
+                        write(dir, "pids.max", &limits.max_processes.to_string())?;
+                    } else if mem.as_ref().is_some_and(|b| dir.starts_with(b)) {
+                        // memory+swap may never be below memory: lift it, set memory, then
+                        // set memory+swap equal to it (no swap).
+                        let _ = write(dir, "memory.memsw.limit_in_bytes", "-1");
+                        write(dir, "memory.limit_in_bytes", &memory)?;
+                        let _ = write(dir, "memory.memsw.limit_in_bytes", &memory);
+                    } else if cpu.as_ref().is_some_and(|b| dir.starts_with(b)) {
+                        write(dir, "cpu.cfs_period_us", "100000")?;
+                        write(dir, "cpu.cfs_quota_us", &quota.to_string())?;
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -292,10 +343,10 @@ impl Cgroup {
         pids
     }
 
-    /// Whether the kernel's OOM killer killed a process of this cgroup.
-    pub fn oom_killed(&self) -> bool {
+    /// How many processes of this cgroup the kernel's OOM killer has killed, ever.
+    pub fn oom_kills(&self) -> u64 {
         let Some(dir) = &self.memory_dir else {
-            return false;
+            return 0;
         };
         let file = if self.v2 {
             "memory.events"
@@ -310,7 +361,7 @@ impl Cgroup {
                     (k == "oom_kill").then(|| v.trim().parse::<u64>().ok())?
                 })
             })
-            .is_some_and(|n| n > 0)
+            .unwrap_or(0)
     }
 
     /// Kills what is left and removes the directories.

@@ -53,10 +53,11 @@ impl Isolation {
 #[derive(Clone, Debug, PartialEq)]
 pub struct Bwrap {
     pub path: PathBuf,
-    /// Whether this bubblewrap knows `--disable-userns` (0.8 and later).
-    pub disable_userns: bool,
     /// Directory with the generated `passwd`, `group` and `hosts` files.
     pub runtime_dir: PathBuf,
+    /// The options that are the same for every command, computed once (they read the host's
+    /// directory layout).
+    fixed: Vec<OsString>,
 }
 
 /// A read-only file or directory to show inside the sandbox.
@@ -67,17 +68,9 @@ pub struct Mount {
 }
 
 impl Bwrap {
-    /// The full argv: bubblewrap's options, then `--`, then `command` unchanged.
-    pub fn argv(
-        &self,
-        sandbox_dir: &Path,
-        workdir_inside: &str,
-        mounts: &[Mount],
-        command: &[OsString],
-    ) -> Vec<OsString> {
-        let mut a: Vec<OsString> = vec![self.path.clone().into()];
-        let mut push = |items: &[&str]| a.extend(items.iter().map(OsString::from));
-        push(&[
+    /// `disable_userns`: whether this bubblewrap knows `--disable-userns` (0.8 and later).
+    pub fn new(path: PathBuf, runtime_dir: PathBuf, disable_userns: bool) -> Bwrap {
+        let mut a: Vec<OsString> = [
             "--unshare-user",
             "--unshare-pid",
             "--unshare-net",
@@ -92,17 +85,17 @@ impl Bwrap {
             "sandbox",
             "--die-with-parent",
             "--new-session",
-        ]);
-        if self.disable_userns {
-            push(&["--disable-userns"]);
+        ]
+        .map(OsString::from)
+        .to_vec();
+        if disable_userns {
+            a.push("--disable-userns".into());
         }
         for dir in SYSTEM_DIRS {
             let host = Path::new(dir);
             match std::fs::read_link(host) {
                 Ok(target) => {
-                    a.push("--symlink".into());
-                    a.push(target.into());
-                    a.push(dir.into());
+                    a.extend(["--symlink".into(), target.into(), dir.into()]);
                 }
                 Err(_) if host.is_dir() => {
                     a.extend(["--ro-bind".into(), dir.into(), dir.into()]);
@@ -115,15 +108,29 @@ impl Bwrap {
         }
         for file in ["passwd", "group", "hosts"] {
             a.push("--ro-bind".into());
-            a.push(self.runtime_dir.join(file).into());
+            a.push(runtime_dir.join(file).into());
             a.push(format!("/etc/{file}").into());
         }
-        a.extend(
-            [
-                "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp", "--bind",
-            ]
-            .map(OsString::from),
-        );
+        a.extend(["--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp"].map(OsString::from));
+        Bwrap {
+            path,
+            runtime_dir,
+            fixed: a,
+        }
+    }
+
+    /// The full argv: bubblewrap's options, then `--`, then `command` unchanged.
+    pub fn argv(
+        &self,
+        sandbox_dir: &Path,
+        workdir_inside: &str,
+        mounts: &[Mount],
+        command: &[OsString],
+    ) -> Vec<OsString> {
+        let mut a: Vec<OsString> = Vec::with_capacity(self.fixed.len() + 8 + command.len());
+        a.push(self.path.clone().into());
+        a.extend(self.fixed.iter().cloned());
+        a.push("--bind".into());
         a.push(sandbox_dir.into());
         a.push(WORKSPACE.into());
         for mount in mounts {
@@ -164,11 +171,7 @@ mod tests {
 
     #[test]
     fn command_comes_after_the_separator_unchanged() {
-        let bwrap = Bwrap {
-            path: "/usr/bin/bwrap".into(),
-            disable_userns: true,
-            runtime_dir: "/data/runtime".into(),
-        };
+        let bwrap = Bwrap::new("/usr/bin/bwrap".into(), "/data/runtime".into(), true);
         let hostile = OsString::from("'; rm -rf / #");
         let argv = bwrap.argv(
             Path::new("/data/sandboxes/x"),

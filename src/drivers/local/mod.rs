@@ -71,9 +71,11 @@ pub struct LocalDriver {
     sandboxes: PathBuf,
     scratch: PathBuf,
     isolation: Isolation,
-    cgroups: CgroupManager,
+    cgroups: Arc<CgroupManager>,
     sandbox_path: String,
     path_dirs: Vec<PathBuf>,
+    /// The shell for `execute_shell` (bash, else sh), found once on the sandbox `PATH`.
+    shell: Option<PathBuf>,
     limits: Limits,
 }
 
@@ -126,28 +128,28 @@ impl LocalDriver {
                 Bwrap::write_runtime_files(&runtime).map_err(|e| {
                     DriverError::internal(&format!("cannot write {}", runtime.display()), e)
                 })?;
-                let bwrap = Bwrap {
-                    disable_userns: supports_disable_userns(&path),
-                    path,
-                    runtime_dir: runtime,
-                };
+                let disable_userns = supports_disable_userns(&path);
+                let bwrap = Bwrap::new(path, runtime, disable_userns);
                 probe_bwrap(&bwrap, &scratch)?;
                 Isolation::Bwrap(bwrap)
             }
         };
-        let cgroups = if config.cgroups {
+        let cgroups = Arc::new(if config.cgroups {
             CgroupManager::detect()
         } else {
             CgroupManager::disabled()
-        };
+        });
         tracing::info!(isolation = isolation.name(), cgroup = ?cgroups.version(),
             controllers = ?cgroups.controllers(), "local driver ready");
+        let path_dirs: Vec<PathBuf> = std::env::split_paths(&config.sandbox_path).collect();
         Ok(LocalDriver {
             sandboxes,
             scratch,
             isolation,
             cgroups,
-            path_dirs: std::env::split_paths(&config.sandbox_path).collect(),
+            shell: languages::find_program("bash", &path_dirs)
+                .or_else(|| languages::find_program("sh", &path_dirs)),
+            path_dirs,
             sandbox_path: config.sandbox_path,
             limits: config.limits,
         })
@@ -184,29 +186,33 @@ impl LocalDriver {
         Ok(self.sandboxes.join(id))
     }
 
-    /// The program and arguments for `program`, plus any code file to mount.
-    fn command(
-        &self,
-        program: &Program,
-        exec_dir: &Path,
-    ) -> Result<(Vec<OsString>, Vec<Mount>), DriverError> {
+    /// The program and arguments for `program`, plus the code file to mount (kept in a scratch
+    /// directory that lives as long as the returned guard).
+    fn command(&self, program: &Program) -> Result<Invocation, DriverError> {
         match program {
             Program::Argv(argv) if argv.is_empty() => {
                 Err(DriverError::invalid("command", "the command is empty"))
             }
-            Program::Argv(argv) => Ok((argv.iter().map(OsString::from).collect(), Vec::new())),
+            Program::Argv(argv) => Ok(Invocation {
+                argv: argv.iter().map(OsString::from).collect(),
+                mounts: Vec::new(),
+                scratch: None,
+            }),
             Program::Shell(command) => {
-                let shell = languages::find_program("bash", &self.path_dirs)
-                    .or_else(|| languages::find_program("sh", &self.path_dirs))
-                    .ok_or_else(|| {
-                        DriverError::Unsupported("the sandbox has no shell (bash or sh)".into())
-                    })?;
-                Ok((vec![shell.into(), "-c".into(), command.into()], Vec::new()))
+                let shell = self.shell.as_ref().ok_or_else(|| {
+                    DriverError::Unsupported("the sandbox has no shell (bash or sh)".into())
+                })?;
+                Ok(Invocation {
+                    argv: vec![shell.into(), "-c".into(), command.into()],
+                    mounts: Vec::new(),
+                    scratch: None,
+                })
             }
             Program::Code { language, source } => {
                 let interpreter = languages::resolve(language, &self.path_dirs)?;
+                let scratch = Scratch::new(&self.scratch)?;
                 let file_name = format!("main.{}", interpreter.extension);
-                let host_file = exec_dir.join(&file_name);
+                let host_file = scratch.0.join(&file_name);
                 std::fs::write(&host_file, source)
                     .map_err(|e| DriverError::internal("cannot write the code file", e))?;
                 let (file_arg, mounts) = match self.isolation {
@@ -225,9 +231,42 @@ impl LocalDriver {
                 let mut argv: Vec<OsString> = vec![interpreter.program.into()];
                 argv.extend(interpreter.args.into_iter().map(OsString::from));
                 argv.push(file_arg);
-                Ok((argv, mounts))
+                Ok(Invocation {
+                    argv,
+                    mounts,
+                    scratch: Some(scratch),
+                })
             }
         }
+    }
+}
+
+/// What runs inside the sandbox for one call.
+#[derive(Debug)]
+struct Invocation {
+    argv: Vec<OsString>,
+    /// Read-only files to show inside (the code file).
+    mounts: Vec<Mount>,
+    /// Holds the code file until the call ends.
+    scratch: Option<Scratch>,
+}
+
+/// A directory for one call's code file, removed when dropped.
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Scratch {
+    fn new(parent: &Path) -> Result<Scratch, DriverError> {
+        let dir = parent.join(uuid::Uuid::new_v4().simple().to_string());
+        std::fs::create_dir(&dir)
+            .map_err(|e| DriverError::internal("cannot create the scratch directory", e))?;
+        Ok(Scratch(dir))
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
     }
 }
 
@@ -334,6 +373,9 @@ impl Driver for LocalDriver {
 
     async fn delete(&self, id: &str) -> Result<(), DriverError> {
         let dir = self.sandbox_dir(id)?;
+        let cgroups = self.cgroups.clone();
+        let owned = id.to_string();
+        let _ = tokio::task::spawn_blocking(move || cgroups.remove_sandbox(&owned)).await;
         // remove_dir_all never follows symlinks, so a link planted inside cannot redirect it.
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
@@ -377,39 +419,10 @@ impl Driver for LocalDriver {
             _ => PathBuf::new(),
         };
         let host_cwd = paths::existing_dir("working_directory", &dir, &relative)?;
-
-        let exec_id = uuid::Uuid::new_v4().simple().to_string();
-        let exec_dir = self.scratch.join(&exec_id);
-        tokio::fs::create_dir_all(&exec_dir)
-            .await
-            .map_err(|e| DriverError::internal("cannot create the scratch directory", e))?;
-        let result = self
-            .exec_prepared(
-                id, &dir, &relative, host_cwd, &exec_dir, &exec_id, request, io,
-            )
-            .await;
-        let _ = tokio::fs::remove_dir_all(&exec_dir).await;
-        result
-    }
-}
-
-impl LocalDriver {
-    #[allow(clippy::too_many_arguments)]
-    async fn exec_prepared(
-        &self,
-        id: &str,
-        dir: &Path,
-        relative: &Path,
-        host_cwd: PathBuf,
-        exec_dir: &Path,
-        exec_id: &str,
-        request: ExecRequest,
-        io: ExecIo,
-    ) -> Result<ExecResult, DriverError> {
-        let (command, mounts) = self.command(&request.program, exec_dir)?;
+        let invocation = self.command(&request.program)?;
         let home: OsString = match self.isolation {
             Isolation::Bwrap(_) => WORKSPACE.into(),
-            Isolation::None => dir.into(),
+            Isolation::None => dir.clone().into(),
         };
         let mut env: Vec<(OsString, OsString)> = vec![
             ("PATH".into(), self.sandbox_path.clone().into()),
@@ -428,26 +441,32 @@ impl LocalDriver {
         }
         let (argv, cwd) = match &self.isolation {
             Isolation::Bwrap(bwrap) => {
-                let inside = Path::new(WORKSPACE).join(relative);
+                let inside = Path::new(WORKSPACE).join(&relative);
+                // bubblewrap itself starts in the sandbox directory; the command in `--chdir`.
                 (
-                    bwrap.argv(dir, &inside.to_string_lossy(), &mounts, &command),
-                    exec_dir.to_path_buf(),
+                    bwrap.argv(
+                        &dir,
+                        &inside.to_string_lossy(),
+                        &invocation.mounts,
+                        &invocation.argv,
+                    ),
+                    dir.clone(),
                 )
             }
-            Isolation::None => (command, host_cwd),
+            Isolation::None => (invocation.argv.clone(), host_cwd),
         };
         let limits = self.limits;
         let cgroup = self
             .cgroups
-            .create(
-                &format!("{id}-{exec_id}"),
+            .for_sandbox(
+                id,
                 CgroupLimits {
                     max_processes: limits.max_processes,
                     memory_bytes: limits.memory_bytes,
                     cpus: limits.cpus,
                 },
             )
-            .map_err(|e| DriverError::internal("cannot create the command's cgroup", e))?
+            .map_err(|e| DriverError::internal("cannot set up the sandbox's cgroup", e))?
             .map(Arc::new);
         let rlimits = Rlimits {
             cpu_seconds: request.timeout.as_secs().max(1) + 1,
@@ -464,21 +483,14 @@ impl LocalDriver {
                 cwd,
                 stdin: request.stdin,
                 rlimits,
-                cgroup: cgroup.clone(),
+                cgroup,
                 timeout: request.timeout,
                 output_limit: request.output_limit,
             },
             io,
         )
         .await;
-        if let Some(cgroup) = cgroup {
-            // The process and its readers are done with it; remove it off the async runtime
-            // because it may wait for the kernel to empty it.
-            let cgroup = Arc::try_unwrap(cgroup);
-            if let Ok(cgroup) = cgroup {
-                let _ = tokio::task::spawn_blocking(move || cgroup.remove()).await;
-            }
-        }
+        drop(invocation.scratch);
         result
     }
 }

@@ -120,8 +120,11 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
             .unwrap_or_default(),
     )
     .map_err(|e| DriverError::internal("cannot prepare the command", e))?;
+    // The OOM-kill counter is the cgroup's whole history; what matters is this command's share.
+    let oom_before = spawn.cgroup.as_deref().map_or(0, Cgroup::oom_kills);
     let started = Instant::now();
-    let mut child = super::spawn::spawn(&prepared).map_err(|e| DriverError::Internal(e.to_string()))?;
+    let mut child =
+        super::spawn::spawn(&prepared).map_err(|e| DriverError::Internal(e.to_string()))?;
 
     if let (Some(mut pipe), Some(data)) = (child.stdin.take(), spawn.stdin) {
         tokio::spawn(async move {
@@ -167,7 +170,10 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
     let out = finish_reader(stdout, &stop_reading, drain_until).await;
     let err = finish_reader(stderr, &stop_reading, drain_until).await;
 
-    let oom = spawn.cgroup.as_deref().is_some_and(Cgroup::oom_killed);
+    let oom = spawn
+        .cgroup
+        .as_deref()
+        .is_some_and(|c| c.oom_kills() > oom_before);
     let (timed_out, cancelled) = match ending {
         Ending::Exited => (false, false),
         Ending::TimedOut => (true, false),

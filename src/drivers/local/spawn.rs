@@ -55,7 +55,8 @@ pub struct Prepared {
 unsafe impl Send for Prepared {}
 
 fn cstring(bytes: &[u8]) -> io::Result<CString> {
-    CString::new(bytes).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in command"))
+    CString::new(bytes)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL byte in command"))
 }
 
 impl Prepared {
@@ -218,11 +219,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         } else {
             libc::open(a.devnull.as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC)
         };
-        if stdin < 0
-            || !install(stdin, 0)
-            || !install(a.stdout, 1)
-            || !install(a.stderr, 2)
-        {
+        if stdin < 0 || !install(stdin, 0) || !install(a.stdout, 1) || !install(a.stderr, 2) {
             fail(a.errors, 4);
         }
         if libc::chdir(a.cmd.cwd.as_ptr()) != 0 {
@@ -242,7 +239,11 @@ pub fn spawn(cmd: &Prepared) -> io::Result<Child> {
     let (stdout_r, stdout_w) = pipe_pair()?;
     let (stderr_r, stderr_w) = pipe_pair()?;
     let (errors_r, errors_w) = pipe_pair()?;
-    let stdin_pair = if cmd.pipe_stdin { Some(pipe_pair()?) } else { None };
+    let stdin_pair = if cmd.pipe_stdin {
+        Some(pipe_pair()?)
+    } else {
+        None
+    };
     let devnull = CString::new("/dev/null").expect("no NUL");
     let args = ChildArgs {
         cmd,
@@ -415,14 +416,21 @@ mod tests {
 
     fn prepared(argv: &[&str], stdin: bool) -> Prepared {
         let argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
-        let env = vec![("PATH".into(), "/usr/bin:/bin".into()), ("X".into(), "y z".into())];
+        let env = vec![
+            ("PATH".into(), "/usr/bin:/bin".into()),
+            ("X".into(), "y z".into()),
+        ];
         Prepared::new(&argv, &env, Path::new("/tmp"), stdin, rlimits(), Vec::new()).unwrap()
     }
 
     #[tokio::test]
     async fn runs_with_env_cwd_stdin_and_exit_code() {
         let cmd = prepared(
-            &["/bin/sh", "-c", "read l; echo \"$l|$X|$(pwd)\"; echo err >&2; exit 7"],
+            &[
+                "/bin/sh",
+                "-c",
+                "read l; echo \"$l|$X|$(pwd)\"; echo err >&2; exit 7",
+            ],
             true,
         );
         let mut child = spawn(&cmd).unwrap();
@@ -430,9 +438,21 @@ mod tests {
         stdin.write_all(b"hello\n").await.unwrap();
         drop(stdin);
         let mut out = String::new();
-        child.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
         let mut err = String::new();
-        child.stderr.take().unwrap().read_to_string(&mut err).await.unwrap();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .await
+            .unwrap();
         assert_eq!(out, "hello|y z|/tmp\n");
         assert_eq!(err, "err\n");
         assert_eq!(child.reap().await.unwrap(), Exit::Code(7));
@@ -440,24 +460,39 @@ mod tests {
 
     #[tokio::test]
     async fn a_missing_program_is_an_error_naming_the_step() {
-        let err = spawn(&prepared(&["/nonexistent/prog"], false)).err().unwrap();
+        let err = spawn(&prepared(&["/nonexistent/prog"], false))
+            .err()
+            .unwrap();
         assert!(err.to_string().contains("execute failed"), "{err}");
         assert_eq!(err.kind(), io::ErrorKind::NotFound);
     }
 
     #[tokio::test]
     async fn rlimits_apply_and_signals_report() {
-        let child = spawn(&prepared(&["/bin/sh", "-c", "ulimit -n; kill -TERM $$"], false)).unwrap();
+        let child = spawn(&prepared(
+            &["/bin/sh", "-c", "ulimit -n; kill -TERM $$"],
+            false,
+        ))
+        .unwrap();
         let mut c = child;
         let mut out = String::new();
-        c.stdout.take().unwrap().read_to_string(&mut out).await.unwrap();
+        c.stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
         assert_eq!(out.trim(), "256");
         assert_eq!(c.reap().await.unwrap(), Exit::Signal(libc::SIGTERM));
     }
 
     #[tokio::test]
     async fn killing_the_group_takes_children_too() {
-        let child = spawn(&prepared(&["/bin/sh", "-c", "sleep 100 & sleep 100"], false)).unwrap();
+        let child = spawn(&prepared(
+            &["/bin/sh", "-c", "sleep 100 & sleep 100"],
+            false,
+        ))
+        .unwrap();
         child.kill_group();
         assert_eq!(child.reap().await.unwrap(), Exit::Signal(libc::SIGKILL));
     }
