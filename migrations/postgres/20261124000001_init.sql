@@ -33,8 +33,11 @@ CREATE TABLE jobs (
 -- Invariant 2 of ARCHITECTURE.md: the database itself refuses a second running job in a workspace,
 -- across every node that shares this database.
 CREATE UNIQUE INDEX jobs_one_running_per_workspace ON jobs (workspace) WHERE state = 'running';
-CREATE INDEX jobs_queued ON jobs (priority DESC, seq) WHERE state = 'queued';
-CREATE INDEX jobs_workspace_state ON jobs (workspace, state, priority DESC, seq);
+-- Claims: ready jobs without a workspace in priority/FIFO order, and each workspace's first
+-- queued job (reached by a loose index scan over the workspaces that have queued jobs).
+CREATE INDEX jobs_queued_free ON jobs (priority DESC, seq) WHERE state = 'queued' AND workspace IS NULL;
+CREATE INDEX jobs_queued_workspace ON jobs (workspace, priority DESC, seq) WHERE state = 'queued';
+CREATE INDEX jobs_workspace_state ON jobs (workspace, state, seq DESC);
 CREATE INDEX jobs_running_lease ON jobs (lease_expires_at) WHERE state = 'running';
 CREATE INDEX jobs_tenant_seq ON jobs (tenant, seq DESC);
 CREATE INDEX jobs_finished ON jobs (finished_at) WHERE finished_at IS NOT NULL;

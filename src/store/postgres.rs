@@ -5,12 +5,13 @@
 //! order is commit order (FIFO holds even for concurrent submitters); enqueue and completion send
 //! `NOTIFY` so other nodes wake at once.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
-use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
 use uuid::Uuid;
 
@@ -35,10 +36,12 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
+        // Queue statements are short; JIT compilation would cost more than it saves.
+        let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2))
             .acquire_timeout(Duration::from_secs(10))
-            .connect(url)
+            .connect_with(options)
             .await?;
         Ok(PgStore { pool })
     }
@@ -300,23 +303,46 @@ impl Store for PgStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
+        // Candidates come from two index-ordered sources: ready jobs without a workspace, and
+        // the first queued job of each workspace that has no running job (found by a loose
+        // index scan over the workspaces with queued jobs, so a long backlog in one workspace
+        // costs one probe, not a scan). The best `limit` of them are locked, skipping rows
+        // another node holds, and claimed.
         let rows = sqlx::query(
-            "WITH picked AS ( \
-                 SELECT j.seq FROM jobs j \
-                 WHERE j.state = 'queued' AND j.run_after <= $1 \
-                   AND (j.workspace IS NULL OR ( \
-                       NOT EXISTS (SELECT 1 FROM jobs r \
-                                   WHERE r.workspace = j.workspace AND r.state = 'running') \
-                       AND j.seq = (SELECT h.seq FROM jobs h \
-                                    WHERE h.workspace = j.workspace AND h.state = 'queued' \
-                                    ORDER BY h.priority DESC, h.seq LIMIT 1))) \
-                 ORDER BY j.priority DESC, j.seq \
-                 LIMIT $4 \
+            "WITH RECURSIVE ws AS ( \
+                 (SELECT workspace FROM jobs \
+                  WHERE state = 'queued' AND workspace IS NOT NULL \
+                  ORDER BY workspace LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT j.workspace FROM jobs j \
+                         WHERE j.state = 'queued' AND j.workspace > ws.workspace \
+                         ORDER BY j.workspace LIMIT 1) \
+                 FROM ws WHERE ws.workspace IS NOT NULL), \
+             heads AS ( \
+                 SELECT h.seq, h.priority FROM ws \
+                 CROSS JOIN LATERAL ( \
+                     SELECT seq, priority, run_after FROM jobs \
+                     WHERE workspace = ws.workspace AND state = 'queued' \
+                     ORDER BY priority DESC, seq LIMIT 1) h \
+                 WHERE ws.workspace IS NOT NULL AND h.run_after <= $1 \
+                   AND NOT EXISTS (SELECT 1 FROM jobs r \
+                                   WHERE r.workspace = ws.workspace AND r.state = 'running')), \
+             free AS ( \
+                 SELECT seq, priority FROM jobs \
+                 WHERE state = 'queued' AND workspace IS NULL AND run_after <= $1 \
+                 ORDER BY priority DESC, seq LIMIT $4), \
+             candidates AS ( \
+                 SELECT seq FROM (SELECT seq, priority FROM free \
+                                  UNION ALL SELECT seq, priority FROM heads) c \
+                 ORDER BY priority DESC, seq LIMIT $4), \
+             locked AS ( \
+                 SELECT seq FROM jobs \
+                 WHERE seq = ANY(ARRAY(SELECT seq FROM candidates)) AND state = 'queued' \
                  FOR UPDATE SKIP LOCKED) \
-             UPDATE jobs SET state = 'running', attempts = jobs.attempts + 1, started_at = $1, \
+             UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = $1, \
                  lease_owner = $2, lease_expires_at = $3 \
-             FROM picked WHERE jobs.seq = picked.seq \
-             RETURNING jobs.*",
+             WHERE seq = ANY(ARRAY(SELECT seq FROM locked)) \
+             RETURNING *",
         )
         .bind(now)
         .bind(node)
