@@ -226,7 +226,7 @@ async fn bench_e2e(calls: usize) {
         let started = Instant::now();
         let body: serde_json::Value = call(&client).await.unwrap().json().await.unwrap();
         http.push(started.elapsed().as_secs_f64());
-        assert_eq!(body["exit_code"], 0);
+        assert_eq!(body["exit_code"], 0, "{body}");
     }
 
     // The same sandbox command line the driver builds, spawned bare.

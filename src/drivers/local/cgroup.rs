@@ -7,18 +7,16 @@
 //! server's own cgroup of each hierarchy. Where neither is writable the driver falls back to
 //! rlimits alone and says so.
 
-use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 
 /// The controllers the driver uses.
 const CONTROLLERS: [&str; 3] = ["pids", "memory", "cpu"];
 
-/// Limits applied to a sandbox's cgroup.
+/// Limits applied to a command's cgroup.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CgroupLimits {
     pub max_processes: u64,
@@ -40,32 +38,63 @@ enum Layout {
     V2 { base: PathBuf },
 }
 
-/// Creates per-sandbox cgroups, if the machine lets us.
+impl Layout {
+    /// The driver's base directory in every hierarchy.
+    fn bases(&self) -> Vec<&PathBuf> {
+        match self {
+            Layout::V2 { base } => vec![base],
+            Layout::V1 { pids, memory, cpu } => [pids, memory, cpu].into_iter().flatten().collect(),
+        }
+    }
+}
+
+/// Creates per-command cgroups under `daytona-mcp/<instance>` in the server's own cgroup of
+/// each hierarchy, if the machine lets us.
 #[derive(Debug)]
 pub struct CgroupManager {
     layout: Option<Layout>,
-    /// Limits last written to each sandbox's cgroup by this process.
-    configured: Mutex<HashMap<String, CgroupLimits>>,
 }
 
 impl CgroupManager {
     /// Probes the machine: creates (or reuses) a `daytona-mcp` directory under the server's own
     /// cgroup in each hierarchy it can write to.
-    pub fn detect() -> CgroupManager {
+    /// `instance` separates servers sharing a machine (it is derived from the data dir), so that
+    /// one server's clean-up never touches another's commands.
+    pub fn detect(instance: &str) -> CgroupManager {
         let own = fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
-        let layout = detect_v2(&own).or_else(|| detect_v1(&own));
-        CgroupManager {
-            layout,
-            configured: Mutex::default(),
+        let layout = detect_v2(&own, instance).or_else(|| detect_v1(&own, instance));
+        CgroupManager { layout }
+    }
+
+    /// Removes every command cgroup this instance left behind (a crash, or a stop before the
+    /// background removals ran). Their processes died with the previous server.
+    pub fn sweep(&self) {
+        let Some(layout) = &self.layout else {
+            return;
+        };
+        let mut names: Vec<String> = Vec::new();
+        for base in layout.bases() {
+            if let Ok(entries) = fs::read_dir(base) {
+                for entry in entries.flatten() {
+                    if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                        let name = entry.file_name().to_string_lossy().into_owned();
+                        if !names.contains(&name) {
+                            names.push(name);
+                        }
+                    }
+                }
+            }
+        }
+        for name in names {
+            if let Ok((cgroup, _)) = Cgroup::open(layout, &name, false) {
+                cgroup.remove();
+            }
         }
     }
 
     /// A manager that never uses cgroups.
     pub fn disabled() -> CgroupManager {
-        CgroupManager {
-            layout: None,
-            configured: Mutex::default(),
-        }
+        CgroupManager { layout: None }
     }
 
     /// Which limits cgroups enforce here, e.g. `["pids", "memory", "cpu"]`.
@@ -90,37 +119,48 @@ impl CgroupManager {
         }
     }
 
-    /// The cgroup of sandbox `id`, created on first use and kept until
-    /// [`CgroupManager::remove_sandbox`]: one cgroup per sandbox instead of one per command
-    /// spares every command a mkdir/rmdir. Limits are written when the cgroup is new or the
-    /// limits changed. `Ok(None)` when cgroups are unavailable.
-    pub fn for_sandbox(&self, id: &str, limits: CgroupLimits) -> io::Result<Option<Cgroup>> {
+    /// A new cgroup for one command of sandbox `id`, named `<id>.<command>`, with `limits`.
+    /// One cgroup per command rather than per sandbox: a command that used a pid namespace
+    /// keeps its pids charge for a second or two while the kernel tears the namespace down, so
+    /// fast commands sharing a cgroup would hit `pids.max` on processes that no longer exist.
+    /// Remove it with [`Cgroup::remove`] (off the hot path: it may wait for the kernel).
+    /// `Ok(None)` when cgroups are unavailable.
+    pub fn create(
+        &self,
+        id: &str,
+        command: &str,
+        limits: CgroupLimits,
+    ) -> io::Result<Option<Cgroup>> {
         let Some(layout) = &self.layout else {
             return Ok(None);
         };
-        let (cgroup, created) = Cgroup::open(layout, id, true)?;
-        let mut configured = self
-            .configured
-            .lock()
-            .expect("cgroup registry lock poisoned");
-        if created || configured.get(id) != Some(&limits) {
-            cgroup.apply(layout, limits)?;
-            configured.insert(id.to_string(), limits);
-        }
+        let (cgroup, _) = Cgroup::open(layout, &format!("{id}.{command}"), true)?;
+        cgroup.apply(layout, limits)?;
         Ok(Some(cgroup))
     }
 
-    /// Kills whatever still runs in sandbox `id`'s cgroup and removes it.
+    /// Kills whatever still runs in sandbox `id`'s cgroups and removes them, including any a
+    /// previous run of the server left behind.
     pub fn remove_sandbox(&self, id: &str) {
         let Some(layout) = &self.layout else {
             return;
         };
-        self.configured
-            .lock()
-            .expect("cgroup registry lock poisoned")
-            .remove(id);
-        if let Ok((cgroup, _)) = Cgroup::open(layout, id, false) {
-            cgroup.remove();
+        let prefix = format!("{id}.");
+        let mut names: Vec<String> = Vec::new();
+        for base in layout.bases() {
+            if let Ok(entries) = fs::read_dir(base) {
+                for entry in entries.flatten() {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    if name.starts_with(&prefix) && !names.contains(&name) {
+                        names.push(name);
+                    }
+                }
+            }
+        }
+        for name in names {
+            if let Ok((cgroup, _)) = Cgroup::open(layout, &name, false) {
+                cgroup.remove();
+            }
         }
     }
 }
@@ -145,23 +185,46 @@ fn own_path(own: &str, controller: Option<&str>) -> Option<String> {
     })
 }
 
-fn make_base(dir: PathBuf) -> Option<PathBuf> {
-    let base = dir.join("daytona-mcp");
-    match fs::create_dir(&base) {
-        Ok(()) => Some(base),
-        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Some(base),
-        Err(_) => None,
+impl Drop for CgroupManager {
+    /// The server is stopping: clear this instance's cgroups and its directory.
+    fn drop(&mut self) {
+        self.sweep();
+        if let Some(layout) = &self.layout {
+            for base in layout.bases() {
+                let _ = fs::remove_dir(base);
+            }
+        }
     }
 }
 
-fn detect_v1(own: &str) -> Option<Layout> {
+/// Makes `dir/daytona-mcp/<instance>` (for v2, with controllers enabled on the way down).
+fn make_base(dir: PathBuf, instance: &str, v2: bool) -> Option<PathBuf> {
+    let mut base = dir;
+    for part in ["daytona-mcp", instance] {
+        if v2 {
+            fs::write(base.join("cgroup.subtree_control"), "+pids +memory +cpu").ok()?;
+        }
+        base = base.join(part);
+        match fs::create_dir(&base) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+            Err(_) => return None,
+        }
+    }
+    if v2 {
+        fs::write(base.join("cgroup.subtree_control"), "+pids +memory +cpu").ok()?;
+    }
+    Some(base)
+}
+
+fn detect_v1(own: &str, instance: &str) -> Option<Layout> {
     let find = |controller: &str| {
         let mount = Path::new("/sys/fs/cgroup").join(controller);
         if !mount.join("cgroup.procs").exists() {
             return None;
         }
         let path = own_path(own, Some(controller)).unwrap_or_else(|| "/".into());
-        let base = make_base(mount.join(path.trim_start_matches('/')))?;
+        let base = make_base(mount.join(path.trim_start_matches('/')), instance, false)?;
         // Prove we can make and remove a child before relying on it.
         let probe = base.join(format!("probe-{}", std::process::id()));
         fs::create_dir(&probe).ok()?;
@@ -183,7 +246,7 @@ fn detect_v1(own: &str) -> Option<Layout> {
     }
 }
 
-fn detect_v2(own: &str) -> Option<Layout> {
+fn detect_v2(own: &str, instance: &str) -> Option<Layout> {
     let root = Path::new("/sys/fs/cgroup");
     let enabled = fs::read_to_string(root.join("cgroup.controllers")).ok()?;
     if !CONTROLLERS
@@ -202,12 +265,11 @@ fn detect_v2(own: &str) -> Option<Layout> {
     {
         return None;
     }
-    let base = make_base(own_dir)?;
-    fs::write(base.join("cgroup.subtree_control"), "+pids +memory +cpu").ok()?;
+    let base = make_base(own_dir, instance, true)?;
     Some(Layout::V2 { base })
 }
 
-/// One sandbox's cgroup (a directory per hierarchy).
+/// A cgroup (a directory per hierarchy) that one command runs in.
 #[derive(Debug)]
 pub struct Cgroup {
     dirs: Vec<PathBuf>,

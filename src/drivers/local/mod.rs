@@ -135,7 +135,11 @@ impl LocalDriver {
             }
         };
         let cgroups = Arc::new(if config.cgroups {
-            CgroupManager::detect()
+            use sha2::Digest;
+            let digest = sha2::Sha256::digest(config.data_dir.as_os_str().as_encoded_bytes());
+            let manager = CgroupManager::detect(&hex::encode(&digest[..6]));
+            manager.sweep();
+            manager
         } else {
             CgroupManager::disabled()
         });
@@ -458,15 +462,16 @@ impl Driver for LocalDriver {
         let limits = self.limits;
         let cgroup = self
             .cgroups
-            .for_sandbox(
+            .create(
                 id,
+                &uuid::Uuid::new_v4().simple().to_string()[..12],
                 CgroupLimits {
                     max_processes: limits.max_processes,
                     memory_bytes: limits.memory_bytes,
                     cpus: limits.cpus,
                 },
             )
-            .map_err(|e| DriverError::internal("cannot set up the sandbox's cgroup", e))?
+            .map_err(|e| DriverError::internal("cannot set up the command's cgroup", e))?
             .map(Arc::new);
         let rlimits = Rlimits {
             cpu_seconds: request.timeout.as_secs().max(1) + 1,
@@ -483,7 +488,7 @@ impl Driver for LocalDriver {
                 cwd,
                 stdin: request.stdin,
                 rlimits,
-                cgroup,
+                cgroup: cgroup.clone(),
                 timeout: request.timeout,
                 output_limit: request.output_limit,
             },
@@ -491,6 +496,10 @@ impl Driver for LocalDriver {
         )
         .await;
         drop(invocation.scratch);
+        if let Some(cgroup) = cgroup.and_then(|c| Arc::try_unwrap(c).ok()) {
+            // Not awaited: the answer does not wait for the kernel to let the cgroup go.
+            tokio::task::spawn_blocking(move || cgroup.remove());
+        }
         result
     }
 }
