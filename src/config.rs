@@ -97,6 +97,8 @@ pub struct SandboxConfig {
     pub memory_limit: String,
     /// CPU cores per sandbox command tree, e.g. "1.0" (seed: DAYTONA_WORKSPACE_CPU_LIMIT).
     pub cpu_limit: String,
+    /// Largest file `file_operation` reads or writes, e.g. "16m".
+    pub file_limit: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -212,6 +214,7 @@ impl Default for SandboxConfig {
             stored_output_limit_bytes: 8 * 1024 * 1024,
             memory_limit: "2g".into(),
             cpu_limit: "1.0".into(),
+            file_limit: "16m".into(),
         }
     }
 }
@@ -417,6 +420,7 @@ impl Config {
         self.memory_limit_bytes()?;
         self.cpu_limit()?;
         parse_size("local.max_file_size", &self.local.max_file_size)?;
+        parse_size("sandbox.file_limit", &self.sandbox.file_limit)?;
         for (name, value) in [
             ("queue.concurrency", self.queue.concurrency as u64),
             ("queue.claim_batch", u64::from(self.queue.claim_batch)),

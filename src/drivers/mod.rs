@@ -5,6 +5,7 @@
 //! Commands reach a driver as a [`Program`] (argv, a shell command the caller wrote, or source
 //! code), never as a shell string assembled from caller input.
 
+pub mod files;
 pub mod local;
 pub mod paths;
 
@@ -15,6 +16,7 @@ use async_trait::async_trait;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use self::files::{FileRequest, FileResult};
 use crate::output::OutputTx;
 
 /// Errors a driver reports. The tools layer maps them to job errors.
@@ -29,6 +31,15 @@ pub enum DriverError {
         field: &'static str,
         message: String,
     },
+    /// A path the caller named does not exist in the sandbox; `field` names the input field.
+    #[error("{message}")]
+    PathNotFound {
+        field: &'static str,
+        message: String,
+    },
+    /// A limit of the sandbox refused the operation (its disk quota).
+    #[error("{0}")]
+    LimitExceeded(String),
     /// The sandbox lacks what the request needs (an interpreter).
     #[error("{0}")]
     Unsupported(String),
@@ -140,4 +151,13 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
         request: ExecRequest,
         io: ExecIo,
     ) -> Result<ExecResult, DriverError>;
+
+    /// Performs one file operation on the sandbox's files, confined to them whatever symlinks
+    /// the sandbox holds. `timeout` bounds long walks (recursive deletes).
+    async fn file(
+        &self,
+        id: &str,
+        request: FileRequest,
+        timeout: Duration,
+    ) -> Result<FileResult, DriverError>;
 }

@@ -221,6 +221,89 @@ pub struct ExecuteCodeArgs {
     pub stdin: Option<String>,
 }
 
+/// What `file_operation` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum FileOperation {
+    /// The content of a regular file.
+    Read,
+    /// Replaces a file's content (creating the file and its missing parent directories).
+    Write,
+    /// Adds to the end of a file (creating it if needed).
+    Append,
+    /// The entries of a directory.
+    List,
+    /// Removes a file, a symlink or an empty directory; with `recursive`, a whole tree.
+    Delete,
+    /// Creates a directory and its missing parents.
+    Mkdir,
+    /// Renames `file_path` to `destination` (into it, when it is an existing directory).
+    Move,
+    /// Size, type, permissions and modification time of one entry.
+    Stat,
+    /// Whether the path exists.
+    Exists,
+}
+
+impl FileOperation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FileOperation::Read => "read",
+            FileOperation::Write => "write",
+            FileOperation::Append => "append",
+            FileOperation::List => "list",
+            FileOperation::Delete => "delete",
+            FileOperation::Mkdir => "mkdir",
+            FileOperation::Move => "move",
+            FileOperation::Stat => "stat",
+            FileOperation::Exists => "exists",
+        }
+    }
+
+    /// Whether the operation leaves the sandbox as it was.
+    pub fn is_read_only(self) -> bool {
+        matches!(
+            self,
+            FileOperation::Read | FileOperation::List | FileOperation::Stat | FileOperation::Exists
+        )
+    }
+}
+
+/// How file content travels in JSON.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Encoding {
+    /// Text; reading a file that is not valid UTF-8 is an error that suggests base64.
+    #[default]
+    #[serde(alias = "utf-8")]
+    Utf8,
+    /// Bytes as standard base64: any file, byte for byte.
+    Base64,
+}
+
+/// Input of `file_operation`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FileOperationArgs {
+    /// Sandbox id or name.
+    pub sandbox_id: String,
+    /// read, write, append, list, delete, mkdir, move, stat or exists.
+    pub operation: FileOperation,
+    /// Relative to the sandbox root, or absolute under /workspace. Symlinks are followed only
+    /// while they stay inside the sandbox.
+    pub file_path: String,
+    /// Content for write and append, in `encoding`.
+    pub content: Option<String>,
+    /// utf8 (default) or base64, for content written and read.
+    #[serde(default)]
+    pub encoding: Encoding,
+    /// New path for move.
+    pub destination: Option<String>,
+    /// delete: remove a directory and everything in it.
+    #[serde(default)]
+    pub recursive: bool,
+}
+
 /// The JSON schema of `T` as a plain object, without the meta keys MCP clients do not need.
 pub fn schema_of<T: JsonSchema>() -> Value {
     let mut schema = serde_json::to_value(schemars::schema_for!(T)).expect("schemas serialize");

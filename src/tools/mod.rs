@@ -7,6 +7,7 @@
 
 pub mod args;
 mod exec;
+mod files;
 pub mod outputs;
 mod sandbox;
 
@@ -82,6 +83,8 @@ pub struct ToolsConfig {
     pub output_limit_bytes: usize,
     /// Attempts for transient failures (and rescues of retry-safe jobs).
     pub max_attempts: i32,
+    /// Largest file `file_operation` reads or writes, in bytes.
+    pub file_limit_bytes: u64,
 }
 
 /// What tools use while running.
@@ -165,6 +168,7 @@ impl Tools {
             Arc::new(sandbox::DeleteSandbox::new()),
             Arc::new(exec::ExecuteShell::new()),
             Arc::new(exec::ExecuteCode::new()),
+            Arc::new(files::FileOperationTool::new()),
         ];
         for tool in tools {
             registry.insert(tool.spec().name, tool);
@@ -289,6 +293,25 @@ impl Executor for ToolExecutor {
     }
 }
 
+/// The job's tenant's sandbox `reference` (id or name), or the outcome that ends the job.
+pub(crate) async fn find_sandbox(
+    env: &ToolEnv,
+    job: &Job,
+    reference: &str,
+) -> Result<crate::store::SandboxRecord, Outcome> {
+    match env.store.sandbox(&job.tenant, reference).await {
+        Ok(Some(record)) => Ok(record),
+        Ok(None) => Err(failed(
+            ErrorReason::NotFound,
+            format!("sandbox `{reference}` not found"),
+        )),
+        Err(e) => Err(failed(
+            ErrorReason::Internal,
+            format!("database error: {e}"),
+        )),
+    }
+}
+
 /// A failed outcome without a result.
 pub(crate) fn failed(reason: ErrorReason, message: impl Into<String>) -> Outcome {
     Outcome::Failed {
@@ -308,6 +331,12 @@ pub(crate) fn driver_failure(error: DriverError) -> Outcome {
             result: None,
             exit_code: None,
         },
+        DriverError::PathNotFound { field, .. } => Outcome::Failed {
+            error: JobError::new(ErrorReason::NotFound, message).with_field(field),
+            result: None,
+            exit_code: None,
+        },
+        DriverError::LimitExceeded(_) => failed(ErrorReason::ExecutionError, message),
         DriverError::Unsupported(_) => failed(ErrorReason::ExecutionError, message),
         DriverError::Unavailable(_) => Outcome::Transient {
             error: JobError::new(ErrorReason::DriverUnavailable, message),

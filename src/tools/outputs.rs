@@ -83,3 +83,62 @@ pub struct ExecOutput {
     /// The resource limit that ended the command, if one did ("memory", "cpu time", "file size").
     pub limit_exceeded: Option<String>,
 }
+
+/// One file or directory, as `file_operation` shows it.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct FileEntry {
+    pub name: String,
+    /// Bytes (for a symlink, the length of its target text).
+    pub size: u64,
+    pub is_dir: bool,
+    /// file, directory, symlink, fifo, socket, char_device or block_device.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Permission bits in octal, e.g. "0644".
+    pub mode: String,
+    /// Last modification, RFC 3339.
+    pub modified: String,
+    /// Where a symlink points, as written in the link.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link_target: Option<String>,
+}
+
+/// Output of `file_operation`. Fields other than the seed's appear when the operation has them.
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct FileOperationOutput {
+    pub sandbox_id: String,
+    pub operation: String,
+    pub file_path: String,
+    pub success: bool,
+    /// read: the content, in `encoding`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content: Option<String>,
+    /// list: entry names.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub files: Option<Vec<String>>,
+    pub message: String,
+    /// list: the entries with their details.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entries: Option<Vec<FileEntry>>,
+    /// read: how `content` is encoded.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encoding: Option<String>,
+    /// read, write, append: the file's size in bytes afterwards.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// exists: the answer.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exists: Option<bool>,
+    /// stat: the entry (a symlink is described, not followed); exists: its type.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub entry: Option<FileEntry>,
+    /// move: where the entry ended up (relative to the sandbox root).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub destination: Option<String>,
+    /// list: whether the directory had more entries than were returned.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub truncated: Option<bool>,
+    /// delete: entries removed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub removed: Option<u64>,
+}

@@ -28,6 +28,7 @@ async fn sync_and_async_flow(db: Db) {
             "delete_sandbox",
             "execute_code",
             "execute_shell",
+            "file_operation",
             "get_sandbox_info",
             "list_sandboxes"
         ]

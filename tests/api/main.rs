@@ -10,6 +10,7 @@ mod actors;
 mod bad_input;
 mod cancel;
 mod events;
+mod files;
 mod flow;
 mod isolation;
 mod languages;

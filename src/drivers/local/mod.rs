@@ -8,7 +8,9 @@
 //! - `runtime/` — generated `/etc/passwd`, `/etc/group`, `/etc/hosts` for sandboxes;
 //! - `run/<exec>/` — code files handed to interpreters, removed after each call.
 
+mod beneath;
 pub mod cgroup;
+mod files;
 pub mod isolation;
 pub mod languages;
 pub mod paths;
@@ -25,6 +27,7 @@ use serde::{Deserialize, Serialize};
 use self::cgroup::{CgroupLimits, CgroupManager};
 use self::isolation::{Bwrap, Isolation, Mount, WORKSPACE};
 use self::process::{Rlimits, Spawn};
+use super::files::{FileRequest, FileResult};
 use super::{Driver, DriverError, ExecIo, ExecRequest, ExecResult, Program, SandboxSpec};
 
 /// The isolation an operator asks for.
@@ -501,5 +504,27 @@ impl Driver for LocalDriver {
             tokio::task::spawn_blocking(move || cgroup.remove());
         }
         result
+    }
+
+    async fn file(
+        &self,
+        id: &str,
+        request: FileRequest,
+        timeout: std::time::Duration,
+    ) -> Result<FileResult, DriverError> {
+        let dir = self.sandbox_dir(id)?;
+        if !self.exists(id).await? {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let done = tokio::task::spawn_blocking(move || files::run(&dir, request, None, deadline))
+            .await
+            .map_err(|e| DriverError::internal("file operation failed", e))??;
+        tracing::trace!(
+            sandbox = id,
+            allocated_delta = done.allocated_delta,
+            "file operation"
+        );
+        Ok(done.result)
     }
 }
