@@ -233,7 +233,7 @@ async fn bench_e2e(calls: usize) {
     let runtime = dir.path().join("data/runtime");
     let bwrap = Bwrap::new("/usr/bin/bwrap".into(), runtime, true);
     let sandbox_dir = dir.path().join("data/sandboxes").join(&id);
-    let argv = bwrap.argv(&sandbox_dir, WORKSPACE, &[], &["true".into()]);
+    let argv = bwrap.argv(&sandbox_dir, WORKSPACE, &[], &["true".into()], false);
     let mut bare = Vec::with_capacity(calls);
     for _ in 0..calls {
         let started = Instant::now();

@@ -135,10 +135,12 @@ impl Application {
                     max_timeout_s: config.queue.max_timeout_s,
                     output_limit_bytes: config.sandbox.output_limit_bytes,
                     max_attempts: config.queue.max_attempts,
+                    allow_network: config.sandbox.allow_network,
                     file_limit_bytes: parse_size("sandbox.file_limit", &config.sandbox.file_limit)?,
                 },
                 metrics: metrics.clone(),
                 enforcement: json!(enforcement),
+                secrets: Default::default(),
             },
             queue.clone(),
         );

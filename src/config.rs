@@ -99,6 +99,8 @@ pub struct SandboxConfig {
     pub cpu_limit: String,
     /// Largest file `file_operation` reads or writes, e.g. "16m".
     pub file_limit: String,
+    /// Whether `create_sandbox` may ask for network access (`network: true`).
+    pub allow_network: bool,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -215,6 +217,7 @@ impl Default for SandboxConfig {
             memory_limit: "2g".into(),
             cpu_limit: "1.0".into(),
             file_limit: "16m".into(),
+            allow_network: false,
         }
     }
 }

@@ -96,6 +96,8 @@ pub struct ExecRequest {
     pub timeout: Duration,
     /// Bytes kept per stream in the result.
     pub output_limit: usize,
+    /// Whether the command may use the network (the sandbox's setting, within the operator's).
+    pub network: bool,
 }
 
 /// Live channels of one execution.

@@ -26,7 +26,7 @@ pub use job::{
     CancelOutcome, Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob,
     OutputChunk, Rescued, Stream,
 };
-pub use sandbox::{SandboxCount, SandboxFilter, SandboxRecord};
+pub use sandbox::{SandboxCount, SandboxFilter, SandboxRecord, Secret};
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]

@@ -18,7 +18,7 @@ use uuid::Uuid;
 use super::{
     AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
     JobError, JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount,
-    SandboxFilter, SandboxRecord, StateCount, Store, StoreError, Stream,
+    SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -106,6 +106,10 @@ fn sandbox_from_row(row: &PgRow) -> Result<SandboxRecord> {
         auto_stop_minutes: row.try_get("auto_stop_minutes")?,
         created_at: row.try_get("created_at")?,
         last_accessed: row.try_get("last_accessed")?,
+        network: row.try_get("network")?,
+        git_token: row
+            .try_get::<Option<String>, _>("git_token")?
+            .map(Secret::new),
     })
 }
 
@@ -646,8 +650,9 @@ impl Store for PgStore {
         let result = sqlx::query(
             "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
              git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-             created_at, last_accessed) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+             created_at, last_accessed, network, git_token) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+             $18)",
         )
         .bind(&s.id)
         .bind(&s.tenant)
@@ -665,6 +670,8 @@ impl Store for PgStore {
         .bind(s.auto_stop_minutes)
         .bind(s.created_at)
         .bind(s.last_accessed)
+        .bind(s.network)
+        .bind(s.git_token.as_ref().map(Secret::expose))
         .execute(&self.pool)
         .await;
         match result {

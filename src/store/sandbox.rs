@@ -26,6 +26,30 @@ pub struct SandboxRecord {
     pub auto_stop_minutes: Option<i32>,
     pub created_at: DateTime<Utc>,
     pub last_accessed: DateTime<Utc>,
+    /// Whether the sandbox's commands may use the network.
+    pub network: bool,
+    /// Token for the sandbox's HTTPS git remotes; never shown, logged or audited.
+    pub git_token: Option<Secret>,
+}
+
+/// A secret value whose `Debug` shows nothing of it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Secret {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret(***)")
+    }
 }
 
 /// Filters for listing sandboxes of one tenant.

@@ -19,7 +19,7 @@ use uuid::Uuid;
 use super::{
     AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
     JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount, SandboxFilter,
-    SandboxRecord, StateCount, Store, StoreError, Stream,
+    SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -150,6 +150,10 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
         auto_stop_minutes: row.try_get("auto_stop_minutes")?,
         created_at: from_ts(row.try_get("created_at")?),
         last_accessed: from_ts(row.try_get("last_accessed")?),
+        network: row.try_get("network")?,
+        git_token: row
+            .try_get::<Option<String>, _>("git_token")?
+            .map(Secret::new),
     })
 }
 
@@ -630,7 +634,8 @@ impl Store for SqliteStore {
         let result = sqlx::query(
             "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
              git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-             created_at, last_accessed) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             created_at, last_accessed, network, git_token) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&s.id)
         .bind(&s.tenant)
@@ -648,6 +653,8 @@ impl Store for SqliteStore {
         .bind(s.auto_stop_minutes)
         .bind(ts(s.created_at))
         .bind(ts(s.last_accessed))
+        .bind(s.network)
+        .bind(s.git_token.as_ref().map(Secret::expose))
         .execute(&mut *tx)
         .await;
         match result {

@@ -155,6 +155,13 @@ pub struct CreateSandboxArgs {
     pub resources: Option<Resources>,
     /// Minutes of inactivity before the sandbox is stopped (daytona driver).
     pub auto_stop_minutes: Option<u32>,
+    /// Let the sandbox's commands use the network (only where the operator allows it:
+    /// `sandbox.allow_network`). Off by default.
+    #[serde(default)]
+    pub network: bool,
+    /// Token for HTTPS git remotes (the clone of `git_repo`, later push/pull): kept with the
+    /// sandbox as a secret, never shown, logged or audited.
+    pub git_token: Option<String>,
 }
 
 pub fn default_language() -> String {
@@ -302,6 +309,92 @@ pub struct FileOperationArgs {
     /// delete: remove a directory and everything in it.
     #[serde(default)]
     pub recursive: bool,
+}
+
+/// What `git_operation` does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum GitOperation {
+    /// Clone `repository_url` (optionally one `branch`) into `directory`.
+    Clone,
+    Status,
+    /// Stage `files` (all changes when empty).
+    Add,
+    /// Commit staged changes (only `files`, when given) with `commit_message`.
+    Commit,
+    /// Push to `repository_url` (a remote name or URL; default `origin`), `branch` if given.
+    Push,
+    /// Pull (merge) from `repository_url` (default `origin`), `branch` if given.
+    Pull,
+    /// Switch to `branch` (`create: true` makes it), or restore `files` from `branch`/the index.
+    Checkout,
+    /// List branches, or create `branch`.
+    Branch,
+    /// The last `limit` commits (of `branch`, if given).
+    Log,
+    /// Unstaged changes (`staged: true`: staged ones), of `files` if given.
+    Diff,
+}
+
+impl GitOperation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GitOperation::Clone => "clone",
+            GitOperation::Status => "status",
+            GitOperation::Add => "add",
+            GitOperation::Commit => "commit",
+            GitOperation::Push => "push",
+            GitOperation::Pull => "pull",
+            GitOperation::Checkout => "checkout",
+            GitOperation::Branch => "branch",
+            GitOperation::Log => "log",
+            GitOperation::Diff => "diff",
+        }
+    }
+}
+
+/// Input of `git_operation`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GitOperationArgs {
+    /// Sandbox id or name.
+    pub sandbox_id: String,
+    /// clone, status, add, commit, push, pull, checkout, branch, log or diff.
+    pub operation: GitOperation,
+    /// clone: the repository (https://, http://, ssh://, git://, file://, user@host:path, or a
+    /// path in the sandbox). push/pull: a remote name or URL (default `origin`). A password in
+    /// the URL is taken out and used like `token`.
+    pub repository_url: Option<String>,
+    /// Branch: to clone, push, pull, check out, create (branch), or show (log).
+    pub branch: Option<String>,
+    /// commit: the message, used byte for byte.
+    pub commit_message: Option<String>,
+    /// The repository's directory (relative to the sandbox root, or under /workspace); for
+    /// clone, where `directory` is made. Defaults to the sandbox root.
+    pub working_directory: Option<String>,
+    /// add, commit, diff: paths (taken literally, no globs); checkout: files to restore.
+    #[serde(default)]
+    pub files: Vec<String>,
+    /// commit: author (and committer) name.
+    pub author_name: Option<String>,
+    /// commit: author (and committer) email.
+    pub author_email: Option<String>,
+    /// clone: the directory to clone into, relative to `working_directory` (default: the
+    /// repository's name).
+    pub directory: Option<String>,
+    /// checkout: create `branch` first.
+    #[serde(default)]
+    pub create: bool,
+    /// log: how many commits (default 20, at most 1000).
+    pub limit: Option<u32>,
+    /// diff: show staged changes instead of unstaged ones.
+    #[serde(default)]
+    pub staged: bool,
+    /// clone, push, pull: a token for HTTPS remotes, sent as an HTTP header. Never stored with
+    /// the job, logged or shown; the sandbox's own `git_token` is used when absent.
+    pub token: Option<String>,
+    /// Seconds before git is killed.
+    pub timeout_s: Option<f64>,
 }
 
 /// The JSON schema of `T` as a plain object, without the meta keys MCP clients do not need.

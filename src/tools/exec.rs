@@ -58,6 +58,7 @@ fn plan_command(
         // Running a command twice is never harmless.
         retry_safe: false,
         timeout_s,
+        secret: None,
     })
 }
 
@@ -91,6 +92,7 @@ async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) ->
         stdin: cmd.stdin.map(String::into_bytes),
         timeout,
         output_limit: env.config.output_limit_bytes,
+        network: record.network,
     };
     let io = ExecIo {
         output: ctx.output,

@@ -194,6 +194,7 @@ impl Tool for FileOperationTool {
             target: Target::Sandbox(a.sandbox_id),
             retry_safe,
             timeout_s: None,
+            secret: None,
         })
     }
 
@@ -369,6 +370,7 @@ mod tests {
             output_limit_bytes: 1 << 20,
             max_attempts: 3,
             file_limit_bytes: 16,
+            allow_network: false,
         }
     }
 

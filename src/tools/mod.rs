@@ -8,8 +8,10 @@
 pub mod args;
 mod exec;
 mod files;
+mod git;
 pub mod outputs;
 mod sandbox;
+pub mod secrets;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -72,6 +74,9 @@ pub struct Plan {
     pub retry_safe: bool,
     /// The call's own timeout, if it has one.
     pub timeout_s: Option<f64>,
+    /// A secret taken out of `arguments` (see `secrets.rs`): held in memory for the job, never
+    /// stored.
+    pub secret: Option<String>,
 }
 
 /// Settings the tools need.
@@ -85,6 +90,8 @@ pub struct ToolsConfig {
     pub max_attempts: i32,
     /// Largest file `file_operation` reads or writes, in bytes.
     pub file_limit_bytes: u64,
+    /// Whether sandboxes may be created with network access.
+    pub allow_network: bool,
 }
 
 /// What tools use while running.
@@ -96,6 +103,8 @@ pub struct ToolEnv {
     pub metrics: Metrics,
     /// How the driver enforces limits, shown by `get_sandbox_info`.
     pub enforcement: Value,
+    /// Secrets of jobs (tokens given with a call), held in memory only.
+    pub secrets: secrets::SecretVault,
 }
 
 /// One tool.
@@ -169,6 +178,7 @@ impl Tools {
             Arc::new(exec::ExecuteShell::new()),
             Arc::new(exec::ExecuteCode::new()),
             Arc::new(files::FileOperationTool::new()),
+            Arc::new(git::GitOperationTool::new()),
         ];
         for tool in tools {
             registry.insert(tool.spec().name, tool);
@@ -229,6 +239,7 @@ impl Tools {
             .map(|t| check_timeout(t, config.max_timeout_s))
             .transpose()?
             .unwrap_or(config.default_timeout_s);
+        let secret = plan.secret;
         let mut job = NewJob::new(tenant, tool.spec().name, plan.arguments);
         job.workspace = workspace.clone();
         job.priority = submission.priority;
@@ -243,7 +254,17 @@ impl Tools {
             "accepted",
             Some(&job.arguments),
         );
-        Ok(self.queue.enqueue(job, audit).await?)
+        // The secret is in place before the job can be claimed; a replayed idempotent call
+        // returns the original job, which has its own.
+        let job_id = job.id;
+        if let Some(secret) = secret {
+            self.env.secrets.put(job_id, secret);
+        }
+        let enqueued = self.queue.enqueue(job, audit).await;
+        if !matches!(&enqueued, Ok(e) if e.created) {
+            self.env.secrets.remove(job_id);
+        }
+        Ok(enqueued?)
     }
 
     /// The workspace key of an existing sandbox, or of one a queued `create_sandbox` will make.
@@ -283,13 +304,18 @@ struct ToolExecutor {
 #[async_trait]
 impl Executor for ToolExecutor {
     async fn execute(&self, job: &Job, ctx: JobContext) -> Outcome {
-        match self.registry.get(job.tool.as_str()) {
+        let outcome = match self.registry.get(job.tool.as_str()) {
             Some(tool) => tool.run(&self.env, job, ctx).await,
             None => failed(
                 ErrorReason::InvalidArgument,
                 format!("unknown tool `{}`", job.tool),
             ),
+        };
+        // A retry of a transient failure runs again with the same secret; any other end is final.
+        if !matches!(outcome, Outcome::Transient { .. }) {
+            self.env.secrets.remove(job.id);
         }
+        outcome
     }
 }
 

@@ -55,6 +55,11 @@ pub struct SandboxInfoOutput {
     /// Bytes used by the sandbox's files, when the driver can tell.
     pub disk_bytes: Option<u64>,
     pub driver: String,
+    /// Whether the sandbox's commands may use the network.
+    pub network: bool,
+    /// Whether a git token is configured for the sandbox (its value is never shown).
+    pub git_token_configured: bool,
+    pub git_branch: Option<String>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -82,6 +87,43 @@ pub struct ExecOutput {
     pub cancelled: bool,
     /// The resource limit that ended the command, if one did ("memory", "cpu time", "file size").
     pub limit_exceeded: Option<String>,
+}
+
+/// One commit, as `git_operation` `log` shows it.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct Commit {
+    pub hash: String,
+    pub author_name: String,
+    pub author_email: String,
+    /// Author date, RFC 3339.
+    pub date: String,
+    pub subject: String,
+}
+
+/// Output of `git_operation`.
+#[derive(Clone, Debug, Default, Serialize, JsonSchema)]
+pub struct GitOperationOutput {
+    pub sandbox_id: String,
+    pub operation: String,
+    /// Whether git exited with 0.
+    pub success: bool,
+    /// What git printed (stdout, then stderr), with any credential replaced by `***`.
+    pub output: String,
+    pub message: String,
+    /// git's exit code; null when it was killed (timeout, cancel).
+    pub exit_code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+    pub timed_out: bool,
+    /// log: the commits, newest first.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub commits: Option<Vec<Commit>>,
+    /// branch (list): branch names, remote-tracking ones as `remotes/<remote>/<name>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub branches: Option<Vec<String>>,
+    /// branch (list): the checked-out branch.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_branch: Option<String>,
 }
 
 /// One file or directory, as `file_operation` shows it.

@@ -1,6 +1,7 @@
 //! Sandbox lifecycle tools: create, list, inspect, delete.
 
 use std::collections::BTreeMap;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{SecondsFormat, Utc};
@@ -9,10 +10,12 @@ use serde_json::{Value, json};
 use super::args::{
     self, CreateSandboxArgs, InvalidInput, ListSandboxesArgs, SandboxArgs, SandboxName, schema_of,
 };
+use super::git::{self, Credential, GitCommand};
 use super::outputs::{
     CreateSandboxOutput, DeleteSandboxOutput, ListSandboxesOutput, SandboxInfoOutput,
     SandboxSummary,
 };
+use super::secrets::{self, HELD};
 use super::{
     Annotations, Plan, Target, Tool, ToolEnv, ToolSpec, ToolsConfig, driver_failure, failed,
     stored_args, succeeded,
@@ -21,7 +24,7 @@ use crate::actors::{JobContext, Outcome};
 use crate::auth::Role;
 use crate::drivers::SandboxSpec;
 use crate::drivers::local::languages;
-use crate::store::{ErrorReason, Job, SandboxFilter, SandboxRecord, StoreError};
+use crate::store::{ErrorReason, Job, SandboxFilter, SandboxRecord, Secret, StoreError};
 
 /// Sandbox status while the driver creates it.
 const CREATING: &str = "creating";
@@ -81,7 +84,7 @@ impl Tool for CreateSandbox {
         &self.spec
     }
 
-    fn plan(&self, mut arguments: Value, _config: &ToolsConfig) -> Result<Plan, InvalidInput> {
+    fn plan(&self, mut arguments: Value, config: &ToolsConfig) -> Result<Plan, InvalidInput> {
         let parsed: CreateSandboxArgs = args::parse(&arguments)?;
         if !languages::is_known(&parsed.language) {
             return Err(InvalidInput::field(
@@ -94,12 +97,40 @@ impl Tool for CreateSandbox {
             ));
         }
         args::check_env("environment_vars", &parsed.environment_vars)?;
-        if parsed.git_repo.is_some() || parsed.git_branch.is_some() {
+        if parsed.network && !config.allow_network {
             return Err(InvalidInput::field(
-                "git_repo",
-                "cloning at creation is not supported by this server yet; create the sandbox, \
-                 then clone inside it",
+                "network",
+                "network access for sandboxes is disabled by the operator \
+                 (sandbox.allow_network = false)",
             ));
+        }
+        let mut secret = None;
+        match (&parsed.git_repo, &parsed.git_branch) {
+            (Some(url), branch) => {
+                let url = git::remote::parse("git_repo", url)?;
+                secret = url.password;
+                arguments["git_repo"] = json!(url.url);
+                if let Some(branch) = branch {
+                    git::check_branch("git_branch", branch)?;
+                }
+            }
+            (None, Some(_)) => {
+                return Err(InvalidInput::field(
+                    "git_branch",
+                    "git_branch needs git_repo",
+                ));
+            }
+            (None, None) => {}
+        }
+        if let Some(token) = &parsed.git_token {
+            git::check_token("git_token", token)?;
+            if secret.is_some() {
+                return Err(InvalidInput::field(
+                    "git_token",
+                    "give the token either in git_token or in git_repo, not both",
+                ));
+            }
+            secret = Some(token.clone());
         }
         if let Some(r) = &parsed.resources {
             for (field, value) in [("resources.cpu", r.cpu), ("resources.disk_gb", r.disk_gb)] {
@@ -129,18 +160,29 @@ impl Tool for CreateSandbox {
                 SandboxName::parse("name", &generated)?
             }
         };
-        Ok(Plan {
+        let mut plan = Plan {
             arguments,
             target: Target::NewSandbox(name.as_str().to_string()),
             retry_safe: true,
             timeout_s: None,
-        })
+            secret: None,
+        };
+        if let Some(secret) = secret {
+            secrets::hold(&mut plan, "git_token", secret);
+        }
+        Ok(plan)
     }
 
-    async fn run(&self, env: &ToolEnv, job: &Job, _ctx: JobContext) -> Outcome {
+    async fn run(&self, env: &ToolEnv, job: &Job, ctx: JobContext) -> Outcome {
         let args: CreateSandboxArgs = match stored_args(job) {
             Ok(a) => a,
             Err(outcome) => return outcome,
+        };
+        // The token given with the call, held in memory (see `secrets.rs`).
+        let held_token = match args.git_token.as_deref() {
+            Some(HELD) => env.secrets.get(job.id),
+            Some(other) => Some(other.to_string()),
+            None => None,
         };
         let name = args
             .name
@@ -158,6 +200,14 @@ impl Tool for CreateSandbox {
                 );
             }
             Ok(None) => {
+                if args.git_token.as_deref() == Some(HELD) && held_token.is_none() {
+                    return failed(
+                        ErrorReason::ExecutionError,
+                        "the git token given with this call is no longer available: it is held \
+                         only in the memory of the server that accepted the call, which has \
+                         restarted or is another node; submit the call again",
+                    );
+                }
                 let record = SandboxRecord {
                     id: format!("sb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
                     tenant: job.tenant.clone(),
@@ -166,8 +216,8 @@ impl Tool for CreateSandbox {
                     language: args.language.to_ascii_lowercase(),
                     status: CREATING.into(),
                     image: args.image.clone(),
-                    git_repo: None,
-                    git_branch: None,
+                    git_repo: args.git_repo.clone(),
+                    git_branch: args.git_branch.clone(),
                     environment_vars: args.environment_vars.clone(),
                     labels: args.labels.clone(),
                     resources: serde_json::to_value(args.resources.clone().unwrap_or_default())
@@ -176,6 +226,8 @@ impl Tool for CreateSandbox {
                     auto_stop_minutes: args.auto_stop_minutes.map(|m| m as i32),
                     created_at: now,
                     last_accessed: now,
+                    network: args.network,
+                    git_token: held_token.map(Secret::new),
                 };
                 match env.store.insert_sandbox(&record).await {
                     Ok(()) => record,
@@ -195,16 +247,33 @@ impl Tool for CreateSandbox {
             name: record.name.clone(),
             language: record.language.clone(),
         };
+        if record.git_repo.is_some() {
+            // A re-run after a crash mid-clone starts from an empty directory.
+            if let Err(e) = env.driver.delete(&record.id).await {
+                return driver_failure(e);
+            }
+        }
         if let Err(e) = env.driver.create(&spec).await {
             env.metrics.workspace_creation_failures_total.inc();
             let _ = env.store.delete_sandbox(&record.id).await;
             return driver_failure(e);
+        }
+        if let Some(url) = record.git_repo.clone() {
+            if let Err(outcome) = clone_at_creation(env, &record, &url, ctx).await {
+                env.metrics.workspace_creation_failures_total.inc();
+                let _ = env.driver.delete(&record.id).await;
+                let _ = env.store.delete_sandbox(&record.id).await;
+                return outcome;
+            }
         }
         if let Err(e) = env.store.set_sandbox_status(&record.id, RUNNING).await {
             env.metrics.workspace_creation_failures_total.inc();
             return store_failure(e);
         }
         let mut message = format!("sandbox `{}` created", record.name);
+        if let Some(url) = &record.git_repo {
+            message.push_str(&format!("; cloned {url}"));
+        }
         if record.image.is_some() && env.driver.name() == "local" {
             message.push_str("; `image` is recorded but the local driver does not use images");
         }
@@ -221,6 +290,41 @@ impl Tool for CreateSandbox {
             None,
         )
     }
+}
+
+/// Clones the sandbox's `git_repo` into its root, with its token if it has one.
+async fn clone_at_creation(
+    env: &ToolEnv,
+    record: &SandboxRecord,
+    url: &str,
+    ctx: JobContext,
+) -> Result<(), Outcome> {
+    let args = git::clone_args(url, record.git_branch.as_deref(), Some("."));
+    let mut command = GitCommand::new(args, None, ctx.timeout.max(Duration::from_secs(1)));
+    if let Some(token) = &record.git_token {
+        let credential = Credential {
+            user: git::remote::user(url).unwrap_or_else(|| git::TOKEN_USER.to_string()),
+            token: token.expose().to_string(),
+        };
+        command.authenticate(&credential, url);
+    }
+    let result = git::run_git(env, record, command, ctx.output, ctx.cancel)
+        .await
+        .map_err(driver_failure)?;
+    if result.success() {
+        return Ok(());
+    }
+    let mut message = if result.exec.timed_out {
+        format!("cloning {url} timed out")
+    } else {
+        format!("cloning {url} failed: {}", result.reason())
+    };
+    if let Some(hint) = git::network_hint(record, &result.exec.stderr) {
+        message.push_str("; ");
+        message.push_str(hint);
+    }
+    message.push_str("; the sandbox was not created");
+    Err(failed(ErrorReason::ExecutionError, message))
 }
 
 pub(super) struct ListSandboxes {
@@ -260,6 +364,7 @@ impl Tool for ListSandboxes {
             target: Target::None,
             retry_safe: true,
             timeout_s: None,
+            secret: None,
         })
     }
 
@@ -344,6 +449,7 @@ impl Tool for GetSandboxInfo {
             target: Target::SandboxUnordered(parsed.sandbox_id),
             retry_safe: true,
             timeout_s: None,
+            secret: None,
         })
     }
 
@@ -376,6 +482,9 @@ impl Tool for GetSandboxInfo {
                 }),
                 disk_bytes,
                 driver: record.driver,
+                network: record.network,
+                git_token_configured: record.git_token.is_some(),
+                git_branch: record.git_branch,
             },
             None,
         )
@@ -420,6 +529,7 @@ impl Tool for DeleteSandbox {
             target: Target::Sandbox(parsed.sandbox_id),
             retry_safe: true,
             timeout_s: None,
+            secret: None,
         })
     }
 

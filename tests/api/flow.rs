@@ -30,6 +30,7 @@ async fn sync_and_async_flow(db: Db) {
             "execute_shell",
             "file_operation",
             "get_sandbox_info",
+            "git_operation",
             "list_sandboxes"
         ]
     );

@@ -12,6 +12,7 @@ mod cancel;
 mod events;
 mod files;
 mod flow;
+mod git;
 mod isolation;
 mod languages;
 mod limits;

@@ -7,8 +7,8 @@ use chrono::{DateTime, Utc};
 use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
     AuditEntry, AuditFilter, CancelOutcome, Completion, ErrorReason, Finish, Job, JobError,
-    JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Store, StoreError,
-    Stream,
+    JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret, Store,
+    StoreError, Stream,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -591,6 +591,8 @@ fn sandbox(tenant: &str, id: &str, name: &str) -> SandboxRecord {
         auto_stop_minutes: Some(15),
         created_at: Utc::now(),
         last_accessed: Utc::now(),
+        network: false,
+        git_token: None,
     }
 }
 
@@ -608,13 +610,27 @@ pub async fn sandboxes_are_per_tenant(t: TestStore) {
     let mut other = sandbox("t1", "sb-4", "beta");
     other.labels = BTreeMap::from([("team".into(), "web".into())]);
     other.status = "stopped".into();
+    other.network = true;
+    other.git_token = Some(Secret::new("ghp_secret"));
     s.insert_sandbox(&other).await.unwrap();
+    let beta = s.sandbox("t1", "beta").await.unwrap().unwrap();
+    assert!(beta.network);
+    assert_eq!(
+        beta.git_token.as_ref().map(Secret::expose),
+        Some("ghp_secret")
+    );
+    assert!(
+        !format!("{beta:?}").contains("ghp_secret"),
+        "Debug shows the token"
+    );
 
     let by_id = s.sandbox("t1", "sb-1").await.unwrap().unwrap();
     assert_eq!(by_id.name, "alpha");
     assert_eq!(by_id.environment_vars["K"], "v");
     assert_eq!(by_id.resources, json!({"cpu": 1.0}));
     assert_eq!(by_id.auto_stop_minutes, Some(15));
+    assert!(!by_id.network);
+    assert!(by_id.git_token.is_none());
     assert_eq!(s.sandbox("t1", "alpha").await.unwrap().unwrap().id, "sb-1");
     assert_eq!(s.sandbox("t2", "alpha").await.unwrap().unwrap().id, "sb-3");
     assert!(

@@ -73,7 +73,6 @@ impl Bwrap {
         let mut a: Vec<OsString> = [
             "--unshare-user",
             "--unshare-pid",
-            "--unshare-net",
             "--unshare-ipc",
             "--unshare-uts",
             "--unshare-cgroup-try",
@@ -119,17 +118,33 @@ impl Bwrap {
         }
     }
 
-    /// The full argv: bubblewrap's options, then `--`, then `command` unchanged.
+    /// The full argv: bubblewrap's options, then `--`, then `command` unchanged. Without
+    /// `network` the sandbox gets its own network namespace (a loopback only); with it, the
+    /// host's network and its `/etc/resolv.conf`.
     pub fn argv(
         &self,
         sandbox_dir: &Path,
         workdir_inside: &str,
         mounts: &[Mount],
         command: &[OsString],
+        network: bool,
     ) -> Vec<OsString> {
-        let mut a: Vec<OsString> = Vec::with_capacity(self.fixed.len() + 8 + command.len());
+        let mut a: Vec<OsString> = Vec::with_capacity(self.fixed.len() + 12 + command.len());
         a.push(self.path.clone().into());
         a.extend(self.fixed.iter().cloned());
+        if network {
+            a.extend(
+                [
+                    "--share-net",
+                    "--ro-bind-try",
+                    "/etc/resolv.conf",
+                    "/etc/resolv.conf",
+                ]
+                .map(OsString::from),
+            );
+        } else {
+            a.push("--unshare-net".into());
+        }
         a.push("--bind".into());
         a.push(sandbox_dir.into());
         a.push(WORKSPACE.into());
@@ -178,6 +193,7 @@ mod tests {
             "/workspace/src",
             &[],
             &["/bin/sh".into(), "-c".into(), hostile.clone()],
+            false,
         );
         let sep = argv.iter().position(|a| a == "--").unwrap();
         assert_eq!(&argv[sep + 1..], &["/bin/sh".into(), "-c".into(), hostile]);
@@ -192,5 +208,8 @@ mod tests {
         ] {
             assert!(argv.iter().any(|a| a == flag), "missing {flag}");
         }
+        let shared = bwrap.argv(Path::new("/x"), "/workspace", &[], &["true".into()], true);
+        assert!(shared.iter().any(|a| a == "--share-net"));
+        assert!(!shared.iter().any(|a| a == "--unshare-net"));
     }
 }

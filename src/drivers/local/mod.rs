@@ -200,11 +200,26 @@ impl LocalDriver {
             Program::Argv(argv) if argv.is_empty() => {
                 Err(DriverError::invalid("command", "the command is empty"))
             }
-            Program::Argv(argv) => Ok(Invocation {
-                argv: argv.iter().map(OsString::from).collect(),
-                mounts: Vec::new(),
-                scratch: None,
-            }),
+            Program::Argv(argv) => {
+                // A bare program name is looked up on the sandbox `PATH` here: without bubblewrap
+                // (which searches `PATH` itself) the command is started with `execve`.
+                let mut argv: Vec<OsString> = argv.iter().map(OsString::from).collect();
+                if !argv[0].as_encoded_bytes().contains(&b'/') {
+                    let name = argv[0].to_string_lossy().into_owned();
+                    let found =
+                        languages::find_program(&name, &self.path_dirs).ok_or_else(|| {
+                            DriverError::Unsupported(format!(
+                                "`{name}` is not installed in the sandbox (not on its PATH)"
+                            ))
+                        })?;
+                    argv[0] = found.into();
+                }
+                Ok(Invocation {
+                    argv,
+                    mounts: Vec::new(),
+                    scratch: None,
+                })
+            }
             Program::Shell(command) => {
                 let shell = self.shell.as_ref().ok_or_else(|| {
                     DriverError::Unsupported("the sandbox has no shell (bash or sh)".into())
@@ -321,7 +336,7 @@ fn probe_bwrap(bwrap: &Bwrap, scratch: &Path) -> Result<(), DriverError> {
     let dir = scratch.join(format!("probe-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| DriverError::internal("cannot create probe dir", e))?;
-    let argv = bwrap.argv(&dir, WORKSPACE, &[], &["true".into()]);
+    let argv = bwrap.argv(&dir, WORKSPACE, &[], &["true".into()], false);
     let output = std::process::Command::new(&argv[0])
         .args(&argv[1..])
         .env_clear()
@@ -456,6 +471,7 @@ impl Driver for LocalDriver {
                         &inside.to_string_lossy(),
                         &invocation.mounts,
                         &invocation.argv,
+                        request.network,
                     ),
                     dir.clone(),
                 )
