@@ -68,7 +68,6 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 }
 
 fn local_driver(config: &Config) -> anyhow::Result<LocalDriver> {
-    let memory_bytes = config.memory_limit_bytes()?;
     let driver = LocalDriver::new(LocalConfig {
         data_dir: config.data_dir.clone(),
         isolation: config.local.isolation,
@@ -76,8 +75,6 @@ fn local_driver(config: &Config) -> anyhow::Result<LocalDriver> {
             .then(|| PathBuf::from(&config.local.bwrap_path)),
         sandbox_path: config.local.path.clone(),
         limits: Limits {
-            memory_bytes,
-            cpus: config.cpu_limit()?,
             max_processes: config.local.max_processes,
             max_file_size_bytes: parse_size("local.max_file_size", &config.local.max_file_size)?,
             max_open_files: config.local.max_open_files,
@@ -136,6 +133,7 @@ impl Application {
                     output_limit_bytes: config.sandbox.output_limit_bytes,
                     max_attempts: config.queue.max_attempts,
                     allow_network: config.sandbox.allow_network,
+                    resources: config.resource_policy()?,
                     file_limit_bytes: parse_size("sandbox.file_limit", &config.sandbox.file_limit)?,
                 },
                 metrics: metrics.clone(),

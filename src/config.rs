@@ -101,6 +101,14 @@ pub struct SandboxConfig {
     pub file_limit: String,
     /// Whether `create_sandbox` may ask for network access (`network: true`).
     pub allow_network: bool,
+    /// Disk quota of a sandbox that asks for none, e.g. "10g"; "none" for no quota.
+    pub disk_limit: String,
+    /// Most memory a sandbox may ask for (`resources.memory_mb`).
+    pub max_memory: String,
+    /// Most CPU cores a sandbox may ask for (`resources.cpu`).
+    pub max_cpus: f64,
+    /// Largest disk quota a sandbox may ask for (`resources.disk_gb`).
+    pub max_disk: String,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -218,6 +226,10 @@ impl Default for SandboxConfig {
             cpu_limit: "1.0".into(),
             file_limit: "16m".into(),
             allow_network: false,
+            disk_limit: "10g".into(),
+            max_memory: "8g".into(),
+            max_cpus: 4.0,
+            max_disk: "100g".into(),
         }
     }
 }
@@ -422,6 +434,7 @@ impl Config {
         }
         self.memory_limit_bytes()?;
         self.cpu_limit()?;
+        self.resource_policy()?;
         parse_size("local.max_file_size", &self.local.max_file_size)?;
         parse_size("sandbox.file_limit", &self.sandbox.file_limit)?;
         for (name, value) in [
@@ -476,6 +489,48 @@ impl Config {
 
     pub fn memory_limit_bytes(&self) -> Result<u64, ConfigError> {
         parse_size("sandbox.memory_limit", &self.sandbox.memory_limit)
+    }
+
+    /// Per-sandbox defaults and maxima; a default above its maximum is an error.
+    pub fn resource_policy(&self) -> Result<crate::tools::resources::ResourcePolicy, ConfigError> {
+        let policy = crate::tools::resources::ResourcePolicy {
+            default_memory_bytes: self.memory_limit_bytes()?,
+            default_cpus: self.cpu_limit()?,
+            default_disk_bytes: match self.sandbox.disk_limit.trim() {
+                "none" | "" => None,
+                text => Some(parse_size("sandbox.disk_limit", text)?),
+            },
+            max_memory_bytes: parse_size("sandbox.max_memory", &self.sandbox.max_memory)?,
+            max_cpus: self.sandbox.max_cpus,
+            max_disk_bytes: parse_size("sandbox.max_disk", &self.sandbox.max_disk)?,
+        };
+        if policy.max_cpus.is_nan() || policy.max_cpus <= 0.0 {
+            return Err(ConfigError::Invalid(
+                "sandbox.max_cpus must be a positive number of cores".into(),
+            ));
+        }
+        for (what, default, max) in [
+            (
+                "sandbox.memory_limit exceeds sandbox.max_memory",
+                policy.default_memory_bytes as f64,
+                policy.max_memory_bytes as f64,
+            ),
+            (
+                "sandbox.cpu_limit exceeds sandbox.max_cpus",
+                policy.default_cpus,
+                policy.max_cpus,
+            ),
+            (
+                "sandbox.disk_limit exceeds sandbox.max_disk",
+                policy.default_disk_bytes.unwrap_or(0) as f64,
+                policy.max_disk_bytes as f64,
+            ),
+        ] {
+            if default > max {
+                return Err(ConfigError::Invalid(what.into()));
+            }
+        }
+        Ok(policy)
     }
 
     pub fn cpu_limit(&self) -> Result<f64, ConfigError> {

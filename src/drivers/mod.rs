@@ -98,6 +98,29 @@ pub struct ExecRequest {
     pub output_limit: usize,
     /// Whether the command may use the network (the sandbox's setting, within the operator's).
     pub network: bool,
+    /// The sandbox's resource limits.
+    pub limits: SandboxLimits,
+}
+
+/// Resource limits of one sandbox: its request within the operator's maxima, or the operator's
+/// defaults. Resolved by the tools layer and carried by every operation.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct SandboxLimits {
+    /// Memory of a command's whole process tree.
+    pub memory_bytes: u64,
+    /// CPU cores.
+    pub cpus: f64,
+    /// Bytes the sandbox's files may use; `None`: no quota.
+    pub disk_bytes: Option<u64>,
+}
+
+/// One limit as a driver enforces it.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LimitReport {
+    /// The limit (bytes, cores, processes, seconds), when it has one value.
+    pub value: Option<f64>,
+    /// How it is enforced here: `cgroup v1 memory`, `rlimit`, `check`…
+    pub enforced_by: String,
 }
 
 /// Live channels of one execution.
@@ -143,8 +166,14 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the sandbox exists on the driver.
     async fn exists(&self, id: &str) -> Result<bool, DriverError>;
 
-    /// Bytes used by the sandbox's files.
+    /// Bytes used by the sandbox's files, measured now.
     async fn disk_usage(&self, id: &str) -> Result<u64, DriverError>;
+
+    /// The last known figure of [`Driver::disk_usage`], without measuring (for listings).
+    fn known_disk_usage(&self, id: &str) -> Option<u64>;
+
+    /// How each limit of a sandbox with `limits` is enforced, by limit name.
+    fn limits_report(&self, limits: &SandboxLimits) -> BTreeMap<&'static str, LimitReport>;
 
     /// Runs a command in the sandbox until it exits, times out or is cancelled.
     async fn exec(

@@ -3,7 +3,6 @@
 use std::time::Duration;
 
 use async_trait::async_trait;
-use chrono::Utc;
 use serde_json::Value;
 
 use super::args::{self, ExecuteCodeArgs, ExecuteShellArgs, InvalidInput, schema_of};
@@ -93,20 +92,13 @@ async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) ->
         timeout,
         output_limit: env.config.output_limit_bytes,
         network: record.network,
+        limits: env.config.resources.limits(&record.resources),
     };
     let io = ExecIo {
         output: ctx.output,
         cancel: ctx.cancel,
     };
     let result = env.driver.exec(&record.id, request, io).await;
-    // Off the job's path: the caller need not wait for this bookkeeping write.
-    let store = env.store.clone();
-    let id = record.id.clone();
-    tokio::spawn(async move {
-        if let Err(e) = store.touch_sandbox(&id, Utc::now()).await {
-            tracing::warn!(error = %e, "cannot record sandbox access");
-        }
-    });
     match result {
         Ok(r) => exec_outcome(record.id, timeout, r),
         Err(e) => driver_failure(e),
@@ -121,6 +113,10 @@ fn exec_outcome(sandbox_id: String, timeout: Duration, r: ExecResult) -> Outcome
         )
     } else if r.cancelled {
         "cancelled; the command and all its child processes were killed".to_string()
+    } else if r.limit_exceeded.as_deref() == Some("disk") {
+        "killed: the sandbox went over its disk quota; delete files to free space (get_sandbox_info \
+         shows usage and quota)"
+            .to_string()
     } else if let Some(limit) = &r.limit_exceeded {
         format!(
             "killed: the sandbox's {limit} limit was exceeded (exit code {})",

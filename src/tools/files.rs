@@ -244,7 +244,7 @@ impl Tool for FileOperationTool {
         let request = FileRequest {
             path,
             op,
-            disk_quota: None,
+            disk_quota: env.config.resources.limits(&record.resources).disk_bytes,
         };
         let timeout = ctx.timeout.max(Duration::from_secs(1));
         let result = match env.driver.file(&record.id, request, timeout).await {
@@ -371,6 +371,7 @@ mod tests {
             max_attempts: 3,
             file_limit_bytes: 16,
             allow_network: false,
+            resources: Default::default(),
         }
     }
 

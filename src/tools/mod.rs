@@ -10,6 +10,7 @@ mod exec;
 mod files;
 mod git;
 pub mod outputs;
+pub mod resources;
 mod sandbox;
 pub mod secrets;
 
@@ -92,6 +93,8 @@ pub struct ToolsConfig {
     pub file_limit_bytes: u64,
     /// Whether sandboxes may be created with network access.
     pub allow_network: bool,
+    /// Per-sandbox resource defaults and maxima.
+    pub resources: resources::ResourcePolicy,
 }
 
 /// What tools use while running.
@@ -295,6 +298,35 @@ fn check_timeout(seconds: f64, max: u64) -> Result<u64, InvalidInput> {
     Ok(seconds.ceil() as u64)
 }
 
+/// Records that a job used its sandbox (`last_accessed`), off the job's path: the caller need not
+/// wait for this bookkeeping write.
+fn record_access(env: &Arc<ToolEnv>, job: &Job) {
+    let reference = job
+        .arguments
+        .get("sandbox_id")
+        .or_else(|| {
+            (job.tool == "create_sandbox")
+                .then(|| job.arguments.get("name"))
+                .flatten()
+        })
+        .and_then(Value::as_str);
+    let Some(reference) = reference.map(str::to_string) else {
+        return;
+    };
+    let store = env.store.clone();
+    let tenant = job.tenant.clone();
+    tokio::spawn(async move {
+        let result = match store.sandbox(&tenant, &reference).await {
+            Ok(Some(sandbox)) => store.touch_sandbox(&sandbox.id, chrono::Utc::now()).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record sandbox access");
+        }
+    });
+}
+
 /// Runs jobs by dispatching to their tool.
 struct ToolExecutor {
     registry: Arc<Registry>,
@@ -315,6 +347,7 @@ impl Executor for ToolExecutor {
         if !matches!(outcome, Outcome::Transient { .. }) {
             self.env.secrets.remove(job.id);
         }
+        record_access(&self.env, job);
         outcome
     }
 }

@@ -27,6 +27,11 @@ pub struct SandboxSummary {
     pub status: String,
     pub created_at: String,
     pub labels: BTreeMap<String, String>,
+    /// When a job last used the sandbox, RFC 3339.
+    pub last_accessed: String,
+    /// Bytes used by the sandbox's files (last measurement).
+    pub disk_bytes: Option<u64>,
+    pub network: bool,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]
@@ -50,10 +55,15 @@ pub struct SandboxInfoOutput {
     pub environment_vars: BTreeMap<String, String>,
     pub message: String,
     pub labels: BTreeMap<String, String>,
-    /// Requested resources and how the driver enforces limits.
+    /// `requested` (as asked at creation), `limits` (each effective limit with `value` and
+    /// `enforced_by`), `enforcement` (isolation, cgroup version and controllers, rlimits).
     pub resources: Value,
-    /// Bytes used by the sandbox's files, when the driver can tell.
+    /// Bytes used by the sandbox's files, measured now.
     pub disk_bytes: Option<u64>,
+    /// The sandbox's disk quota; null when it has none.
+    pub disk_quota_bytes: Option<u64>,
+    /// Whether the sandbox uses more than its disk quota.
+    pub over_quota: bool,
     pub driver: String,
     /// Whether the sandbox's commands may use the network.
     pub network: bool,

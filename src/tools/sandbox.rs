@@ -133,20 +133,7 @@ impl Tool for CreateSandbox {
             secret = Some(token.clone());
         }
         if let Some(r) = &parsed.resources {
-            for (field, value) in [("resources.cpu", r.cpu), ("resources.disk_gb", r.disk_gb)] {
-                if value.is_some_and(|v| v.is_nan() || v <= 0.0) {
-                    return Err(InvalidInput::field(
-                        field,
-                        format!("{field} must be positive"),
-                    ));
-                }
-            }
-            if r.memory_mb == Some(0) {
-                return Err(InvalidInput::field(
-                    "resources.memory_mb",
-                    "resources.memory_mb must be positive",
-                ));
-            }
+            config.resources.check(r)?;
         }
         // The name is decided now, so the job's workspace key and any re-run agree on it.
         let name = match parsed.name {
@@ -382,17 +369,21 @@ impl Tool for ListSandboxes {
             Ok(r) => r,
             Err(e) => return store_failure(e),
         };
-        let sandboxes: Vec<SandboxSummary> = records
-            .into_iter()
-            .map(|r| SandboxSummary {
+        let mut sandboxes: Vec<SandboxSummary> = Vec::with_capacity(records.len());
+        for r in records {
+            let (status, disk_bytes) = observed(env, &r, false).await;
+            sandboxes.push(SandboxSummary {
                 sandbox_id: r.id,
                 name: r.name,
                 language: r.language,
-                status: r.status,
+                status,
                 created_at: rfc3339(r.created_at),
                 labels: r.labels,
-            })
-            .collect();
+                last_accessed: rfc3339(r.last_accessed),
+                disk_bytes,
+                network: r.network,
+            });
+        }
         let count = sandboxes.len();
         succeeded(
             &ListSandboxesOutput {
@@ -430,6 +421,26 @@ impl GetSandboxInfo {
     }
 }
 
+/// The sandbox's status as the driver sees it (`missing` when a usable sandbox is gone from the
+/// driver), and its disk usage: measured now when `fresh`, else the last known figure (measured
+/// once if there is none).
+async fn observed(env: &ToolEnv, record: &SandboxRecord, fresh: bool) -> (String, Option<u64>) {
+    let exists = env.driver.exists(&record.id).await.unwrap_or(false);
+    if !exists {
+        let status = if record.status == RUNNING {
+            "missing".to_string()
+        } else {
+            record.status.clone()
+        };
+        return (status, None);
+    }
+    let disk = match env.driver.known_disk_usage(&record.id) {
+        Some(bytes) if !fresh => Some(bytes),
+        _ => env.driver.disk_usage(&record.id).await.ok(),
+    };
+    (record.status.clone(), disk)
+}
+
 /// Masks every value: secrets are never echoed back.
 fn masked(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     env.keys().map(|k| (k.clone(), "***".to_string())).collect()
@@ -462,14 +473,33 @@ impl Tool for GetSandboxInfo {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
-        let disk_bytes = env.driver.disk_usage(&record.id).await.ok();
+        let (status, disk_bytes) = observed(env, &record, true).await;
+        let limits = env.config.resources.limits(&record.resources);
+        let mut report =
+            serde_json::to_value(env.driver.limits_report(&limits)).expect("reports serialize");
+        report["wall_time_s"] = json!({
+            "value": env.config.max_timeout_s,
+            "enforced_by": format!(
+                "timer: at a call's timeout_s (default {}, at most {}) its process group and \
+                 cgroup are killed",
+                env.config.default_timeout_s, env.config.max_timeout_s
+            ),
+        });
+        let over_quota =
+            matches!((disk_bytes, limits.disk_bytes), (Some(used), Some(quota)) if used > quota);
+        let mut message = format!("sandbox `{}` is {status}", record.name);
+        if over_quota {
+            message.push_str(
+                "; it is over its disk quota, so writes are refused until files are deleted",
+            );
+        }
         succeeded(
             &SandboxInfoOutput {
-                message: format!("sandbox `{}` is {}", record.name, record.status),
+                message,
                 sandbox_id: record.id,
                 name: record.name,
                 language: record.language,
-                status: record.status,
+                status,
                 created_at: rfc3339(record.created_at),
                 last_accessed: rfc3339(record.last_accessed),
                 preview_url: None,
@@ -478,9 +508,12 @@ impl Tool for GetSandboxInfo {
                 labels: record.labels,
                 resources: json!({
                     "requested": record.resources,
+                    "limits": report,
                     "enforcement": env.enforcement,
                 }),
                 disk_bytes,
+                disk_quota_bytes: limits.disk_bytes,
+                over_quota,
                 driver: record.driver,
                 network: record.network,
                 git_token_configured: record.git_token.is_some(),

@@ -124,8 +124,14 @@ async fn clone_commit_push_pull_log_diff(db: Db) {
     let status = app
         .git_ok(&id, "status", json!({"working_directory": "work"}))
         .await;
-    assert!(status["output"].as_str().unwrap().contains("-rf"), "{status}");
-    let staged = host_git(&root.join("work"), &["diff", "--cached", "--name-only", "-z"]);
+    assert!(
+        status["output"].as_str().unwrap().contains("-rf"),
+        "{status}"
+    );
+    let staged = host_git(
+        &root.join("work"),
+        &["diff", "--cached", "--name-only", "-z"],
+    );
     let mut staged: Vec<&str> = staged.split('\0').filter(|s| !s.is_empty()).collect();
     staged.sort_unstable();
     let mut expected = names.to_vec();

@@ -16,6 +16,7 @@ mod git;
 mod isolation;
 mod languages;
 mod limits;
+mod quota;
 mod restart;
 mod serialization;
 

@@ -16,7 +16,9 @@ pub mod languages;
 pub mod paths;
 pub mod process;
 mod spawn;
+mod usage;
 
+use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -27,8 +29,12 @@ use serde::{Deserialize, Serialize};
 use self::cgroup::{CgroupLimits, CgroupManager};
 use self::isolation::{Bwrap, Isolation, Mount, WORKSPACE};
 use self::process::{Rlimits, Spawn};
-use super::files::{FileRequest, FileResult};
-use super::{Driver, DriverError, ExecIo, ExecRequest, ExecResult, Program, SandboxSpec};
+use self::usage::UsageCache;
+use super::files::{FileOp, FileRequest, FileResult};
+use super::{
+    Driver, DriverError, ExecIo, ExecRequest, ExecResult, LimitReport, Program, SandboxLimits,
+    SandboxSpec,
+};
 
 /// The isolation an operator asks for.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,13 +48,10 @@ pub enum IsolationMode {
     None,
 }
 
-/// Default resource limits of every command.
+/// Limits of every command that are not per sandbox (memory, CPU and disk come with each
+/// request, see [`SandboxLimits`]).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Limits {
-    /// Memory of the command's whole process tree (cgroup) and of each process (address space).
-    pub memory_bytes: u64,
-    /// CPU cores (cgroup quota); CPU seconds per process are capped at the call's timeout.
-    pub cpus: f64,
     pub max_processes: u64,
     pub max_file_size_bytes: u64,
     pub max_open_files: u64,
@@ -80,6 +83,8 @@ pub struct LocalDriver {
     /// The shell for `execute_shell` (bash, else sh), found once on the sandbox `PATH`.
     shell: Option<PathBuf>,
     limits: Limits,
+    /// Disk usage per sandbox, for quotas and listings.
+    usage: Arc<UsageCache>,
 }
 
 /// What the driver enforces and how, for `/readyz` and `get_sandbox_info`.
@@ -159,13 +164,17 @@ impl LocalDriver {
             path_dirs,
             sandbox_path: config.sandbox_path,
             limits: config.limits,
+            usage: Arc::default(),
         })
     }
 
     /// How limits are enforced on this machine.
     pub fn enforcement(&self) -> Enforcement {
         let controllers = self.cgroups.controllers();
-        let mut rlimits = vec!["cpu_time", "address_space", "file_size", "open_files"];
+        let mut rlimits = vec!["cpu_time", "file_size", "open_files"];
+        if !controllers.contains(&"memory") {
+            rlimits.push("address_space");
+        }
         if !controllers.contains(&"pids") {
             rlimits.push("processes");
         }
@@ -395,6 +404,7 @@ impl Driver for LocalDriver {
 
     async fn delete(&self, id: &str) -> Result<(), DriverError> {
         let dir = self.sandbox_dir(id)?;
+        self.usage.forget(id);
         let cgroups = self.cgroups.clone();
         let owned = id.to_string();
         let _ = tokio::task::spawn_blocking(move || cgroups.remove_sandbox(&owned)).await;
@@ -419,9 +429,7 @@ impl Driver for LocalDriver {
         if !self.exists(id).await? {
             return Err(DriverError::NotFound(id.to_string()));
         }
-        tokio::task::spawn_blocking(move || disk_usage(&dir))
-            .await
-            .map_err(|e| DriverError::internal("disk usage walk failed", e))
+        Ok(self.usage.refresh(id, &dir).await)
     }
 
     async fn exec(
@@ -479,6 +487,8 @@ impl Driver for LocalDriver {
             Isolation::None => (invocation.argv.clone(), host_cwd),
         };
         let limits = self.limits;
+        let wanted = request.limits;
+        let controllers = self.cgroups.controllers();
         let cgroup = self
             .cgroups
             .create(
@@ -486,20 +496,40 @@ impl Driver for LocalDriver {
                 &uuid::Uuid::new_v4().simple().to_string()[..12],
                 CgroupLimits {
                     max_processes: limits.max_processes,
-                    memory_bytes: limits.memory_bytes,
-                    cpus: limits.cpus,
+                    memory_bytes: wanted.memory_bytes,
+                    cpus: wanted.cpus,
                 },
             )
             .map_err(|e| DriverError::internal("cannot set up the command's cgroup", e))?
             .map(Arc::new);
+        // A single file may not outgrow what is left of the disk quota (many files are caught
+        // by the watchdog below).
+        let remaining = match wanted.disk_bytes {
+            Some(quota) => Some(quota.saturating_sub(self.usage.current(id, &dir).await)),
+            None => None,
+        };
+        let file_size = remaining.map_or(limits.max_file_size_bytes, |r| {
+            r.min(limits.max_file_size_bytes)
+        });
+        let file_size_from_quota = file_size < limits.max_file_size_bytes;
         let rlimits = Rlimits {
             cpu_seconds: request.timeout.as_secs().max(1) + 1,
-            address_space_bytes: limits.memory_bytes,
-            processes: (!self.cgroups.controllers().contains(&"pids"))
-                .then_some(limits.max_processes),
-            file_size_bytes: limits.max_file_size_bytes,
+            // Without a memory cgroup, the address space of each process is the only bound.
+            address_space_bytes: (!controllers.contains(&"memory")).then_some(wanted.memory_bytes),
+            processes: (!controllers.contains(&"pids")).then_some(limits.max_processes),
+            file_size_bytes: file_size,
             open_files: limits.max_open_files,
         };
+        let stop = io.cancel.child_token();
+        let over_quota = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let watchdog = wanted.disk_bytes.map(|quota| {
+            tokio::spawn(watch_disk(
+                dir.clone(),
+                quota,
+                stop.clone(),
+                over_quota.clone(),
+            ))
+        });
         let result = process::run(
             Spawn {
                 argv,
@@ -511,15 +541,31 @@ impl Driver for LocalDriver {
                 timeout: request.timeout,
                 output_limit: request.output_limit,
             },
-            io,
+            ExecIo {
+                output: io.output,
+                cancel: stop,
+            },
         )
         .await;
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
+        }
         drop(invocation.scratch);
         if let Some(cgroup) = cgroup.and_then(|c| Arc::try_unwrap(c).ok()) {
             // Not awaited: the answer does not wait for the kernel to let the cgroup go.
             tokio::task::spawn_blocking(move || cgroup.remove());
         }
-        result
+        // Commands change the sandbox's files; measure again, off the answer's path.
+        self.usage.refresh_soon(id, &dir);
+        let mut result = result?;
+        if over_quota.load(std::sync::atomic::Ordering::SeqCst) && !io.cancel.is_cancelled() {
+            result.cancelled = false;
+            result.exit_code = None;
+            result.limit_exceeded = Some("disk".into());
+        } else if file_size_from_quota && result.limit_exceeded.as_deref() == Some("file size") {
+            result.limit_exceeded = Some("disk".into());
+        }
+        Ok(result)
     }
 
     async fn file(
@@ -533,14 +579,128 @@ impl Driver for LocalDriver {
             return Err(DriverError::NotFound(id.to_string()));
         }
         let deadline = std::time::Instant::now() + timeout;
-        let done = tokio::task::spawn_blocking(move || files::run(&dir, request, None, deadline))
+        let usage = match (&request.op, request.disk_quota) {
+            (FileOp::Write { .. }, Some(_)) => Some(self.usage.current(id, &dir).await),
+            _ => None,
+        };
+        let changes_usage = matches!(request.op, FileOp::Delete { .. });
+        let host_dir = dir.clone();
+        let done = tokio::task::spawn_blocking(move || files::run(&dir, request, usage, deadline))
             .await
             .map_err(|e| DriverError::internal("file operation failed", e))??;
-        tracing::trace!(
-            sandbox = id,
-            allocated_delta = done.allocated_delta,
-            "file operation"
-        );
+        if done.allocated_delta != 0 {
+            self.usage.adjust(id, done.allocated_delta).await;
+        }
+        if changes_usage {
+            self.usage.refresh_soon(id, &host_dir);
+        }
         Ok(done.result)
+    }
+
+    fn known_disk_usage(&self, id: &str) -> Option<u64> {
+        self.usage.known(id)
+    }
+
+    fn limits_report(&self, limits: &SandboxLimits) -> BTreeMap<&'static str, LimitReport> {
+        let controllers = self.cgroups.controllers();
+        let version = self.cgroups.version().unwrap_or("");
+        let by = |controller: &str, with: &str, without: &str| {
+            if controllers.contains(&controller) {
+                format!("cgroup {version} {with}")
+            } else {
+                without.to_string()
+            }
+        };
+        let report = |value: Option<f64>, enforced_by: String| LimitReport { value, enforced_by };
+        BTreeMap::from([
+            (
+                "memory_bytes",
+                report(
+                    Some(limits.memory_bytes as f64),
+                    by(
+                        "memory",
+                        "memory (the command's whole process tree; the kernel kills it on \
+                         excess)",
+                        "rlimit address space (per process; no memory cgroup here)",
+                    ),
+                ),
+            ),
+            (
+                "cpus",
+                report(
+                    Some(limits.cpus),
+                    by(
+                        "cpu",
+                        "cpu quota",
+                        "not enforced (no cpu cgroup here); CPU time per process is bounded by \
+                         rlimit",
+                    ),
+                ),
+            ),
+            (
+                "processes",
+                report(
+                    Some(self.limits.max_processes as f64),
+                    by("pids", "pids", "rlimit nproc (per user)"),
+                ),
+            ),
+            (
+                "disk_bytes",
+                match limits.disk_bytes {
+                    Some(quota) => report(
+                        Some(quota as f64),
+                        "check: file_operation writes over the quota are refused; commands get \
+                         a file-size rlimit at the remaining quota and are killed when a usage \
+                         watchdog sees the sandbox over it"
+                            .into(),
+                    ),
+                    None => report(None, "none (no quota configured)".into()),
+                },
+            ),
+            (
+                "file_size_bytes",
+                report(
+                    Some(self.limits.max_file_size_bytes as f64),
+                    "rlimit".into(),
+                ),
+            ),
+            (
+                "open_files",
+                report(Some(self.limits.max_open_files as f64), "rlimit".into()),
+            ),
+            (
+                "cpu_seconds",
+                report(
+                    None,
+                    "rlimit: the call's timeout plus one second of CPU time per process".into(),
+                ),
+            ),
+        ])
+    }
+}
+
+/// Kills the command (through `stop`) once the sandbox uses more than `quota` bytes. Walks the
+/// directory every quarter second, less often when a walk is slow (a walk never takes more than
+/// a tenth of the time). A command can overshoot the quota by what it writes between two walks.
+async fn watch_disk(
+    dir: PathBuf,
+    quota: u64,
+    stop: tokio_util::sync::CancellationToken,
+    over: Arc<std::sync::atomic::AtomicBool>,
+) {
+    const MIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+    let mut pause = MIN_PAUSE;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let (bytes, took) = usage::measure(dir.clone()).await;
+        if bytes > quota {
+            over.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.cancel();
+            return;
+        }
+        pause = (took * 10).max(MIN_PAUSE);
     }
 }

@@ -25,7 +25,8 @@ const DRAIN_GRACE: Duration = Duration::from_secs(2);
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Rlimits {
     pub cpu_seconds: u64,
-    pub address_space_bytes: u64,
+    /// Per-process address space; only set when no memory cgroup bounds the process tree.
+    pub address_space_bytes: Option<u64>,
     /// Per-user process limit; only set when no pids cgroup is available (see `cgroup.rs`).
     pub processes: Option<u64>,
     pub file_size_bytes: u64,
@@ -42,11 +43,9 @@ impl Rlimits {
             self.cpu_seconds,
             self.cpu_seconds.saturating_add(2),
         )?;
-        set_rlimit(
-            libc::RLIMIT_AS,
-            self.address_space_bytes,
-            self.address_space_bytes,
-        )?;
+        if let Some(bytes) = self.address_space_bytes {
+            set_rlimit(libc::RLIMIT_AS, bytes, bytes)?;
+        }
         set_rlimit(
             libc::RLIMIT_FSIZE,
             self.file_size_bytes,

@@ -407,7 +407,7 @@ mod tests {
     fn rlimits() -> Rlimits {
         Rlimits {
             cpu_seconds: 10,
-            address_space_bytes: 1 << 32,
+            address_space_bytes: Some(1 << 32),
             processes: None,
             file_size_bytes: 1 << 30,
             open_files: 256,

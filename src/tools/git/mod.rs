@@ -419,6 +419,7 @@ pub(crate) async fn run_git(
         timeout: command.timeout,
         output_limit: env.config.output_limit_bytes,
         network: record.network,
+        limits: env.config.resources.limits(&record.resources),
     };
     let buffered = !command.needles.is_empty();
     let live = if buffered {
@@ -879,6 +880,7 @@ mod tests {
             max_attempts: 3,
             file_limit_bytes: 1 << 20,
             allow_network: false,
+            resources: Default::default(),
         }
     }
 
