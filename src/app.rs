@@ -106,6 +106,7 @@ impl Application {
             match config.sandbox.driver.as_str() {
                 "local" => {
                     let driver = local_driver(&config)?;
+                    let report = driver.enforcement();
                     if config.local.isolation == IsolationMode::None {
                         warnings.push(
                             "local.isolation is \"none\": sandboxed commands run on the host \
@@ -113,7 +114,27 @@ impl Application {
                                 .to_string(),
                         );
                     }
-                    let enforcement = serde_json::to_value(driver.enforcement())?;
+                    if let Some(landlock) = &report.landlock {
+                        let mut warning = format!(
+                            "isolation is Landlock (ABI {}): commands share the host's process \
+                             list and network namespace; ",
+                            landlock.abi
+                        );
+                        warning.push_str(if landlock.tcp_restricted {
+                            "TCP is refused without network access, UDP is not restricted"
+                        } else {
+                            "the network is not restricted (Landlock ABI 4 needed)"
+                        });
+                        if !landlock.signals_scoped {
+                            warning.push_str(
+                                "; signals to same-user processes are not blocked (Landlock ABI \
+                                 6 needed)",
+                            );
+                        }
+                        tracing::warn!("{warning}");
+                        warnings.push(warning);
+                    }
+                    let enforcement = serde_json::to_value(report)?;
                     (Arc::new(driver), enforcement)
                 }
                 other => anyhow::bail!(

@@ -628,6 +628,39 @@ mod tests {
     }
 
     #[test]
+    fn isolation_levels_and_resource_maxima_parse() {
+        for (text, mode) in [
+            ("auto", IsolationMode::Auto),
+            ("bwrap", IsolationMode::Bwrap),
+            ("landlock", IsolationMode::Landlock),
+            ("none", IsolationMode::None),
+        ] {
+            let c = Config::load(
+                None,
+                &env(&[("DAYTONA_MCP_LOCAL__ISOLATION", text)]),
+                &Overrides::default(),
+            )
+            .unwrap();
+            assert_eq!(c.local.isolation, mode);
+        }
+        let bad = env(&[("DAYTONA_MCP_LOCAL__ISOLATION", "chroot")]);
+        assert!(Config::load(None, &bad, &Overrides::default()).is_err());
+        // A default above its maximum is refused at start-up.
+        let bad = env(&[
+            ("DAYTONA_WORKSPACE_MEMORY_LIMIT", "4g"),
+            ("DAYTONA_MCP_SANDBOX__MAX_MEMORY", "1g"),
+        ]);
+        assert!(Config::load(None, &bad, &Overrides::default()).is_err());
+        let c = Config::load(
+            None,
+            &env(&[("DAYTONA_MCP_SANDBOX__DISK_LIMIT", "none")]),
+            &Overrides::default(),
+        )
+        .unwrap();
+        assert_eq!(c.resource_policy().unwrap().default_disk_bytes, None);
+    }
+
+    #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("x", "2g").unwrap(), 2 << 30);
         assert_eq!(parse_size("x", "512M").unwrap(), 512 << 20);

@@ -169,6 +169,10 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// Bytes used by the sandbox's files, measured now.
     async fn disk_usage(&self, id: &str) -> Result<u64, DriverError>;
 
+    /// Where the sandbox's files appear to its commands: `/workspace` when the driver mounts
+    /// them there, else their real path (isolation levels without a mount namespace).
+    fn workspace_root(&self, id: &str) -> String;
+
     /// The last known figure of [`Driver::disk_usage`], without measuring (for listings).
     fn known_disk_usage(&self, id: &str) -> Option<u64>;
 

@@ -286,7 +286,8 @@ async fn clone_at_creation(
     url: &str,
     ctx: JobContext,
 ) -> Result<(), Outcome> {
-    let args = git::clone_args(url, record.git_branch.as_deref(), Some("."));
+    let inside = git::as_seen_inside(env, record, url);
+    let args = git::clone_args(&inside, record.git_branch.as_deref(), Some("."));
     let mut command = GitCommand::new(args, None, ctx.timeout.max(Duration::from_secs(1)));
     if let Some(token) = &record.git_token {
         let credential = Credential {

@@ -73,6 +73,12 @@ async fn clone_commit_push_pull_log_diff(db: Db) {
     let Some(app) = spawn_app(db).await else {
         return;
     };
+    git_round_trip(&app).await;
+}
+
+/// Clone from a bare repository the test made, commit with hostile names, message and author,
+/// push, pull, log, diff, branch. Shared with the Landlock tests.
+pub async fn git_round_trip(app: &TestApp) {
     let id = app.sandbox("git-flow").await;
     let root = app.data_dir.join("sandboxes").join(&id);
     seed_bare_repo(&root.join("remote.git"));
@@ -328,7 +334,7 @@ async fn clone_commit_push_pull_log_diff(db: Db) {
     let check = app
         .shell(
             &id,
-            "find /workspace /tmp -name pwned 2>/dev/null; echo end",
+            "find . \"${TMPDIR:-/tmp}\" -name pwned 2>/dev/null; echo end",
         )
         .await;
     assert_eq!(check["stdout"], "end\n", "{check}");

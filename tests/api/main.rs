@@ -14,6 +14,7 @@ mod files;
 mod flow;
 mod git;
 mod isolation;
+mod landlock;
 mod languages;
 mod limits;
 mod quota;

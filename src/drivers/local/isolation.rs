@@ -9,6 +9,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use super::landlock::LandlockPolicy;
 pub use crate::drivers::paths::WORKSPACE;
 
 /// System directories shared read-only (or recreated as the same symlinks).
@@ -17,7 +18,7 @@ const SYSTEM_DIRS: [&str; 7] = [
 ];
 
 /// Files and directories of `/etc` that programs need and that hold no host secrets.
-const ETC_ENTRIES: [&str; 12] = [
+pub const ETC_ENTRIES: [&str; 12] = [
     "/etc/alternatives",
     "/etc/ca-certificates",
     "/etc/ssl",
@@ -36,6 +37,9 @@ const ETC_ENTRIES: [&str; 12] = [
 #[derive(Clone, Debug, PartialEq)]
 pub enum Isolation {
     Bwrap(Bwrap),
+    /// Landlock, `no_new_privs`, no capabilities, rlimits and cgroups, on the host's file
+    /// system view (see `landlock.rs`).
+    Landlock(LandlockPolicy),
     /// No confinement beyond rlimits and cgroups: only when the operator asked for it.
     None,
 }
@@ -44,6 +48,7 @@ impl Isolation {
     pub fn name(&self) -> &'static str {
         match self {
             Isolation::Bwrap(_) => "bwrap",
+            Isolation::Landlock(_) => "landlock",
             Isolation::None => "none",
         }
     }

@@ -12,6 +12,7 @@ mod beneath;
 pub mod cgroup;
 mod files;
 pub mod isolation;
+mod landlock;
 pub mod languages;
 pub mod paths;
 pub mod process;
@@ -28,6 +29,7 @@ use serde::{Deserialize, Serialize};
 
 use self::cgroup::{CgroupLimits, CgroupManager};
 use self::isolation::{Bwrap, Isolation, Mount, WORKSPACE};
+use self::landlock::LandlockPolicy;
 use self::process::{Rlimits, Spawn};
 use self::usage::UsageCache;
 use super::files::{FileOp, FileRequest, FileResult};
@@ -40,10 +42,12 @@ use super::{
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum IsolationMode {
-    /// bubblewrap if installed, else refuse to start.
+    /// bubblewrap if installed and working, else Landlock, else refuse to start.
     Auto,
     /// bubblewrap, or refuse to start.
     Bwrap,
+    /// Landlock with `no_new_privs`, no capabilities, rlimits and cgroups, or refuse to start.
+    Landlock,
     /// No isolation (rlimits and cgroups only). Unsafe; must be chosen explicitly.
     None,
 }
@@ -76,6 +80,8 @@ pub struct LocalConfig {
 pub struct LocalDriver {
     sandboxes: PathBuf,
     scratch: PathBuf,
+    /// Per-sandbox temporary directories (Landlock only).
+    tmp: PathBuf,
     isolation: Isolation,
     cgroups: Arc<CgroupManager>,
     sandbox_path: String,
@@ -87,10 +93,25 @@ pub struct LocalDriver {
     usage: Arc<UsageCache>,
 }
 
+/// What the Landlock level restricts on this kernel.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct LandlockReport {
+    pub abi: i32,
+    /// TCP bind and connect are refused unless the sandbox has network access (ABI 4+).
+    pub tcp_restricted: bool,
+    /// Signals and abstract UNIX sockets cannot reach outside the sandbox (ABI 6+).
+    pub signals_scoped: bool,
+    /// Capabilities are dropped (the server runs as root).
+    pub capabilities_dropped: bool,
+}
+
 /// What the driver enforces and how, for `/readyz` and `get_sandbox_info`.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Enforcement {
     pub isolation: &'static str,
+    /// Details of the Landlock level, when it is the one in use.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub landlock: Option<LandlockReport>,
     pub cgroup: Option<&'static str>,
     pub cgroup_controllers: Vec<&'static str>,
     pub rlimits: Vec<&'static str>,
@@ -121,27 +142,36 @@ impl LocalDriver {
                 );
                 Isolation::None
             }
-            IsolationMode::Auto | IsolationMode::Bwrap => {
-                let path = match &config.bwrap_path {
-                    Some(p) => p.clone(),
-                    None => find_bwrap().ok_or_else(|| {
-                        DriverError::Unavailable(
-                            "bubblewrap (`bwrap`) is not installed; install the `bubblewrap` \
-                             package (e.g. `apt-get install bubblewrap`), or set \
-                             local.isolation = \"none\" to run commands without isolation"
-                                .into(),
-                        )
-                    })?,
-                };
-                Bwrap::write_runtime_files(&runtime).map_err(|e| {
-                    DriverError::internal(&format!("cannot write {}", runtime.display()), e)
-                })?;
-                let disable_userns = supports_disable_userns(&path);
-                let bwrap = Bwrap::new(path, runtime, disable_userns);
-                probe_bwrap(&bwrap, &scratch)?;
-                Isolation::Bwrap(bwrap)
+            IsolationMode::Bwrap => Isolation::Bwrap(set_up_bwrap(&config, &runtime, &scratch)?),
+            IsolationMode::Landlock => {
+                Isolation::Landlock(set_up_landlock(&config.data_dir, &scratch)?)
             }
+            IsolationMode::Auto => match set_up_bwrap(&config, &runtime, &scratch) {
+                Ok(bwrap) => Isolation::Bwrap(bwrap),
+                Err(bwrap_error) => {
+                    tracing::warn!(error = %bwrap_error, "bubblewrap is not usable; trying Landlock");
+                    match set_up_landlock(&config.data_dir, &scratch) {
+                        Ok(policy) => Isolation::Landlock(policy),
+                        Err(landlock_error) => {
+                            return Err(DriverError::Unavailable(format!(
+                                "no isolation is available: {bwrap_error}; and {landlock_error}. \
+                                 Install bubblewrap, enable Landlock, or set \
+                                 local.isolation = \"none\" to run commands without isolation"
+                            )));
+                        }
+                    }
+                }
+            },
         };
+        if let Isolation::Landlock(policy) = &isolation {
+            tracing::info!(
+                abi = policy.abi(),
+                tcp_restricted = policy.restricts_tcp(),
+                signals_scoped = policy.scopes_signals(),
+                "Landlock isolation: commands see the host's file system, confined to their \
+                 sandbox, system directories and a few /etc files, with no capabilities"
+            );
+        }
         let cgroups = Arc::new(if config.cgroups {
             use sha2::Digest;
             let digest = sha2::Sha256::digest(config.data_dir.as_os_str().as_encoded_bytes());
@@ -157,6 +187,7 @@ impl LocalDriver {
         Ok(LocalDriver {
             sandboxes,
             scratch,
+            tmp: config.data_dir.join("tmp"),
             isolation,
             cgroups,
             shell: languages::find_program("bash", &path_dirs)
@@ -180,10 +211,25 @@ impl LocalDriver {
         }
         Enforcement {
             isolation: self.isolation.name(),
+            landlock: match &self.isolation {
+                Isolation::Landlock(p) => Some(LandlockReport {
+                    abi: p.abi(),
+                    tcp_restricted: p.restricts_tcp(),
+                    signals_scoped: p.scopes_signals(),
+                    capabilities_dropped: p.drop_capabilities,
+                }),
+                _ => None,
+            },
             cgroup: self.cgroups.version(),
             cgroup_controllers: controllers,
             rlimits,
         }
+    }
+
+    /// The temporary directory of sandbox `id` under Landlock (outside its files, so that it
+    /// neither shows in listings nor ends up in a repository).
+    fn tmp_dir(&self, id: &str) -> PathBuf {
+        self.tmp.join(id)
     }
 
     /// The host directory of sandbox `id`.
@@ -257,7 +303,9 @@ impl LocalDriver {
                             }],
                         )
                     }
-                    Isolation::None => (host_file.into_os_string(), Vec::new()),
+                    Isolation::Landlock(_) | Isolation::None => {
+                        (host_file.into_os_string(), Vec::new())
+                    }
                 };
                 let mut argv: Vec<OsString> = vec![interpreter.program.into()];
                 argv.extend(interpreter.args.into_iter().map(OsString::from));
@@ -322,6 +370,46 @@ pub fn disk_usage(dir: &Path) -> u64 {
         }
     }
     total
+}
+
+/// A working bubblewrap: found, its runtime files written, and proven by running `true`.
+fn set_up_bwrap(
+    config: &LocalConfig,
+    runtime: &Path,
+    scratch: &Path,
+) -> Result<Bwrap, DriverError> {
+    let path = match &config.bwrap_path {
+        Some(p) => p.clone(),
+        None => find_bwrap().ok_or_else(|| {
+            DriverError::Unavailable(
+                "bubblewrap (`bwrap`) is not installed; install the `bubblewrap` package (e.g. \
+                 `apt-get install bubblewrap`), set local.isolation = \"landlock\", or set \
+                 local.isolation = \"none\" to run commands without isolation"
+                    .into(),
+            )
+        })?,
+    };
+    Bwrap::write_runtime_files(runtime)
+        .map_err(|e| DriverError::internal(&format!("cannot write {}", runtime.display()), e))?;
+    let disable_userns = supports_disable_userns(&path);
+    let bwrap = Bwrap::new(path, runtime.to_path_buf(), disable_userns);
+    probe_bwrap(&bwrap, scratch)?;
+    Ok(bwrap)
+}
+
+/// A working Landlock: detected, and proven to refuse a file outside a probe sandbox.
+fn set_up_landlock(data_dir: &Path, scratch: &Path) -> Result<LandlockPolicy, DriverError> {
+    let policy = LandlockPolicy::detect()?;
+    let dir = scratch.join(format!("probe-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| DriverError::internal("cannot create probe dir", e))?;
+    let outside = data_dir.join(format!("landlock-probe-{}", uuid::Uuid::new_v4().simple()));
+    let result = std::fs::write(&outside, b"probe")
+        .map_err(|e| DriverError::internal("cannot write probe file", e))
+        .and_then(|()| policy.probe(&dir, &outside));
+    let _ = std::fs::remove_file(&outside);
+    let _ = std::fs::remove_dir_all(&dir);
+    result.map(|()| policy)
 }
 
 /// bubblewrap on the server's `PATH` or in the usual places.
@@ -408,6 +496,7 @@ impl Driver for LocalDriver {
         let cgroups = self.cgroups.clone();
         let owned = id.to_string();
         let _ = tokio::task::spawn_blocking(move || cgroups.remove_sandbox(&owned)).await;
+        let _ = tokio::fs::remove_dir_all(self.tmp_dir(id)).await;
         // remove_dir_all never follows symlinks, so a link planted inside cannot redirect it.
         match tokio::fs::remove_dir_all(&dir).await {
             Ok(()) => Ok(()),
@@ -452,7 +541,18 @@ impl Driver for LocalDriver {
         let invocation = self.command(&request.program)?;
         let home: OsString = match self.isolation {
             Isolation::Bwrap(_) => WORKSPACE.into(),
-            Isolation::None => dir.clone().into(),
+            Isolation::Landlock(_) | Isolation::None => dir.clone().into(),
+        };
+        // Without a private /tmp, a Landlock sandbox gets its own temporary directory.
+        let tmp: OsString = match self.isolation {
+            Isolation::Landlock(_) => {
+                let tmp = self.tmp_dir(id);
+                tokio::fs::create_dir_all(&tmp)
+                    .await
+                    .map_err(|e| DriverError::internal("cannot create the sandbox's tmp dir", e))?;
+                tmp.into()
+            }
+            _ => "/tmp".into(),
         };
         let mut env: Vec<(OsString, OsString)> = vec![
             ("PATH".into(), self.sandbox_path.clone().into()),
@@ -460,7 +560,7 @@ impl Driver for LocalDriver {
             ("USER".into(), "sandbox".into()),
             ("LOGNAME".into(), "sandbox".into()),
             ("LANG".into(), "C.UTF-8".into()),
-            ("TMPDIR".into(), "/tmp".into()),
+            ("TMPDIR".into(), tmp.clone()),
             ("TERM".into(), "dumb".into()),
             // Live output for followers instead of one block at exit.
             ("PYTHONUNBUFFERED".into(), "1".into()),
@@ -484,7 +584,18 @@ impl Driver for LocalDriver {
                     dir.clone(),
                 )
             }
-            Isolation::None => (invocation.argv.clone(), host_cwd),
+            Isolation::Landlock(_) | Isolation::None => (invocation.argv.clone(), host_cwd),
+        };
+        let confinement = match &self.isolation {
+            Isolation::Landlock(policy) => {
+                let extra: Vec<PathBuf> = invocation.scratch.iter().map(|s| s.0.clone()).collect();
+                let ruleset = policy.ruleset(&dir, Path::new(&tmp), &extra, request.network)?;
+                Some(spawn::Confinement {
+                    ruleset,
+                    drop_capabilities: policy.drop_capabilities,
+                })
+            }
+            _ => None,
         };
         let limits = self.limits;
         let wanted = request.limits;
@@ -538,6 +649,7 @@ impl Driver for LocalDriver {
                 stdin: request.stdin,
                 rlimits,
                 cgroup: cgroup.clone(),
+                confinement,
                 timeout: request.timeout,
                 output_limit: request.output_limit,
             },
@@ -595,6 +707,13 @@ impl Driver for LocalDriver {
             self.usage.refresh_soon(id, &host_dir);
         }
         Ok(done.result)
+    }
+
+    fn workspace_root(&self, id: &str) -> String {
+        match (&self.isolation, self.sandbox_dir(id)) {
+            (Isolation::Bwrap(_), _) | (_, Err(_)) => WORKSPACE.to_string(),
+            (_, Ok(dir)) => dir.to_string_lossy().into_owned(),
+        }
     }
 
     fn known_disk_usage(&self, id: &str) -> Option<u64> {

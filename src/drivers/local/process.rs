@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 use super::cgroup::Cgroup;
-use super::spawn::{Exit, Prepared};
+use super::spawn::{Confinement, Exit, Prepared};
 use crate::drivers::{DriverError, ExecIo, ExecResult};
 use crate::output::{CappedBuffer, OutputTx, Stream};
 
@@ -92,6 +92,8 @@ pub struct Spawn {
     pub stdin: Option<Vec<u8>>,
     pub rlimits: Rlimits,
     pub cgroup: Option<Arc<Cgroup>>,
+    /// Landlock and capability dropping, for the Landlock isolation level.
+    pub confinement: Option<Confinement>,
     pub timeout: Duration,
     pub output_limit: usize,
 }
@@ -117,6 +119,7 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
             .as_deref()
             .map(Cgroup::procs_files)
             .unwrap_or_default(),
+        spawn.confinement,
     )
     .map_err(|e| DriverError::internal("cannot prepare the command", e))?;
     // The OOM-kill counter is the cgroup's whole history; what matters is this command's share.

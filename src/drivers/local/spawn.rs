@@ -26,7 +26,7 @@ use super::process::Rlimits;
 const CHILD_STACK: usize = 64 * 1024;
 
 /// Which preparation step failed in the child, reported through the error pipe.
-const STEPS: [&str; 7] = [
+const STEPS: [&str; 10] = [
     "reset signals",
     "new process group",
     "join cgroup",
@@ -34,7 +34,76 @@ const STEPS: [&str; 7] = [
     "set up stdio",
     "change directory",
     "execute",
+    "drop capabilities",
+    "set no_new_privs",
+    "apply the Landlock ruleset",
 ];
+
+/// Confinement applied in the child just before `execve` (the Landlock isolation level).
+#[derive(Debug)]
+pub struct Confinement {
+    /// A Landlock ruleset descriptor to restrict the child with.
+    pub ruleset: OwnedFd,
+    /// Drop every capability (bounding, ambient, effective, permitted, inheritable): the server
+    /// runs as root, and a root command without namespaces must not keep root's powers.
+    pub drop_capabilities: bool,
+}
+
+/// `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// `struct __user_cap_data_struct`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// Drops every capability of the calling process, for good. Only system calls.
+unsafe fn drop_capabilities() -> bool {
+    // SAFETY: prctl and capset on the calling process with valid arguments.
+    unsafe {
+        for cap in 0..64 {
+            if libc::prctl(
+                libc::PR_CAPBSET_DROP,
+                cap as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ) != 0
+                && io::Error::last_os_error().raw_os_error() != Some(libc::EINVAL)
+            {
+                return false;
+            }
+        }
+        // Older kernels without ambient capabilities answer EINVAL: nothing to clear.
+        libc::prctl(
+            libc::PR_CAP_AMBIENT,
+            libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        );
+        let header = CapHeader {
+            version: LINUX_CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        let data = [CapData {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        }; 2];
+        libc::syscall(libc::SYS_capset, &header as *const CapHeader, data.as_ptr()) == 0
+    }
+}
 
 /// A command ready to start: C strings and pointer arrays built up front.
 pub struct Prepared {
@@ -49,6 +118,7 @@ pub struct Prepared {
     pipe_stdin: bool,
     rlimits: Rlimits,
     cgroup_procs: Vec<CString>,
+    confinement: Option<Confinement>,
 }
 
 // SAFETY: the raw pointers point into the `CString`s owned by the same value.
@@ -67,6 +137,7 @@ impl Prepared {
         pipe_stdin: bool,
         rlimits: Rlimits,
         cgroup_procs: Vec<CString>,
+        confinement: Option<Confinement>,
     ) -> io::Result<Prepared> {
         let Some(first) = argv.first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
@@ -98,6 +169,7 @@ impl Prepared {
             pipe_stdin,
             rlimits,
             cgroup_procs,
+            confinement,
         })
     }
 
@@ -224,6 +296,24 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::chdir(a.cmd.cwd.as_ptr()) != 0 {
             fail(a.errors, 5);
+        }
+        // Last, so that the steps above (cgroup files, /dev/null) are not subject to it.
+        if let Some(confinement) = &a.cmd.confinement {
+            if confinement.drop_capabilities && !drop_capabilities() {
+                fail(a.errors, 7);
+            }
+            let (one, zero) = (1 as libc::c_ulong, 0 as libc::c_ulong);
+            if libc::prctl(libc::PR_SET_NO_NEW_PRIVS, one, zero, zero, zero) != 0 {
+                fail(a.errors, 8);
+            }
+            if libc::syscall(
+                libc::SYS_landlock_restrict_self,
+                confinement.ruleset.as_raw_fd(),
+                0u32,
+            ) != 0
+            {
+                fail(a.errors, 9);
+            }
         }
         libc::execve(
             a.cmd.program.as_ptr(),
@@ -420,7 +510,16 @@ mod tests {
             ("PATH".into(), "/usr/bin:/bin".into()),
             ("X".into(), "y z".into()),
         ];
-        Prepared::new(&argv, &env, Path::new("/tmp"), stdin, rlimits(), Vec::new()).unwrap()
+        Prepared::new(
+            &argv,
+            &env,
+            Path::new("/tmp"),
+            stdin,
+            rlimits(),
+            Vec::new(),
+            None,
+        )
+        .unwrap()
     }
 
     #[tokio::test]

@@ -33,7 +33,7 @@ use super::{
 };
 use crate::actors::{JobContext, Outcome};
 use crate::auth::Role;
-use crate::drivers::paths::sandbox_relative;
+use crate::drivers::paths::{WORKSPACE, sandbox_relative};
 use crate::drivers::{DriverError, ExecIo, ExecRequest, ExecResult, Program};
 use crate::output::{OutputTx, Stream};
 use crate::store::{ErrorReason, Job, JobError, SandboxRecord};
@@ -472,6 +472,21 @@ pub(crate) fn clone_args(url: &str, branch: Option<&str>, directory: Option<&str
     args
 }
 
+/// `url` as the sandbox's commands must see it: a path or `file://` URL under `/workspace` is
+/// rewritten to where the driver really shows the sandbox's files (the same place under
+/// bubblewrap; the host directory under Landlock).
+pub(crate) fn as_seen_inside(env: &ToolEnv, record: &SandboxRecord, url: &str) -> String {
+    let root = env.driver.workspace_root(&record.id);
+    for prefix in ["file://", ""] {
+        if let Some(rest) = url.strip_prefix(prefix) {
+            if rest == WORKSPACE || rest.starts_with(&format!("{WORKSPACE}/")) {
+                return format!("{prefix}{root}{}", &rest[WORKSPACE.len()..]);
+            }
+        }
+    }
+    url.to_string()
+}
+
 /// A hint for failures that look like a missing network.
 pub(crate) fn network_hint(record: &SandboxRecord, stderr: &str) -> Option<&'static str> {
     let offline = [
@@ -721,6 +736,10 @@ impl Tool for GitOperationTool {
             .timeout_s
             .map_or(ctx.timeout, Duration::from_secs_f64)
             .max(Duration::from_secs(1));
+        let mut a = a;
+        if let Some(url) = a.repository_url.take() {
+            a.repository_url = Some(as_seen_inside(env, &record, &url));
+        }
         let mut command = command_for(&a, timeout);
         let token = match call_token(env, job, a.token.as_deref(), &record) {
             Ok(t) => t,
