@@ -5,7 +5,7 @@
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, TestApp, spawn_app};
+use crate::helpers::{Db, TestApp, spawn_app, spawn_with, test_config};
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
@@ -483,3 +483,54 @@ async fn hostile(db: Db) {
 }
 
 crate::on_both_databases!(binary_round_trips, every_operation, escapes, hostile);
+
+#[actix_web::test]
+async fn files_over_the_size_limit_are_refused_clearly() {
+    let (mut config, dir) = test_config(Db::Sqlite).await.unwrap();
+    config.sandbox.file_limit = "1m".into();
+    let app = spawn_with(config, dir).await;
+    let id = app.sandbox("limited").await;
+    let big = vec![b'x'; (1 << 20) + 1];
+    let (status, err) = app
+        .file(
+            &id,
+            "write",
+            "big.bin",
+            json!({"content": b64(&big), "encoding": "base64"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "content");
+    assert!(
+        err["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("1048576"),
+        "{err}"
+    );
+    // A file a command made is too big to read whole; the error says how to read it instead.
+    app.shell(&id, "head -c 2000000 /dev/zero > made.bin").await;
+    let (status, err) = app
+        .file(&id, "read", "made.bin", json!({"encoding": "base64"}))
+        .await;
+    assert_eq!(status, 400, "{err}");
+    assert_eq!(err["error"]["field"], "file_path");
+    let message = err["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("2000000 bytes") && message.contains("execute_shell"),
+        "{message}"
+    );
+    // Exactly at the limit is fine.
+    let exact = vec![b'y'; 1 << 20];
+    app.file_ok(
+        &id,
+        "write",
+        "exact.bin",
+        json!({"content": b64(&exact), "encoding": "base64"}),
+    )
+    .await;
+    let read = app
+        .file_ok(&id, "read", "exact.bin", json!({"encoding": "base64"}))
+        .await;
+    assert_eq!(read["size"], 1 << 20);
+}

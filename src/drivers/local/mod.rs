@@ -616,7 +616,7 @@ impl Driver for LocalDriver {
         // A single file may not outgrow what is left of the disk quota (many files are caught
         // by the watchdog below).
         let remaining = match wanted.disk_bytes {
-            Some(quota) => Some(quota.saturating_sub(self.usage.current(id, &dir).await)),
+            Some(quota) => Some(quota.saturating_sub(self.usage.latest(id, &dir).await)),
             None => None,
         };
         let file_size = remaining.map_or(limits.max_file_size_bytes, |r| {
@@ -701,7 +701,7 @@ impl Driver for LocalDriver {
             .await
             .map_err(|e| DriverError::internal("file operation failed", e))??;
         if done.allocated_delta != 0 {
-            self.usage.adjust(id, done.allocated_delta).await;
+            self.usage.adjust(id, done.allocated_delta);
         }
         if changes_usage {
             self.usage.refresh_soon(id, &host_dir);

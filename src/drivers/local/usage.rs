@@ -2,24 +2,41 @@
 //! have no kernel quota (that needs project quotas, which the driver cannot assume), so usage is
 //! measured by walking the directory: after each command (in the background), when a quota
 //! check needs it, and periodically while a command runs (the watchdog in `mod.rs`). File
-//! writes by the server adjust the figure by the exact change in allocated blocks.
+//! writes by the server adjust the figure by the exact change in allocated blocks. A file
+//! write's quota check waits for a measurement in progress; a command's start does not (it
+//! takes the last figure; the watchdog covers the rest), so a large sandbox's walk never
+//! delays the next command.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// One sandbox's figure; the async lock makes readers wait for a measurement in progress.
-type Slot = Arc<tokio::sync::Mutex<Option<u64>>>;
+/// One sandbox's figure, and a lock held by whoever is measuring it.
+#[derive(Debug, Default)]
+struct Slot {
+    value: Mutex<Option<u64>>,
+    walk: Arc<tokio::sync::Mutex<()>>,
+}
+
+impl Slot {
+    fn get(&self) -> Option<u64> {
+        *self.value.lock().expect("usage lock")
+    }
+
+    fn set(&self, v: u64) {
+        *self.value.lock().expect("usage lock") = Some(v);
+    }
+}
 
 /// Bytes allocated to each sandbox's files, as last measured or adjusted.
 #[derive(Debug, Default)]
 pub struct UsageCache {
-    slots: Mutex<HashMap<String, Slot>>,
+    slots: Mutex<HashMap<String, Arc<Slot>>>,
 }
 
 impl UsageCache {
-    fn slot(&self, id: &str) -> Slot {
+    fn slot(&self, id: &str) -> Arc<Slot> {
         self.slots
             .lock()
             .expect("usage lock")
@@ -28,44 +45,56 @@ impl UsageCache {
             .clone()
     }
 
-    /// The known figure, measuring first if there is none.
+    /// The figure, waiting for a measurement in progress (exact enough for a quota check).
     pub async fn current(&self, id: &str, dir: &Path) -> u64 {
         let slot = self.slot(id);
-        let mut value = slot.lock().await;
-        match *value {
+        let _walk = slot.walk.lock().await;
+        match slot.get() {
             Some(v) => v,
             None => {
                 let v = measure(dir.to_path_buf()).await.0;
-                *value = Some(v);
+                slot.set(v);
                 v
             }
+        }
+    }
+
+    /// The last figure without waiting for a measurement in progress (measuring only when there
+    /// is none yet). Commands use it: their quota is also watched while they run.
+    pub async fn latest(&self, id: &str, dir: &Path) -> u64 {
+        match self.slot(id).get() {
+            Some(v) => v,
+            None => self.current(id, dir).await,
         }
     }
 
     /// Measures now and keeps the figure.
     pub async fn refresh(&self, id: &str, dir: &Path) -> u64 {
         let slot = self.slot(id);
-        let mut value = slot.lock().await;
+        let _walk = slot.walk.lock().await;
         let v = measure(dir.to_path_buf()).await.0;
-        *value = Some(v);
+        slot.set(v);
         v
     }
 
-    /// Measures in the background; [`UsageCache::current`] waits for the result. The slot is
-    /// locked before this returns, so no later reader can see the figure from before.
+    /// Measures in the background. The walk lock is taken before this returns when it is
+    /// free, so a following [`UsageCache::current`] waits for the new figure.
     pub fn refresh_soon(&self, id: &str, dir: &Path) {
         let slot = self.slot(id);
         let dir = dir.to_path_buf();
-        match slot.clone().try_lock_owned() {
-            Ok(mut value) => {
+        match slot.walk.clone().try_lock_owned() {
+            Ok(walk) => {
                 tokio::spawn(async move {
-                    *value = Some(measure(dir).await.0);
+                    let v = measure(dir).await.0;
+                    slot.set(v);
+                    drop(walk);
                 });
             }
             Err(_) => {
                 tokio::spawn(async move {
-                    let mut value = slot.lock().await;
-                    *value = Some(measure(dir).await.0);
+                    let _walk = slot.walk.lock().await;
+                    let v = measure(dir).await.0;
+                    slot.set(v);
                 });
             }
         }
@@ -73,13 +102,13 @@ impl UsageCache {
 
     /// The figure if known, without measuring.
     pub fn known(&self, id: &str) -> Option<u64> {
-        self.slot(id).try_lock().ok().and_then(|v| *v)
+        self.slot(id).get()
     }
 
     /// Adds a change the server itself made.
-    pub async fn adjust(&self, id: &str, delta: i64) {
+    pub fn adjust(&self, id: &str, delta: i64) {
         let slot = self.slot(id);
-        let mut value = slot.lock().await;
+        let mut value = slot.value.lock().expect("usage lock");
         if let Some(v) = value.as_mut() {
             *v = v.saturating_add_signed(delta);
         }
@@ -117,7 +146,7 @@ mod tests {
         cache.refresh_soon("a", dir.path());
         let after = cache.current("a", dir.path()).await;
         assert!(after >= empty + 64 * 1024, "{after}");
-        cache.adjust("a", -4096).await;
+        cache.adjust("a", -4096);
         assert_eq!(cache.known("a"), Some(after - 4096));
         assert!(cache.refresh("a", dir.path()).await >= 64 * 1024);
     }

@@ -335,8 +335,18 @@ impl GitCommand {
     fn environment(&self, sandbox: &BTreeMap<String, String>) -> BTreeMap<String, String> {
         let mut env = sandbox.clone();
         if !self.needles.is_empty() {
-            // Tracing could print the header; nothing of the sandbox's may turn it on now.
-            env.retain(|k, _| !k.starts_with("GIT_TRACE") && k != "GIT_CURL_VERBOSE");
+            // Tracing could print the header, and configuration from the sandbox's variables
+            // could undo the settings below; neither applies while the token is present.
+            env.retain(|k, _| {
+                !k.starts_with("GIT_TRACE")
+                    && !matches!(
+                        k.as_str(),
+                        "GIT_CURL_VERBOSE"
+                            | "GIT_CONFIG_PARAMETERS"
+                            | "GIT_ASKPASS"
+                            | "SSH_ASKPASS"
+                    )
+            });
             env.insert("GIT_TRACE_REDACT".into(), "1".into());
         }
         for (k, v) in [
@@ -997,8 +1007,15 @@ mod tests {
             user: TOKEN_USER.into(),
         };
         c.authenticate(&cred, "https://git.example.com/a/r.git");
-        let env = c.environment(&BTreeMap::from([("GIT_TRACE_CURL".into(), "1".into())]));
+        let env = c.environment(&BTreeMap::from([
+            ("GIT_TRACE_CURL".into(), "1".into()),
+            (
+                "GIT_CONFIG_PARAMETERS".into(),
+                "'core.hooksPath'='/x'".into(),
+            ),
+        ]));
         assert!(!env.contains_key("GIT_TRACE_CURL"));
+        assert!(!env.contains_key("GIT_CONFIG_PARAMETERS"));
         let keys: Vec<&String> = env
             .iter()
             .filter(|(k, _)| k.starts_with("GIT_CONFIG_KEY_"))
