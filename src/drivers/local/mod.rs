@@ -10,6 +10,7 @@
 
 mod beneath;
 pub mod cgroup;
+mod enforcement;
 mod files;
 pub mod isolation;
 mod landlock;
@@ -93,29 +94,7 @@ pub struct LocalDriver {
     usage: Arc<UsageCache>,
 }
 
-/// What the Landlock level restricts on this kernel.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct LandlockReport {
-    pub abi: i32,
-    /// TCP bind and connect are refused unless the sandbox has network access (ABI 4+).
-    pub tcp_restricted: bool,
-    /// Signals and abstract UNIX sockets cannot reach outside the sandbox (ABI 6+).
-    pub signals_scoped: bool,
-    /// Capabilities are dropped (the server runs as root).
-    pub capabilities_dropped: bool,
-}
-
-/// What the driver enforces and how, for `/readyz` and `get_sandbox_info`.
-#[derive(Clone, Debug, PartialEq, Serialize)]
-pub struct Enforcement {
-    pub isolation: &'static str,
-    /// Details of the Landlock level, when it is the one in use.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub landlock: Option<LandlockReport>,
-    pub cgroup: Option<&'static str>,
-    pub cgroup_controllers: Vec<&'static str>,
-    pub rlimits: Vec<&'static str>,
-}
+pub use self::enforcement::{Enforcement, LandlockReport};
 
 impl LocalDriver {
     /// Prepares the data dir and checks that the requested isolation works on this machine.
@@ -201,29 +180,7 @@ impl LocalDriver {
 
     /// How limits are enforced on this machine.
     pub fn enforcement(&self) -> Enforcement {
-        let controllers = self.cgroups.controllers();
-        let mut rlimits = vec!["cpu_time", "file_size", "open_files"];
-        if !controllers.contains(&"memory") {
-            rlimits.push("address_space");
-        }
-        if !controllers.contains(&"pids") {
-            rlimits.push("processes");
-        }
-        Enforcement {
-            isolation: self.isolation.name(),
-            landlock: match &self.isolation {
-                Isolation::Landlock(p) => Some(LandlockReport {
-                    abi: p.abi(),
-                    tcp_restricted: p.restricts_tcp(),
-                    signals_scoped: p.scopes_signals(),
-                    capabilities_dropped: p.drop_capabilities,
-                }),
-                _ => None,
-            },
-            cgroup: self.cgroups.version(),
-            cgroup_controllers: controllers,
-            rlimits,
-        }
+        enforcement::summary(&self.isolation, &self.cgroups)
     }
 
     /// The temporary directory of sandbox `id` under Landlock (outside its files, so that it
@@ -634,7 +591,7 @@ impl Driver for LocalDriver {
         let stop = io.cancel.child_token();
         let over_quota = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let watchdog = wanted.disk_bytes.map(|quota| {
-            tokio::spawn(watch_disk(
+            tokio::spawn(usage::watch_disk(
                 dir.clone(),
                 quota,
                 stop.clone(),
@@ -721,105 +678,6 @@ impl Driver for LocalDriver {
     }
 
     fn limits_report(&self, limits: &SandboxLimits) -> BTreeMap<&'static str, LimitReport> {
-        let controllers = self.cgroups.controllers();
-        let version = self.cgroups.version().unwrap_or("");
-        let by = |controller: &str, with: &str, without: &str| {
-            if controllers.contains(&controller) {
-                format!("cgroup {version} {with}")
-            } else {
-                without.to_string()
-            }
-        };
-        let report = |value: Option<f64>, enforced_by: String| LimitReport { value, enforced_by };
-        BTreeMap::from([
-            (
-                "memory_bytes",
-                report(
-                    Some(limits.memory_bytes as f64),
-                    by(
-                        "memory",
-                        "memory (the command's whole process tree; the kernel kills it on \
-                         excess)",
-                        "rlimit address space (per process; no memory cgroup here)",
-                    ),
-                ),
-            ),
-            (
-                "cpus",
-                report(
-                    Some(limits.cpus),
-                    by(
-                        "cpu",
-                        "cpu quota",
-                        "not enforced (no cpu cgroup here); CPU time per process is bounded by \
-                         rlimit",
-                    ),
-                ),
-            ),
-            (
-                "processes",
-                report(
-                    Some(self.limits.max_processes as f64),
-                    by("pids", "pids", "rlimit nproc (per user)"),
-                ),
-            ),
-            (
-                "disk_bytes",
-                match limits.disk_bytes {
-                    Some(quota) => report(
-                        Some(quota as f64),
-                        "check: file_operation writes over the quota are refused; commands get \
-                         a file-size rlimit at the remaining quota and are killed when a usage \
-                         watchdog sees the sandbox over it"
-                            .into(),
-                    ),
-                    None => report(None, "none (no quota configured)".into()),
-                },
-            ),
-            (
-                "file_size_bytes",
-                report(
-                    Some(self.limits.max_file_size_bytes as f64),
-                    "rlimit".into(),
-                ),
-            ),
-            (
-                "open_files",
-                report(Some(self.limits.max_open_files as f64), "rlimit".into()),
-            ),
-            (
-                "cpu_seconds",
-                report(
-                    None,
-                    "rlimit: the call's timeout plus one second of CPU time per process".into(),
-                ),
-            ),
-        ])
-    }
-}
-
-/// Kills the command (through `stop`) once the sandbox uses more than `quota` bytes. Walks the
-/// directory every quarter second, less often when a walk is slow (a walk never takes more than
-/// a tenth of the time). A command can overshoot the quota by what it writes between two walks.
-async fn watch_disk(
-    dir: PathBuf,
-    quota: u64,
-    stop: tokio_util::sync::CancellationToken,
-    over: Arc<std::sync::atomic::AtomicBool>,
-) {
-    const MIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
-    let mut pause = MIN_PAUSE;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = tokio::time::sleep(pause) => {}
-        }
-        let (bytes, took) = usage::measure(dir.clone()).await;
-        if bytes > quota {
-            over.store(true, std::sync::atomic::Ordering::SeqCst);
-            stop.cancel();
-            return;
-        }
-        pause = (took * 10).max(MIN_PAUSE);
+        enforcement::limits_report(&self.cgroups, &self.limits, limits)
     }
 }

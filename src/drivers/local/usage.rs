@@ -130,6 +130,32 @@ pub async fn measure(dir: PathBuf) -> (u64, Duration) {
     .unwrap_or((0, Duration::ZERO))
 }
 
+/// Kills the command (through `stop`) once the sandbox uses more than `quota` bytes. Walks the
+/// directory every quarter second, less often when a walk is slow (a walk never takes more than
+/// a tenth of the time). A command can overshoot the quota by what it writes between two walks.
+pub async fn watch_disk(
+    dir: PathBuf,
+    quota: u64,
+    stop: tokio_util::sync::CancellationToken,
+    over: Arc<std::sync::atomic::AtomicBool>,
+) {
+    const MIN_PAUSE: std::time::Duration = std::time::Duration::from_millis(250);
+    let mut pause = MIN_PAUSE;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(pause) => {}
+        }
+        let (bytes, took) = measure(dir.clone()).await;
+        if bytes > quota {
+            over.store(true, std::sync::atomic::Ordering::SeqCst);
+            stop.cancel();
+            return;
+        }
+        pause = (took * 10).max(MIN_PAUSE);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
