@@ -632,7 +632,10 @@ mod tests {
         );
         for bad in [r#"["app.example.com"]"#, r#"["https://x.example/path"]"#] {
             let e = env(&[("DAYTONA_MCP_SERVER__ALLOWED_ORIGINS", bad)]);
-            assert!(Config::load(None, &e, &Overrides::default()).is_err(), "{bad}");
+            assert!(
+                Config::load(None, &e, &Overrides::default()).is_err(),
+                "{bad}"
+            );
         }
         let e = env(&[("DAYTONA_MCP_MCP__PAGE_SIZE", "0")]);
         assert!(Config::load(None, &e, &Overrides::default()).is_err());

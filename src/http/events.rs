@@ -85,7 +85,11 @@ async fn relay(mut followed: mpsc::Receiver<Followed>, tx: mpsc::Sender<Bytes>) 
             // The follower stopped (store failure): end the stream.
             Ok(None) => return,
             Err(_) => {
-                if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
+                if tx
+                    .send(Bytes::from_static(b": keep-alive\n\n"))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
                 continue;

@@ -14,6 +14,10 @@ mod flow;
 mod isolation;
 mod languages;
 mod limits;
+mod mcp_client;
+mod mcp_legacy;
+mod mcp_modern;
+mod mcp_tasks;
 mod restart;
 mod serialization;
 

@@ -207,12 +207,7 @@ pub(crate) async fn call(ctx: &Ctx, name: &str, arguments: Value) -> Result<Outc
     };
     match run {
         Ok(outcome) => Ok(outcome),
-        Err(Ok(refusal)) => Ok(refused(
-            ctx,
-            refusal.reason,
-            refusal.message,
-            refusal.field,
-        )),
+        Err(Ok(refusal)) => Ok(refused(ctx, refusal.reason, refusal.message, refusal.field)),
         Err(Err(e)) => Err(e),
     }
 }
@@ -303,7 +298,13 @@ async fn list_jobs(ctx: &Ctx, arguments: &Value) -> Result<Outcome, ToolError> {
         Err(ApiError::Client { message, field, .. }) => Err(Ok(Refusal {
             reason: "invalid_argument",
             // The jobs API names its query parameter; the tool's argument is `sandbox_id`.
-            field: field.map(|f| if f == "sandbox" { "sandbox_id".into() } else { f }),
+            field: field.map(|f| {
+                if f == "sandbox" {
+                    "sandbox_id".into()
+                } else {
+                    f
+                }
+            }),
             message,
         })),
         Err(e) => Err(store_failure(ctx, e)),

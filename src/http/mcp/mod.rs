@@ -163,7 +163,12 @@ fn accepts(req: &HttpRequest, media: &str) -> bool {
     req.headers().get_all(header::ACCEPT).any(|v| {
         v.to_str().is_ok_and(|v| {
             v.split(',').any(|item| {
-                let item = item.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+                let item = item
+                    .split(';')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 item == media || item == "*/*" || item == format!("{kind}/*")
             })
         })
@@ -178,7 +183,12 @@ pub async fn post(
 ) -> HttpResponse {
     if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
         let json = content_type.to_str().is_ok_and(|v| {
-            let media = v.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            let media = v
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase();
             media == "application/json" || media.ends_with("+json")
         });
         if !json {
@@ -259,8 +269,8 @@ async fn route(
         let ctx = legacy_ctx(state, caller, Some(session), &message, accepts_sse);
         return legacy(ctx, message).await;
     }
-    let modern = message.has_modern_meta()
-        || version_header.is_some_and(|v| !is_handshake_version(v));
+    let modern =
+        message.has_modern_meta() || version_header.is_some_and(|v| !is_handshake_version(v));
     if modern {
         return modern_request(state, req, caller, message, version_header, accepts_sse).await;
     }
@@ -563,7 +573,11 @@ async fn modern_request(
 /// `Mcp-Method` must name the body's method, and `Mcp-Name` its tool or task (SEP-2243).
 fn check_method_headers(req: &HttpRequest, message: &Message) -> Result<(), RpcError> {
     match header(req, "mcp-method")? {
-        None => return Err(RpcError::header_mismatch("the Mcp-Method header is required")),
+        None => {
+            return Err(RpcError::header_mismatch(
+                "the Mcp-Method header is required",
+            ));
+        }
         Some(method) if method != message.method => {
             return Err(RpcError::header_mismatch(format!(
                 "Mcp-Method `{method}` differs from the body's method `{}`",
@@ -610,10 +624,7 @@ fn discover() -> Value {
 
 /// The session a `GET` or `DELETE` names, or the answer for a request without one: 405 for a
 /// stateless client (which has nothing to open or end), 400 for a legacy one.
-fn session_of(
-    state: &AppState,
-    req: &HttpRequest,
-) -> Result<Arc<Session>, HttpResponse> {
+fn session_of(state: &AppState, req: &HttpRequest) -> Result<Arc<Session>, HttpResponse> {
     let fail = |e: RpcError| error_response(&e);
     let session_header = header(req, "mcp-session-id").map_err(fail)?;
     let version_header = header(req, "mcp-protocol-version").map_err(fail)?;
@@ -668,7 +679,11 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     session.attach_standalone(tx.clone());
     let session = Arc::downgrade(&session);
     actix_rt::spawn(async move {
-        if tx.send(Bytes::from_static(b": stream open\n\n")).await.is_err() {
+        if tx
+            .send(Bytes::from_static(b": stream open\n\n"))
+            .await
+            .is_err()
+        {
             return;
         }
         loop {

@@ -467,8 +467,8 @@ mod tests {
     fn requests_notifications_and_responses() {
         let m = parse_message(br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#).unwrap();
         assert_eq!((m.kind, m.lenient), (Kind::Request, false));
-        let m = parse_message(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#)
-            .unwrap();
+        let m =
+            parse_message(br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#).unwrap();
         assert_eq!(m.kind, Kind::Notification);
         let m = parse_message(br#"{"jsonrpc":"2.0","id":"a","result":{}}"#).unwrap();
         assert_eq!(m.kind, Kind::Response);

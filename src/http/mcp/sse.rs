@@ -156,7 +156,12 @@ struct Producer {
 }
 
 /// Answers a synchronous `tools/call` of `job` as an SSE stream.
-pub(crate) fn stream_call(ctx: &Ctx, id: &Value, job: crate::store::Job, in_flight: InFlightGuard) -> HttpResponse {
+pub(crate) fn stream_call(
+    ctx: &Ctx,
+    id: &Value,
+    job: crate::store::Job,
+    in_flight: InFlightGuard,
+) -> HttpResponse {
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     let sink = match &ctx.session {
         Some(session) => {
@@ -209,21 +214,41 @@ impl Producer {
     async fn stream(&mut self) -> bool {
         // Subscribe before reading, so that an end between the two is not missed.
         let events = self.state.queue.events().subscribe(self.job);
-        let job = match self.state.queue.store().job(Some(&self.tenant), self.job).await {
+        let job = match self
+            .state
+            .queue
+            .store()
+            .job(Some(&self.tenant), self.job)
+            .await
+        {
             Ok(Some(job)) => job,
-            Ok(None) => return self.fail(RpcError::invalid_params("the job disappeared")).await,
+            Ok(None) => {
+                return self
+                    .fail(RpcError::invalid_params("the job disappeared"))
+                    .await;
+            }
             Err(e) => {
                 tracing::error!(error = %e, "cannot read a streamed call's job");
-                return self.fail(RpcError::internal(self.request_id.as_deref())).await;
+                return self
+                    .fail(RpcError::internal(self.request_id.as_deref()))
+                    .await;
             }
         };
-        let mut followed = follow(self.state.queue.clone(), self.tenant.clone(), job, events, 0);
+        let mut followed = follow(
+            self.state.queue.clone(),
+            self.tenant.clone(),
+            job,
+            events,
+            0,
+        );
         loop {
             let item = match tokio::time::timeout(KEEPALIVE, followed.recv()).await {
                 Ok(Some(item)) => item,
                 Ok(None) => {
                     tracing::error!(job_id = %self.job, "following a streamed call failed");
-                    return self.fail(RpcError::internal(self.request_id.as_deref())).await;
+                    return self
+                        .fail(RpcError::internal(self.request_id.as_deref()))
+                        .await;
                 }
                 Err(_) => {
                     if !self.sink.keepalive().await {
@@ -243,10 +268,7 @@ impl Producer {
                 }
                 Followed::End(job) => {
                     let answer = match job_result(&job) {
-                        Ok(result) => success(
-                            &self.request,
-                            decorate(self.revision, result),
-                        ),
+                        Ok(result) => success(&self.request, decorate(self.revision, result)),
                         Err(error) => failure(Some(&self.request), &error),
                     };
                     return self.sink.send(&answer).await;
@@ -259,8 +281,6 @@ impl Producer {
     }
 
     async fn fail(&self, error: RpcError) -> bool {
-        self.sink
-            .send(&failure(Some(&self.request), &error))
-            .await
+        self.sink.send(&failure(Some(&self.request), &error)).await
     }
 }

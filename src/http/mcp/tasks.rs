@@ -65,9 +65,7 @@ fn ttl_ms(ctx: &Ctx) -> Value {
 }
 
 fn last_updated(job: &Job) -> chrono::DateTime<chrono::Utc> {
-    job.finished_at
-        .or(job.started_at)
-        .unwrap_or(job.created_at)
+    job.finished_at.or(job.started_at).unwrap_or(job.created_at)
 }
 
 /// A 2025-11-25 `Task`.

@@ -21,7 +21,7 @@ use super::protocol::{Revision, RpcError, TASKS_EXTENSION};
 use super::{Ctx, Outcome, sse, tasks};
 use crate::http::rest::take_background;
 use crate::store::{ErrorReason, Job, JobState};
-use crate::tools::{SubmitError, Submission, ToolSpec};
+use crate::tools::{Submission, SubmitError, ToolSpec};
 
 /// The JSON schema of the handle a background call (or a call still running when the
 /// synchronous wait ends) returns instead of the tool's output.
@@ -42,10 +42,11 @@ fn job_handle_schema() -> Value {
 /// A queue tool's MCP input schema: its own, plus `background`.
 fn input_schema(spec: &ToolSpec) -> Value {
     let mut schema = spec.input_schema.clone();
-    if let Some(properties) = schema
-        .as_object_mut()
-        .and_then(|s| s.entry("properties").or_insert_with(|| json!({})).as_object_mut())
-    {
+    if let Some(properties) = schema.as_object_mut().and_then(|s| {
+        s.entry("properties")
+            .or_insert_with(|| json!({}))
+            .as_object_mut()
+    }) {
         properties.insert(
             "background".into(),
             json!({
@@ -129,7 +130,11 @@ pub(crate) fn list(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value, RpcE
     let page_size = ctx.state.config.mcp.page_size;
     let tools: Vec<Value> = descriptors(ctx)
         .into_iter()
-        .filter(|t| after.as_deref().is_none_or(|a| t["name"].as_str() > Some(a)))
+        .filter(|t| {
+            after
+                .as_deref()
+                .is_none_or(|a| t["name"].as_str() > Some(a))
+        })
         .collect();
     let more = tools.len() > page_size;
     let page: Vec<Value> = tools.into_iter().take(page_size).collect();
@@ -220,12 +225,7 @@ enum Mode {
 
 /// The answer to arguments the tool refused: a protocol error in 2025-06-18, a tool result the
 /// model can read later.
-pub(crate) fn refused(
-    ctx: &Ctx,
-    reason: &str,
-    message: String,
-    field: Option<String>,
-) -> Outcome {
+pub(crate) fn refused(ctx: &Ctx, reason: &str, message: String, field: Option<String>) -> Outcome {
     if ctx.revision == Revision::V2025_06_18 && reason == "invalid_argument" {
         let mut error = RpcError::invalid_params(message);
         if let Some(field) = field {
