@@ -15,9 +15,11 @@ mod isolation;
 mod languages;
 mod limits;
 mod mcp_client;
+mod mcp_clients;
 mod mcp_legacy;
 mod mcp_modern;
 mod mcp_tasks;
+mod mcp_transport;
 mod restart;
 mod serialization;
 
