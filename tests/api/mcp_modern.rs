@@ -4,6 +4,7 @@
 
 use std::time::Duration;
 
+use futures::StreamExt;
 use serde_json::{Value, json};
 
 use crate::helpers::{Db, TestApp, spawn_app};
@@ -386,7 +387,7 @@ async fn running_job(app: &TestApp) -> String {
 async fn a_client_that_goes_away_cancels_its_call() {
     let app = spawn_app(Db::Sqlite).await.unwrap();
     app.sandbox("gone").await;
-    // A streamed call: closing the stream cancels it.
+    // A streamed call: closing the stream cancels it, even while the command prints nothing.
     let response = app
         .modern_request(
             json!(1),
@@ -399,8 +400,30 @@ async fn a_client_that_goes_away_cancels_its_call() {
         .await
         .unwrap();
     let job = running_job(&app).await;
-    drop(response);
-    assert_eq!(app.wait(&job).await["status"], "cancelled");
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("\"running\"") {
+        let chunk = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .expect("progress arrives")
+            .expect("the stream is open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    // Well under the 15 s keep-alive, which would also notice the closed stream.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, state) = app.get_json(&format!("/v1/jobs/{job}")).await;
+        if state["status"] == "cancelled" {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the closed stream was not noticed: {state}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 
     // A JSON call: the connection closes while the server waits.
     let request = app.modern_request(

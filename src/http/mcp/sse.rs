@@ -88,6 +88,14 @@ impl Sink {
         }
     }
 
+    /// Resolves when the client went away (never for a log, which outlives its readers).
+    async fn closed(&self) {
+        match self {
+            Sink::Direct(tx) => tx.closed().await,
+            Sink::Log(_) => std::future::pending().await,
+        }
+    }
+
     fn finish(&self) {
         if let Sink::Log(log) = self {
             log.finish();
@@ -242,7 +250,13 @@ impl Producer {
             0,
         );
         loop {
-            let item = match tokio::time::timeout(KEEPALIVE, followed.recv()).await {
+            // The response is dropped as soon as actix sees the connection close, even while the
+            // command is silent: `closed` notices that at once.
+            let item = tokio::select! {
+                item = tokio::time::timeout(KEEPALIVE, followed.recv()) => item,
+                () = self.sink.closed() => return false,
+            };
+            let item = match item {
                 Ok(Some(item)) => item,
                 Ok(None) => {
                     tracing::error!(job_id = %self.job, "following a streamed call failed");
