@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use daytona_mcp::store::{self, AuditFilter, DatabaseUrl};
 use serde_json::{Value, json};
 
 use crate::helpers::{Db, TestApp, spawn_app, spawn_with, test_config};
@@ -48,6 +49,21 @@ async fn foreign_origins_are_refused() {
     }
     // No Origin (a non-browser client) is fine.
     assert_eq!(app.mcp(&[], &initialize()).await.status, 200);
+    // Refusals are audited.
+    let url = format!("sqlite://{}", app.data_dir.join("daytona-mcp.db").display());
+    let store = store::connect(&DatabaseUrl::new(url), 1).await.unwrap();
+    let rows = store
+        .list_audit(&AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    let refused = rows
+        .iter()
+        .filter(|r| r.entry.outcome == "denied" && r.entry.action.contains("origin refused"))
+        .count();
+    assert_eq!(refused, 4, "{rows:?}");
 }
 
 #[actix_web::test]
