@@ -417,8 +417,14 @@ impl Drop for CancelOnDrop {
         let queue = self.queue.clone();
         let tenant = std::mem::take(&mut self.tenant);
         let id = self.id;
+        // A plain tokio task: this may run while a worker's local task set is being torn down,
+        // where spawning a local task would panic. Without a runtime there is nobody to cancel
+        // for (the server is stopping; the job then ends as its shutdown decides).
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
         tracing::info!(job_id = %id, "the client went away; cancelling its call");
-        actix_rt::spawn(async move {
+        runtime.spawn(async move {
             if let Err(e) = queue.cancel(&tenant, id).await {
                 tracing::warn!(error = %e, job_id = %id, "cannot cancel an abandoned call");
             }
