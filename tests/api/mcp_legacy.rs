@@ -272,6 +272,13 @@ async fn tools_list_describes_every_tool_and_pages() {
                 assert!(tool.get("execution").is_none());
             }
         }
+        let text = Value::Array(all.clone()).to_string();
+        for format in ["uint64", "uint32", "double"] {
+            assert!(
+                !text.contains(&format!("\"format\":\"{format}\"")),
+                "no Rust number formats in MCP schemas"
+            );
+        }
         let by_name = |n: &str| all.iter().find(|t| t["name"] == n).unwrap().clone();
         assert_eq!(
             by_name("execute_shell")["annotations"],

@@ -39,9 +39,45 @@ fn job_handle_schema() -> Value {
     })
 }
 
+/// Removes the `format`s schemars adds for Rust number types (`uint64`, `double`…): they are not
+/// JSON Schema formats, and validators such as ajv (the TypeScript SDK's) warn about each one.
+/// The range they imply stays (`minimum: 0`).
+fn strip_number_formats(schema: &mut Value) {
+    match schema {
+        Value::Object(object) => {
+            let rust_number = object
+                .get("format")
+                .and_then(Value::as_str)
+                .is_some_and(|f| {
+                    matches!(
+                        f,
+                        "uint"
+                            | "uint8"
+                            | "uint16"
+                            | "uint32"
+                            | "uint64"
+                            | "int8"
+                            | "int16"
+                            | "int32"
+                            | "int64"
+                            | "float"
+                            | "double"
+                    )
+                });
+            if rust_number {
+                object.remove("format");
+            }
+            object.values_mut().for_each(strip_number_formats);
+        }
+        Value::Array(items) => items.iter_mut().for_each(strip_number_formats),
+        _ => {}
+    }
+}
+
 /// A queue tool's MCP input schema: its own, plus `background`.
 fn input_schema(spec: &ToolSpec) -> Value {
     let mut schema = spec.input_schema.clone();
+    strip_number_formats(&mut schema);
     if let Some(properties) = schema.as_object_mut().and_then(|s| {
         s.entry("properties")
             .or_insert_with(|| json!({}))
@@ -63,6 +99,7 @@ fn input_schema(spec: &ToolSpec) -> Value {
 /// A queue tool's MCP output schema: its output, or the job handle.
 fn output_schema(spec: &ToolSpec) -> Value {
     let mut output = spec.output_schema.clone();
+    strip_number_formats(&mut output);
     let defs = output.as_object_mut().and_then(|o| o.remove("$defs"));
     let mut schema = json!({"type": "object", "anyOf": [output, job_handle_schema()]});
     if let Some(defs) = defs {
@@ -429,5 +466,30 @@ impl Drop for CancelOnDrop {
                 tracing::warn!(error = %e, job_id = %id, "cannot cancel an abandoned call");
             }
         });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rust_number_formats_are_removed_and_others_kept() {
+        let mut schema = json!({"properties": {
+            "n": {"type": "integer", "format": "uint64", "minimum": 0},
+            "x": {"anyOf": [{"type": "number", "format": "double"}]},
+            "when": {"type": "string", "format": "date-time"}
+        }});
+        strip_number_formats(&mut schema);
+        assert_eq!(
+            schema["properties"]["n"],
+            json!({"type": "integer", "minimum": 0})
+        );
+        assert!(
+            schema["properties"]["x"]["anyOf"][0]
+                .get("format")
+                .is_none()
+        );
+        assert_eq!(schema["properties"]["when"]["format"], "date-time");
     }
 }
