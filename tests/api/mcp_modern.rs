@@ -274,7 +274,9 @@ async fn tools_list_carries_result_type_and_caching_hints() {
     assert_eq!(result["cacheScope"], "private");
     assert_eq!(result["_meta"][SERVER_INFO]["name"], "daytona-mcp");
     let tools = result["tools"].as_array().unwrap();
-    assert_eq!(tools.len(), 9);
+    // Every tool of the REST API, plus the three job tools.
+    let (_, schema) = app.get_json("/schema").await;
+    assert_eq!(tools.len(), schema["tasks"].as_array().unwrap().len() + 3);
     assert!(tools.iter().all(|t| t.get("execution").is_none()));
 }
 
