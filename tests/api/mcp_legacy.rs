@@ -230,7 +230,11 @@ async fn tools_list_describes_every_tool_and_pages() {
         }
         let (_, schema) = app.get_json("/schema").await;
         let total = schema["tasks"].as_array().unwrap().len() + 3;
-        assert_eq!(all.len(), total, "every tool of the REST API and the job tools");
+        assert_eq!(
+            all.len(),
+            total,
+            "every tool of the REST API and the job tools"
+        );
         assert_eq!(pages as usize, total.div_ceil(4));
         let listed = names(&Value::Array(all.clone()));
         let mut sorted = listed.clone();
