@@ -2,7 +2,8 @@
 //!
 //! ```text
 //! cargo bench --bench pipeline -- queue [JOBS]     # no-op jobs through store, dispatcher, actors
-//! cargo bench --bench pipeline -- e2e [CALLS]      # sync execute_shell `true` over HTTP vs bare bwrap
+//! cargo bench --bench pipeline -- e2e [CALLS]      # sync execute_shell `true`: REST, MCP, bare bwrap
+//! cargo bench --bench pipeline -- mcp [CALLS]      # the same (MCP rows included in both)
 //! ```
 //! PostgreSQL variants run when `DAYTONA_MCP_BENCH_POSTGRES` names a database URL the bench may
 //! create databases from (e.g. `postgres://postgres@127.0.0.1:5432/postgres`).
@@ -184,6 +185,46 @@ fn report(label: &str, mut samples: Vec<f64>) -> f64 {
     p50
 }
 
+/// An MCP `tools/call` of `execute_shell` `true` answered in JSON: in the legacy `session` when
+/// one is given, else as a stateless 2026-07-28 request with its `_meta` and headers.
+fn mcp_call(
+    client: &reqwest::Client,
+    base: &str,
+    session: Option<&str>,
+) -> reqwest::RequestBuilder {
+    let mut params = json!({"name": "execute_shell",
+                            "arguments": {"sandbox_id": "bench", "command": "true"}});
+    let mut request = client
+        .post(format!("{base}/mcp"))
+        .bearer_auth("bench-key")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    match session {
+        Some(id) => {
+            request = request
+                .header("mcp-session-id", id)
+                .header("mcp-protocol-version", "2025-11-25");
+        }
+        None => {
+            params["_meta"] = json!({
+                "io.modelcontextprotocol/protocolVersion": "2026-07-28",
+                "io.modelcontextprotocol/clientCapabilities": {}
+            });
+            request = request
+                .header("mcp-protocol-version", "2026-07-28")
+                .header("mcp-method", "tools/call")
+                .header("mcp-name", "execute_shell");
+        }
+    }
+    request.body(
+        json!({"jsonrpc": "2.0", "id": 1, "method": "tools/call", "params": params}).to_string(),
+    )
+}
+
+fn mcp_exit_code(body: &serde_json::Value) -> &serde_json::Value {
+    &body["result"]["structuredContent"]["exit_code"]
+}
+
 async fn bench_e2e(calls: usize) {
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
@@ -211,22 +252,56 @@ async fn bench_e2e(calls: usize) {
         .await
         .unwrap();
     let id = created["sandbox_id"].as_str().unwrap().to_string();
-    let call = |client: &reqwest::Client| {
+    let rest_call = |client: &reqwest::Client| {
         client
             .post(format!("{base}/execute_shell"))
             .bearer_auth("bench-key")
             .json(&json!({"sandbox_id": "bench", "command": "true"}))
             .send()
     };
+    let initialized = client
+        .post(format!("{base}/mcp"))
+        .bearer_auth("bench-key")
+        .header("content-type", "application/json")
+        .body(
+            json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+                   "params": {"protocolVersion": "2025-11-25", "capabilities": {}}})
+            .to_string(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let session = initialized.headers()["mcp-session-id"]
+        .to_str()
+        .unwrap()
+        .to_string();
     for _ in 0..20 {
-        call(&client).await.unwrap().bytes().await.unwrap();
+        rest_call(&client).await.unwrap().bytes().await.unwrap();
+        for s in [Some(session.as_str()), None] {
+            mcp_call(&client, &base, s)
+                .send()
+                .await
+                .unwrap()
+                .bytes()
+                .await
+                .unwrap();
+        }
     }
-    let mut http = Vec::with_capacity(calls);
+    // Round-robin, so that the three paths see the same machine conditions.
+    let (mut rest, mut legacy, mut modern) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..calls {
         let started = Instant::now();
-        let body: serde_json::Value = call(&client).await.unwrap().json().await.unwrap();
-        http.push(started.elapsed().as_secs_f64());
+        let body: serde_json::Value = rest_call(&client).await.unwrap().json().await.unwrap();
+        rest.push(started.elapsed().as_secs_f64());
         assert_eq!(body["exit_code"], 0, "{body}");
+        for (s, samples) in [(Some(session.as_str()), &mut legacy), (None, &mut modern)] {
+            let started = Instant::now();
+            let response = mcp_call(&client, &base, s).send().await.unwrap();
+            assert_eq!(response.headers()["content-type"], "application/json");
+            let body: serde_json::Value = response.json().await.unwrap();
+            samples.push(started.elapsed().as_secs_f64());
+            assert_eq!(mcp_exit_code(&body), 0, "{body}");
+        }
     }
 
     // The same sandbox command line the driver builds, spawned bare.
@@ -246,9 +321,16 @@ async fn bench_e2e(calls: usize) {
         bare.push(started.elapsed().as_secs_f64());
         assert!(status.success());
     }
-    let p50_http = report("sync execute_shell `true` over HTTP (REST)", http);
+    let p50_http = report("sync execute_shell `true` over HTTP (REST)", rest);
+    let p50_legacy = report("MCP tools/call, 2025-11-25 session (JSON)", legacy);
+    let p50_modern = report("MCP tools/call, 2026-07-28 stateless (JSON)", modern);
     let p50_bare = report("bare `bwrap … true` spawn", bare);
     println!("ratio p50 HTTP / bare bwrap: {:.2}x", p50_http / p50_bare);
+    println!(
+        "ratio p50 MCP / REST: {:.2}x (session), {:.2}x (stateless)",
+        p50_legacy / p50_http,
+        p50_modern / p50_http
+    );
 }
 
 fn main() {
@@ -263,7 +345,7 @@ fn main() {
         if matches!(mode, "queue" | "all") {
             bench_queue(n.unwrap_or(50_000)).await;
         }
-        if matches!(mode, "e2e" | "all") {
+        if matches!(mode, "e2e" | "mcp" | "all") {
             bench_e2e(n.unwrap_or(300)).await;
         }
     });

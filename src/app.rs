@@ -17,6 +17,7 @@ use crate::config::{Config, parse_size};
 use crate::drivers::Driver;
 use crate::drivers::local::{IsolationMode, Limits, LocalConfig, LocalDriver};
 use crate::http::auth::Authenticator;
+use crate::http::mcp::McpState;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
@@ -213,6 +214,8 @@ impl Application {
         }
 
         let metrics_on_main = config.server.metrics_listen.is_empty();
+        let listener = bind(&config.server.listen)?;
+        let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             tools,
             queue: queue.clone(),
@@ -222,9 +225,8 @@ impl Application {
             driver,
             warnings,
             metrics_on_main,
+            mcp: McpState::new(&config, port),
         });
-        let listener = bind(&config.server.listen)?;
-        let port = listener.local_addr()?.port();
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
@@ -238,6 +240,10 @@ impl Application {
                 .configure(|cfg| http::configure(cfg, metrics_on_main))
         })
         .workers(workers)
+        // A client that closes its connection ends its request: actix drops the handler, which
+        // is how an abandoned 2026-07-28 MCP call gets cancelled. (Half-closed HTTP/1.1
+        // clients, which shut down writing and still wait for an answer, are not supported.)
+        .h1_allow_half_closed(false)
         .shutdown_timeout(grace.as_secs())
         .listen(listener)?
         .run();

@@ -42,6 +42,7 @@ pub struct Config {
     pub local: LocalSection,
     pub daytona: DaytonaSection,
     pub auth: AuthConfig,
+    pub mcp: McpConfig,
     pub log: LogConfig,
 }
 
@@ -57,6 +58,22 @@ pub struct ServerConfig {
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
     pub shutdown_grace_s: u64,
+    /// `Origin` values the MCP endpoint accepts (browsers send one; other clients usually do
+    /// not). Empty: the loopback origins on the listen port (`http://localhost:PORT`,
+    /// `http://127.0.0.1:PORT`, `http://[::1]:PORT`). `"*"` accepts any origin.
+    pub allowed_origins: Vec<String>,
+}
+
+/// The MCP endpoint (`/mcp`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct McpConfig {
+    /// A legacy (2025-era) session unused for this long is forgotten; its id then gets 404.
+    pub session_idle_s: u64,
+    /// Most legacy sessions kept at once; the least recently used one is dropped beyond it.
+    pub max_sessions: usize,
+    /// Tools per `tools/list` page (and tasks per `tasks/list` page).
+    pub page_size: usize,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -171,6 +188,7 @@ impl Default for Config {
             local: LocalSection::default(),
             daytona: DaytonaSection::default(),
             auth: AuthConfig::default(),
+            mcp: McpConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -185,6 +203,17 @@ impl Default for ServerConfig {
             sync_wait_max_s: 900,
             workers: 0,
             shutdown_grace_s: 30,
+            allowed_origins: Vec::new(),
+        }
+    }
+}
+
+impl Default for McpConfig {
+    fn default() -> McpConfig {
+        McpConfig {
+            session_idle_s: 3600,
+            max_sessions: 10_000,
+            page_size: 50,
         }
     }
 }
@@ -288,6 +317,19 @@ pub fn parse_size(field: &str, text: &str) -> Result<u64, ConfigError> {
         )));
     }
     Ok((value * unit as f64) as u64)
+}
+
+/// Whether `origin` is a serialized origin: `scheme://host[:port]`, nothing after it.
+fn valid_origin(origin: &str) -> bool {
+    let Some((scheme, rest)) = origin.split_once("://") else {
+        return false;
+    };
+    !scheme.is_empty()
+        && scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+        && !rest.is_empty()
+        && !rest.contains(['/', '?', '#', '@', ' '])
 }
 
 /// Sets `table[section][key] = value`, creating the section.
@@ -452,9 +494,21 @@ impl Config {
                 "sandbox.output_limit_bytes",
                 self.sandbox.output_limit_bytes as u64,
             ),
+            ("mcp.session_idle_s", self.mcp.session_idle_s),
+            ("mcp.max_sessions", self.mcp.max_sessions as u64),
+            ("mcp.page_size", self.mcp.page_size as u64),
         ] {
             if value == 0 {
                 return Err(ConfigError::Invalid(format!("{name} must be more than 0")));
+            }
+        }
+        for origin in &self.server.allowed_origins {
+            if origin != "*" && !valid_origin(origin) {
+                return Err(ConfigError::Invalid(format!(
+                    "server.allowed_origins: `{origin}` is not an origin like \
+                     `https://app.example.com` or `http://localhost:3000` (scheme, host, optional \
+                     port, no path), nor `*`"
+                )));
             }
         }
         if self.queue.heartbeat_s >= self.queue.lease_s {
@@ -658,6 +712,28 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.resource_policy().unwrap().default_disk_bytes, None);
+    }
+
+    #[test]
+    fn allowed_origins_are_checked() {
+        let e = env(&[(
+            "DAYTONA_MCP_SERVER__ALLOWED_ORIGINS",
+            r#"["https://app.example.com", "http://localhost:3000"]"#,
+        )]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        assert_eq!(
+            c.server.allowed_origins,
+            ["https://app.example.com", "http://localhost:3000"]
+        );
+        for bad in [r#"["app.example.com"]"#, r#"["https://x.example/path"]"#] {
+            let e = env(&[("DAYTONA_MCP_SERVER__ALLOWED_ORIGINS", bad)]);
+            assert!(
+                Config::load(None, &e, &Overrides::default()).is_err(),
+                "{bad}"
+            );
+        }
+        let e = env(&[("DAYTONA_MCP_MCP__PAGE_SIZE", "0")]);
+        assert!(Config::load(None, &e, &Overrides::default()).is_err());
     }
 
     #[test]

@@ -179,19 +179,16 @@ pub fn caller_of(req: &actix_web::HttpRequest) -> Caller {
     }
 }
 
-/// Middleware: authenticates the request or answers 401 (and writes a `denied` audit row).
-pub async fn require_key(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .expect("app state is registered")
-        .clone();
-    match state.auth.authenticate(&req) {
+/// Authenticates a request and records the identity on it; a refusal writes a `denied` audit
+/// row. Shared by [`require_key`] and the MCP endpoint, which answers in JSON-RPC.
+pub(crate) async fn authenticate_request(
+    state: &AppState,
+    req: &ServiceRequest,
+) -> Result<(), ApiError> {
+    match state.auth.authenticate(req) {
         Ok(identity) => {
             req.extensions_mut().insert(identity);
-            Ok(next.call(req).await?.map_into_left_body())
+            Ok(())
         }
         Err(error) => {
             let caller = Caller {
@@ -210,6 +207,23 @@ pub async fn require_key(
             if let Err(e) = state.queue.store().append_audit(&entry).await {
                 tracing::error!(error = %e, "cannot write audit row for a denied request");
             }
+            Err(error)
+        }
+    }
+}
+
+/// Middleware: authenticates the request or answers 401 (and writes a `denied` audit row).
+pub async fn require_key(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
+    let state = req
+        .app_data::<web::Data<AppState>>()
+        .expect("app state is registered")
+        .clone();
+    match authenticate_request(&state, &req).await {
+        Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
+        Err(error) => {
             let response = error.error_response();
             Ok(req.into_response(response).map_into_right_body())
         }

@@ -159,15 +159,16 @@ pub async fn get(
     Ok(HttpResponse::Ok().json(job_view(&job)))
 }
 
-#[derive(Debug, Deserialize)]
+/// Filters and paging of a job listing.
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListQuery {
-    workspace: Option<String>,
-    sandbox: Option<String>,
-    state: Option<String>,
-    tool: Option<String>,
-    limit: Option<u32>,
-    cursor: Option<String>,
+    pub(crate) workspace: Option<String>,
+    pub(crate) sandbox: Option<String>,
+    pub(crate) state: Option<String>,
+    pub(crate) tool: Option<String>,
+    pub(crate) limit: Option<u32>,
+    pub(crate) cursor: Option<String>,
 }
 
 /// `GET /v1/jobs`: newest first, one page at a time.
@@ -177,6 +178,15 @@ pub async fn list(
     query: web::Query<ListQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let caller = caller_of(&req);
+    Ok(HttpResponse::Ok().json(list_page(&state, &caller.tenant, &query).await?))
+}
+
+/// A page of `tenant`'s jobs: `{jobs, next_cursor}`. Shared with the MCP `list_jobs` tool.
+pub(crate) async fn list_page(
+    state: &AppState,
+    tenant: &str,
+    query: &ListQuery,
+) -> Result<Value, ApiError> {
     let limit = query.limit.unwrap_or(50);
     if !(1..=MAX_PAGE).contains(&limit) {
         return Err(ApiError::bad_request(
@@ -211,23 +221,18 @@ pub async fn list(
         None => None,
         Some(reference) => {
             // A sandbox id is shown as its name's workspace; a deleted sandbox by its name.
-            let name = match state
-                .queue
-                .store()
-                .sandbox(&caller.tenant, reference)
-                .await?
-            {
+            let name = match state.queue.store().sandbox(tenant, reference).await? {
                 Some(sandbox) => sandbox.name,
                 None => reference.to_string(),
             };
-            Some(workspace_key(&caller.tenant, &name))
+            Some(workspace_key(tenant, &name))
         }
     };
     let jobs = state
         .queue
         .store()
         .list_jobs(&JobFilter {
-            tenant: Some(caller.tenant),
+            tenant: Some(tenant.to_string()),
             workspace,
             state: job_state,
             tool: query.tool.clone(),
@@ -238,10 +243,10 @@ pub async fn list(
     let next_cursor = (jobs.len() == limit as usize)
         .then(|| jobs.last().map(|j| j.seq.to_string()))
         .flatten();
-    Ok(HttpResponse::Ok().json(json!({
+    Ok(json!({
         "jobs": jobs.iter().map(job_view).collect::<Vec<_>>(),
         "next_cursor": next_cursor,
-    })))
+    }))
 }
 
 /// `POST /v1/jobs/{id}/cancel`.

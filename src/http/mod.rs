@@ -1,12 +1,13 @@
 //! The HTTP front: routes, shared state, and the helpers handlers share.
 //!
-//! Architecture invariant: only this module knows HTTP (and, later, MCP/JSON-RPC). Handlers turn
+//! Architecture invariant: only this module knows HTTP and MCP/JSON-RPC. Handlers turn
 //! requests into [`Submission`](crate::tools::Submission)s and job ids into responses.
 
 pub mod auth;
 pub mod error;
 mod events;
 mod jobs;
+pub mod mcp;
 mod ops;
 mod rest;
 pub mod telemetry;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub warnings: Vec<String>,
     /// Whether `/metrics` is served on the main listener.
     pub metrics_on_main: bool,
+    /// Sessions, origin policy and in-flight calls of the MCP endpoint.
+    pub mcp: mcp::McpState,
 }
 
 /// Registers every route. Health and metrics are open; everything else needs a key.
@@ -50,6 +53,20 @@ pub fn configure(cfg: &mut web::ServiceConfig, metrics_on_main: bool) {
     if metrics_on_main {
         cfg.route("/metrics", web::get().to(ops::metrics));
     }
+    // MCP: its own guard (Origin check, then the key), answering in JSON-RPC. Registered before
+    // the scope below, whose `/{tool}` would otherwise take `POST /mcp`.
+    cfg.service(
+        web::resource("/mcp")
+            .wrap(from_fn(mcp::guard::guard))
+            .route(web::post().to(mcp::post))
+            .route(web::get().to(mcp::get))
+            .route(web::delete().to(mcp::delete)),
+    )
+    .service(
+        web::resource("/")
+            .wrap(from_fn(mcp::guard::guard))
+            .route(web::post().to(mcp::post)),
+    );
     cfg.service(
         web::scope("")
             .wrap(from_fn(auth::require_key))

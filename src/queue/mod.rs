@@ -6,6 +6,7 @@
 //! as PostgreSQL notifications ([`listen`]); a slow poll backs all of them up.
 
 pub mod events;
+pub mod follow;
 pub mod listen;
 
 use std::collections::HashMap;
@@ -19,6 +20,7 @@ use uuid::Uuid;
 
 use crate::store::{self, AuditEntry, CancelOutcome, Enqueued, Job, NewJob, Store};
 pub use events::{EventHub, JobEvent};
+pub use follow::{Followed, follow};
 
 /// Cancellation tokens of the jobs this node is running, by job id.
 #[derive(Debug, Default)]

@@ -146,6 +146,14 @@ impl JobError {
     }
 }
 
+/// A fresh job id: a UUIDv7 whose 74 bits after the millisecond timestamp are all random.
+/// `Uuid::now_v7` would put a counter there that increments within a millisecond, making ids of
+/// the same millisecond predictable from one another; job ids double as MCP task ids, which must
+/// not be guessable.
+pub fn new_job_id() -> Uuid {
+    Uuid::new_v7(uuid::Timestamp::now(uuid::NoContext))
+}
+
 /// A job about to be enqueued. Everything the queue needs is decided before the insert.
 #[derive(Clone, Debug)]
 pub struct NewJob {
@@ -169,7 +177,7 @@ impl NewJob {
     /// A job with default scheduling for `tool`, ready to run now.
     pub fn new(tenant: impl Into<String>, tool: impl Into<String>, arguments: Value) -> NewJob {
         NewJob {
-            id: Uuid::now_v7(),
+            id: new_job_id(),
             tenant: tenant.into(),
             workspace: None,
             tool: tool.into(),
@@ -363,4 +371,37 @@ pub struct OutputChunk {
     pub stream: Stream,
     pub data: Vec<u8>,
     pub at: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn job_ids_of_one_millisecond_are_not_sequential() {
+        // `rand_a` (the 12 bits after the version) is where a v7 counter would start: ids of one
+        // millisecond would share or increment it.
+        let parts = |u: Uuid| {
+            let v = u128::from_be_bytes(*u.as_bytes());
+            ((v >> 80) as u64, ((v >> 64) & 0xfff) as u64)
+        };
+        let ids: Vec<Uuid> = (0..256).map(|_| new_job_id()).collect();
+        assert!(ids.iter().all(|id| id.get_version_num() == 7));
+        let mut same_ms = 0;
+        let mut counter_like = 0;
+        for pair in ids.windows(2) {
+            let ((ms_a, ra), (ms_b, rb)) = (parts(pair[0]), parts(pair[1]));
+            if ms_a == ms_b {
+                same_ms += 1;
+                if rb == ra || rb == ra + 1 {
+                    counter_like += 1;
+                }
+            }
+        }
+        assert!(same_ms > 0, "the loop is fast enough to share milliseconds");
+        assert!(
+            counter_like * 10 < same_ms,
+            "{counter_like} of {same_ms} look counted"
+        );
+    }
 }

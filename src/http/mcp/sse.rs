@@ -1,0 +1,300 @@
+//! Server-Sent Events: a synchronous `tools/call` that streams `notifications/progress`
+//! (queued → running → each output chunk) and the output as `notifications/message` log lines
+//! before its result, and the framing shared with the standalone `GET` stream.
+//!
+//! In a legacy session the events go to the session's [`EventLog`]: the response relays them,
+//! and a client whose connection dropped resumes with `GET` + `Last-Event-ID`; the job goes on
+//! either way (a disconnect is not a cancellation in 2025). Without a session the events go
+//! straight to the response; on 2026-07-28 a closed stream cancels the job, as that revision
+//! requires.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{HttpResponse, web};
+use bytes::Bytes;
+use futures::StreamExt;
+use serde_json::{Value, json};
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::inflight::InFlightGuard;
+use super::protocol::{LogLevel, Revision, RpcError, failure, notification, success};
+use super::session::EventLog;
+use super::tools::job_result;
+use super::{Ctx, decorate};
+use crate::http::AppState;
+use crate::output::Stream;
+use crate::queue::{Followed, follow};
+
+/// After this long without an event, a stream sends a comment: proxies keep the connection,
+/// and a client that went away is noticed.
+pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
+/// How soon a client should reconnect after its stream dropped (sent with the priming event).
+const RETRY_MS: u64 = 1000;
+
+/// One SSE event carrying a JSON-RPC message.
+pub(crate) fn frame(id: Option<&str>, message: &Value) -> Bytes {
+    match id {
+        Some(id) => Bytes::from(format!("id: {id}\ndata: {message}\n\n")),
+        None => Bytes::from(format!("data: {message}\n\n")),
+    }
+}
+
+/// The priming event of a 2025-11-25 stream: an id to resume from, the reconnection delay, no
+/// message.
+fn priming(id: &str) -> Bytes {
+    Bytes::from(format!("id: {id}\nretry: {RETRY_MS}\ndata: \n\n"))
+}
+
+/// An SSE response reading from `rx`.
+pub(crate) fn response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/event-stream")
+        .insert_header(("cache-control", "no-cache"))
+        .insert_header(("x-accel-buffering", "no"))
+        .streaming(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, actix_web::Error>))
+}
+
+/// Where a streamed call's events go.
+enum Sink {
+    /// Straight to the response; a failed send means the client went away.
+    Direct(mpsc::Sender<Bytes>),
+    /// To a session's resumable log (never fails).
+    Log(Arc<EventLog>),
+}
+
+impl Sink {
+    /// Sends one message; `false` when the client went away.
+    async fn send(&self, message: &Value) -> bool {
+        match self {
+            Sink::Direct(tx) => tx.send(frame(None, message)).await.is_ok(),
+            Sink::Log(log) => {
+                log.push(|id| frame(Some(id), message));
+                true
+            }
+        }
+    }
+
+    /// Keeps a direct stream alive; `false` when the client went away.
+    async fn keepalive(&self) -> bool {
+        match self {
+            Sink::Direct(tx) => tx
+                .send(Bytes::from_static(b": keep-alive\n\n"))
+                .await
+                .is_ok(),
+            // The relay of each reader keeps its own connection alive.
+            Sink::Log(_) => true,
+        }
+    }
+
+    /// Resolves when the client went away (never for a log, which outlives its readers).
+    async fn closed(&self) {
+        match self {
+            Sink::Direct(tx) => tx.closed().await,
+            Sink::Log(_) => std::future::pending().await,
+        }
+    }
+
+    fn finish(&self) {
+        if let Sink::Log(log) = self {
+            log.finish();
+        }
+    }
+}
+
+/// What a streamed call reports besides its result.
+struct Reporter {
+    progress_token: Option<Value>,
+    /// Output becomes log messages when this level lets `info` through.
+    log_level: Option<LogLevel>,
+    progress: u64,
+}
+
+impl Reporter {
+    async fn progress(&mut self, sink: &Sink, message: String) -> bool {
+        let Some(token) = &self.progress_token else {
+            return true;
+        };
+        self.progress += 1;
+        sink.send(&notification(
+            "notifications/progress",
+            json!({"progressToken": token, "progress": self.progress, "message": message}),
+        ))
+        .await
+    }
+
+    async fn output(&mut self, sink: &Sink, stream: Stream, data: &[u8]) -> bool {
+        let name = match stream {
+            Stream::Stdout => "stdout",
+            Stream::Stderr => "stderr",
+        };
+        if !self
+            .progress(sink, format!("{name}: {} bytes", data.len()))
+            .await
+        {
+            return false;
+        }
+        if self.log_level.is_none_or(|level| level > LogLevel::Info) {
+            return true;
+        }
+        sink.send(&notification(
+            "notifications/message",
+            json!({
+                "level": "info",
+                "logger": name,
+                "data": String::from_utf8_lossy(data),
+            }),
+        ))
+        .await
+    }
+}
+
+/// Everything the producer of a streamed call needs, owned (it outlives the request handler).
+struct Producer {
+    state: web::Data<AppState>,
+    tenant: String,
+    revision: Revision,
+    job: Uuid,
+    request: Value,
+    sink: Sink,
+    reporter: Reporter,
+    request_id: Option<String>,
+    _in_flight: InFlightGuard,
+}
+
+/// Answers a synchronous `tools/call` of `job` as an SSE stream.
+pub(crate) fn stream_call(
+    ctx: &Ctx,
+    id: &Value,
+    job: crate::store::Job,
+    in_flight: InFlightGuard,
+) -> HttpResponse {
+    let (tx, rx) = mpsc::channel::<Bytes>(64);
+    let sink = match &ctx.session {
+        Some(session) => {
+            let log = session.open_stream();
+            if session.revision >= Revision::V2025_11_25 {
+                log.push(priming);
+            }
+            actix_rt::spawn(log.clone().relay(None, tx, KEEPALIVE));
+            Sink::Log(log)
+        }
+        None => Sink::Direct(tx),
+    };
+    let producer = Producer {
+        state: ctx.state.clone(),
+        tenant: ctx.caller.tenant.clone(),
+        revision: ctx.revision,
+        job: job.id,
+        request: id.clone(),
+        sink,
+        reporter: Reporter {
+            progress_token: ctx.progress_token.clone(),
+            // 2026-07-28 sends log messages only on request; a 2025 stream sends the output at
+            // `info` unless logging/setLevel asked for less.
+            log_level: if ctx.revision.is_modern() {
+                ctx.log_level
+            } else {
+                Some(ctx.log_level.unwrap_or(LogLevel::Info))
+            },
+            progress: 0,
+        },
+        request_id: ctx.caller.request_id.clone(),
+        _in_flight: in_flight,
+    };
+    actix_rt::spawn(producer.run());
+    response(rx)
+}
+
+impl Producer {
+    async fn run(mut self) {
+        if !self.stream().await && self.revision.is_modern() {
+            tracing::info!(job_id = %self.job, "the client closed its stream; cancelling its call");
+            if let Err(e) = self.state.queue.cancel(&self.tenant, self.job).await {
+                tracing::warn!(error = %e, job_id = %self.job, "cannot cancel an abandoned call");
+            }
+        }
+        self.sink.finish();
+    }
+
+    /// Streams until the result is sent (`true`) or the client went away (`false`).
+    async fn stream(&mut self) -> bool {
+        // Subscribe before reading, so that an end between the two is not missed.
+        let events = self.state.queue.events().subscribe(self.job);
+        let job = match self
+            .state
+            .queue
+            .store()
+            .job(Some(&self.tenant), self.job)
+            .await
+        {
+            Ok(Some(job)) => job,
+            Ok(None) => {
+                return self
+                    .fail(RpcError::invalid_params("the job disappeared"))
+                    .await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read a streamed call's job");
+                return self
+                    .fail(RpcError::internal(self.request_id.as_deref()))
+                    .await;
+            }
+        };
+        let mut followed = follow(
+            self.state.queue.clone(),
+            self.tenant.clone(),
+            job,
+            events,
+            0,
+        );
+        loop {
+            // The response is dropped as soon as actix sees the connection close, even while the
+            // command is silent: `closed` notices that at once.
+            let item = tokio::select! {
+                item = tokio::time::timeout(KEEPALIVE, followed.recv()) => item,
+                () = self.sink.closed() => return false,
+            };
+            let item = match item {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    tracing::error!(job_id = %self.job, "following a streamed call failed");
+                    return self
+                        .fail(RpcError::internal(self.request_id.as_deref()))
+                        .await;
+                }
+                Err(_) => {
+                    if !self.sink.keepalive().await {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            let delivered = match item {
+                Followed::State(job) => {
+                    self.reporter
+                        .progress(&self.sink, job.state.as_str().to_string())
+                        .await
+                }
+                Followed::Output { stream, data, .. } => {
+                    self.reporter.output(&self.sink, stream, &data).await
+                }
+                Followed::End(job) => {
+                    let answer = match job_result(&job) {
+                        Ok(result) => success(&self.request, decorate(self.revision, result)),
+                        Err(error) => failure(Some(&self.request), &error),
+                    };
+                    return self.sink.send(&answer).await;
+                }
+            };
+            if !delivered {
+                return false;
+            }
+        }
+    }
+
+    async fn fail(&self, error: RpcError) -> bool {
+        self.sink.send(&failure(Some(&self.request), &error)).await
+    }
+}
