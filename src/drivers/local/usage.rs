@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -17,6 +18,9 @@ use std::time::{Duration, Instant};
 struct Slot {
     value: Mutex<Option<u64>>,
     walk: Arc<tokio::sync::Mutex<()>>,
+    /// A measurement was asked for since the last one started. Requests made while a walk runs
+    /// coalesce into one more walk, so a fast series of commands never queues a walk each.
+    pending: AtomicBool,
 }
 
 impl Slot {
@@ -45,13 +49,14 @@ impl UsageCache {
             .clone()
     }
 
-    /// The figure, waiting for a measurement in progress (exact enough for a quota check).
+    /// The figure, waiting for a measurement in progress and making one if a change was
+    /// reported since (exact enough for a quota check).
     pub async fn current(&self, id: &str, dir: &Path) -> u64 {
         let slot = self.slot(id);
         let _walk = slot.walk.lock().await;
         match slot.get() {
-            Some(v) => v,
-            None => {
+            Some(v) if !slot.pending.swap(false, Ordering::SeqCst) => v,
+            _ => {
                 let v = measure(dir.to_path_buf()).await.0;
                 slot.set(v);
                 v
@@ -78,26 +83,37 @@ impl UsageCache {
     }
 
     /// Measures in the background. The walk lock is taken before this returns when it is
-    /// free, so a following [`UsageCache::current`] waits for the new figure.
+    /// free, so a following [`UsageCache::current`] waits for the new figure. While a walk
+    /// runs, further requests only mark the figure stale: the running walker measures once
+    /// more when it is done (after a pause proportional to how long a walk takes, so that a
+    /// large sandbox is not walked back to back).
     pub fn refresh_soon(&self, id: &str, dir: &Path) {
         let slot = self.slot(id);
+        slot.pending.store(true, Ordering::SeqCst);
+        let Ok(walk) = slot.walk.clone().try_lock_owned() else {
+            return;
+        };
         let dir = dir.to_path_buf();
-        match slot.walk.clone().try_lock_owned() {
-            Ok(walk) => {
-                tokio::spawn(async move {
-                    let v = measure(dir).await.0;
+        tokio::spawn(async move {
+            let mut walk = Some(walk);
+            while let Some(held) = walk.take() {
+                let mut took = Duration::ZERO;
+                while slot.pending.swap(false, Ordering::SeqCst) {
+                    if !took.is_zero() {
+                        tokio::time::sleep((took * 4).min(Duration::from_secs(2))).await;
+                    }
+                    let (v, t) = measure(dir.clone()).await;
                     slot.set(v);
-                    drop(walk);
-                });
+                    took = t;
+                }
+                drop(held);
+                // A request that came between the last check and the unlock found the lock
+                // taken and left it to us: take it again unless someone else has.
+                if slot.pending.load(Ordering::SeqCst) {
+                    walk = slot.walk.clone().try_lock_owned().ok();
+                }
             }
-            Err(_) => {
-                tokio::spawn(async move {
-                    let _walk = slot.walk.lock().await;
-                    let v = measure(dir).await.0;
-                    slot.set(v);
-                });
-            }
-        }
+        });
     }
 
     /// The figure if known, without measuring.
