@@ -181,6 +181,27 @@ pub fn caller_of(req: &actix_web::HttpRequest) -> Caller {
 
 /// Authenticates a request and records the identity on it; a refusal writes a `denied` audit
 /// row. Shared by [`require_key`] and the MCP endpoint, which answers in JSON-RPC.
+/// Writes the audit row of a refused request; `why` (with a leading space when present) is
+/// appended to the action, e.g. `" (origin refused)"`.
+pub(crate) async fn audit_denied(state: &AppState, req: &ServiceRequest, why: &str) {
+    let caller = Caller {
+        tenant: DEFAULT_TENANT.into(),
+        key_id: None,
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+    };
+    let entry = caller.entry(
+        &format!("{} {}{why}", req.method(), req.path()),
+        None,
+        None,
+        "denied",
+        None,
+    );
+    if let Err(e) = state.queue.store().append_audit(&entry).await {
+        tracing::error!(error = %e, "cannot write audit row for a denied request");
+    }
+}
+
 pub(crate) async fn authenticate_request(
     state: &AppState,
     req: &ServiceRequest,
@@ -191,22 +212,7 @@ pub(crate) async fn authenticate_request(
             Ok(())
         }
         Err(error) => {
-            let caller = Caller {
-                tenant: DEFAULT_TENANT.into(),
-                key_id: None,
-                request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
-                client_addr: req.peer_addr().map(|a| a.ip().to_string()),
-            };
-            let entry = caller.entry(
-                &format!("{} {}", req.method(), req.path()),
-                None,
-                None,
-                "denied",
-                None,
-            );
-            if let Err(e) = state.queue.store().append_audit(&entry).await {
-                tracing::error!(error = %e, "cannot write audit row for a denied request");
-            }
+            audit_denied(state, req, "").await;
             Err(error)
         }
     }

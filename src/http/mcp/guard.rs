@@ -6,14 +6,12 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, ResponseError, web};
 
 use super::protocol::{RpcError, failure};
-use crate::audit::Caller;
 use crate::http::AppState;
-use crate::http::auth::{DEFAULT_TENANT, authenticate_request};
+use crate::http::auth::{audit_denied, authenticate_request};
 use crate::http::error::ApiError;
-use crate::http::telemetry::RequestId;
 
 /// Which `Origin` values are accepted. Requests without an `Origin` (every non-browser client)
 /// pass; a browser's request from any other origin gets 403.
@@ -79,22 +77,7 @@ pub async fn guard(
             .is_ok_and(|origin| state.mcp.origins.allows(origin));
         if !allowed {
             // A refused request is audited like one without a valid key.
-            let caller = Caller {
-                tenant: DEFAULT_TENANT.into(),
-                key_id: None,
-                request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
-                client_addr: req.peer_addr().map(|a| a.ip().to_string()),
-            };
-            let entry = caller.entry(
-                &format!("{} {} (origin refused)", req.method(), req.path()),
-                None,
-                None,
-                "denied",
-                None,
-            );
-            if let Err(e) = state.queue.store().append_audit(&entry).await {
-                tracing::error!(error = %e, "cannot write audit row for a refused origin");
-            }
+            audit_denied(&state, &req, " (origin refused)").await;
             let error = RpcError::new(
                 StatusCode::FORBIDDEN,
                 -32000,
