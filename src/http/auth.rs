@@ -8,7 +8,7 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpMessage, ResponseError, web};
+use actix_web::{HttpMessage, ResponseError};
 use sha2::{Digest, Sha256};
 
 use super::AppState;
@@ -223,10 +223,7 @@ pub async fn require_key(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .expect("app state is registered")
-        .clone();
+    let state = crate::http::state_of(&req);
     match authenticate_request(&state, &req).await {
         Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
         Err(error) => {

@@ -95,6 +95,13 @@ async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     ))
 }
 
+/// The shared state, from a middleware's request (registered on every app).
+pub(crate) fn state_of(req: &actix_web::dev::ServiceRequest) -> web::Data<AppState> {
+    req.app_data::<web::Data<AppState>>()
+        .expect("app state is registered")
+        .clone()
+}
+
 /// Reads a request body up to `limit` bytes, answering 413 beyond it.
 pub(crate) async fn read_body(mut payload: web::Payload, limit: usize) -> Result<Bytes, ApiError> {
     let too_large = || {

@@ -442,6 +442,12 @@ async fn observed(env: &ToolEnv, record: &SandboxRecord, fresh: bool) -> (String
     (record.status.clone(), disk)
 }
 
+/// The sandbox a job of a `SandboxArgs` tool names, for the job's tenant.
+async fn named_sandbox(env: &ToolEnv, job: &Job) -> Result<SandboxRecord, Outcome> {
+    let args: SandboxArgs = stored_args(job)?;
+    find(env, job, &args.sandbox_id).await
+}
+
 /// Masks every value: secrets are never echoed back.
 fn masked(env: &BTreeMap<String, String>) -> BTreeMap<String, String> {
     env.keys().map(|k| (k.clone(), "***".to_string())).collect()
@@ -466,11 +472,7 @@ impl Tool for GetSandboxInfo {
     }
 
     async fn run(&self, env: &ToolEnv, job: &Job, _ctx: JobContext) -> Outcome {
-        let args: SandboxArgs = match stored_args(job) {
-            Ok(a) => a,
-            Err(outcome) => return outcome,
-        };
-        let record = match find(env, job, &args.sandbox_id).await {
+        let record = match named_sandbox(env, job).await {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
@@ -568,11 +570,7 @@ impl Tool for DeleteSandbox {
     }
 
     async fn run(&self, env: &ToolEnv, job: &Job, _ctx: JobContext) -> Outcome {
-        let args: SandboxArgs = match stored_args(job) {
-            Ok(a) => a,
-            Err(outcome) => return outcome,
-        };
-        let record = match find(env, job, &args.sandbox_id).await {
+        let record = match named_sandbox(env, job).await {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };

@@ -6,10 +6,9 @@ use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::http::StatusCode;
 use actix_web::middleware::Next;
-use actix_web::{HttpResponse, ResponseError, web};
+use actix_web::{HttpResponse, ResponseError};
 
 use super::protocol::{RpcError, failure};
-use crate::http::AppState;
 use crate::http::auth::{audit_denied, authenticate_request};
 use crate::http::error::ApiError;
 
@@ -67,10 +66,7 @@ pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
-    let state = req
-        .app_data::<web::Data<AppState>>()
-        .expect("app state is registered")
-        .clone();
+    let state = crate::http::state_of(&req);
     if let Some(origin) = req.headers().get("origin") {
         let allowed = origin
             .to_str()
