@@ -304,18 +304,21 @@ async fn bench_e2e(calls: usize) {
         }
     }
 
-    // The same sandbox command line the driver builds, spawned bare.
+    // The same bubblewrap options the driver builds (here on the command line, not in a
+    // memory file), spawned bare.
     let runtime = dir.path().join("data/runtime");
     let bwrap = Bwrap::new("/usr/bin/bwrap".into(), runtime, true);
     let sandbox_dir = dir.path().join("data/sandboxes").join(&id);
-    let argv = bwrap.argv(&sandbox_dir, WORKSPACE, &[], &["true".into()], false);
+    let options = bwrap.options(&sandbox_dir, WORKSPACE, &[], false, &[]);
     let mut bare = Vec::with_capacity(calls);
     for _ in 0..calls {
         let started = Instant::now();
-        let status = std::process::Command::new(&argv[0])
-            .args(&argv[1..])
+        let status = std::process::Command::new(&bwrap.path)
+            .args(&options)
+            .args(["--", "true"])
             .env_clear()
             .env("PATH", "/usr/bin:/bin")
+            .current_dir("/")
             .status()
             .unwrap();
         bare.push(started.elapsed().as_secs_f64());

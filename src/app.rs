@@ -89,11 +89,77 @@ fn bind(addr: &str) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))
 }
 
+/// Makes what the process creates private unless it says otherwise: the data dir holds the
+/// database, the API keys and every sandbox's files. Sandboxed commands get the usual umask back
+/// (see `drivers/local/spawn.rs`).
+pub fn set_private_umask() {
+    // SAFETY: umask only changes this process's file-creation mask.
+    unsafe {
+        libc::umask(0o077);
+    }
+}
+
+/// The SQLite file `url` names, if it names one.
+fn sqlite_file(url: &str) -> Option<PathBuf> {
+    use std::str::FromStr;
+    if !url.starts_with("sqlite:") {
+        return None;
+    }
+    let options = sqlx::sqlite::SqliteConnectOptions::from_str(url).ok()?;
+    let file = options.get_filename();
+    (!file.as_os_str().is_empty() && file != Path::new(":memory:")).then(|| file.to_path_buf())
+}
+
+/// Refuses a data dir or SQLite file under a directory that every sandbox can read: each
+/// sandbox would be handed the database, the API keys and the other sandboxes' files.
+fn refuse_paths_sandboxes_read(config: &Config) -> anyhow::Result<()> {
+    let mut paths = vec![("data dir", config.data_dir.clone())];
+    if let Some(file) = sqlite_file(config.database_url().expose()) {
+        paths.push(("database file", file));
+    }
+    for (what, path) in paths {
+        if let Some(visible) = crate::drivers::local::isolation::readable_by_sandboxes(&path) {
+            anyhow::bail!(
+                "the {what} {} is under {visible}, which every sandbox can read: sandboxed \
+                 commands could read the database, the API keys and other sandboxes' files; \
+                 choose a path outside the system directories (/usr, /bin, /sbin, /lib…) and \
+                 the /etc entries that sandboxes see",
+                path.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+/// Creates the data dir (and missing parents) with mode 0700, and takes group and other
+/// access away from an existing one.
+pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("cannot read data dir {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+            .with_context(|| format!("cannot make data dir {} private", dir.display()))?;
+        tracing::info!(data_dir = %dir.display(), "data dir made private (mode 0700)");
+    }
+    Ok(())
+}
+
 impl Application {
     /// Builds everything and starts listening. Must run inside an actix system.
     pub async fn build(mut config: Config) -> anyhow::Result<Application> {
-        std::fs::create_dir_all(&config.data_dir)
-            .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+        set_private_umask();
+        if config.sandbox.driver == "local" {
+            refuse_paths_sandboxes_read(&config)?;
+        }
+        prepare_data_dir(&config.data_dir)?;
         // Sandboxed commands run with another working directory; every path must be absolute.
         config.data_dir = config
             .data_dir
@@ -118,7 +184,9 @@ impl Application {
                     if let Some(landlock) = &report.landlock {
                         let mut warning = format!(
                             "isolation is Landlock (ABI {}): commands share the host's process \
-                             list and network namespace; ",
+                             list (/proc shows every host process's command line, other \
+                             sandboxes' included, though not their environments or memory) and \
+                             network namespace; ",
                             landlock.abi
                         );
                         warning.push_str(if landlock.tcp_restricted {

@@ -90,6 +90,7 @@ fn load(
 
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    crate::app::set_private_umask();
     match cli.command {
         Command::Serve(args) => {
             let config = load(&args.common, args.listen, args.driver)?;
@@ -101,7 +102,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Migrate(common) => {
             let config = load(&common, None, None)?;
             crate::logging::init(&config.log);
-            std::fs::create_dir_all(&config.data_dir).ok();
+            crate::app::prepare_data_dir(&config.data_dir).ok();
             open_store(&config).await?;
             println!("migrations applied to {}", config.database_url());
             Ok(())

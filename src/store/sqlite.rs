@@ -33,6 +33,37 @@ pub struct SqliteStore {
     reader: SqlitePool,
 }
 
+/// Creates the database file with mode 0600 if it is missing (SQLite gives its `-wal` and
+/// `-shm` files the database's mode), and takes group and other access away from existing ones.
+fn private_files(db: &std::path::Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    if db.as_os_str().is_empty() || db == std::path::Path::new(":memory:") {
+        return Ok(());
+    }
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(db)
+    {
+        Ok(_) => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    for suffix in ["", "-wal", "-shm", "-journal"] {
+        let mut name = db.as_os_str().to_owned();
+        name.push(suffix);
+        let path = std::path::Path::new(&name);
+        match std::fs::metadata(path) {
+            Ok(meta) if meta.permissions().mode() & 0o077 != 0 => {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
 impl SqliteStore {
     /// Opens (creating if needed) the database file named by `url`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<SqliteStore> {
@@ -52,6 +83,15 @@ impl SqliteStore {
                 })?;
             }
         }
+        private_files(options.get_filename()).map_err(|e| {
+            StoreError::Database(sqlx::Error::Io(std::io::Error::new(
+                e.kind(),
+                format!(
+                    "cannot make {} private: {e}",
+                    options.get_filename().display()
+                ),
+            )))
+        })?;
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)

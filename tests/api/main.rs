@@ -9,6 +9,7 @@ mod helpers;
 mod actors;
 mod bad_input;
 mod cancel;
+mod escape;
 mod events;
 mod files;
 mod flow;

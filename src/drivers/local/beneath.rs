@@ -202,6 +202,12 @@ pub fn read_dir(dirfd: RawFd) -> io::Result<Vec<OsString>> {
     }
 }
 
+/// `fchmod(fd, mode)`: sets the mode exactly, whatever the process's umask.
+pub fn chmod_fd(fd: RawFd, mode: u32) -> io::Result<()> {
+    // SAFETY: fchmod on a descriptor the caller holds.
+    check(unsafe { libc::fchmod(fd, mode as libc::mode_t) }).map(|_| ())
+}
+
 /// `mkdirat(dirfd, name, mode)`.
 pub fn mkdir_at(dirfd: RawFd, name: &OsStr, mode: u32) -> io::Result<()> {
     let name = cstring(name.as_bytes())?;

@@ -13,6 +13,8 @@ use std::io;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use super::tree;
+
 /// The controllers the driver uses.
 const CONTROLLERS: [&str; 3] = ["pids", "memory", "cpu"];
 
@@ -364,36 +366,18 @@ impl Cgroup {
         self.procs.clone()
     }
 
-    /// Kills every process in the cgroup and waits (at most about two seconds) until it is
-    /// empty. Returns at once when it already is, the common case.
-    pub fn kill_all(&self) {
-        let mut pause = std::time::Duration::from_micros(250);
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
-        let mut killed_v2 = false;
-        loop {
-            let pids = self.pids();
-            if pids.is_empty() || std::time::Instant::now() >= deadline {
-                return;
-            }
-            if self.v2 && !killed_v2 {
-                if let Some(dir) = self.dirs.first() {
-                    killed_v2 = fs::write(dir.join("cgroup.kill"), "1").is_ok();
-                }
-            }
-            if !killed_v2 {
-                for pid in pids {
-                    // SAFETY: sending a signal has no memory-safety preconditions.
-                    unsafe {
-                        libc::kill(pid, libc::SIGKILL);
-                    }
-                }
-            }
-            std::thread::sleep(pause);
-            pause = (pause * 2).min(std::time::Duration::from_millis(20));
-        }
+    /// Writes `cgroup.kill` (v2, Linux 5.14+), which kills every process of the cgroup at
+    /// once. Returns whether it did.
+    pub(super) fn kill_v2(&self) -> bool {
+        self.v2
+            && self
+                .dirs
+                .first()
+                .is_some_and(|dir| fs::write(dir.join("cgroup.kill"), "1").is_ok())
     }
 
-    fn pids(&self) -> Vec<i32> {
+    /// The pids listed in the cgroup (zombies included, in some kernels).
+    pub(super) fn pids(&self) -> Vec<i32> {
         let mut pids = Vec::new();
         for dir in &self.dirs {
             if let Ok(text) = fs::read_to_string(dir.join("cgroup.procs")) {
@@ -426,18 +410,45 @@ impl Cgroup {
             .unwrap_or(0)
     }
 
-    /// Kills what is left and removes the directories.
-    pub fn remove(self) {
-        self.kill_all();
-        for dir in &self.dirs {
+    /// Kills what is left and removes the directories. Blocks (up to [`tree::BOUND`] and
+    /// then half a second per directory): call it off the async threads.
+    pub fn remove(mut self) {
+        self.remove_now();
+    }
+
+    fn remove_now(&mut self) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        if let Err(stragglers) = tree::empty_cgroup_blocking(self, tree::BOUND) {
+            tracing::error!(cgroup = %self.dirs[0].display(), "{stragglers}");
+        }
+        for dir in std::mem::take(&mut self.dirs) {
             for _ in 0..50 {
-                match fs::remove_dir(dir) {
+                match fs::remove_dir(&dir) {
                     Ok(()) => break,
                     Err(e) if e.kind() == io::ErrorKind::NotFound => break,
                     Err(_) => std::thread::sleep(std::time::Duration::from_millis(10)),
                 }
             }
         }
+    }
+}
+
+impl Drop for Cgroup {
+    /// A cgroup dropped without [`Cgroup::remove`] (its command's future was dropped midway)
+    /// still has its processes killed and its directories removed, on a thread of its own.
+    fn drop(&mut self) {
+        if self.dirs.is_empty() {
+            return;
+        }
+        let rest = Cgroup {
+            dirs: std::mem::take(&mut self.dirs),
+            procs: std::mem::take(&mut self.procs),
+            v2: self.v2,
+            memory_dir: self.memory_dir.take(),
+        };
+        std::thread::spawn(move || rest.remove());
     }
 }
 

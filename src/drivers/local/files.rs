@@ -179,7 +179,19 @@ fn mkdir_all(root: &Root, relative: &Path, field: &'static str) -> Result<bool, 
             .open_at(&parent, libc::O_PATH | libc::O_DIRECTORY, 0)
             .map_err(|e| path_error(field, &shown, e))?;
         created = match beneath::mkdir_at(dirfd.as_raw_fd(), name, 0o755) {
-            Ok(()) => true,
+            Ok(()) => {
+                // The server's umask is private; a caller's directory gets the usual mode.
+                // Reopened without following a symlink, beneath the root like every lookup.
+                let made = root
+                    .open_at(
+                        &parent.join(name),
+                        libc::O_RDONLY | libc::O_DIRECTORY | libc::O_NOFOLLOW,
+                        0,
+                    )
+                    .and_then(|fd| beneath::chmod_fd(fd.as_raw_fd(), 0o755));
+                made.map_err(|e| path_error(field, &shown, e))?;
+                true
+            }
             Err(e) if e.raw_os_error() == Some(libc::EEXIST) => false,
             Err(e) => return Err(path_error(field, &shown, e)),
         };
@@ -266,7 +278,12 @@ fn write(
                     libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL | libc::O_NOFOLLOW,
                     0o644,
                 ) {
-                    Ok(fd) => return finish_write(fd, content, 0, &shown),
+                    Ok(fd) => {
+                        // The usual mode for a caller's file, whatever the server's umask.
+                        beneath::chmod_fd(fd.as_raw_fd(), 0o644)
+                            .map_err(|e| path_error(PATH_FIELD, &shown, e))?;
+                        return finish_write(fd, content, 0, &shown);
+                    }
                     // Something appeared meanwhile (or a dangling symlink is there): look again.
                     Err(e) if e.raw_os_error() == Some(libc::EEXIST) => continue,
                     Err(e) => return Err(path_error(PATH_FIELD, &shown, e)),

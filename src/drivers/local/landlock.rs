@@ -17,16 +17,11 @@ use landlock::{
     RulesetAttr, RulesetCreatedAttr, Scope,
 };
 
-use super::isolation::ETC_ENTRIES;
+use super::isolation::{ETC_ENTRIES, SYSTEM_DIRS};
 use crate::drivers::DriverError;
 
 /// The newest ABI whose rights this driver was written and tested against.
 const VETTED: ABI = ABI::V7;
-
-/// System directories commands may read and execute.
-const SYSTEM_DIRS: [&str; 7] = [
-    "/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32",
-];
 
 /// Devices commands may read and write.
 const DEVICES: [&str; 5] = [

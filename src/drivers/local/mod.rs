@@ -18,6 +18,7 @@ pub mod languages;
 pub mod paths;
 pub mod process;
 mod spawn;
+mod tree;
 mod usage;
 
 use std::collections::BTreeMap;
@@ -29,7 +30,7 @@ use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
 use self::cgroup::{CgroupLimits, CgroupManager};
-use self::isolation::{Bwrap, Isolation, Mount, WORKSPACE};
+use self::isolation::{Bwrap, HOST_ENV, Isolation, Mount, WORKSPACE};
 use self::landlock::LandlockPolicy;
 use self::process::{Rlimits, Spawn};
 use self::usage::UsageCache;
@@ -329,6 +330,21 @@ pub fn disk_usage(dir: &Path) -> u64 {
     total
 }
 
+/// The environment of a host-side helper process (bubblewrap): fixed, never the caller's.
+fn host_env() -> Vec<(OsString, OsString)> {
+    HOST_ENV
+        .iter()
+        .map(|(k, v)| (OsString::from(k), OsString::from(v)))
+        .collect()
+}
+
+/// A helper process on the host: the fixed environment and `/` as its working directory.
+fn host_command(program: &Path) -> std::process::Command {
+    let mut command = std::process::Command::new(program);
+    command.env_clear().envs(HOST_ENV).current_dir("/");
+    command
+}
+
 /// A working bubblewrap: found, its runtime files written, and proven by running `true`.
 fn set_up_bwrap(
     config: &LocalConfig,
@@ -379,22 +395,22 @@ fn find_bwrap() -> Option<PathBuf> {
 }
 
 fn supports_disable_userns(bwrap: &Path) -> bool {
-    std::process::Command::new(bwrap)
+    host_command(bwrap)
         .arg("--help")
         .output()
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("--disable-userns"))
 }
 
-/// Runs `true` in a sandbox to prove bubblewrap works here (user namespaces allowed, etc.).
+/// Runs `true` in a sandbox to prove bubblewrap works here (user namespaces allowed, the
+/// options the driver uses known, etc.).
 fn probe_bwrap(bwrap: &Bwrap, scratch: &Path) -> Result<(), DriverError> {
     let dir = scratch.join(format!("probe-{}", uuid::Uuid::new_v4().simple()));
     std::fs::create_dir_all(&dir)
         .map_err(|e| DriverError::internal("cannot create probe dir", e))?;
-    let argv = bwrap.argv(&dir, WORKSPACE, &[], &["true".into()], false);
-    let output = std::process::Command::new(&argv[0])
-        .args(&argv[1..])
-        .env_clear()
-        .env("PATH", "/usr/bin:/bin")
+    let env = [("PATH".into(), "/usr/bin:/bin".into())];
+    let output = host_command(&bwrap.path)
+        .args(bwrap.options(&dir, WORKSPACE, &[], false, &env))
+        .args(["--", "true"])
         .output();
     let _ = std::fs::remove_dir_all(&dir);
     match output {
@@ -444,6 +460,12 @@ impl Driver for LocalDriver {
         tokio::fs::create_dir_all(&dir)
             .await
             .map_err(|e| DriverError::internal("cannot create the sandbox directory", e))?;
+        // `/workspace` gets the usual mode of a home directory (the server's umask is private;
+        // the data dir above it keeps everyone else out).
+        use std::os::unix::fs::PermissionsExt;
+        tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+            .await
+            .map_err(|e| DriverError::internal("cannot set the sandbox directory's mode", e))?;
         Ok(())
     }
 
@@ -523,25 +545,45 @@ impl Driver for LocalDriver {
             ("PYTHONUNBUFFERED".into(), "1".into()),
         ];
         for (k, v) in &request.env {
+            if v.contains('\0') {
+                return Err(DriverError::invalid(
+                    "env",
+                    format!("the value of `{k}` contains a NUL byte"),
+                ));
+            }
             env.retain(|(key, _)| key != k.as_str());
             env.push((k.into(), v.into()));
         }
-        let (argv, cwd) = match &self.isolation {
+        let (argv, env, cwd, passed) = match &self.isolation {
             Isolation::Bwrap(bwrap) => {
+                // The environment is the sandbox's only: the host-side bubblewrap process is
+                // unconfined, so it gets a fixed environment and `/` as its working directory,
+                // and reads its options (the environment among them) from a memory file.
                 let inside = Path::new(WORKSPACE).join(&relative);
-                // bubblewrap itself starts in the sandbox directory; the command in `--chdir`.
+                let options = bwrap.options(
+                    &dir,
+                    &inside.to_string_lossy(),
+                    &invocation.mounts,
+                    request.network,
+                    &env,
+                );
+                let encoded = isolation::encode_options(&options).ok_or_else(|| {
+                    DriverError::invalid("command", "a NUL byte cannot be passed to the sandbox")
+                })?;
+                let file = spawn::memfd_with(c"bwrap-options", &encoded)
+                    .map_err(|e| DriverError::internal("cannot pass options to bubblewrap", e))?;
                 (
-                    bwrap.argv(
-                        &dir,
-                        &inside.to_string_lossy(),
-                        &invocation.mounts,
-                        &invocation.argv,
-                        request.network,
-                    ),
-                    dir.clone(),
+                    bwrap.argv(std::os::fd::AsRawFd::as_raw_fd(&file), &invocation.argv),
+                    host_env(),
+                    PathBuf::from("/"),
+                    vec![file],
                 )
             }
-            Isolation::Landlock(_) | Isolation::None => (invocation.argv.clone(), host_cwd),
+            // The process started is the command itself (confined before `execve` under
+            // Landlock), so the environment is the command's.
+            Isolation::Landlock(_) | Isolation::None => {
+                (invocation.argv.clone(), env, host_cwd, Vec::new())
+            }
         };
         let confinement = match &self.isolation {
             Isolation::Landlock(policy) => {
@@ -607,6 +649,8 @@ impl Driver for LocalDriver {
                 rlimits,
                 cgroup: cgroup.clone(),
                 confinement,
+                pid_namespace: matches!(self.isolation, Isolation::Bwrap(_)),
+                passed,
                 timeout: request.timeout,
                 output_limit: request.output_limit,
             },

@@ -1,9 +1,12 @@
-//! Runs one host process to completion under limits: its own process group, rlimits, an
-//! optional cgroup, a wall-clock timeout and cancellation that kill the whole tree, stdin fed
-//! from memory, and stdout/stderr captured up to a cap while streaming live.
+//! Runs one host process to completion under limits: its own session and process group,
+//! rlimits, an optional cgroup, a wall-clock timeout and cancellation that kill the whole tree,
+//! stdin fed from memory, and stdout/stderr captured up to a cap while streaming live. It
+//! returns only once the whole tree is gone (`tree.rs`), so a job never ends before its
+//! processes do.
 
 use std::ffi::OsString;
 use std::io;
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -14,11 +17,12 @@ use tokio_util::sync::CancellationToken;
 
 use super::cgroup::Cgroup;
 use super::spawn::{Confinement, Exit, Prepared};
+use super::tree;
 use crate::drivers::{DriverError, ExecIo, ExecResult};
 use crate::output::{CappedBuffer, OutputTx, Stream};
 
 /// How long readers may keep draining pipes after the process tree is gone. A process that
-/// escaped both the process group and the cgroup could hold a pipe open forever.
+/// escaped every way of tracking it (see `tree.rs`) could hold a pipe open forever.
 const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Resource limits set with `setrlimit` in the child before `exec`.
@@ -94,6 +98,10 @@ pub struct Spawn {
     pub cgroup: Option<Arc<Cgroup>>,
     /// Landlock and capability dropping, for the Landlock isolation level.
     pub confinement: Option<Confinement>,
+    /// The process is bubblewrap, whose child is the init of the sandbox's pid namespace.
+    pub pid_namespace: bool,
+    /// Descriptors the process inherits on purpose (bubblewrap's options).
+    pub passed: Vec<OwnedFd>,
     pub timeout: Duration,
     pub output_limit: usize,
 }
@@ -105,8 +113,9 @@ enum Ending {
     Cancelled,
 }
 
-/// Runs the process and returns how it ended. Every process it started is dead on return
-/// (process group and cgroup are both killed), whatever the ending.
+/// Runs the process and returns how it ended. Every process it started is dead on return,
+/// whatever the ending; if the kernel does not let them go within [`tree::BOUND`], an error
+/// says so.
 pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
     let prepared = Prepared::new(
         &spawn.argv,
@@ -120,6 +129,7 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
             .map(Cgroup::procs_files)
             .unwrap_or_default(),
         spawn.confinement,
+        spawn.passed,
     )
     .map_err(|e| DriverError::internal("cannot prepare the command", e))?;
     // The OOM-kill counter is the cgroup's whole history; what matters is this command's share.
@@ -127,6 +137,8 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
     let started = Instant::now();
     let mut child =
         super::spawn::spawn(&prepared).map_err(|e| DriverError::Internal(e.to_string()))?;
+    // The command has its copies of the passed descriptors.
+    drop(prepared);
 
     if let (Some(mut pipe), Some(data)) = (child.stdin.take(), spawn.stdin) {
         tokio::spawn(async move {
@@ -156,15 +168,33 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
         _ = tokio::time::sleep(spawn.timeout) => Ending::TimedOut,
         _ = io.cancel.cancelled() => Ending::Cancelled,
     };
+    let cgroup = spawn.cgroup.as_deref();
+    // Without a cgroup, bubblewrap's namespace init is found while bubblewrap still lives (once
+    // bubblewrap has exited on its own, the namespace is already empty).
+    let namespace_init = match ending {
+        Ending::Exited => None,
+        _ if cgroup.is_none() && spawn.pid_namespace => tree::namespace_init(child.pid()),
+        _ => None,
+    };
     // The child is still unreaped here, so its process group id names nobody else.
     child.kill_group();
-    let exit = child
-        .reap()
-        .await
-        .map_err(|e| DriverError::internal("cannot reap the command", e))?;
-    // After the reap, so the command's own zombie is not mistaken for a straggler.
-    if let Some(cgroup) = spawn.cgroup.as_deref() {
-        cgroup.kill_all();
+    let reap_error = |e| DriverError::internal("cannot reap the command", e);
+    let (exit, gone) = match cgroup {
+        Some(cgroup) => {
+            // After the reap, so the command's own zombie is not counted.
+            let exit = child.reap().await.map_err(reap_error)?;
+            (exit, tree::empty_cgroup(cgroup, tree::BOUND).await)
+        }
+        None => {
+            // Before the reap: while the leader is unreaped, its session id names nobody else.
+            child.exited().await.map_err(reap_error)?;
+            let gone = tree::end_session(child.pid(), namespace_init, tree::BOUND).await;
+            (child.reap().await.map_err(reap_error)?, gone)
+        }
+    };
+    if let Err(stragglers) = gone {
+        stop_reading.cancel();
+        return Err(DriverError::Internal(stragglers.to_string()));
     }
     let duration = started.elapsed();
 

@@ -3,15 +3,16 @@
 //! The child is created with `clone(CLONE_VM | CLONE_VFORK | CLONE_PIDFD)`: it borrows the
 //! server's memory until it calls `execve`, so nothing is copied however large the server is
 //! (a plain `fork` of a big, multi-threaded server costs milliseconds). Before `execve` the child
-//! joins its cgroups, sets its rlimits, starts its own process group and wires its stdio; every
-//! byte it needs was prepared by the parent, because a child sharing the parent's memory must
-//! not allocate or take locks.
+//! starts its own session (and so process group), joins its cgroups, sets its rlimits and
+//! umask, wires its stdio and marks every other descriptor close-on-exec except the ones the
+//! caller passes on purpose; every byte it needs was prepared by the parent, because a child
+//! sharing the parent's memory must not allocate or take locks.
 //!
 //! The parent gets a pidfd: exit is awaited by polling it (no thread per child, no `SIGCHLD`
 //! races), and the child stays unreaped until [`Child::reap`], so its pid, and the process group
 //! it leads, cannot be reused while the server may still signal them.
 
-use std::ffi::{CString, OsString};
+use std::ffi::{CStr, CString, OsString};
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
@@ -26,9 +27,9 @@ use super::process::Rlimits;
 const CHILD_STACK: usize = 64 * 1024;
 
 /// Which preparation step failed in the child, reported through the error pipe.
-const STEPS: [&str; 10] = [
+const STEPS: [&str; 12] = [
     "reset signals",
-    "new process group",
+    "new session",
     "join cgroup",
     "set rlimits",
     "set up stdio",
@@ -37,7 +38,12 @@ const STEPS: [&str; 10] = [
     "drop capabilities",
     "set no_new_privs",
     "apply the Landlock ruleset",
+    "mark inherited descriptors close-on-exec",
+    "pass descriptors",
 ];
+
+/// The umask commands start with: the conventional one, not the server's private one.
+const COMMAND_UMASK: libc::mode_t = 0o022;
 
 /// Confinement applied in the child just before `execve` (the Landlock isolation level).
 #[derive(Debug)]
@@ -119,6 +125,10 @@ pub struct Prepared {
     rlimits: Rlimits,
     cgroup_procs: Vec<CString>,
     confinement: Option<Confinement>,
+    /// Descriptors the command inherits on purpose (at the same numbers); every other
+    /// descriptor above 2 is closed at `execve`. Held until the command has started.
+    _passed: Vec<OwnedFd>,
+    passed_raw: Vec<RawFd>,
 }
 
 // SAFETY: the raw pointers point into the `CString`s owned by the same value.
@@ -130,6 +140,7 @@ fn cstring(bytes: &[u8]) -> io::Result<CString> {
 }
 
 impl Prepared {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         argv: &[OsString],
         env: &[(OsString, OsString)],
@@ -138,6 +149,7 @@ impl Prepared {
         rlimits: Rlimits,
         cgroup_procs: Vec<CString>,
         confinement: Option<Confinement>,
+        passed: Vec<OwnedFd>,
     ) -> io::Result<Prepared> {
         let Some(first) = argv.first() else {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "empty argv"));
@@ -170,6 +182,8 @@ impl Prepared {
             rlimits,
             cgroup_procs,
             confinement,
+            passed_raw: passed.iter().map(|fd| fd.as_raw_fd()).collect(),
+            _passed: passed,
         })
     }
 
@@ -202,7 +216,44 @@ fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
         return Err(io::Error::last_os_error());
     }
     // SAFETY: pipe2 returned two new descriptors we now own.
-    Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
+    let (r, w) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    Ok((above_stdio(r)?, above_stdio(w)?))
+}
+
+/// `fd`, moved above 2 if it is not already (a server started with a closed standard
+/// descriptor gets them from the kernel): the child installs its stdio on 0, 1 and 2, which
+/// must not clobber a descriptor it still needs.
+fn above_stdio(fd: OwnedFd) -> io::Result<OwnedFd> {
+    if fd.as_raw_fd() > 2 {
+        return Ok(fd);
+    }
+    // SAFETY: fcntl on a descriptor we own; the duplicate is new and ours.
+    unsafe {
+        let moved = libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3);
+        if moved < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(OwnedFd::from_raw_fd(moved))
+    }
+}
+
+/// An anonymous in-memory file holding `data`, positioned at its start and close-on-exec
+/// (pass it to a command through [`Prepared::new`]'s `passed`). Used for bubblewrap's options,
+/// which carry the command's environment: in a file they show in no command line.
+pub fn memfd_with(name: &CStr, data: &[u8]) -> io::Result<OwnedFd> {
+    use std::io::{Seek, Write};
+    // SAFETY: memfd_create with a valid name; the descriptor is new and ours.
+    let fd = unsafe {
+        let fd = libc::memfd_create(name.as_ptr(), libc::MFD_CLOEXEC);
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        OwnedFd::from_raw_fd(fd)
+    };
+    let mut file = std::fs::File::from(above_stdio(fd)?);
+    file.write_all(data)?;
+    file.rewind()?;
+    Ok(file.into())
 }
 
 fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
@@ -253,6 +304,75 @@ unsafe fn install(fd: RawFd, target: RawFd) -> bool {
     }
 }
 
+/// Marks every descriptor above 2 close-on-exec: `close_range` (Linux 5.11), else one `fcntl`
+/// per entry of `/proc/self/fd`. Only system calls, on a stack buffer.
+unsafe fn mark_cloexec_above_stdio() -> bool {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3 as libc::c_uint,
+            libc::c_uint::MAX,
+            libc::CLOSE_RANGE_CLOEXEC,
+        )
+    };
+    // SAFETY: as above.
+    rc == 0 || unsafe { mark_cloexec_by_listing() }
+}
+
+/// The fallback of [`mark_cloexec_above_stdio`] for kernels without `close_range`: lists
+/// `/proc/self/fd` with `getdents64`. Fails (and the command does not start) when it cannot.
+unsafe fn mark_cloexec_by_listing() -> bool {
+    // SAFETY: open/getdents64/fcntl/close on descriptors and a stack buffer of this process.
+    unsafe {
+        let dir = libc::open(
+            c"/proc/self/fd".as_ptr(),
+            libc::O_RDONLY | libc::O_DIRECTORY | libc::O_CLOEXEC,
+        );
+        if dir < 0 {
+            return false;
+        }
+        // 8-byte aligned, as `struct linux_dirent64` requires.
+        let mut buffer = [0u64; 512];
+        loop {
+            let n = libc::syscall(
+                libc::SYS_getdents64,
+                dir,
+                buffer.as_mut_ptr(),
+                std::mem::size_of_val(&buffer),
+            );
+            if n < 0 {
+                libc::close(dir);
+                return false;
+            }
+            if n == 0 {
+                break;
+            }
+            let bytes = buffer.as_ptr().cast::<u8>();
+            let mut offset = 0usize;
+            while offset < n as usize {
+                // d_ino (8), d_off (8), d_reclen (2), d_type (1), then the NUL-terminated name.
+                let record = bytes.add(offset);
+                let reclen = u16::from_ne_bytes([*record.add(16), *record.add(17)]) as usize;
+                let mut fd: libc::c_int = 0;
+                let mut digits = 0;
+                let mut name = record.add(19);
+                while (*name).is_ascii_digit() && digits < 10 {
+                    fd = fd * 10 + libc::c_int::from(*name - b'0');
+                    digits += 1;
+                    name = name.add(1);
+                }
+                if digits > 0 && *name == 0 && fd > 2 && fd != dir {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+                offset += reclen.max(1);
+            }
+        }
+        libc::close(dir);
+        true
+    }
+}
+
 /// The child, between `clone` and `execve`. It shares the parent's memory: no allocation, no
 /// locks, nothing but system calls on data prepared by the parent.
 extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
@@ -272,7 +392,11 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             fail(a.errors, 0);
         }
-        if libc::setpgid(0, 0) != 0 {
+        // A session of its own (so a process group of its own, whose id is the child's pid):
+        // kills reach the group, and without cgroups the session is how stragglers that moved
+        // to another group are found (see `tree.rs`). It also leaves the server's controlling
+        // terminal behind.
+        if libc::setsid() < 0 {
             fail(a.errors, 1);
         }
         for procs in &a.cmd.cgroup_procs {
@@ -296,6 +420,19 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::chdir(a.cmd.cwd.as_ptr()) != 0 {
             fail(a.errors, 5);
+        }
+        libc::umask(COMMAND_UMASK);
+        // Whatever the server holds without close-on-exec (inherited from its own parent, or
+        // opened by a library) must not reach the command: every descriptor above 2 is marked
+        // close-on-exec (not closed, so the error pipe and the ruleset stay usable until
+        // `execve`), then the ones passed on purpose are let through.
+        if !mark_cloexec_above_stdio() {
+            fail(a.errors, 10);
+        }
+        for &fd in &a.cmd.passed_raw {
+            if !install(fd, fd) {
+                fail(a.errors, 11);
+            }
         }
         // Last, so that the steps above (cgroup files, /dev/null) are not subject to it.
         if let Some(confinement) = &a.cmd.confinement {
@@ -442,6 +579,11 @@ fn reap_blocking(pidfd: RawFd) -> io::Result<Exit> {
 }
 
 impl Child {
+    /// The child's pid, which is also its process group and session id.
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+
     /// Resolves when the child has exited (it stays unreaped).
     pub async fn exited(&self) -> io::Result<()> {
         let pidfd = self.pidfd.as_ref().expect("not reaped");
@@ -518,6 +660,7 @@ mod tests {
             rlimits(),
             Vec::new(),
             None,
+            Vec::new(),
         )
         .unwrap()
     }
@@ -594,5 +737,74 @@ mod tests {
         .unwrap();
         child.kill_group();
         assert_eq!(child.reap().await.unwrap(), Exit::Signal(libc::SIGKILL));
+    }
+
+    async fn stdout_of(child: &mut Child) -> String {
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .await
+            .unwrap();
+        out
+    }
+
+    #[tokio::test]
+    async fn only_stdio_and_passed_descriptors_reach_the_command() {
+        // SAFETY: a descriptor without close-on-exec, as a careless library would leave one.
+        let leaked = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY) };
+        assert!(leaked > 2);
+        let passed = memfd_with(c"test", b"passed on purpose").unwrap();
+        let number = passed.as_raw_fd();
+        let mut argv: Vec<OsString> = ["/bin/bash", "-c", "ls /proc/$$/fd; cat <&$0; umask"]
+            .map(OsString::from)
+            .to_vec();
+        argv.push(number.to_string().into());
+        let cmd = Prepared::new(
+            &argv,
+            &[("PATH".into(), "/usr/bin:/bin".into())],
+            Path::new("/"),
+            false,
+            rlimits(),
+            Vec::new(),
+            None,
+            vec![passed],
+        )
+        .unwrap();
+        let mut child = spawn(&cmd).unwrap();
+        drop(cmd);
+        let out = stdout_of(&mut child).await;
+        // SAFETY: closing the descriptor this test opened.
+        unsafe { libc::close(leaked) };
+        assert_eq!(child.reap().await.unwrap(), Exit::Code(0), "{out}");
+        let mut fds: Vec<i32> = out
+            .lines()
+            .take_while(|l| !l.starts_with("passed"))
+            .map(|l| l.parse().unwrap())
+            .collect();
+        fds.sort_unstable();
+        assert_eq!(fds, vec![0, 1, 2, number], "{out}");
+        assert!(out.contains("passed on purpose"), "{out}");
+        // The server's umask (restrictive) is not the command's.
+        assert!(out.ends_with("0022\n"), "{out}");
+    }
+
+    #[test]
+    fn the_listing_fallback_marks_every_descriptor_above_stdio() {
+        // SAFETY: descriptor calls on descriptors this test opens and closes.
+        unsafe {
+            let fd = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+            let high = libc::fcntl(fd, libc::F_DUPFD, 900);
+            assert_eq!(libc::fcntl(high, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            assert!(mark_cloexec_by_listing());
+            assert_ne!(libc::fcntl(fd, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            assert_ne!(libc::fcntl(high, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            // Standard descriptors are left alone.
+            assert_eq!(libc::fcntl(0, libc::F_GETFD) & libc::FD_CLOEXEC, 0);
+            libc::close(fd);
+            libc::close(high);
+        }
     }
 }
