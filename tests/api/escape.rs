@@ -187,6 +187,27 @@ async fn loader_and_interpreter_variables_act_inside_only(level: Level) {
         out["stdout"].as_str().unwrap().contains("libhello.so"),
         "{out}"
     );
+
+    // A sandbox's own variables reach git (and every command) the same way.
+    let (status, body) = app
+        .call(
+            "/create_sandbox",
+            json!({"name": "evil-vars", "environment_vars": {"LD_PRELOAD": "./evil.so"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let vars = body["sandbox_id"].as_str().unwrap().to_string();
+    upload(&app, &vars, "evil.so", &evil).await;
+    let (status, out) = app.git(&vars, "status", json!({})).await;
+    assert_eq!(status, 200, "{out}");
+    let text = out.to_string();
+    assert!(text.contains("evil-ctor-ran"), "git did not see it: {out}");
+    assert!(!text.contains("WRITTEN"), "{out}");
+    assert!(
+        !marker.exists(),
+        "environment_vars: the caller's code ran on the host: {}",
+        std::fs::read_to_string(&marker).unwrap_or_default()
+    );
 }
 
 /// The pids of processes whose parent is this test process (where the servers run) and whose
