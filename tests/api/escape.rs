@@ -34,25 +34,29 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-/// Compiles `source` with gcc into `out` (in `dir`) and returns the binary. A missing gcc is a
-/// failure, not a skip: these tests are the only proof that the escapes stay closed.
-fn gcc(dir: &Path, name: &str, source: &str, args: &[&str]) -> Vec<u8> {
+/// Compiles `source` with the C compiler into `name` (in `dir`) and returns the binary. A
+/// missing compiler is a failure, not a skip: these tests are the only proof that the escapes
+/// stay closed.
+fn cc(dir: &Path, name: &str, source: &str, args: &[&str]) -> Vec<u8> {
     let src = dir.join(format!("{name}.c"));
     std::fs::write(&src, source).unwrap();
     let out = dir.join(name);
-    let status = Command::new("gcc")
+    // `cc` (gcc here) is what Rust links with, so it is present wherever these tests build.
+    let status = Command::new("cc")
         .arg("-o")
         .arg(&out)
         .arg(&src)
         .args(args)
         .current_dir(dir)
         .status()
-        .unwrap_or_else(|e| panic!("gcc is required by this test and could not run: {e}"));
-    assert!(status.success(), "gcc failed on {name}.c");
+        .unwrap_or_else(|e| {
+            panic!("a C compiler (cc, gcc) is required by this test and could not run: {e}")
+        });
+    assert!(status.success(), "cc failed on {name}.c");
     std::fs::read(&out).unwrap()
 }
 
-/// A library whose constructor (and Landlock-audit entry point) tries to write `marker`, a host
+/// A library whose constructor (and `LD_AUDIT` entry point) tries to write `marker`, a host
 /// path outside every sandbox, and reports on stderr that it ran. It also stands in for
 /// `libcap.so.2`, which the host's bubblewrap loads: `cap_from_name` is there so that a
 /// bubblewrap linked with `-z now` would load it.
@@ -77,7 +81,7 @@ unsigned int la_version(unsigned int version) { ran("audit"); return version; }
 int cap_from_name(const char *name, void *value) { (void)name; (void)value; return -1; }
 "#;
     let define = format!("-DMARKER=\"{}\"", marker.display());
-    gcc(dir, "evil.so", source, &["-shared", "-fPIC", &define])
+    cc(dir, "evil.so", source, &["-shared", "-fPIC", &define])
 }
 
 /// Writes `bytes` to `path` in `sandbox` through `file_operation`, base64-encoded.
@@ -116,13 +120,13 @@ async fn loader_and_interpreter_variables_act_inside_only(level: Level) {
     let evil = evil_library(host.path(), &marker);
     upload(&app, &id, "evil.so", &evil).await;
     upload(&app, &id, "libcap.so.2", &evil).await;
-    let lib = gcc(
+    let lib = cc(
         host.path(),
         "libhello.so",
         "#include <stdio.h>\nvoid hello(void) { puts(\"hello from libhello\"); }\n",
         &["-shared", "-fPIC"],
     );
-    let program = gcc(
+    let program = cc(
         host.path(),
         "hello",
         "void hello(void);\nint main(void) { hello(); return 0; }\n",
