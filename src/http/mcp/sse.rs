@@ -88,11 +88,12 @@ impl Sink {
         }
     }
 
-    /// Resolves when the client went away (never for a log, which outlives its readers).
+    /// Resolves when the client went away; for a log, which outlives its readers, when its
+    /// session ended.
     async fn closed(&self) {
         match self {
             Sink::Direct(tx) => tx.closed().await,
-            Sink::Log(_) => std::future::pending().await,
+            Sink::Log(log) => log.abandoned().await,
         }
     }
 
