@@ -98,7 +98,11 @@ pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(
         "not_found",
-        format!("no route for {} {}", req.method(), req.path()),
+        format!(
+            "no route for {} {}",
+            req.method(),
+            denials::truncated(req.path(), 256)
+        ),
     ))
 }
 
