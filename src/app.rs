@@ -17,6 +17,7 @@ use crate::config::{Config, parse_size};
 use crate::drivers::Driver;
 use crate::drivers::local::{IsolationMode, Limits, LocalConfig, LocalDriver};
 use crate::http::auth::Authenticator;
+use crate::http::denials::{self, DenialLog};
 use crate::http::mcp::McpState;
 use crate::http::{self, AppState};
 use crate::metrics::Metrics;
@@ -35,6 +36,7 @@ pub struct Application {
     key_file: Option<PathBuf>,
     queue: Queue,
     background: Vec<tokio::task::JoinHandle<()>>,
+    denials: Arc<DenialLog>,
 }
 
 /// This node's identity: configured, or generated once and kept in the data dir so that a
@@ -280,6 +282,18 @@ impl Application {
                 Duration::from_secs(config.queue.retention_hours * 3600),
             )));
         }
+        if config.audit.retention_days > 0 {
+            background.push(tokio::spawn(audit_prune_loop(
+                store.clone(),
+                Duration::from_secs(config.audit.retention_days * 86_400),
+            )));
+        }
+        let denials = Arc::new(DenialLog::new(
+            store.clone(),
+            config.audit.denials_per_address_per_minute,
+            config.audit.denials_per_minute,
+        ));
+        background.push(tokio::spawn(denials::flush_loop(denials.clone())));
 
         let metrics_on_main = config.server.metrics_listen.is_empty();
         let listener = bind(&config.server.listen)?;
@@ -293,7 +307,9 @@ impl Application {
             driver,
             warnings,
             metrics_on_main,
-            mcp: McpState::new(&config, port),
+            origins: http::cross_site::OriginPolicy::new(&config.server.allowed_origins, port),
+            mcp: McpState::new(&config),
+            denials: denials.clone(),
         });
         let workers = match config.server.workers {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
@@ -302,8 +318,11 @@ impl Application {
         let grace = Duration::from_secs(config.server.shutdown_grace_s);
         let main_state = state.clone();
         let server = HttpServer::new(move || {
+            // The last `wrap` runs first: request ids and metrics, then the Origin and media-type
+            // checks, then routing.
             App::new()
                 .app_data(main_state.clone())
+                .wrap(from_fn(http::cross_site::guard))
                 .wrap(from_fn(http::telemetry::observe))
                 .configure(|cfg| http::configure(cfg, metrics_on_main))
         })
@@ -345,6 +364,7 @@ impl Application {
             key_file,
             queue,
             background,
+            denials,
         })
     }
 
@@ -389,9 +409,26 @@ impl Application {
         for task in self.background {
             let _ = task.await;
         }
+        // Refusals counted but not yet written (the current minute's) go in before the end.
+        self.denials.flush(None).await;
         self.pool.shutdown(self.shutdown_grace).await;
         tracing::info!("stopped");
         Ok(())
+    }
+}
+
+/// Deletes audit rows older than `retention`, hourly (`audit.retention_days`).
+async fn audit_prune_loop(store: Arc<dyn Store>, retention: Duration) {
+    let mut interval = tokio::time::interval(Duration::from_secs(3600));
+    loop {
+        interval.tick().await;
+        let before = chrono::Utc::now()
+            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(36_500));
+        match store.prune_audit(before).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(rows = n, "pruned audit rows past their retention"),
+            Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
+        }
     }
 }
 

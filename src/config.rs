@@ -43,6 +43,7 @@ pub struct Config {
     pub daytona: DaytonaSection,
     pub auth: AuthConfig,
     pub mcp: McpConfig,
+    pub audit: AuditConfig,
     pub log: LogConfig,
 }
 
@@ -72,16 +73,43 @@ pub struct McpConfig {
     pub session_idle_s: u64,
     /// Most legacy sessions kept at once; the least recently used one is dropped beyond it.
     pub max_sessions: usize,
+    /// Most legacy sessions one API key may hold; opening another drops that key's least
+    /// recently used session, so a client leaking sessions only evicts its own.
+    pub max_sessions_per_key: usize,
     /// Tools per `tools/list` page (and tasks per `tasks/list` page).
     pub page_size: usize,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty = `sqlite://<data_dir>/daytona-mcp.db`.
     pub url: String,
     pub max_connections: u32,
+}
+
+/// Prints the URL without its password (the configuration is logged at debug level).
+impl std::fmt::Debug for DatabaseConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseConfig")
+            .field("url", &DatabaseUrl::new(self.url.clone()))
+            .field("max_connections", &self.max_connections)
+            .finish()
+    }
+}
+
+/// The audit log: how long it is kept, and how much refused requests may write to it.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Audit rows older than this many days are deleted (hourly; 0 = keep forever).
+    pub retention_days: u64,
+    /// Refused requests (no valid key, foreign `Origin`) recorded one by one per client address
+    /// and minute; the rest are counted in one row per address and minute.
+    pub denials_per_address_per_minute: u32,
+    /// Refused requests recorded one by one per minute over all addresses; the rest are
+    /// counted.
+    pub denials_per_minute: u32,
 }
 
 #[derive(Clone, Debug, Deserialize)]
@@ -189,6 +217,7 @@ impl Default for Config {
             daytona: DaytonaSection::default(),
             auth: AuthConfig::default(),
             mcp: McpConfig::default(),
+            audit: AuditConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -213,7 +242,18 @@ impl Default for McpConfig {
         McpConfig {
             session_idle_s: 3600,
             max_sessions: 10_000,
+            max_sessions_per_key: 100,
             page_size: 50,
+        }
+    }
+}
+
+impl Default for AuditConfig {
+    fn default() -> AuditConfig {
+        AuditConfig {
+            retention_days: 90,
+            denials_per_address_per_minute: 10,
+            denials_per_minute: 120,
         }
     }
 }
@@ -287,12 +327,29 @@ impl Default for LogConfig {
 }
 
 /// Command-line values that override everything else.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Default)]
 pub struct Overrides {
     pub listen: Option<String>,
     pub data_dir: Option<PathBuf>,
     pub database_url: Option<String>,
     pub driver: Option<String>,
+}
+
+impl std::fmt::Debug for Overrides {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Overrides")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self
+                    .database_url
+                    .as_ref()
+                    .map(|u| DatabaseUrl::new(u.clone())),
+            )
+            .field("driver", &self.driver)
+            .finish()
+    }
 }
 
 /// Parses a size such as `2g`, `512m`, `64k`, `1.5G` or `1048576` (bytes).
@@ -496,6 +553,18 @@ impl Config {
             ),
             ("mcp.session_idle_s", self.mcp.session_idle_s),
             ("mcp.max_sessions", self.mcp.max_sessions as u64),
+            (
+                "mcp.max_sessions_per_key",
+                self.mcp.max_sessions_per_key as u64,
+            ),
+            (
+                "audit.denials_per_address_per_minute",
+                u64::from(self.audit.denials_per_address_per_minute),
+            ),
+            (
+                "audit.denials_per_minute",
+                u64::from(self.audit.denials_per_minute),
+            ),
             ("mcp.page_size", self.mcp.page_size as u64),
         ] {
             if value == 0 {
@@ -679,6 +748,33 @@ mod tests {
         let c = Config::load(None, &e, &Overrides::default()).unwrap();
         assert_eq!(c.auth.api_key, "sk-very-secret");
         assert!(!format!("{c:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn database_password_is_not_printed() {
+        for url in [
+            "postgres://app:pg-s3cret@db.internal:5432/jobs",
+            "postgres://app@db.internal/jobs?sslmode=disable&password=pg-s3cret",
+        ] {
+            let c = Config::load(
+                None,
+                &env(&[]),
+                &Overrides {
+                    database_url: Some(url.into()),
+                    ..Overrides::default()
+                },
+            )
+            .unwrap();
+            assert_eq!(c.database.url, url);
+            let printed = format!("{c:?}");
+            assert!(!printed.contains("pg-s3cret"), "{printed}");
+            assert!(printed.contains("db.internal"), "{printed}");
+            let overrides = Overrides {
+                database_url: Some(url.into()),
+                ..Overrides::default()
+            };
+            assert!(!format!("{overrides:?}").contains("pg-s3cret"));
+        }
     }
 
     #[test]

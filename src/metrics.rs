@@ -9,7 +9,8 @@ use prometheus::{
     Opts, Registry, TextEncoder,
 };
 
-use crate::store::{JobState, Store};
+use crate::queue::Queue;
+use crate::store::JobState;
 
 const NAMESPACE: &str = "daytona_mcp";
 
@@ -28,6 +29,7 @@ pub struct Metrics {
     pub http_requests_total: IntCounterVec,
     pub http_request_duration_seconds: HistogramVec,
     pub data_dir_free_bytes: Gauge,
+    pub job_followers: IntGauge,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -125,6 +127,11 @@ impl Metrics {
                 "Free bytes on the file system holding the data directory.",
             ))
             .expect("valid metric"),
+            job_followers: IntGauge::with_opts(opts(
+                "job_followers",
+                "Jobs being followed on this node for a client (event streams, MCP progress).",
+            ))
+            .expect("valid metric"),
         };
         let build_info = IntGaugeVec::new(
             opts("build_info", "Build information; the value is always 1."),
@@ -146,6 +153,7 @@ impl Metrics {
             Box::new(m.http_requests_total.clone()),
             Box::new(m.http_request_duration_seconds.clone()),
             Box::new(m.data_dir_free_bytes.clone()),
+            Box::new(m.job_followers.clone()),
             Box::new(build_info),
         ] {
             m.registry
@@ -161,8 +169,12 @@ impl Metrics {
         m
     }
 
-    /// Refreshes the database-backed gauges and renders the text exposition format.
-    pub async fn render(&self, store: &dyn Store, data_dir: &Path) -> String {
+    /// Refreshes the database-backed gauges (and the node's follower count) and renders the
+    /// text exposition format.
+    pub async fn render(&self, queue: &Queue, data_dir: &Path) -> String {
+        let store = queue.store().as_ref();
+        self.job_followers
+            .set(i64::try_from(queue.followers().count()).unwrap_or(i64::MAX));
         match store.job_counts().await {
             Ok(counts) => {
                 for state in JobState::ALL {

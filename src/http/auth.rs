@@ -179,9 +179,8 @@ pub fn caller_of(req: &actix_web::HttpRequest) -> Caller {
     }
 }
 
-/// Authenticates a request and records the identity on it; a refusal writes a `denied` audit
-/// row. Shared by [`require_key`] and the MCP endpoint, which answers in JSON-RPC.
-/// Writes the audit row of a refused request; `why` (with a leading space when present) is
+/// Records a refused request in the audit log (sampled and truncated, see
+/// [`DenialLog`](super::denials::DenialLog)); `why` (with a leading space when present) is
 /// appended to the action, e.g. `" (origin refused)"`.
 pub(crate) async fn audit_denied(state: &AppState, req: &ServiceRequest, why: &str) {
     let caller = Caller {
@@ -190,18 +189,13 @@ pub(crate) async fn audit_denied(state: &AppState, req: &ServiceRequest, why: &s
         request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
         client_addr: req.peer_addr().map(|a| a.ip().to_string()),
     };
-    let entry = caller.entry(
-        &format!("{} {}{why}", req.method(), req.path()),
-        None,
-        None,
-        "denied",
-        None,
-    );
-    if let Err(e) = state.queue.store().append_audit(&entry).await {
-        tracing::error!(error = %e, "cannot write audit row for a denied request");
-    }
+    let action = super::denials::action(req.method().as_str(), req.path(), why);
+    let entry = caller.entry(&action, None, None, "denied", None);
+    state.denials.record(entry).await;
 }
 
+/// Authenticates a request and records the identity on it; a refusal is audited. Shared by
+/// [`require_key`] and the MCP endpoint, which answers in JSON-RPC.
 pub(crate) async fn authenticate_request(
     state: &AppState,
     req: &ServiceRequest,

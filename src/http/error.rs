@@ -6,8 +6,45 @@ use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
 use serde_json::json;
 
+use uuid::Uuid;
+
+use super::telemetry::current_request_id;
 use crate::store::{ErrorReason, JobError, StoreError};
 use crate::tools::SubmitError;
+
+/// The message of a server fault's answer: what happened in general, and the request id under
+/// which the log has the details.
+pub(crate) fn fault_message() -> String {
+    match current_request_id() {
+        Some(id) => format!(
+            "the server failed to handle this request; its log has the details under request id \
+             {id}"
+        ),
+        None => "the server failed to handle this request; its log has the details".into(),
+    }
+}
+
+/// Whether a job error is a server fault (`internal`, `panic`), whose text (database errors,
+/// panic messages, host paths) must not reach callers.
+pub(crate) fn is_fault(error: &JobError) -> bool {
+    matches!(error.reason, ErrorReason::Internal | ErrorReason::Panic)
+}
+
+/// A job's error as callers see it, in every API: a server fault keeps its reason and loses its
+/// text, which stays in the job's row (and, for panics, the log) for the operator.
+pub(crate) fn public_job_error(job_id: Uuid, error: &JobError) -> JobError {
+    if !is_fault(error) {
+        return error.clone();
+    }
+    JobError::new(
+        error.reason,
+        format!(
+            "the server failed while running job {job_id} ({}); the operator has the details \
+             under that job id",
+            error.reason.as_str()
+        ),
+    )
+}
 
 /// An error answer.
 #[derive(Debug, thiserror::Error)]
@@ -48,8 +85,9 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
-    /// The answer for a job that ended without a result.
-    pub fn from_job_error(error: &JobError) -> ApiError {
+    /// The answer for a job that ended without a result. A server fault is logged with the
+    /// request id and answered without its text.
+    pub fn from_job_error(job_id: Uuid, error: &JobError) -> ApiError {
         let (status, code) = match error.reason {
             ErrorReason::InvalidArgument => (StatusCode::BAD_REQUEST, "invalid_argument"),
             ErrorReason::NotFound => (StatusCode::NOT_FOUND, "not_found"),
@@ -64,6 +102,16 @@ impl ApiError {
             ErrorReason::ExecutionError => (StatusCode::UNPROCESSABLE_ENTITY, "execution_error"),
             ErrorReason::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
+        if is_fault(error) {
+            tracing::error!(job_id = %job_id, reason = error.reason.as_str(),
+                error = %error.message, "the job failed with a server fault");
+            return ApiError::Client {
+                status,
+                code,
+                message: fault_message(),
+                field: None,
+            };
+        }
         ApiError::Client {
             status,
             code,
@@ -128,11 +176,7 @@ impl ResponseError for ApiError {
             ApiError::Unexpected(e) => {
                 tracing::error!(error = ?e, "request failed");
                 HttpResponse::InternalServerError().json(json!({
-                    "error": {
-                        "code": "internal",
-                        "message": "the server failed to handle this request; its log has the \
-                                    details under this request's X-Request-Id",
-                    }
+                    "error": {"code": "internal", "message": fault_message()}
                 }))
             }
         }

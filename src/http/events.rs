@@ -80,7 +80,13 @@ fn output_data(seq: i64, stream: Stream, data: &[u8]) -> Value {
 /// Turns what the follower reports into SSE frames until the job ends or the client leaves.
 async fn relay(mut followed: mpsc::Receiver<Followed>, tx: mpsc::Sender<Bytes>) {
     loop {
-        let item = match tokio::time::timeout(KEEPALIVE, followed.recv()).await {
+        let item = tokio::select! {
+            item = tokio::time::timeout(KEEPALIVE, followed.recv()) => item,
+            // actix drops the response as soon as the client closes its connection: stop at
+            // once (dropping `followed` stops the follower too), even while the job is silent.
+            () = tx.closed() => return,
+        };
+        let item = match item {
             Ok(Some(item)) => item,
             // The follower stopped (store failure): end the stream.
             Ok(None) => return,

@@ -9,7 +9,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use super::auth::caller_of;
-use super::error::ApiError;
+use super::error::{ApiError, public_job_error};
 use super::{
     AppState, accepted, check_idempotency_key, idempotency_header, parse_object, read_body,
 };
@@ -40,7 +40,7 @@ pub(crate) fn job_view(job: &Job) -> Value {
         "idempotency_key": job.idempotency_key,
         "exit_code": job.exit_code,
         "result": job.result,
-        "error": job.error,
+        "error": job.error.as_ref().map(|e| public_job_error(job.id, e)),
         "arguments": summarize(&job.arguments),
         "status_url": format!("/v1/jobs/{}", job.id),
         "events_url": format!("/v1/jobs/{}/events", job.id),

@@ -4,6 +4,8 @@
 //! requests into [`Submission`](crate::tools::Submission)s and job ids into responses.
 
 pub mod auth;
+pub mod cross_site;
+pub mod denials;
 pub mod error;
 mod events;
 mod jobs;
@@ -42,8 +44,12 @@ pub struct AppState {
     pub warnings: Vec<String>,
     /// Whether `/metrics` is served on the main listener.
     pub metrics_on_main: bool,
-    /// Sessions, origin policy and in-flight calls of the MCP endpoint.
+    /// Which browser origins may call (every route).
+    pub origins: cross_site::OriginPolicy,
+    /// Sessions and in-flight calls of the MCP endpoint.
     pub mcp: mcp::McpState,
+    /// The sampled audit rows of refused requests.
+    pub denials: Arc<denials::DenialLog>,
 }
 
 /// Registers every route. Health and metrics are open; everything else needs a key.
@@ -53,8 +59,9 @@ pub fn configure(cfg: &mut web::ServiceConfig, metrics_on_main: bool) {
     if metrics_on_main {
         cfg.route("/metrics", web::get().to(ops::metrics));
     }
-    // MCP: its own guard (Origin check, then the key), answering in JSON-RPC. Registered before
-    // the scope below, whose `/{tool}` would otherwise take `POST /mcp`.
+    // MCP: its own guard (the key), answering in JSON-RPC. Registered before the scope below,
+    // whose `/{tool}` would otherwise take `POST /mcp`. (`cross_site::guard`, wrapped around the
+    // whole app, checks `Origin` and the media type of every route first.)
     cfg.service(
         web::resource("/mcp")
             .wrap(from_fn(mcp::guard::guard))
@@ -91,7 +98,11 @@ pub fn configure_metrics(cfg: &mut web::ServiceConfig) {
 async fn not_found(req: HttpRequest) -> Result<HttpResponse, ApiError> {
     Err(ApiError::not_found(
         "not_found",
-        format!("no route for {} {}", req.method(), req.path()),
+        format!(
+            "no route for {} {}",
+            req.method(),
+            denials::truncated(req.path(), 256)
+        ),
     ))
 }
 

@@ -10,6 +10,18 @@ pub async fn healthz() -> HttpResponse {
     HttpResponse::Ok().json(json!({"status": "ok"}))
 }
 
+/// A check's answer: `ok`, or `failed` with the error in the log only (`/readyz` is open to
+/// unauthenticated callers, and errors carry host paths and database details).
+fn check<E: std::fmt::Display>(name: &str, result: &Result<(), E>) -> &'static str {
+    match result {
+        Ok(()) => "ok",
+        Err(e) => {
+            tracing::warn!(check = name, error = %e, "readiness check failed");
+            "failed"
+        }
+    }
+}
+
 /// The database answers and the driver can serve.
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.queue.store().ping().await;
@@ -18,8 +30,8 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "checks": {
-            "database": database.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()),
-            "driver": driver.as_ref().map_or_else(|e| e.to_string(), |_| "ok".into()),
+            "database": check("database", &database),
+            "driver": check("driver", &driver),
         },
         "backend": state.queue.store().backend().as_str(),
         "driver": state.driver.name(),
@@ -36,7 +48,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let text = state
         .metrics
-        .render(state.queue.store().as_ref(), &state.config.data_dir)
+        .render(&state.queue, &state.config.data_dir)
         .await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

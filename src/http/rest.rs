@@ -140,7 +140,7 @@ pub(crate) fn result_response(job: &Job) -> HttpResponse {
             "the job was cancelled before it produced a result",
         )),
         (None, _, Some(error)) => {
-            actix_web::ResponseError::error_response(&ApiError::from_job_error(error))
+            actix_web::ResponseError::error_response(&ApiError::from_job_error(job.id, error))
         }
         (None, _, None) => HttpResponse::Ok().json(json!({})),
     };

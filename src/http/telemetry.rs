@@ -4,6 +4,7 @@ use std::time::Instant;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::Method;
 use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::{HttpMessage, web};
@@ -17,6 +18,17 @@ pub struct RequestId(pub String);
 
 const REQUEST_ID: &str = "x-request-id";
 
+tokio::task_local! {
+    /// The id of the request being served, for answers built without the request at hand
+    /// (a 500's body names it).
+    static CURRENT_REQUEST_ID: String;
+}
+
+/// The id of the request this task serves, if it serves one.
+pub fn current_request_id() -> Option<String> {
+    CURRENT_REQUEST_ID.try_with(Clone::clone).ok()
+}
+
 fn sane(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= 128
@@ -24,6 +36,26 @@ fn sane(id: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
 }
+
+/// The `method` label of a request: the standard methods by name, anything else `other`, so
+/// that a caller cannot create a metrics series per made-up method.
+fn method_label(method: &Method) -> &'static str {
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        Method::CONNECT => "CONNECT",
+        Method::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// Bytes of the path kept in the request span (and so in every log line of the request).
+const LOGGED_PATH: usize = 256;
 
 /// Middleware: assigns the request id, opens the request span, records metrics.
 pub async fn observe(
@@ -39,11 +71,14 @@ pub async fn observe(
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
     req.extensions_mut().insert(RequestId(request_id.clone()));
     let state = req.app_data::<web::Data<AppState>>().cloned();
-    let method = req.method().to_string();
+    let method = method_label(req.method());
     let span = tracing::info_span!("http", request_id = %request_id, method = %method,
-        path = %req.path());
+        path = %super::denials::truncated(req.path(), LOGGED_PATH));
     let started = Instant::now();
-    let mut res = next.call(req).instrument(span.clone()).await?;
+    let mut res = CURRENT_REQUEST_ID
+        .scope(request_id.clone(), next.call(req).instrument(span.clone()))
+        .await?;
+    // A route template (bounded by the routes registered), never the raw path.
     let route = res
         .request()
         .match_pattern()
@@ -53,7 +88,7 @@ pub async fn observe(
         state
             .metrics
             .http_requests_total
-            .with_label_values(&[route.as_str(), method.as_str(), status.as_str()])
+            .with_label_values(&[route.as_str(), method, status.as_str()])
             .inc();
         state
             .metrics
@@ -70,4 +105,18 @@ pub async fn observe(
             route = %route, "request done");
     });
     Ok(res)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_share_one_label() {
+        assert_eq!(method_label(&Method::POST), "POST");
+        for raw in ["ZZMETHOD1", "ZZMETHOD2", "get"] {
+            let method = Method::from_bytes(raw.as_bytes()).unwrap();
+            assert_eq!(method_label(&method), "other", "{raw}");
+        }
+    }
 }

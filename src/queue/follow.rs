@@ -6,6 +6,8 @@
 //! (a job running on another node only sends `Changed` hints through PostgreSQL), so what it
 //! reports is always what the store says (invariant 1).
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +20,34 @@ use crate::store::{Job, JobState};
 
 /// How often the follower re-reads the store when no event arrives.
 const TICK: Duration = Duration::from_secs(1);
+
+/// How many followers run on this node (the `job_followers` gauge): each one reads the store
+/// on every hint and tick, so one left behind by a vanished client would cost until its job
+/// ends.
+#[derive(Debug, Default)]
+pub struct Followers(AtomicUsize);
+
+impl Followers {
+    pub fn count(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Counts one running follower for as long as it lives.
+struct Active(Arc<Followers>);
+
+impl Active {
+    fn new(followers: &Arc<Followers>) -> Active {
+        followers.0.fetch_add(1, Ordering::Relaxed);
+        Active(followers.clone())
+    }
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.0.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Something a follower reports, in order.
 #[derive(Clone, Debug, PartialEq)]
@@ -45,7 +75,8 @@ enum Stop {
 /// Follows `job` (as just read for `tenant`) and reports to the returned channel. `events` must
 /// come from subscribing *before* `job` was read, so that nothing in between is missed. Output
 /// with `seq <= after_seq` is skipped (a client resuming a stream). Following ends with
-/// [`Followed::End`], or silently when the receiver is dropped or the store fails.
+/// [`Followed::End`], or silently when the store fails or the receiver is dropped: at once,
+/// even while the job is silent, so a client that went away costs nothing more.
 pub fn follow(
     queue: Queue,
     tenant: String,
@@ -54,6 +85,7 @@ pub fn follow(
     after_seq: i64,
 ) -> mpsc::Receiver<Followed> {
     let (tx, rx) = mpsc::channel(64);
+    let active = Active::new(queue.followers());
     let follower = Follower {
         queue,
         tenant,
@@ -63,6 +95,7 @@ pub fn follow(
     };
     actix_rt::spawn(async move {
         let _ = follower.follow(job, events).await;
+        drop(active);
     });
     rx
 }
@@ -148,6 +181,8 @@ impl Follower {
                     }
                 },
                 _ = tick.tick() => true,
+                // The receiver went away (its client disconnected): stop reading the store.
+                () = self.tx.closed() => return Err(Stop::Gone),
             };
             if !recheck {
                 continue;

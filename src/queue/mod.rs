@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::store::{self, AuditEntry, CancelOutcome, Enqueued, Job, NewJob, Store};
 pub use events::{EventHub, JobEvent};
-pub use follow::{Followed, follow};
+pub use follow::{Followed, Followers, follow};
 
 /// Cancellation tokens of the jobs this node is running, by job id.
 #[derive(Debug, Default)]
@@ -91,6 +91,8 @@ pub struct Queue {
     running: Arc<CancelRegistry>,
     /// How often a waiter re-reads the store when no event arrives (covers missed signals).
     backstop: Duration,
+    /// The followers running on this node.
+    followers: Arc<Followers>,
 }
 
 impl Queue {
@@ -101,6 +103,7 @@ impl Queue {
             wake: Arc::new(Notify::new()),
             running: Arc::new(CancelRegistry::default()),
             backstop,
+            followers: Arc::default(),
         }
     }
 
@@ -110,6 +113,10 @@ impl Queue {
 
     pub fn events(&self) -> &Arc<EventHub> {
         &self.events
+    }
+
+    pub fn followers(&self) -> &Arc<Followers> {
+        &self.followers
     }
 
     pub fn running(&self) -> &Arc<CancelRegistry> {

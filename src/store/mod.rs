@@ -196,6 +196,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
 
     async fn list_audit(&self, filter: &AuditFilter) -> Result<Vec<AuditRecord>>;
+
+    /// Deletes audit rows older than `before` (the retention). The only way rows leave the
+    /// audit log: the database refuses every other delete and every update. The horizon is set
+    /// inside this method's transaction and does not outlive it.
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64>;
 }
 
 /// A database URL whose `Debug` and `Display` hide the password.
@@ -212,24 +217,47 @@ impl DatabaseUrl {
         &self.0
     }
 
-    /// The URL with any password replaced by `***`.
+    /// The URL with any password replaced by `***`: the one in the user info
+    /// (`user:password@`) and query parameters such as `password=` or `sslpassword=`.
     pub fn redacted(&self) -> String {
         let url = &self.0;
-        let Some(scheme_end) = url.find("://") else {
-            return url.clone();
+        let (base, query) = match url.split_once('?') {
+            Some((base, query)) => (base, Some(query)),
+            None => (url.as_str(), None),
         };
-        let rest = &url[scheme_end + 3..];
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        let authority = &rest[..authority_end];
-        match (authority.rfind('@'), authority.find(':')) {
-            (Some(at), Some(colon)) if colon < at => format!(
-                "{}://{}:***{}",
-                &url[..scheme_end],
-                &authority[..colon],
-                &rest[at..]
-            ),
-            _ => url.clone(),
+        let mut out = redact_user_info(base);
+        if let Some(query) = query {
+            out.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|param| match param.split_once('=') {
+                    Some((key, _)) if key.to_ascii_lowercase().contains("password") => {
+                        format!("{key}=***")
+                    }
+                    _ => param.to_string(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
         }
+        out
+    }
+}
+
+fn redact_user_info(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    match (authority.rfind('@'), authority.find(':')) {
+        (Some(at), Some(colon)) if colon < at => format!(
+            "{}://{}:***{}",
+            &url[..scheme_end],
+            &authority[..colon],
+            &rest[at..]
+        ),
+        _ => url.to_string(),
     }
 }
 
@@ -318,6 +346,20 @@ mod tests {
         assert_eq!(url.redacted(), "postgres://app:***@db.internal:5432/jobs");
         assert!(!format!("{url:?}").contains("s3cret"));
         assert!(!format!("{url}").contains("s3cret"));
+    }
+
+    #[test]
+    fn redacts_password_query_parameters() {
+        let url = DatabaseUrl::new("postgres://app@db/jobs?sslmode=require&password=s3cret&x=1");
+        assert_eq!(
+            url.redacted(),
+            "postgres://app@db/jobs?sslmode=require&password=***&x=1"
+        );
+        let both = DatabaseUrl::new("postgres://app:a@db/jobs?sslpassword=b");
+        assert_eq!(
+            both.redacted(),
+            "postgres://app:***@db/jobs?sslpassword=***"
+        );
     }
 
     #[test]

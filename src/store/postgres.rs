@@ -782,4 +782,21 @@ impl Store for PgStore {
         .await?;
         rows.iter().map(audit_from_row).collect()
     }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.pool.begin().await?;
+        // Transaction-local (`true`): the trigger lets a DELETE through only for rows older
+        // than this horizon, and only until this transaction ends.
+        sqlx::query("SELECT set_config('daytona_mcp.audit_prune_before', $1, true)")
+            .bind(before.to_rfc3339_opts(chrono::SecondsFormat::Micros, true))
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM audit_log WHERE at < $1")
+            .bind(before)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        tx.commit().await?;
+        Ok(deleted)
+    }
 }

@@ -810,4 +810,23 @@ impl Store for SqliteStore {
         .await?;
         rows.iter().map(audit_from_row).collect()
     }
+
+    async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64> {
+        let mut tx = self.begin().await?;
+        // The trigger lets a DELETE through only for rows older than this horizon.
+        sqlx::query("INSERT OR REPLACE INTO audit_prune (id, before) VALUES (1, ?)")
+            .bind(ts(before))
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM audit_log WHERE at < ?")
+            .bind(ts(before))
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM audit_prune")
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(deleted)
+    }
 }

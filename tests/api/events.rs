@@ -141,3 +141,129 @@ async fn events_of_a_queued_job_wait_for_it() {
     assert_eq!(frames.last().unwrap().2["status"], "succeeded");
     assert_eq!(app.wait(&blocker).await["status"], "succeeded");
 }
+
+/// The `job_followers` gauge: how many followers (event streams, MCP progress) run now.
+async fn followers(app: &TestApp) -> Option<i64> {
+    app.metrics()
+        .await
+        .lines()
+        .find_map(|l| l.strip_prefix("daytona_mcp_job_followers "))
+        .map(|v| v.trim().parse().unwrap())
+}
+
+/// Waits until the gauge reads `want`; `false` if it never does within 20 s.
+async fn followers_become(app: &TestApp, want: i64) -> bool {
+    for _ in 0..400 {
+        if followers(app).await == Some(want) {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    false
+}
+
+#[actix_web::test]
+async fn an_abandoned_event_stream_stops_following_its_job() {
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    let id = app.sandbox("abandoned").await;
+    let job = app
+        .submit(
+            "execute_shell",
+            json!({"sandbox_id": id, "command": "sleep 120"}),
+        )
+        .await;
+    app.wait_for_state(&job, "running").await;
+    assert!(followers_become(&app, 0).await);
+    // Three clients open the job's events, read its first frame, then go away while the job
+    // is silent: nothing is ever written to their connections again.
+    let mut streams = Vec::new();
+    for _ in 0..3 {
+        let response = app.get(&format!("/v1/jobs/{job}/events")).await;
+        assert_eq!(response.status().as_u16(), 200);
+        let mut body = response.bytes_stream();
+        let first = body.next().await.unwrap().unwrap();
+        assert!(String::from_utf8_lossy(&first).contains("event: state"));
+        streams.push(body);
+    }
+    assert!(
+        followers_become(&app, 3).await,
+        "{:?}",
+        followers(&app).await
+    );
+    drop(streams);
+    assert!(
+        followers_become(&app, 0).await,
+        "{:?}",
+        followers(&app).await
+    );
+
+    // An MCP call streamed over SSE follows its job too. Without a session (here LangSwarm's
+    // dialect, 2025 rules: the job outlives its stream), the follower stops with the stream.
+    let lenient = app
+        .mcp_request(
+            &[],
+            &json!({"id": 7, "method": "tools/call", "params": {
+                "name": "execute_shell",
+                "arguments": {"sandbox_id": id, "command": "sleep 120"},
+                "_meta": {"progressToken": "p"}}}),
+        )
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(lenient.headers()["content-type"], "text/event-stream");
+    let mut lenient = lenient.bytes_stream();
+    lenient.next().await.unwrap().unwrap();
+    assert!(
+        followers_become(&app, 1).await,
+        "{:?}",
+        followers(&app).await
+    );
+    drop(lenient);
+    assert!(
+        followers_become(&app, 0).await,
+        "{:?}",
+        followers(&app).await
+    );
+    // In a session the stream stays resumable after a disconnect, so its job stays followed
+    // for as long as the session lives; ending the session stops it.
+    let session = app.mcp_session("2025-11-25").await;
+    let call = session
+        .request(
+            &json!({"jsonrpc": "2.0", "id": 8, "method": "tools/call", "params": {
+            "name": "execute_shell",
+            "arguments": {"sandbox_id": id, "command": "sleep 120"},
+            "_meta": {"progressToken": "p"}}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let mut in_session = call.bytes_stream();
+    in_session.next().await.unwrap().unwrap();
+    drop(in_session);
+    assert!(
+        followers_become(&app, 1).await,
+        "{:?}",
+        followers(&app).await
+    );
+    let ended = app
+        .authed(app.client.delete(app.url("/mcp")))
+        .header("mcp-session-id", &session.id)
+        .header("mcp-protocol-version", "2025-11-25")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ended.status().as_u16(), 204);
+    assert!(
+        followers_become(&app, 0).await,
+        "{:?}",
+        followers(&app).await
+    );
+    let (_, still) = app.get_json(&format!("/v1/jobs/{job}")).await;
+    assert_eq!(
+        still["status"], "running",
+        "the job goes on without its watchers"
+    );
+    let (status, _) = app.call(&format!("/v1/jobs/{job}/cancel"), json!({})).await;
+    assert_eq!(status, 202);
+}

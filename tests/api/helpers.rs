@@ -26,16 +26,12 @@ pub struct TestApp {
     /// The server runs in its own thread and actix system, like a separate process; dropping
     /// the `TestApp` stops it gracefully and joins the thread.
     thread: Option<std::thread::JoinHandle<()>>,
-    _dir: tempfile::TempDir,
+    dir: Option<tempfile::TempDir>,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
-        // `stop` sends its command at once; the returned future only reports completion.
-        drop(self.handle.stop(false));
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+        self.stop_server();
     }
 }
 
@@ -99,11 +95,26 @@ pub async fn spawn_with(mut config: Config, dir: tempfile::TempDir) -> TestApp {
         data_dir: data_dir.canonicalize().unwrap(),
         handle,
         thread: Some(thread),
-        _dir: dir,
+        dir: Some(dir),
     }
 }
 
 impl TestApp {
+    fn stop_server(&mut self) {
+        if let Some(thread) = self.thread.take() {
+            // `stop` sends its command at once; the returned future only reports completion.
+            drop(self.handle.stop(false));
+            let _ = thread.join();
+        }
+    }
+
+    /// Stops the server gracefully and hands back its temporary directory (with the data dir
+    /// and SQLite file), which dropping the `TestApp` would delete.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.stop_server();
+        self.dir.take().expect("the directory is still there")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }

@@ -771,6 +771,81 @@ pub async fn audit_log_filters_and_is_append_only(t: TestStore) {
     );
 }
 
+/// Appends an audit row dated `age` ago and returns its `action` (unique).
+async fn audit_at(s: &dyn Store, age: chrono::Duration) -> String {
+    let action = format!("act-{}", Uuid::new_v4().simple());
+    let mut e = Caller::internal("t1").entry(&action, None, None, "accepted", None);
+    e.at = Utc::now() - age;
+    s.append_audit(&e).await.unwrap();
+    action
+}
+
+async fn audit_actions(s: &dyn Store) -> Vec<String> {
+    s.list_audit(&AuditFilter {
+        limit: 100,
+        ..AuditFilter::default()
+    })
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|r| r.entry.action)
+    .collect()
+}
+
+pub async fn audit_prune_is_the_only_way_rows_leave(t: TestStore) {
+    let s = t.store.as_ref();
+    let days = chrono::Duration::days;
+    let ancient = audit_at(s, days(30)).await;
+    let old = audit_at(s, days(10)).await;
+    let recent = audit_at(s, days(5)).await;
+    let fresh = audit_at(s, chrono::Duration::minutes(1)).await;
+    assert_eq!(s.prune_audit(Utc::now() - days(7)).await.unwrap(), 2);
+    assert_eq!(audit_actions(s).await, [recent.clone(), fresh.clone()]);
+    assert_eq!(s.prune_audit(Utc::now() - days(7)).await.unwrap(), 0);
+    // Outside the prune, the database still refuses every delete and update, even of a row
+    // older than the horizon the last prune used.
+    let older = audit_at(s, days(20)).await;
+    for action in [&older, &recent] {
+        assert!(
+            raw(
+                &t.url,
+                "DELETE FROM audit_log WHERE action = ?",
+                "DELETE FROM audit_log WHERE action = $1",
+                action
+            )
+            .await
+            .is_err(),
+            "a plain DELETE went through"
+        );
+        assert!(
+            raw(
+                &t.url,
+                "UPDATE audit_log SET at = 0 WHERE action = ?",
+                "UPDATE audit_log SET at = now() - interval '1 year' WHERE action = $1",
+                action
+            )
+            .await
+            .is_err(),
+            "an UPDATE went through"
+        );
+    }
+    if !t.url.starts_with("sqlite") {
+        // TRUNCATE fires no row trigger; it is refused on its own.
+        let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
+        assert!(
+            sqlx::query("TRUNCATE audit_log")
+                .execute(&mut conn)
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(audit_actions(s).await, [recent, fresh, older.clone()]);
+    assert!(!audit_actions(s).await.contains(&ancient));
+    assert!(!audit_actions(s).await.contains(&old));
+    assert_eq!(s.prune_audit(Utc::now() - days(7)).await.unwrap(), 1);
+    assert!(!audit_actions(s).await.contains(&older));
+}
+
 pub async fn prune_deletes_old_finished_jobs(t: TestStore) {
     let s = t.store.as_ref();
     let old = put(s, job("t1", None)).await;

@@ -84,6 +84,7 @@ conformance!(
     output_is_replayed_in_order,
     sandboxes_are_per_tenant,
     audit_log_filters_and_is_append_only,
+    audit_prune_is_the_only_way_rows_leave,
     prune_deletes_old_finished_jobs,
     concurrent_claimers_never_share_a_job_or_a_workspace,
     enqueue_many_and_counts,

@@ -35,7 +35,7 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use self::guard::{OriginPolicy, error_response};
+use self::guard::error_response;
 use self::inflight::InFlight;
 use self::protocol::{
     Kind, LogLevel, META_CLIENT_CAPABILITIES, META_LOG_LEVEL, META_PROTOCOL_VERSION,
@@ -53,21 +53,18 @@ use crate::config::Config;
 pub struct McpState {
     /// Legacy sessions of this node.
     pub sessions: Sessions,
-    /// Which browser origins may call.
-    pub origins: OriginPolicy,
     /// Synchronous calls that `notifications/cancelled` can cancel.
     pub in_flight: InFlight,
 }
 
 impl McpState {
-    /// The endpoint's state for a server listening on `port`.
-    pub fn new(config: &Config, port: u16) -> McpState {
+    pub fn new(config: &Config) -> McpState {
         McpState {
             sessions: Sessions::new(
                 Duration::from_secs(config.mcp.session_idle_s),
                 config.mcp.max_sessions,
+                config.mcp.max_sessions_per_key,
             ),
-            origins: OriginPolicy::new(&config.server.allowed_origins, port),
             in_flight: InFlight::default(),
         }
     }
@@ -181,27 +178,7 @@ pub async fn post(
     req: HttpRequest,
     payload: web::Payload,
 ) -> HttpResponse {
-    if let Some(content_type) = req.headers().get(header::CONTENT_TYPE) {
-        let json = content_type.to_str().is_ok_and(|v| {
-            let media = v
-                .split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase();
-            media == "application/json" || media.ends_with("+json")
-        });
-        if !json {
-            return answer(
-                None,
-                &RpcError::new(
-                    StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                    -32000,
-                    "Unsupported Media Type: the body must be application/json",
-                ),
-            );
-        }
-    }
+    // The media type (JSON) was checked for every route by `cross_site::guard`.
     let has_accept = req.headers().contains_key(header::ACCEPT);
     let accepts_sse = accepts(&req, "text/event-stream");
     if has_accept && !accepts_sse && !accepts(&req, "application/json") {
@@ -338,6 +315,23 @@ fn sessionless_scope(caller: &Caller) -> String {
     )
 }
 
+/// The length of `value` as JSON text, without building the text.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("counting JSON cannot fail");
+    count.0
+}
+
 /// `initialize`: negotiates the version and opens a session.
 fn initialize(state: &AppState, caller: &Caller, message: &Message) -> Routed {
     let Some(id) = message.id.clone() else {
@@ -353,21 +347,41 @@ fn initialize(state: &AppState, caller: &Caller, message: &Message) -> Routed {
         .and_then(Revision::parse)
         .filter(|r| !r.is_modern())
         .unwrap_or(Revision::LATEST_LEGACY);
+    let empty = json!({});
     let capabilities = message
         .params
         .get("capabilities")
         .filter(|c| c.is_object())
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let client_info = message
-        .params
-        .get("clientInfo")
-        .cloned()
-        .unwrap_or(Value::Null);
-    let session = state
-        .mcp
-        .sessions
-        .create(&caller.tenant, revision, client_info, capabilities);
+        .unwrap_or(&empty);
+    let client_info = message.params.get("clientInfo").unwrap_or(&Value::Null);
+    // The session keeps these for its life: refuse what no client needs, so that sessions
+    // cannot be made to hold much memory.
+    for (field, value, max) in [
+        (
+            "capabilities",
+            capabilities,
+            session::MAX_CAPABILITIES_BYTES,
+        ),
+        ("clientInfo", client_info, session::MAX_CLIENT_INFO_BYTES),
+    ] {
+        let size = json_size(value);
+        if size > max {
+            return Err((
+                Some(id),
+                RpcError::invalid_params(format!(
+                    "Invalid params: {field} is {size} bytes of JSON; at most {max} bytes are \
+                     accepted"
+                )),
+            ));
+        }
+    }
+    let session = state.mcp.sessions.create(
+        &caller.tenant,
+        caller.key_id.as_deref(),
+        revision,
+        client_info,
+        capabilities.clone(),
+    );
     let mut server_capabilities = json!({
         "logging": {},
         "tools": {"listChanged": false},

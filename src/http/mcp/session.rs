@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
 
 use super::protocol::{LogLevel, Revision};
 
@@ -20,6 +21,14 @@ use super::protocol::{LogLevel, Revision};
 const STREAM_BUFFER_BYTES: usize = 4 << 20;
 /// How long a finished stream stays resumable.
 const FINISHED_STREAM_KEPT: Duration = Duration::from_secs(300);
+
+/// Largest `capabilities` (as JSON) a client may declare in `initialize`; the session keeps
+/// them for its life.
+pub const MAX_CAPABILITIES_BYTES: usize = 16 * 1024;
+/// Largest `clientInfo` (as JSON) `initialize` accepts. Only its `name`, `title` and `version`
+/// are kept, each cut to [`CLIENT_INFO_FIELD_BYTES`].
+pub const MAX_CLIENT_INFO_BYTES: usize = 16 * 1024;
+const CLIENT_INFO_FIELD_BYTES: usize = 256;
 
 /// The sessions of this node.
 #[derive(Debug)]
@@ -29,23 +38,43 @@ pub struct Sessions {
     idle: Duration,
     /// Most sessions kept; the least recently used goes first beyond it.
     max: usize,
+    /// Most sessions per API key; that key's least recently used goes first beyond it.
+    per_key: usize,
+}
+
+/// What a session is kept of a client's `clientInfo`: its `name`, `title` and `version` (when
+/// they are strings), each cut to a few hundred bytes. Nothing else of it is used.
+pub fn kept_client_info(client_info: &Value) -> Value {
+    let mut kept = serde_json::Map::new();
+    for field in ["name", "title", "version"] {
+        if let Some(text) = client_info.get(field).and_then(Value::as_str) {
+            let mut end = text.len().min(CLIENT_INFO_FIELD_BYTES);
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            kept.insert(field.into(), Value::String(text[..end].to_string()));
+        }
+    }
+    Value::Object(kept)
 }
 
 impl Sessions {
-    pub fn new(idle: Duration, max: usize) -> Sessions {
+    pub fn new(idle: Duration, max: usize, per_key: usize) -> Sessions {
         Sessions {
             map: Mutex::new(HashMap::new()),
             idle,
             max: max.max(1),
+            per_key: per_key.max(1),
         }
     }
 
-    /// Opens a session for `tenant` with what `initialize` negotiated.
+    /// Opens a session for `tenant`'s key `key_id` with what `initialize` negotiated.
     pub fn create(
         &self,
         tenant: &str,
+        key_id: Option<&str>,
         revision: Revision,
-        client_info: Value,
+        client_info: &Value,
         client_capabilities: Value,
     ) -> Arc<Session> {
         let mut bytes = [0u8; 32];
@@ -53,8 +82,9 @@ impl Sessions {
         let session = Arc::new(Session {
             id: hex::encode(bytes),
             tenant: tenant.to_string(),
+            key_id: key_id.map(str::to_string),
             revision,
-            client_info,
+            client_info: kept_client_info(client_info),
             client_capabilities,
             inner: Mutex::new(Inner {
                 last_seen: Instant::now(),
@@ -67,6 +97,19 @@ impl Sessions {
         let mut map = self.map.lock().expect("sessions lock poisoned");
         if map.len() >= self.max {
             map.retain(|_, s| !s.expired(self.idle));
+        }
+        // The key's own least recently used sessions go first: a client that opens sessions
+        // without end only ever evicts its own.
+        loop {
+            let own = map.values().filter(|s| s.same_owner(&session));
+            if own.clone().count() < self.per_key {
+                break;
+            }
+            let oldest = own
+                .min_by_key(|s| s.last_seen())
+                .map(|s| s.id.clone())
+                .expect("the key has sessions");
+            map.remove(&oldest);
         }
         while map.len() >= self.max {
             let oldest = map
@@ -120,9 +163,13 @@ pub struct Session {
     /// 64 hex digits from the operating system's random source: unguessable, visible ASCII.
     pub id: String,
     pub tenant: String,
+    /// The API key that opened it (`None` without authentication).
+    pub key_id: Option<String>,
     /// What `initialize` negotiated.
     pub revision: Revision,
+    /// What is kept of the client's `clientInfo` ([`kept_client_info`]).
     pub client_info: Value,
+    /// At most [`MAX_CAPABILITIES_BYTES`] of JSON.
     pub client_capabilities: Value,
     inner: Mutex<Inner>,
 }
@@ -140,9 +187,25 @@ struct Inner {
     standalone: Option<mpsc::Sender<Bytes>>,
 }
 
+/// A session that ends (deleted, expired, evicted) abandons its streams: their producers stop
+/// following their jobs, since nobody can resume them any more. (The jobs go on.)
+impl Drop for Session {
+    fn drop(&mut self) {
+        if let Ok(inner) = self.inner.get_mut() {
+            for log in inner.streams.values() {
+                log.abandon();
+            }
+        }
+    }
+}
+
 impl Session {
     fn inner(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().expect("session lock poisoned")
+    }
+
+    fn same_owner(&self, other: &Session) -> bool {
+        self.tenant == other.tenant && self.key_id == other.key_id
     }
 
     fn expired(&self, idle: Duration) -> bool {
@@ -225,6 +288,8 @@ pub struct EventLog {
     state: Mutex<LogState>,
     /// The newest sequence number; readers wait on it.
     latest: watch::Sender<u64>,
+    /// Fired when the session ends: no reader can come any more.
+    abandoned: CancellationToken,
 }
 
 #[derive(Debug)]
@@ -246,7 +311,17 @@ impl EventLog {
                 finished: None,
             }),
             latest: watch::channel(0).0,
+            abandoned: CancellationToken::new(),
         }
+    }
+
+    fn abandon(&self) {
+        self.abandoned.cancel();
+    }
+
+    /// Resolves when the stream's session ended, so that nobody can read it any more.
+    pub async fn abandoned(&self) {
+        self.abandoned.cancelled().await;
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, LogState> {
@@ -342,8 +417,8 @@ mod tests {
 
     #[test]
     fn sessions_are_per_tenant_and_end() {
-        let sessions = Sessions::new(Duration::from_secs(60), 10);
-        let s = sessions.create("a", Revision::V2025_11_25, json!({}), json!({}));
+        let sessions = Sessions::new(Duration::from_secs(60), 10, 10);
+        let s = sessions.create("a", None, Revision::V2025_11_25, &json!({}), json!({}));
         assert!(s.id.bytes().all(|b| (0x21..=0x7e).contains(&b)));
         assert!(sessions.get(&s.id, "a").is_some());
         assert!(sessions.get(&s.id, "b").is_none());
@@ -354,32 +429,75 @@ mod tests {
 
     #[test]
     fn the_least_recently_used_session_goes_first() {
-        let sessions = Sessions::new(Duration::from_secs(60), 2);
-        let first = sessions.create("a", Revision::V2025_11_25, json!({}), json!({}));
+        let sessions = Sessions::new(Duration::from_secs(60), 2, 10);
+        let first = sessions.create("a", None, Revision::V2025_11_25, &json!({}), json!({}));
         std::thread::sleep(Duration::from_millis(2));
-        let second = sessions.create("a", Revision::V2025_11_25, json!({}), json!({}));
+        let second = sessions.create("a", None, Revision::V2025_11_25, &json!({}), json!({}));
         std::thread::sleep(Duration::from_millis(2));
         assert!(sessions.get(&first.id, "a").is_some());
-        sessions.create("a", Revision::V2025_11_25, json!({}), json!({}));
+        sessions.create("a", None, Revision::V2025_11_25, &json!({}), json!({}));
         assert_eq!(sessions.count(), 2);
         assert!(sessions.get(&first.id, "a").is_some());
         assert!(sessions.get(&second.id, "a").is_none());
     }
 
     #[test]
+    fn a_key_only_evicts_its_own_sessions() {
+        let sessions = Sessions::new(Duration::from_secs(60), 100, 2);
+        let other = sessions.create(
+            "a",
+            Some("k2"),
+            Revision::V2025_11_25,
+            &json!({}),
+            json!({}),
+        );
+        let mut mine = Vec::new();
+        for _ in 0..5 {
+            std::thread::sleep(Duration::from_millis(2));
+            mine.push(sessions.create(
+                "a",
+                Some("k1"),
+                Revision::V2025_11_25,
+                &json!({}),
+                json!({}),
+            ));
+        }
+        assert_eq!(sessions.count(), 3);
+        assert!(sessions.get(&other.id, "a").is_some());
+        assert!(sessions.get(&mine[3].id, "a").is_some());
+        assert!(sessions.get(&mine[4].id, "a").is_some());
+        assert!(sessions.get(&mine[0].id, "a").is_none());
+    }
+
+    #[test]
+    fn only_the_used_part_of_client_info_is_kept() {
+        let info = json!({"name": "n".repeat(10_000), "version": "1", "icons": [{"src": "x"}],
+                          "title": 7});
+        let kept = kept_client_info(&info);
+        assert_eq!(
+            kept["name"].as_str().unwrap().len(),
+            CLIENT_INFO_FIELD_BYTES
+        );
+        assert_eq!(kept["version"], "1");
+        assert!(kept.get("icons").is_none() && kept.get("title").is_none());
+        assert_eq!(kept_client_info(&json!(null)), json!({}));
+    }
+
+    #[test]
     fn idle_sessions_expire() {
-        let sessions = Sessions::new(Duration::from_millis(1), 10);
-        let s = sessions.create("a", Revision::V2025_06_18, json!({}), json!({}));
+        let sessions = Sessions::new(Duration::from_millis(1), 10, 10);
+        let s = sessions.create("a", None, Revision::V2025_06_18, &json!({}), json!({}));
         std::thread::sleep(Duration::from_millis(5));
         assert!(sessions.get(&s.id, "a").is_none());
     }
 
     #[tokio::test]
     async fn a_stream_resumes_after_an_event_id() {
-        let session = Sessions::new(Duration::from_secs(60), 10).create(
+        let session = Sessions::new(Duration::from_secs(60), 10, 10).create(
             "a",
+            None,
             Revision::V2025_11_25,
-            json!({}),
+            &json!({}),
             json!({}),
         );
         let log = session.open_stream();

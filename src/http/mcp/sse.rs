@@ -4,9 +4,10 @@
 //!
 //! In a legacy session the events go to the session's [`EventLog`]: the response relays them,
 //! and a client whose connection dropped resumes with `GET` + `Last-Event-ID`; the job goes on
-//! either way (a disconnect is not a cancellation in 2025). Without a session the events go
-//! straight to the response; on 2026-07-28 a closed stream cancels the job, as that revision
-//! requires.
+//! either way (a disconnect is not a cancellation in 2025), and the producer follows it until
+//! it ends or the session does (then nobody can resume the stream). Without a session the
+//! events go straight to the response; on 2026-07-28 a closed stream cancels the job, as that
+//! revision requires.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,11 +89,12 @@ impl Sink {
         }
     }
 
-    /// Resolves when the client went away (never for a log, which outlives its readers).
+    /// Resolves when the client went away; for a log, which outlives its readers, when its
+    /// session ended.
     async fn closed(&self) {
         match self {
             Sink::Direct(tx) => tx.closed().await,
-            Sink::Log(_) => std::future::pending().await,
+            Sink::Log(log) => log.abandoned().await,
         }
     }
 

@@ -51,7 +51,11 @@ fn status_message(job: &Job) -> String {
             .and_then(|r| r.get("message"))
             .and_then(Value::as_str)
             .map(str::to_string)
-            .or_else(|| job.error.as_ref().map(|e| e.message.clone()))
+            .or_else(|| {
+                job.error
+                    .as_ref()
+                    .map(|e| crate::http::error::public_job_error(job.id, e).message)
+            })
             .unwrap_or_else(|| job.state.as_str().to_string()),
     }
 }

@@ -20,7 +20,7 @@ use super::job_tools;
 use super::protocol::{Revision, RpcError, TASKS_EXTENSION};
 use super::{Ctx, Outcome, sse, tasks};
 use crate::http::rest::take_background;
-use crate::store::{ErrorReason, Job, JobState};
+use crate::store::{Job, JobState};
 use crate::tools::{Submission, SubmitError, ToolSpec};
 
 /// The JSON schema of the handle a background call (or a call still running when the
@@ -225,16 +225,13 @@ pub(crate) fn job_result(job: &Job) -> Result<Value, RpcError> {
         ));
     }
     if let Some(error) = &job.error
-        && matches!(error.reason, ErrorReason::Panic | ErrorReason::Internal)
+        && crate::http::error::is_fault(error)
     {
+        // The fault's text stays with the operator (see `public_job_error`).
         return Err(RpcError::new(
             actix_web::http::StatusCode::OK,
             -32603,
-            format!(
-                "the server failed while running the tool ({}); job {} has the details",
-                error.reason.as_str(),
-                job.id
-            ),
+            crate::http::error::public_job_error(job.id, error).message,
         ));
     }
     match (job.state, &job.result) {
