@@ -337,7 +337,7 @@ struct ToolExecutor {
 impl Executor for ToolExecutor {
     async fn execute(&self, job: &Job, ctx: JobContext) -> Outcome {
         let outcome = match self.registry.get(job.tool.as_str()) {
-            Some(tool) => tool.run(&self.env, job, ctx).await,
+            Some(tool) => without_internals(job, tool.run(&self.env, job, ctx).await),
             None => failed(
                 ErrorReason::InvalidArgument,
                 format!("unknown tool `{}`", job.tool),
@@ -364,10 +364,42 @@ pub(crate) async fn find_sandbox(
             ErrorReason::NotFound,
             format!("sandbox `{reference}` not found"),
         )),
-        Err(e) => Err(failed(
-            ErrorReason::Internal,
-            format!("database error: {e}"),
-        )),
+        Err(e) => Err(store_failure(job, e)),
+    }
+}
+
+/// The message of a job that failed because the server itself did (a database or driver fault):
+/// the details are in the log, under the job's id, and never in the job, which callers read.
+pub(crate) const INTERNAL_FAILURE: &str =
+    "the server failed while running this job; its log has the details under this job's id";
+
+/// The outcome of a store error while running `job`: logged with the job's id, answered
+/// without details.
+pub(crate) fn store_failure(job: &Job, error: StoreError) -> Outcome {
+    tracing::error!(job_id = %job.id, tool = %job.tool, error = %error,
+        "database error while running a job");
+    failed(ErrorReason::Internal, INTERNAL_FAILURE)
+}
+
+/// Keeps internal details out of a job's error: an `internal` failure (a driver fault, whose
+/// message may name host paths) is logged with the job's id and stored with a generic message.
+fn without_internals(job: &Job, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Failed {
+            mut error,
+            result,
+            exit_code,
+        } if error.reason == ErrorReason::Internal && error.message != INTERNAL_FAILURE => {
+            tracing::error!(job_id = %job.id, tool = %job.tool, error = %error.message,
+                "internal error while running a job");
+            error.message = INTERNAL_FAILURE.to_string();
+            Outcome::Failed {
+                error,
+                result,
+                exit_code,
+            }
+        }
+        other => other,
     }
 }
 

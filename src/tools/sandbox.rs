@@ -18,7 +18,7 @@ use super::outputs::{
 use super::secrets::{self, HELD};
 use super::{
     Annotations, Plan, Target, Tool, ToolEnv, ToolSpec, ToolsConfig, driver_failure, failed,
-    stored_args, succeeded,
+    find_sandbox, store_failure, stored_args, succeeded,
 };
 use crate::actors::{JobContext, Outcome};
 use crate::auth::Role;
@@ -34,22 +34,6 @@ const DELETING: &str = "deleting";
 
 fn rfc3339(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn store_failure(e: StoreError) -> Outcome {
-    failed(ErrorReason::Internal, format!("database error: {e}"))
-}
-
-/// Looks the sandbox up for the job's tenant.
-async fn find(env: &ToolEnv, job: &Job, reference: &str) -> Result<SandboxRecord, Outcome> {
-    match env.store.sandbox(&job.tenant, reference).await {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(failed(
-            ErrorReason::NotFound,
-            format!("sandbox `{reference}` not found"),
-        )),
-        Err(e) => Err(store_failure(e)),
-    }
 }
 
 pub(super) struct CreateSandbox {
@@ -224,10 +208,10 @@ impl Tool for CreateSandbox {
                             format!("a sandbox named `{name}` already exists"),
                         );
                     }
-                    Err(e) => return store_failure(e),
+                    Err(e) => return store_failure(job, e),
                 }
             }
-            Err(e) => return store_failure(e),
+            Err(e) => return store_failure(job, e),
         };
         let spec = SandboxSpec {
             id: record.id.clone(),
@@ -255,7 +239,7 @@ impl Tool for CreateSandbox {
         }
         if let Err(e) = env.store.set_sandbox_status(&record.id, RUNNING).await {
             env.metrics.workspace_creation_failures_total.inc();
-            return store_failure(e);
+            return store_failure(job, e);
         }
         let mut message = format!("sandbox `{}` created", record.name);
         if let Some(url) = &record.git_repo {
@@ -368,7 +352,7 @@ impl Tool for ListSandboxes {
         };
         let records = match env.store.list_sandboxes(&filter).await {
             Ok(r) => r,
-            Err(e) => return store_failure(e),
+            Err(e) => return store_failure(job, e),
         };
         let mut sandboxes: Vec<SandboxSummary> = Vec::with_capacity(records.len());
         for r in records {
@@ -445,7 +429,7 @@ async fn observed(env: &ToolEnv, record: &SandboxRecord, fresh: bool) -> (String
 /// The sandbox a job of a `SandboxArgs` tool names, for the job's tenant.
 async fn named_sandbox(env: &ToolEnv, job: &Job) -> Result<SandboxRecord, Outcome> {
     let args: SandboxArgs = stored_args(job)?;
-    find(env, job, &args.sandbox_id).await
+    find_sandbox(env, job, &args.sandbox_id).await
 }
 
 /// Masks every value: secrets are never echoed back.
@@ -575,13 +559,13 @@ impl Tool for DeleteSandbox {
             Err(outcome) => return outcome,
         };
         if let Err(e) = env.store.set_sandbox_status(&record.id, DELETING).await {
-            return store_failure(e);
+            return store_failure(job, e);
         }
         if let Err(e) = env.driver.delete(&record.id).await {
             return driver_failure(e);
         }
         if let Err(e) = env.store.delete_sandbox(&record.id).await {
-            return store_failure(e);
+            return store_failure(job, e);
         }
         succeeded(
             &DeleteSandboxOutput {

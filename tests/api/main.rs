@@ -14,6 +14,7 @@ mod files;
 mod flow;
 mod git;
 mod isolation;
+mod job_errors;
 mod landlock;
 mod languages;
 mod limits;
