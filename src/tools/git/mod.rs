@@ -248,7 +248,7 @@ fn outcome(a: &GitOperationArgs, record: SandboxRecord, result: GitResult) -> Ou
                     .map(|c| {
                         format!(
                             "{} {} {} <{}> {}\n",
-                            &c.hash[..c.hash.len().min(12)],
+                            c.hash.chars().take(12).collect::<String>(),
                             c.date,
                             c.author_name,
                             c.author_email,
@@ -257,11 +257,14 @@ fn outcome(a: &GitOperationArgs, record: SandboxRecord, result: GitResult) -> Ou
                     })
                     .collect();
                 out.commits = Some(commits);
+                // git's NUL-separated fields, one per line (stored results hold no NUL).
+                out.stdout = result.exec.stdout.replace('\0', "\n");
             }
             GitOperation::Branch if a.branch.is_none() => {
                 let mut branches = Vec::new();
                 for line in result.exec.stdout.lines() {
-                    let (head, name) = line.split_at(line.len().min(2));
+                    // `%(HEAD) ` is two ASCII bytes; `get` keeps any other line from panicking.
+                    let (head, name) = (line.get(..2).unwrap_or(""), line.get(2..).unwrap_or(""));
                     if head.starts_with('*') {
                         out.current_branch = Some(name.to_string());
                     }
