@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use super::args::{
     self, CreateSandboxArgs, InvalidInput, ListSandboxesArgs, SandboxArgs, SandboxName, schema_of,
 };
-use super::git::{self, Credential, GitCommand};
+use super::git::{self, GitCommand};
 use super::outputs::{
     CreateSandboxOutput, DeleteSandboxOutput, ListSandboxesOutput, SandboxInfoOutput,
     SandboxSummary,
@@ -263,7 +263,8 @@ impl Tool for CreateSandbox {
     }
 }
 
-/// Clones the sandbox's `git_repo` into its root, with its token if it has one.
+/// Clones the sandbox's `git_repo` into its root, with its token if it has one (and the
+/// repository is served over HTTP(S), the only remotes a token is sent to).
 async fn clone_at_creation(
     env: &ToolEnv,
     record: &SandboxRecord,
@@ -271,18 +272,29 @@ async fn clone_at_creation(
     ctx: JobContext,
 ) -> Result<(), Outcome> {
     let inside = git::as_seen_inside(env, record, url);
-    let args = git::clone_args(&inside, record.git_branch.as_deref(), Some("."));
-    let mut command = GitCommand::new(args, None, ctx.timeout.max(Duration::from_secs(1)));
-    if let Some(token) = &record.git_token {
-        let credential = Credential {
-            user: git::remote::user(url).unwrap_or_else(|| git::TOKEN_USER.to_string()),
-            token: token.expose().to_string(),
-        };
-        command.authenticate(&credential, url);
+    let timeout = ctx.timeout.max(Duration::from_secs(1));
+    let result = match &record.git_token {
+        Some(token) if git::remote::http_origin(&inside).is_some() => {
+            git::clone_with_token(
+                env,
+                record,
+                &inside,
+                record.git_branch.as_deref(),
+                ".",
+                None,
+                token.expose(),
+                timeout,
+                &ctx,
+            )
+            .await
+        }
+        _ => {
+            let args = git::clone_args(&inside, record.git_branch.as_deref(), Some("."));
+            let command = GitCommand::new(args, None, timeout);
+            git::run_git(env, record, command, ctx.output, ctx.cancel).await
+        }
     }
-    let result = git::run_git(env, record, command, ctx.output, ctx.cancel)
-        .await
-        .map_err(driver_failure)?;
+    .map_err(driver_failure)?;
     if result.success() {
         return Ok(());
     }

@@ -13,6 +13,7 @@ mod events;
 mod files;
 mod flow;
 mod git;
+mod git_token;
 mod isolation;
 mod job_errors;
 mod landlock;
