@@ -110,7 +110,51 @@ fn sandbox_from_row(row: &PgRow) -> Result<SandboxRecord> {
         git_token: row
             .try_get::<Option<String>, _>("git_token")?
             .map(Secret::new),
+        creating_job: row.try_get("creating_job")?,
     })
+}
+
+/// Inserts a sandbox row, reserved by `creating_job` if given.
+async fn insert_sandbox_row(
+    conn: &mut PgConnection,
+    s: &SandboxRecord,
+    creating_job: Option<Uuid>,
+) -> Result<()> {
+    let result = sqlx::query(
+        "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
+         git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
+         created_at, last_accessed, network, git_token, creating_job) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19)",
+    )
+    .bind(&s.id)
+    .bind(&s.tenant)
+    .bind(&s.name)
+    .bind(&s.driver)
+    .bind(&s.language)
+    .bind(&s.status)
+    .bind(&s.image)
+    .bind(&s.git_repo)
+    .bind(&s.git_branch)
+    .bind(Json(&s.environment_vars))
+    .bind(Json(&s.labels))
+    .bind(&s.resources)
+    .bind(s.persistent)
+    .bind(s.auto_stop_minutes)
+    .bind(s.created_at)
+    .bind(s.last_accessed)
+    .bind(s.network)
+    .bind(s.git_token.as_ref().map(Secret::expose))
+    .bind(creating_job)
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
@@ -269,6 +313,10 @@ impl Store for PgStore {
                 (job_from_row(&row)?, false)
             }
         };
+        if let (true, Some(sandbox)) = (created, &job.sandbox) {
+            // An error drops (rolls back) the transaction: no job without its sandbox row.
+            insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
+        }
         audit.job_id = Some(stored.id);
         if !created {
             audit.outcome = "replayed".into();
@@ -647,40 +695,8 @@ impl Store for PgStore {
     }
 
     async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
-        let result = sqlx::query(
-            "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
-             git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-             created_at, last_accessed, network, git_token) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18)",
-        )
-        .bind(&s.id)
-        .bind(&s.tenant)
-        .bind(&s.name)
-        .bind(&s.driver)
-        .bind(&s.language)
-        .bind(&s.status)
-        .bind(&s.image)
-        .bind(&s.git_repo)
-        .bind(&s.git_branch)
-        .bind(Json(&s.environment_vars))
-        .bind(Json(&s.labels))
-        .bind(&s.resources)
-        .bind(s.persistent)
-        .bind(s.auto_stop_minutes)
-        .bind(s.created_at)
-        .bind(s.last_accessed)
-        .bind(s.network)
-        .bind(s.git_token.as_ref().map(Secret::expose))
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
-            }
-            Err(e) => Err(e.into()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        insert_sandbox_row(&mut conn, s, None).await
     }
 
     async fn sandbox(&self, tenant: &str, id_or_name: &str) -> Result<Option<SandboxRecord>> {

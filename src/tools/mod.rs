@@ -78,6 +78,10 @@ pub struct Plan {
     /// A secret taken out of `arguments` (see `secrets.rs`): held in memory for the job, never
     /// stored.
     pub secret: Option<String>,
+    /// The sandbox row to insert with the job (`create_sandbox`): it holds what is stored with
+    /// the sandbox and not with the job (environment values, the git token). `Tools::submit`
+    /// sets its tenant and driver.
+    pub sandbox: Option<crate::store::SandboxRecord>,
 }
 
 /// Settings the tools need.
@@ -143,6 +147,9 @@ pub enum SubmitError {
     Invalid(#[from] InvalidInput),
     #[error("sandbox `{0}` not found")]
     SandboxNotFound(String),
+    /// `create_sandbox` with a name the tenant already has.
+    #[error("a sandbox named `{0}` already exists")]
+    SandboxExists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -244,6 +251,13 @@ impl Tools {
             .unwrap_or(config.default_timeout_s);
         let secret = plan.secret;
         let mut job = NewJob::new(tenant, tool.spec().name, plan.arguments);
+        let creates = plan.sandbox.map(|mut sandbox| {
+            sandbox.tenant = tenant.to_string();
+            sandbox.driver = self.env.driver.name().to_string();
+            sandbox
+        });
+        let created_name = creates.as_ref().map(|s| s.name.clone());
+        job.sandbox = creates;
         job.workspace = workspace.clone();
         job.priority = submission.priority;
         job.max_attempts = config.max_attempts.max(1);
@@ -267,7 +281,10 @@ impl Tools {
         if !matches!(&enqueued, Ok(e) if e.created) {
             self.env.secrets.remove(job_id);
         }
-        Ok(enqueued?)
+        match (enqueued, created_name) {
+            (Err(StoreError::Conflict(_)), Some(name)) => Err(SubmitError::SandboxExists(name)),
+            (enqueued, _) => Ok(enqueued?),
+        }
     }
 
     /// The workspace key of an existing sandbox, or of one a queued `create_sandbox` will make.

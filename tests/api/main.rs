@@ -28,6 +28,7 @@ mod mcp_transport;
 mod quota;
 mod restart;
 mod serialization;
+mod stored_env;
 
 /// Runs an `async fn(Db)` test once per database.
 #[macro_export]

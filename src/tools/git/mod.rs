@@ -117,6 +117,7 @@ impl Tool for GitOperationTool {
             retry_safe,
             timeout_s: a.timeout_s,
             secret: None,
+            sandbox: None,
         };
         if let Some(secret) = secret {
             // The URL is stored without its password; the token waits in memory.
