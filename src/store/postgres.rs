@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
@@ -187,6 +188,41 @@ const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, to
      idempotency_key) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
+/// Whether a string or key anywhere in `value` holds U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+fn replace_nul(value: &mut Value) {
+    match value {
+        Value::String(s) => *s = s.replace('\0', "\u{fffd}"),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (k, mut v) in entries {
+                replace_nul(&mut v);
+                map.insert(k.replace('\0', "\u{fffd}"), v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `value` as `jsonb` can hold it. jsonb refuses U+0000 in strings ("unsupported Unicode escape
+/// sequence"), which a command's output or a caller's text may contain; refusing it would make
+/// the job's completion fail on every retry, so it is stored as U+FFFD instead.
+fn jsonb_safe(mut value: Value) -> Value {
+    if has_nul(&value) {
+        replace_nul(&mut value);
+    }
+    value
+}
+
 fn bind_new_job<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     job: &NewJob,
@@ -197,7 +233,7 @@ fn bind_new_job<'q>(
         .bind(job.tenant.clone())
         .bind(job.workspace.clone())
         .bind(job.tool.clone())
-        .bind(job.arguments.clone())
+        .bind(jsonb_safe(job.arguments.clone()))
         .bind(job.priority)
         .bind(job.max_attempts)
         .bind(job.retry_safe)
@@ -224,7 +260,7 @@ async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> Result<()>
     .bind(&entry.outcome)
     .bind(entry.duration_ms)
     .bind(&entry.args_digest)
-    .bind(&entry.args_summary)
+    .bind(entry.args_summary.clone().map(jsonb_safe))
     .execute(conn)
     .await?;
     Ok(())
@@ -473,7 +509,9 @@ impl Store for PgStore {
              WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $3 \
              RETURNING jobs.*",
         )
-        .bind(Json(&rows))
+        .bind(jsonb_safe(
+            serde_json::to_value(&rows).expect("completions serialize"),
+        ))
         .bind(now)
         .bind(node)
         .fetch_all(&mut *tx)

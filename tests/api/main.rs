@@ -25,6 +25,7 @@ mod mcp_legacy;
 mod mcp_modern;
 mod mcp_tasks;
 mod mcp_transport;
+mod nul_output;
 mod quota;
 mod restart;
 mod serialization;

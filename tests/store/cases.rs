@@ -6,8 +6,8 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
-    AuditEntry, AuditFilter, CREATING, CancelOutcome, Completion, ErrorReason, Finish, Job,
-    JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret,
+    AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
+    Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret,
     Store, StoreError, Stream,
 };
 use serde_json::json;
@@ -1037,4 +1037,52 @@ pub async fn a_reserved_sandbox_goes_when_its_job_fails_or_is_cancelled(t: TestS
     assert!(!exists("interrupted").await);
     // The rescue touched only the rows of the jobs it failed.
     assert!(exists("succeeding").await && exists("finished").await);
+}
+
+pub async fn nul_characters_are_stored_without_stopping_a_completion(t: TestStore) {
+    let s = t.store.as_ref();
+    // PostgreSQL's jsonb cannot hold U+0000: it is stored as U+FFFD there, as is on SQLite.
+    let nul = if s.backend() == Backend::Postgres {
+        "\u{fffd}"
+    } else {
+        "\0"
+    };
+    let mut with_nul = job("t1", Some("t1/nul"));
+    with_nul.arguments = json!({"command": "printf 'a\\0b'", "note": "x\0y"});
+    let queued = put(s, with_nul).await;
+    assert_eq!(queued.arguments["note"], format!("x{nul}y"));
+    let other = put(s, job("t1", Some("t1/other"))).await;
+    assert_eq!(claim(s, "n1", 10).await.len(), 2);
+    let written = s
+        .complete(
+            "n1",
+            &[
+                Completion {
+                    id: queued.id,
+                    finish: Finish::Succeeded {
+                        result: json!({"stdout": "a\0b", "k\0": ["\0"]}),
+                        exit_code: Some(0),
+                    },
+                },
+                Completion {
+                    id: other.id,
+                    finish: Finish::Failed {
+                        error: JobError::new(ErrorReason::ExecutionError, "bad \0 byte"),
+                        result: None,
+                        exit_code: None,
+                    },
+                },
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 2, "the whole batch is written");
+    let done = s.job(None, queued.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    let result = done.result.unwrap();
+    assert_eq!(result["stdout"], format!("a{nul}b"));
+    assert_eq!(result[format!("k{nul}")][0], nul);
+    let failed = s.job(None, other.id).await.unwrap().unwrap();
+    assert_eq!(failed.error.unwrap().message, format!("bad {nul} byte"));
 }

@@ -89,4 +89,5 @@ conformance!(
     enqueue_many_and_counts,
     enqueue_inserts_the_jobs_sandbox_in_the_same_transaction,
     a_reserved_sandbox_goes_when_its_job_fails_or_is_cancelled,
+    nul_characters_are_stored_without_stopping_a_completion,
 );
