@@ -15,6 +15,7 @@ use serde_json::{Value, json};
 
 use crate::git::{host_git, seed_bare_repo};
 use crate::helpers::{Db, TestApp, spawn_with, test_config};
+use daytona_mcp::drivers::local::IsolationMode;
 
 /// A smart-HTTP git server on 127.0.0.1 that logs every request's `Authorization` header (one
 /// line per request, `-` when there was none) and serves `root` through `git http-backend`,
@@ -181,10 +182,18 @@ fn host_commit(bare: &Path, name: &str, content: &str) {
     host_git(work.path(), &["push", "--quiet", "origin", "HEAD:main"]);
 }
 
-/// A server allowing sandbox network, its sandbox `name` cloned from `url` with `token`.
-async fn app_with_cloned_sandbox(db: Db, name: &str, url: &str, token: &str) -> Option<TestApp> {
+/// A server allowing sandbox network (on `isolation`), its sandbox `name` cloned from `url`
+/// with `token`.
+async fn app_with_cloned_sandbox(
+    db: Db,
+    isolation: IsolationMode,
+    name: &str,
+    url: &str,
+    token: &str,
+) -> Option<TestApp> {
     let (mut config, dir) = test_config(db).await?;
     config.sandbox.allow_network = true;
+    config.local.isolation = isolation;
     let app = spawn_with(config, dir).await;
     let (status, created) = app
         .call(
@@ -222,6 +231,14 @@ fn did_not_succeed(status: u16, body: &Value) -> bool {
 }
 
 async fn a_token_reaches_only_the_trusted_remote(db: Db) {
+    token_reaches_only_the_trusted_remote(db, IsolationMode::Bwrap).await;
+}
+
+async fn a_token_reaches_only_the_trusted_remote_under_landlock(db: Db) {
+    token_reaches_only_the_trusted_remote(db, IsolationMode::Landlock).await;
+}
+
+async fn token_reaches_only_the_trusted_remote(db: Db, isolation: IsolationMode) {
     let served = tempfile::tempdir().unwrap();
     let bare = served_repo(served.path());
     let token = format!("tok{}", uuid::Uuid::new_v4().simple());
@@ -229,7 +246,7 @@ async fn a_token_reaches_only_the_trusted_remote(db: Db) {
     let evil_root = tempfile::tempdir().unwrap();
     let evil = GitHttpServer::start(evil_root.path(), &[]);
     let url = format!("{}repo.git", legit.base());
-    let Some(app) = app_with_cloned_sandbox(db, "trusted", &url, &token).await else {
+    let Some(app) = app_with_cloned_sandbox(db, isolation, "trusted", &url, &token).await else {
         return;
     };
     let author = json!({"author_name": "Tester", "author_email": "t@example.com"});
@@ -367,6 +384,14 @@ async fn a_token_reaches_only_the_trusted_remote(db: Db) {
 }
 
 async fn filters_and_checkouts_run_without_the_token(db: Db) {
+    filters_run_without_the_token(db, IsolationMode::Bwrap).await;
+}
+
+async fn filters_and_checkouts_run_without_the_token_under_landlock(db: Db) {
+    filters_run_without_the_token(db, IsolationMode::Landlock).await;
+}
+
+async fn filters_run_without_the_token(db: Db, isolation: IsolationMode) {
     let served = tempfile::tempdir().unwrap();
     let bare = served_repo(served.path());
     // Every text file of the repository goes through the `spy` filter, if one is configured.
@@ -385,7 +410,7 @@ async fn filters_and_checkouts_run_without_the_token(db: Db) {
     let token = format!("tok{}", uuid::Uuid::new_v4().simple());
     let legit = GitHttpServer::start(served.path(), &[&token]);
     let url = format!("{}repo.git", legit.base());
-    let Some(app) = app_with_cloned_sandbox(db, "filtered", &url, &token).await else {
+    let Some(app) = app_with_cloned_sandbox(db, isolation, "filtered", &url, &token).await else {
         return;
     };
     // The sandbox's home directory configures the filter (and tracing): it records the
@@ -394,7 +419,7 @@ async fn filters_and_checkouts_run_without_the_token(db: Db) {
         "filtered",
         "write",
         ".gitconfig",
-        json!({"content": "[filter \"spy\"]\n\tsmudge = \"env >> /workspace/spy.env; cat\"\n\
+        json!({"content": "[filter \"spy\"]\n\tsmudge = \"env >> \\\"$HOME/spy.env\\\"; cat\"\n\
                            \tclean = cat\n"}),
     )
     .await;
@@ -428,5 +453,7 @@ async fn filters_and_checkouts_run_without_the_token(db: Db) {
 
 crate::on_both_databases!(
     a_token_reaches_only_the_trusted_remote,
-    filters_and_checkouts_run_without_the_token
+    a_token_reaches_only_the_trusted_remote_under_landlock,
+    filters_and_checkouts_run_without_the_token,
+    filters_and_checkouts_run_without_the_token_under_landlock
 );
