@@ -375,6 +375,23 @@ async fn token_reaches_only_the_trusted_remote(db: Db, isolation: IsolationMode)
     let spy = app.shell("trusted", "cat spy.env 2>/dev/null; true").await;
     assert_no_token(spy["stdout"].as_str().unwrap(), &token, "a filter");
 
+    // A local remote needs no token: pushing there is not refused, whatever the configuration.
+    let local = app
+        .shell(
+            "trusted",
+            "git init --quiet --bare local.git && git remote add local \"$PWD/local.git\" && \
+             git config core.autocrlf false",
+        )
+        .await;
+    assert_eq!(local["exit_code"], 0, "{local}");
+    app.git_ok("trusted", "push", json!({"repository_url": "local"}))
+        .await;
+    app.shell(
+        "trusted",
+        "git config --unset core.autocrlf && git remote remove local",
+    )
+    .await;
+
     // With the configuration clean again, the token works as before.
     host_commit(&bare, "three.txt", "3\n");
     app.git_ok("trusted", "pull", json!({})).await;

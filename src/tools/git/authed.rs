@@ -278,6 +278,12 @@ async fn push_or_pull(
     ctx: &JobContext,
 ) -> Result<Option<GitResult>, Refusal> {
     let wd = a.working_directory.clone();
+    if let Some(url) = a.repository_url.as_deref() {
+        if !is_remote_name(url) && remote::http_origin(url).is_none() {
+            // A local URL gets no token.
+            return Ok(None);
+        }
+    }
     // The checks run isolated like the token's run, so they see the repository as it will.
     let probe = Credential {
         user: TOKEN_USER.into(),
@@ -296,17 +302,6 @@ async fn push_or_pull(
         return Ok(Some(listing));
     }
     let config = LocalConfig::parse(&listing.exec.stdout);
-    if let Some(key) = config.disallowed_key() {
-        return Err(failed(
-            ErrorReason::ExecutionError,
-            format!(
-                "the repository's .git/config sets `{key}`, which could send the token elsewhere \
-                 or run a program while git holds it, so the token was not used; remove it \
-                 (git config --unset-all {key}) or use the repository without a token"
-            ),
-        )
-        .into());
-    }
     let head = session
         .check(GitCommand::isolated(
             argv(&["symbolic-ref", "--quiet", "HEAD"]),
@@ -322,12 +317,7 @@ async fn push_or_pull(
         .map(str::to_string);
 
     let destination = match a.repository_url.as_deref() {
-        Some(url) if !is_remote_name(url) => {
-            if remote::http_origin(url).is_none() {
-                return Ok(None);
-            }
-            Destination::Given(url.to_string())
-        }
+        Some(url) if !is_remote_name(url) => Destination::Given(url.to_string()),
         name => {
             let name = name
                 .map(str::to_string)
@@ -374,6 +364,18 @@ async fn push_or_pull(
             }
         }
     };
+    // Only now that a token will be sent: the configuration it would be sent with.
+    if let Some(key) = config.disallowed_key() {
+        return Err(failed(
+            ErrorReason::ExecutionError,
+            format!(
+                "the repository's .git/config sets `{key}`, which could send the token elsewhere \
+                 or run a program while git holds it, so the token was not used; remove it \
+                 (git config --unset-all {key}) or use the repository without a token"
+            ),
+        )
+        .into());
+    }
     let url = match &destination {
         Destination::Given(url) | Destination::Trusted { url, .. } => url.clone(),
     };
