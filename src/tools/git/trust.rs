@@ -1,6 +1,6 @@
 //! Whether a repository may be used with a token: its local configuration, read without the
-//! token, may only hold keys from a small allowlist, and a remote *name* is trusted only when
-//! it points at the sandbox's recorded `git_repo`.
+//! token, may only hold keys from a small allowlist (and `authed.rs` trusts a remote *name*
+//! only when it points at the sandbox's recorded `git_repo`).
 //!
 //! The sandbox's `.git/config` is written by whatever ran in the sandbox before (caller code,
 //! a cloned repository's scripts), so it is treated as hostile: `include.path`, `url.*.insteadOf`,
