@@ -140,6 +140,11 @@ impl From<SubmitError> for ApiError {
                 message: format!("sandbox `{reference}` not found"),
                 field: Some("sandbox_id".into()),
             },
+            SubmitError::SandboxExists(name) => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                format!("a sandbox named `{name}` already exists"),
+            ),
             SubmitError::Store(e) => ApiError::Unexpected(e.into()),
         }
     }

@@ -11,6 +11,8 @@ use uuid::Uuid;
 
 pub use crate::output::Stream;
 
+use super::sandbox::SandboxRecord;
+
 /// Where a job is in its life. The set is closed: no other value is ever stored.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
@@ -171,6 +173,12 @@ pub struct NewJob {
     pub timeout_s: i64,
     pub run_after: DateTime<Utc>,
     pub idempotency_key: Option<String>,
+    /// A sandbox row to insert in the same transaction (`create_sandbox`: the sandbox the job
+    /// will create, status [`super::sandbox::CREATING`], holding what must not be stored with
+    /// the job, such as environment values). Its `creating_job` becomes this job's id. Not
+    /// inserted when the idempotency key replays an earlier job; a name the tenant already has
+    /// refuses the whole enqueue with [`super::StoreError::Conflict`].
+    pub sandbox: Option<SandboxRecord>,
 }
 
 impl NewJob {
@@ -188,6 +196,7 @@ impl NewJob {
             timeout_s: 300,
             run_after: Utc::now(),
             idempotency_key: None,
+            sandbox: None,
         }
     }
 }

@@ -26,7 +26,7 @@ pub use job::{
     CancelOutcome, Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob,
     OutputChunk, Rescued, Stream,
 };
-pub use sandbox::{SandboxCount, SandboxFilter, SandboxRecord, Secret};
+pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
@@ -94,12 +94,14 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     // ---- jobs -------------------------------------------------------------------------------
 
-    /// Inserts the job and its audit row in one transaction. With an idempotency key already used
-    /// by the tenant, inserts nothing and returns the earlier job with `created: false`.
+    /// Inserts the job, its audit row and its sandbox row (`NewJob::sandbox`) in one
+    /// transaction. With an idempotency key already used by the tenant, inserts only the audit
+    /// row and returns the earlier job with `created: false`; [`StoreError::Conflict`] (nothing
+    /// inserted) when the sandbox's name is taken.
     async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued>;
 
-    /// Inserts many jobs in one transaction (no audit rows, no idempotency keys honoured beyond
-    /// the unique constraint). Meant for bulk loads and benchmarks.
+    /// Inserts many jobs in one transaction (no audit rows, no sandbox rows, no idempotency keys
+    /// honoured beyond the unique constraint). Meant for bulk loads and benchmarks.
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<()>;
 
     /// Moves up to `limit` runnable jobs to `running` under a lease held by `node`, in priority
@@ -173,7 +175,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     // ---- sandboxes -------------------------------------------------------------------------
 
-    /// Inserts a sandbox; [`StoreError::Conflict`] if the tenant already has the name.
+    /// Inserts a sandbox (without `creating_job`); [`StoreError::Conflict`] if the tenant already
+    /// has the name.
     async fn insert_sandbox(&self, sandbox: &SandboxRecord) -> Result<()>;
 
     /// A sandbox of `tenant` by id, or else by name.

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::Row;
 use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
@@ -110,7 +111,51 @@ fn sandbox_from_row(row: &PgRow) -> Result<SandboxRecord> {
         git_token: row
             .try_get::<Option<String>, _>("git_token")?
             .map(Secret::new),
+        creating_job: row.try_get("creating_job")?,
     })
+}
+
+/// Inserts a sandbox row, reserved by `creating_job` if given.
+async fn insert_sandbox_row(
+    conn: &mut PgConnection,
+    s: &SandboxRecord,
+    creating_job: Option<Uuid>,
+) -> Result<()> {
+    let result = sqlx::query(
+        "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
+         git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
+         created_at, last_accessed, network, git_token, creating_job) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
+         $18, $19)",
+    )
+    .bind(&s.id)
+    .bind(&s.tenant)
+    .bind(&s.name)
+    .bind(&s.driver)
+    .bind(&s.language)
+    .bind(&s.status)
+    .bind(&s.image)
+    .bind(&s.git_repo)
+    .bind(&s.git_branch)
+    .bind(Json(&s.environment_vars))
+    .bind(Json(&s.labels))
+    .bind(&s.resources)
+    .bind(s.persistent)
+    .bind(s.auto_stop_minutes)
+    .bind(s.created_at)
+    .bind(s.last_accessed)
+    .bind(s.network)
+    .bind(s.git_token.as_ref().map(Secret::expose))
+    .bind(creating_job)
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
@@ -143,6 +188,41 @@ const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, to
      idempotency_key) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, $11, $12) \
      ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
+/// Whether a string or key anywhere in `value` holds U+0000.
+fn has_nul(value: &Value) -> bool {
+    match value {
+        Value::String(s) => s.contains('\0'),
+        Value::Array(items) => items.iter().any(has_nul),
+        Value::Object(map) => map.iter().any(|(k, v)| k.contains('\0') || has_nul(v)),
+        _ => false,
+    }
+}
+
+fn replace_nul(value: &mut Value) {
+    match value {
+        Value::String(s) => *s = s.replace('\0', "\u{fffd}"),
+        Value::Array(items) => items.iter_mut().for_each(replace_nul),
+        Value::Object(map) => {
+            let entries = std::mem::take(map);
+            for (k, mut v) in entries {
+                replace_nul(&mut v);
+                map.insert(k.replace('\0', "\u{fffd}"), v);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// `value` as `jsonb` can hold it. jsonb refuses U+0000 in strings ("unsupported Unicode escape
+/// sequence"), which a command's output or a caller's text may contain; refusing it would make
+/// the job's completion fail on every retry, so it is stored as U+FFFD instead.
+fn jsonb_safe(mut value: Value) -> Value {
+    if has_nul(&value) {
+        replace_nul(&mut value);
+    }
+    value
+}
+
 fn bind_new_job<'q>(
     query: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
     job: &NewJob,
@@ -153,7 +233,7 @@ fn bind_new_job<'q>(
         .bind(job.tenant.clone())
         .bind(job.workspace.clone())
         .bind(job.tool.clone())
-        .bind(job.arguments.clone())
+        .bind(jsonb_safe(job.arguments.clone()))
         .bind(job.priority)
         .bind(job.max_attempts)
         .bind(job.retry_safe)
@@ -180,7 +260,7 @@ async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> Result<()>
     .bind(&entry.outcome)
     .bind(entry.duration_ms)
     .bind(&entry.args_digest)
-    .bind(&entry.args_summary)
+    .bind(entry.args_summary.clone().map(jsonb_safe))
     .execute(conn)
     .await?;
     Ok(())
@@ -269,6 +349,10 @@ impl Store for PgStore {
                 (job_from_row(&row)?, false)
             }
         };
+        if let (true, Some(sandbox)) = (created, &job.sandbox) {
+            // An error drops (rolls back) the transaction: no job without its sandbox row.
+            insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
+        }
         audit.job_id = Some(stored.id);
         if !created {
             audit.outcome = "replayed".into();
@@ -425,7 +509,9 @@ impl Store for PgStore {
              WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $3 \
              RETURNING jobs.*",
         )
-        .bind(Json(&rows))
+        .bind(jsonb_safe(
+            serde_json::to_value(&rows).expect("completions serialize"),
+        ))
         .bind(now)
         .bind(node)
         .fetch_all(&mut *tx)
@@ -647,40 +733,8 @@ impl Store for PgStore {
     }
 
     async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
-        let result = sqlx::query(
-            "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
-             git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-             created_at, last_accessed, network, git_token) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-             $18)",
-        )
-        .bind(&s.id)
-        .bind(&s.tenant)
-        .bind(&s.name)
-        .bind(&s.driver)
-        .bind(&s.language)
-        .bind(&s.status)
-        .bind(&s.image)
-        .bind(&s.git_repo)
-        .bind(&s.git_branch)
-        .bind(Json(&s.environment_vars))
-        .bind(Json(&s.labels))
-        .bind(&s.resources)
-        .bind(s.persistent)
-        .bind(s.auto_stop_minutes)
-        .bind(s.created_at)
-        .bind(s.last_accessed)
-        .bind(s.network)
-        .bind(s.git_token.as_ref().map(Secret::expose))
-        .execute(&self.pool)
-        .await;
-        match result {
-            Ok(_) => Ok(()),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
-            }
-            Err(e) => Err(e.into()),
-        }
+        let mut conn = self.pool.acquire().await?;
+        insert_sandbox_row(&mut conn, s, None).await
     }
 
     async fn sandbox(&self, tenant: &str, id_or_name: &str) -> Result<Option<SandboxRecord>> {

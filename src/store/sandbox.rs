@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use uuid::Uuid;
 
 /// A sandbox as stored. The driver owns the sandbox itself; this row is the server's index of it.
 #[derive(Clone, Debug, PartialEq)]
@@ -30,7 +31,15 @@ pub struct SandboxRecord {
     pub network: bool,
     /// Token for the sandbox's HTTPS git remotes; never shown, logged or audited.
     pub git_token: Option<Secret>,
+    /// The job that creates the sandbox, when the row was inserted with it (see
+    /// [`crate::store::NewJob::sandbox`]). Set by the store, ignored by `insert_sandbox`.
+    pub creating_job: Option<Uuid>,
 }
+
+/// The status of a sandbox row that its creating job has not made usable yet. The store knows
+/// it only for one rule: such a row reserved by a job (`creating_job`) is deleted when that job
+/// ends failed or cancelled.
+pub const CREATING: &str = "creating";
 
 /// A secret value whose `Debug` shows nothing of it.
 #[derive(Clone, PartialEq, Eq)]

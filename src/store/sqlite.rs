@@ -194,6 +194,11 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
         git_token: row
             .try_get::<Option<String>, _>("git_token")?
             .map(Secret::new),
+        creating_job: row
+            .try_get::<Option<String>, _>("creating_job")?
+            .map(|s| Uuid::parse_str(&s))
+            .transpose()
+            .map_err(|e| StoreError::Corrupt(format!("sandboxes.creating_job: {e}")))?,
     })
 }
 
@@ -281,6 +286,48 @@ async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> Result
     Ok(())
 }
 
+/// Inserts a sandbox row, reserved by `creating_job` if given.
+async fn insert_sandbox_row(
+    conn: &mut SqliteConnection,
+    s: &SandboxRecord,
+    creating_job: Option<Uuid>,
+) -> Result<()> {
+    let result = sqlx::query(
+        "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
+         git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
+         created_at, last_accessed, network, git_token, creating_job) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(&s.id)
+    .bind(&s.tenant)
+    .bind(&s.name)
+    .bind(&s.driver)
+    .bind(&s.language)
+    .bind(&s.status)
+    .bind(&s.image)
+    .bind(&s.git_repo)
+    .bind(&s.git_branch)
+    .bind(json_text(&s.environment_vars))
+    .bind(json_text(&s.labels))
+    .bind(json_text(&s.resources))
+    .bind(s.persistent)
+    .bind(s.auto_stop_minutes)
+    .bind(ts(s.created_at))
+    .bind(ts(s.last_accessed))
+    .bind(s.network)
+    .bind(s.git_token.as_ref().map(Secret::expose))
+    .bind(creating_job.map(|id| id.to_string()))
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 /// Applies the rescue rule to each running job in `jobs`.
 async fn rescue_jobs(
     conn: &mut SqliteConnection,
@@ -346,6 +393,10 @@ impl Store for SqliteStore {
                 (job_from_row(&row)?, false)
             }
         };
+        if let (true, Some(sandbox)) = (created, &job.sandbox) {
+            // An error drops (rolls back) the transaction: no job without its sandbox row.
+            insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
+        }
         audit.job_id = Some(stored.id);
         if !created {
             audit.outcome = "replayed".into();
@@ -670,43 +721,8 @@ impl Store for SqliteStore {
     }
 
     async fn insert_sandbox(&self, s: &SandboxRecord) -> Result<()> {
-        let mut tx = self.begin().await?;
-        let result = sqlx::query(
-            "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
-             git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-             created_at, last_accessed, network, git_token) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&s.id)
-        .bind(&s.tenant)
-        .bind(&s.name)
-        .bind(&s.driver)
-        .bind(&s.language)
-        .bind(&s.status)
-        .bind(&s.image)
-        .bind(&s.git_repo)
-        .bind(&s.git_branch)
-        .bind(json_text(&s.environment_vars))
-        .bind(json_text(&s.labels))
-        .bind(json_text(&s.resources))
-        .bind(s.persistent)
-        .bind(s.auto_stop_minutes)
-        .bind(ts(s.created_at))
-        .bind(ts(s.last_accessed))
-        .bind(s.network)
-        .bind(s.git_token.as_ref().map(Secret::expose))
-        .execute(&mut *tx)
-        .await;
-        match result {
-            Ok(_) => {
-                tx.commit().await?;
-                Ok(())
-            }
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
-            }
-            Err(e) => Err(e.into()),
-        }
+        let mut conn = self.writer.acquire().await?;
+        insert_sandbox_row(&mut conn, s, None).await
     }
 
     async fn sandbox(&self, tenant: &str, id_or_name: &str) -> Result<Option<SandboxRecord>> {

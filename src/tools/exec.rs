@@ -58,6 +58,7 @@ fn plan_command(
         retry_safe: false,
         timeout_s,
         secret: None,
+        sandbox: None,
     })
 }
 

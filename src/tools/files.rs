@@ -195,6 +195,7 @@ impl Tool for FileOperationTool {
             retry_safe,
             timeout_s: None,
             secret: None,
+            sandbox: None,
         })
     }
 

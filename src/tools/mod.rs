@@ -78,6 +78,10 @@ pub struct Plan {
     /// A secret taken out of `arguments` (see `secrets.rs`): held in memory for the job, never
     /// stored.
     pub secret: Option<String>,
+    /// The sandbox row to insert with the job (`create_sandbox`): it holds what is stored with
+    /// the sandbox and not with the job (environment values, the git token). `Tools::submit`
+    /// sets its tenant and driver.
+    pub sandbox: Option<crate::store::SandboxRecord>,
 }
 
 /// Settings the tools need.
@@ -143,6 +147,9 @@ pub enum SubmitError {
     Invalid(#[from] InvalidInput),
     #[error("sandbox `{0}` not found")]
     SandboxNotFound(String),
+    /// `create_sandbox` with a name the tenant already has.
+    #[error("a sandbox named `{0}` already exists")]
+    SandboxExists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -244,6 +251,13 @@ impl Tools {
             .unwrap_or(config.default_timeout_s);
         let secret = plan.secret;
         let mut job = NewJob::new(tenant, tool.spec().name, plan.arguments);
+        let creates = plan.sandbox.map(|mut sandbox| {
+            sandbox.tenant = tenant.to_string();
+            sandbox.driver = self.env.driver.name().to_string();
+            sandbox
+        });
+        let created_name = creates.as_ref().map(|s| s.name.clone());
+        job.sandbox = creates;
         job.workspace = workspace.clone();
         job.priority = submission.priority;
         job.max_attempts = config.max_attempts.max(1);
@@ -267,7 +281,10 @@ impl Tools {
         if !matches!(&enqueued, Ok(e) if e.created) {
             self.env.secrets.remove(job_id);
         }
-        Ok(enqueued?)
+        match (enqueued, created_name) {
+            (Err(StoreError::Conflict(_)), Some(name)) => Err(SubmitError::SandboxExists(name)),
+            (enqueued, _) => Ok(enqueued?),
+        }
     }
 
     /// The workspace key of an existing sandbox, or of one a queued `create_sandbox` will make.
@@ -337,7 +354,7 @@ struct ToolExecutor {
 impl Executor for ToolExecutor {
     async fn execute(&self, job: &Job, ctx: JobContext) -> Outcome {
         let outcome = match self.registry.get(job.tool.as_str()) {
-            Some(tool) => tool.run(&self.env, job, ctx).await,
+            Some(tool) => without_internals(job, tool.run(&self.env, job, ctx).await),
             None => failed(
                 ErrorReason::InvalidArgument,
                 format!("unknown tool `{}`", job.tool),
@@ -364,10 +381,42 @@ pub(crate) async fn find_sandbox(
             ErrorReason::NotFound,
             format!("sandbox `{reference}` not found"),
         )),
-        Err(e) => Err(failed(
-            ErrorReason::Internal,
-            format!("database error: {e}"),
-        )),
+        Err(e) => Err(store_failure(job, e)),
+    }
+}
+
+/// The message of a job that failed because the server itself did (a database or driver fault):
+/// the details are in the log, under the job's id, and never in the job, which callers read.
+pub(crate) const INTERNAL_FAILURE: &str =
+    "the server failed while running this job; its log has the details under this job's id";
+
+/// The outcome of a store error while running `job`: logged with the job's id, answered
+/// without details.
+pub(crate) fn store_failure(job: &Job, error: StoreError) -> Outcome {
+    tracing::error!(job_id = %job.id, tool = %job.tool, error = %error,
+        "database error while running a job");
+    failed(ErrorReason::Internal, INTERNAL_FAILURE)
+}
+
+/// Keeps internal details out of a job's error: an `internal` failure (a driver fault, whose
+/// message may name host paths) is logged with the job's id and stored with a generic message.
+fn without_internals(job: &Job, outcome: Outcome) -> Outcome {
+    match outcome {
+        Outcome::Failed {
+            mut error,
+            result,
+            exit_code,
+        } if error.reason == ErrorReason::Internal && error.message != INTERNAL_FAILURE => {
+            tracing::error!(job_id = %job.id, tool = %job.tool, error = %error.message,
+                "internal error while running a job");
+            error.message = INTERNAL_FAILURE.to_string();
+            Outcome::Failed {
+                error,
+                result,
+                exit_code,
+            }
+        }
+        other => other,
     }
 }
 

@@ -10,46 +10,28 @@ use serde_json::{Value, json};
 use super::args::{
     self, CreateSandboxArgs, InvalidInput, ListSandboxesArgs, SandboxArgs, SandboxName, schema_of,
 };
-use super::git::{self, Credential, GitCommand};
+use super::git::{self, GitCommand};
 use super::outputs::{
     CreateSandboxOutput, DeleteSandboxOutput, ListSandboxesOutput, SandboxInfoOutput,
     SandboxSummary,
 };
-use super::secrets::{self, HELD};
+use super::secrets::{HELD, STORED};
 use super::{
     Annotations, Plan, Target, Tool, ToolEnv, ToolSpec, ToolsConfig, driver_failure, failed,
-    stored_args, succeeded,
+    find_sandbox, store_failure, stored_args, succeeded,
 };
 use crate::actors::{JobContext, Outcome};
 use crate::auth::Role;
 use crate::drivers::SandboxSpec;
 use crate::drivers::local::languages;
-use crate::store::{ErrorReason, Job, SandboxFilter, SandboxRecord, Secret, StoreError};
+use crate::store::{CREATING, ErrorReason, Job, SandboxFilter, SandboxRecord, Secret, StoreError};
 
-/// Sandbox status while the driver creates it.
-const CREATING: &str = "creating";
 /// Sandbox status once usable.
 const RUNNING: &str = "running";
 const DELETING: &str = "deleting";
 
 fn rfc3339(at: chrono::DateTime<Utc>) -> String {
     at.to_rfc3339_opts(SecondsFormat::Millis, true)
-}
-
-fn store_failure(e: StoreError) -> Outcome {
-    failed(ErrorReason::Internal, format!("database error: {e}"))
-}
-
-/// Looks the sandbox up for the job's tenant.
-async fn find(env: &ToolEnv, job: &Job, reference: &str) -> Result<SandboxRecord, Outcome> {
-    match env.store.sandbox(&job.tenant, reference).await {
-        Ok(Some(record)) => Ok(record),
-        Ok(None) => Err(failed(
-            ErrorReason::NotFound,
-            format!("sandbox `{reference}` not found"),
-        )),
-        Err(e) => Err(store_failure(e)),
-    }
 }
 
 pub(super) struct CreateSandbox {
@@ -105,11 +87,13 @@ impl Tool for CreateSandbox {
             ));
         }
         let mut secret = None;
+        let mut git_repo = None;
         match (&parsed.git_repo, &parsed.git_branch) {
             (Some(url), branch) => {
                 let url = git::remote::parse("git_repo", url)?;
                 secret = url.password;
                 arguments["git_repo"] = json!(url.url);
+                git_repo = Some(url.url);
                 if let Some(branch) = branch {
                     git::check_branch("git_branch", branch)?;
                 }
@@ -147,17 +131,51 @@ impl Tool for CreateSandbox {
                 SandboxName::parse("name", &generated)?
             }
         };
-        let mut plan = Plan {
+        // Values are stored once, on the sandbox row inserted with the job; the job keeps the
+        // names (see `secrets::STORED`).
+        if !parsed.environment_vars.is_empty() {
+            let names: BTreeMap<&String, &str> = parsed
+                .environment_vars
+                .keys()
+                .map(|k| (k, STORED))
+                .collect();
+            arguments["environment_vars"] = json!(names);
+        }
+        if secret.is_some() {
+            arguments["git_token"] = json!(STORED);
+        }
+        let now = Utc::now();
+        let sandbox = SandboxRecord {
+            id: format!("sb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+            // Set by `Tools::submit`.
+            tenant: String::new(),
+            name: name.as_str().to_string(),
+            driver: String::new(),
+            language: parsed.language.to_ascii_lowercase(),
+            status: CREATING.into(),
+            image: parsed.image,
+            git_repo,
+            git_branch: parsed.git_branch,
+            environment_vars: parsed.environment_vars,
+            labels: parsed.labels,
+            resources: serde_json::to_value(parsed.resources.unwrap_or_default())
+                .expect("resources serialize"),
+            persistent: parsed.persistent,
+            auto_stop_minutes: parsed.auto_stop_minutes.map(|m| m as i32),
+            created_at: now,
+            last_accessed: now,
+            network: parsed.network,
+            git_token: secret.map(Secret::new),
+            creating_job: None,
+        };
+        Ok(Plan {
             arguments,
             target: Target::NewSandbox(name.as_str().to_string()),
             retry_safe: true,
             timeout_s: None,
             secret: None,
-        };
-        if let Some(secret) = secret {
-            secrets::hold(&mut plan, "git_token", secret);
-        }
-        Ok(plan)
+            sandbox: Some(sandbox),
+        })
     }
 
     async fn run(&self, env: &ToolEnv, job: &Job, ctx: JobContext) -> Outcome {
@@ -165,69 +183,47 @@ impl Tool for CreateSandbox {
             Ok(a) => a,
             Err(outcome) => return outcome,
         };
-        // The token given with the call, held in memory (see `secrets.rs`).
-        let held_token = match args.git_token.as_deref() {
-            Some(HELD) => env.secrets.get(job.id),
-            Some(other) => Some(other.to_string()),
-            None => None,
-        };
         let name = args
             .name
             .as_ref()
             .map(|n| n.as_str().to_string())
             .expect("plan always sets a name");
-        let now = Utc::now();
+        let conflict = || {
+            failed(
+                ErrorReason::Conflict,
+                format!("a sandbox named `{name}` already exists"),
+            )
+        };
         let record = match env.store.sandbox(&job.tenant, &name).await {
-            // A re-run of this job after a crash mid-creation: finish what it started.
-            Ok(Some(existing)) if existing.status == CREATING && existing.name == name => existing,
-            Ok(Some(_)) => {
+            // The row inserted with this job: create the sandbox it describes (again, after a
+            // crash mid-creation), unless an earlier attempt already finished it.
+            Ok(Some(existing)) if existing.creating_job == Some(job.id) => {
+                match existing.status.as_str() {
+                    CREATING => existing,
+                    RUNNING => return created(env, existing),
+                    _ => return conflict(),
+                }
+            }
+            // A job enqueued before rows were inserted at submission, re-run after a crash.
+            Ok(Some(existing))
+                if existing.status == CREATING && existing.creating_job.is_none() =>
+            {
+                existing
+            }
+            Ok(Some(_)) => return conflict(),
+            Ok(None) if stored_with_sandbox(&args) => {
                 return failed(
-                    ErrorReason::Conflict,
-                    format!("a sandbox named `{name}` already exists"),
+                    ErrorReason::NotFound,
+                    format!(
+                        "the record of sandbox `{name}`, made when this call was accepted, is                          gone; submit the call again"
+                    ),
                 );
             }
-            Ok(None) => {
-                if args.git_token.as_deref() == Some(HELD) && held_token.is_none() {
-                    return failed(
-                        ErrorReason::ExecutionError,
-                        "the git token given with this call is no longer available: it is held \
-                         only in the memory of the server that accepted the call, which has \
-                         restarted or is another node; submit the call again",
-                    );
-                }
-                let record = SandboxRecord {
-                    id: format!("sb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
-                    tenant: job.tenant.clone(),
-                    name: name.clone(),
-                    driver: env.driver.name().to_string(),
-                    language: args.language.to_ascii_lowercase(),
-                    status: CREATING.into(),
-                    image: args.image.clone(),
-                    git_repo: args.git_repo.clone(),
-                    git_branch: args.git_branch.clone(),
-                    environment_vars: args.environment_vars.clone(),
-                    labels: args.labels.clone(),
-                    resources: serde_json::to_value(args.resources.clone().unwrap_or_default())
-                        .expect("resources serialize"),
-                    persistent: args.persistent,
-                    auto_stop_minutes: args.auto_stop_minutes.map(|m| m as i32),
-                    created_at: now,
-                    last_accessed: now,
-                    network: args.network,
-                    git_token: held_token.map(Secret::new),
-                };
-                match env.store.insert_sandbox(&record).await {
-                    Ok(()) => record,
-                    Err(StoreError::Conflict(_)) => {
-                        return failed(
-                            ErrorReason::Conflict,
-                            format!("a sandbox named `{name}` already exists"),
-                        );
-                    }
-                    Err(e) => return store_failure(e),
-                }
-            }
-            Err(e) => return store_failure(e),
+            Ok(None) => match insert_for_legacy_job(env, job, &args, &name).await {
+                Ok(record) => record,
+                Err(outcome) => return outcome,
+            },
+            Err(e) => return store_failure(job, e),
         };
         let spec = SandboxSpec {
             id: record.id.clone(),
@@ -237,49 +233,128 @@ impl Tool for CreateSandbox {
         if record.git_repo.is_some() {
             // A re-run after a crash mid-clone starts from an empty directory.
             if let Err(e) = env.driver.delete(&record.id).await {
-                return driver_failure(e);
+                return abandon(env, &record, driver_failure(e), false).await;
             }
         }
         if let Err(e) = env.driver.create(&spec).await {
-            env.metrics.workspace_creation_failures_total.inc();
-            let _ = env.store.delete_sandbox(&record.id).await;
-            return driver_failure(e);
+            return abandon(env, &record, driver_failure(e), false).await;
         }
         if let Some(url) = record.git_repo.clone() {
             if let Err(outcome) = clone_at_creation(env, &record, &url, ctx).await {
-                env.metrics.workspace_creation_failures_total.inc();
-                let _ = env.driver.delete(&record.id).await;
-                let _ = env.store.delete_sandbox(&record.id).await;
-                return outcome;
+                return abandon(env, &record, outcome, true).await;
             }
         }
         if let Err(e) = env.store.set_sandbox_status(&record.id, RUNNING).await {
-            env.metrics.workspace_creation_failures_total.inc();
-            return store_failure(e);
+            return abandon(env, &record, store_failure(job, e), true).await;
         }
-        let mut message = format!("sandbox `{}` created", record.name);
-        if let Some(url) = &record.git_repo {
-            message.push_str(&format!("; cloned {url}"));
-        }
-        if record.image.is_some() && env.driver.name() == "local" {
-            message.push_str("; `image` is recorded but the local driver does not use images");
-        }
-        succeeded(
-            &CreateSandboxOutput {
-                sandbox_id: record.id,
-                name: record.name,
-                language: record.language,
-                status: RUNNING.into(),
-                preview_url: None,
-                message,
-                created_at: rfc3339(record.created_at),
-            },
-            None,
-        )
+        created(env, record)
     }
 }
 
-/// Clones the sandbox's `git_repo` into its root, with its token if it has one.
+/// Whether the job's stored arguments hold placeholders for values kept on its sandbox row
+/// (jobs enqueued since rows are inserted at submission).
+fn stored_with_sandbox(args: &CreateSandboxArgs) -> bool {
+    args.git_token.as_deref() == Some(STORED) || args.environment_vars.values().any(|v| v == STORED)
+}
+
+/// The row of a `create_sandbox` job enqueued before rows were inserted at submission (its
+/// arguments hold the values; a token given with the call is in the vault).
+async fn insert_for_legacy_job(
+    env: &ToolEnv,
+    job: &Job,
+    args: &CreateSandboxArgs,
+    name: &str,
+) -> Result<SandboxRecord, Outcome> {
+    let held_token = match args.git_token.as_deref() {
+        Some(HELD) => match env.secrets.get(job.id) {
+            Some(token) => Some(token),
+            None => {
+                return Err(failed(
+                    ErrorReason::ExecutionError,
+                    "the git token given with this call is no longer available: it is held                      only in the memory of the server that accepted the call, which has                      restarted or is another node; submit the call again",
+                ));
+            }
+        },
+        Some(other) => Some(other.to_string()),
+        None => None,
+    };
+    let now = Utc::now();
+    let record = SandboxRecord {
+        id: format!("sb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
+        tenant: job.tenant.clone(),
+        name: name.to_string(),
+        driver: env.driver.name().to_string(),
+        language: args.language.to_ascii_lowercase(),
+        status: CREATING.into(),
+        image: args.image.clone(),
+        git_repo: args.git_repo.clone(),
+        git_branch: args.git_branch.clone(),
+        environment_vars: args.environment_vars.clone(),
+        labels: args.labels.clone(),
+        resources: serde_json::to_value(args.resources.clone().unwrap_or_default())
+            .expect("resources serialize"),
+        persistent: args.persistent,
+        auto_stop_minutes: args.auto_stop_minutes.map(|m| m as i32),
+        created_at: now,
+        last_accessed: now,
+        network: args.network,
+        git_token: held_token.map(Secret::new),
+        creating_job: None,
+    };
+    match env.store.insert_sandbox(&record).await {
+        Ok(()) => Ok(record),
+        Err(StoreError::Conflict(_)) => Err(failed(
+            ErrorReason::Conflict,
+            format!("a sandbox named `{name}` already exists"),
+        )),
+        Err(e) => Err(store_failure(job, e)),
+    }
+}
+
+/// Gives up on creating `record`: removes its row (and its files when `remove_files`), unless
+/// the failure is transient, whose retry finishes the same row.
+async fn abandon(
+    env: &ToolEnv,
+    record: &SandboxRecord,
+    outcome: Outcome,
+    remove_files: bool,
+) -> Outcome {
+    env.metrics.workspace_creation_failures_total.inc();
+    if matches!(outcome, Outcome::Transient { .. }) {
+        return outcome;
+    }
+    if remove_files {
+        let _ = env.driver.delete(&record.id).await;
+    }
+    let _ = env.store.delete_sandbox(&record.id).await;
+    outcome
+}
+
+/// The answer for a created sandbox.
+fn created(env: &ToolEnv, record: SandboxRecord) -> Outcome {
+    let mut message = format!("sandbox `{}` created", record.name);
+    if let Some(url) = &record.git_repo {
+        message.push_str(&format!("; cloned {url}"));
+    }
+    if record.image.is_some() && env.driver.name() == "local" {
+        message.push_str("; `image` is recorded but the local driver does not use images");
+    }
+    succeeded(
+        &CreateSandboxOutput {
+            sandbox_id: record.id,
+            name: record.name,
+            language: record.language,
+            status: RUNNING.into(),
+            preview_url: None,
+            message,
+            created_at: rfc3339(record.created_at),
+        },
+        None,
+    )
+}
+
+/// Clones the sandbox's `git_repo` into its root, with its token if it has one (and the
+/// repository is served over HTTP(S), the only remotes a token is sent to).
 async fn clone_at_creation(
     env: &ToolEnv,
     record: &SandboxRecord,
@@ -287,18 +362,29 @@ async fn clone_at_creation(
     ctx: JobContext,
 ) -> Result<(), Outcome> {
     let inside = git::as_seen_inside(env, record, url);
-    let args = git::clone_args(&inside, record.git_branch.as_deref(), Some("."));
-    let mut command = GitCommand::new(args, None, ctx.timeout.max(Duration::from_secs(1)));
-    if let Some(token) = &record.git_token {
-        let credential = Credential {
-            user: git::remote::user(url).unwrap_or_else(|| git::TOKEN_USER.to_string()),
-            token: token.expose().to_string(),
-        };
-        command.authenticate(&credential, url);
+    let timeout = ctx.timeout.max(Duration::from_secs(1));
+    let result = match &record.git_token {
+        Some(token) if git::remote::http_origin(&inside).is_some() => {
+            git::clone_with_token(
+                env,
+                record,
+                &inside,
+                record.git_branch.as_deref(),
+                ".",
+                None,
+                token.expose(),
+                timeout,
+                &ctx,
+            )
+            .await
+        }
+        _ => {
+            let args = git::clone_args(&inside, record.git_branch.as_deref(), Some("."));
+            let command = GitCommand::new(args, None, timeout);
+            git::run_git(env, record, command, ctx.output, ctx.cancel).await
+        }
     }
-    let result = git::run_git(env, record, command, ctx.output, ctx.cancel)
-        .await
-        .map_err(driver_failure)?;
+    .map_err(driver_failure)?;
     if result.success() {
         return Ok(());
     }
@@ -353,6 +439,7 @@ impl Tool for ListSandboxes {
             retry_safe: true,
             timeout_s: None,
             secret: None,
+            sandbox: None,
         })
     }
 
@@ -368,7 +455,7 @@ impl Tool for ListSandboxes {
         };
         let records = match env.store.list_sandboxes(&filter).await {
             Ok(r) => r,
-            Err(e) => return store_failure(e),
+            Err(e) => return store_failure(job, e),
         };
         let mut sandboxes: Vec<SandboxSummary> = Vec::with_capacity(records.len());
         for r in records {
@@ -445,7 +532,7 @@ async fn observed(env: &ToolEnv, record: &SandboxRecord, fresh: bool) -> (String
 /// The sandbox a job of a `SandboxArgs` tool names, for the job's tenant.
 async fn named_sandbox(env: &ToolEnv, job: &Job) -> Result<SandboxRecord, Outcome> {
     let args: SandboxArgs = stored_args(job)?;
-    find(env, job, &args.sandbox_id).await
+    find_sandbox(env, job, &args.sandbox_id).await
 }
 
 /// Masks every value: secrets are never echoed back.
@@ -468,6 +555,7 @@ impl Tool for GetSandboxInfo {
             retry_safe: true,
             timeout_s: None,
             secret: None,
+            sandbox: None,
         })
     }
 
@@ -566,6 +654,7 @@ impl Tool for DeleteSandbox {
             retry_safe: true,
             timeout_s: None,
             secret: None,
+            sandbox: None,
         })
     }
 
@@ -575,13 +664,13 @@ impl Tool for DeleteSandbox {
             Err(outcome) => return outcome,
         };
         if let Err(e) = env.store.set_sandbox_status(&record.id, DELETING).await {
-            return store_failure(e);
+            return store_failure(job, e);
         }
         if let Err(e) = env.driver.delete(&record.id).await {
             return driver_failure(e);
         }
         if let Err(e) = env.store.delete_sandbox(&record.id).await {
-            return store_failure(e);
+            return store_failure(job, e);
         }
         succeeded(
             &DeleteSandboxOutput {

@@ -21,6 +21,10 @@ use super::Plan;
 /// What stored arguments hold where a secret was.
 pub const HELD: &str = "<held in memory, not stored>";
 
+/// What a `create_sandbox` job's stored arguments hold where a value is kept on the sandbox row
+/// inserted with the job (environment values, the git token): stored once, not with the job.
+pub const STORED: &str = "<stored with the sandbox, not with the job>";
+
 /// Longest a secret waits for its job; jobs that never ran (cancelled while queued, lost) leave
 /// entries that are swept after this.
 const MAX_AGE: Duration = Duration::from_secs(48 * 3600);

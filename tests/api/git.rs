@@ -10,7 +10,7 @@ use serde_json::{Value, json};
 use crate::helpers::{Db, TestApp, spawn_app, spawn_with, test_config};
 
 /// Runs git on the host (the test's own setup and checks), failing the test on error.
-fn host_git(dir: &Path, args: &[&str]) -> String {
+pub fn host_git(dir: &Path, args: &[&str]) -> String {
     let out = Command::new("git")
         .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
         .args(["-c", "init.defaultBranch=main", "-c", "safe.directory=*"])
@@ -27,7 +27,7 @@ fn host_git(dir: &Path, args: &[&str]) -> String {
 }
 
 /// A bare repository at `bare` with one commit on `main` holding `README.md`.
-fn seed_bare_repo(bare: &Path) {
+pub fn seed_bare_repo(bare: &Path) {
     std::fs::create_dir_all(bare).unwrap();
     host_git(bare, &["init", "--bare", "--quiet"]);
     let work = tempfile::tempdir().unwrap();
@@ -670,7 +670,110 @@ async fn a_failed_clone_leaves_no_sandbox(db: Db) {
     );
 }
 
+/// Commit messages and identities that try to break `log` parsing: the old separators
+/// (`\x1e`, `\x1f`) next to multi-byte characters, fake records, newlines. The parsed commits
+/// are exactly what was committed, and a NUL is refused before anything runs.
+async fn log_shows_hostile_commits_exactly(db: Db) {
+    let Some(app) = spawn_app(db).await else {
+        return;
+    };
+    let id = app.sandbox("hostile-log").await;
+    app.shell(&id, "git init --quiet -b main repo").await;
+    let fake = "0123456789abcdef0123456789abcdef01234567";
+    // (author name, email, message, committed by a shell command rather than git_operation:
+    // names with control characters can only come from a repository's own history).
+    let commits = [
+        (
+            "日本語 Ünï",
+            "a@x",
+            format!("\u{1e}ü\u{1f}{fake}\u{1f}Mallory\u{1f}m@x\u{1e}"),
+            false,
+        ),
+        (
+            "Ann \u{1f}\u{1e}ß",
+            "ann\u{1e}@x",
+            "ünïcödé ✓ 🎉\n\nbody \u{1e} line\n\u{1e}".to_string(),
+            true,
+        ),
+        (
+            "Bob",
+            "bob@x",
+            format!("€\u{1e}{fake}\u{1f}x\u{1f}y\u{1f}z\u{1f}w\n\n\u{1e}\n\nsecond paragraph"),
+            false,
+        ),
+        // A field that used to be read as a hash, 12 bytes in the middle of a character.
+        (
+            "Eve",
+            "eve@x",
+            "ok\u{1e}aüüüüüüü\u{1f}n\u{1f}e\u{1f}d\u{1f}s".to_string(),
+            false,
+        ),
+    ];
+    for (i, (name, email, message, by_shell)) in commits.iter().enumerate() {
+        app.file_ok(&id, "write", &format!("repo/f{i}"), json!({"content": "x"}))
+            .await;
+        app.git_ok(&id, "add", json!({"working_directory": "repo"}))
+            .await;
+        if *by_shell {
+            let (status, out) = app
+                .call(
+                    "/execute_shell",
+                    json!({"sandbox_id": id, "working_directory": "repo",
+                           "command": "git commit --quiet --cleanup=verbatim -m \"$M\"",
+                           "env": {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+                                   "GIT_COMMITTER_NAME": "c", "GIT_COMMITTER_EMAIL": "c@x",
+                                   "M": message}}),
+                )
+                .await;
+            assert_eq!(status, 200, "{out}");
+            assert_eq!(out["exit_code"], 0, "{out}");
+        } else {
+            app.git_ok(
+                &id,
+                "commit",
+                json!({"working_directory": "repo", "commit_message": message,
+                       "author_name": name, "author_email": email}),
+            )
+            .await;
+        }
+    }
+    let (status, refused) = app
+        .git(
+            &id,
+            "commit",
+            json!({"working_directory": "repo", "commit_message": "a\u{0}b"}),
+        )
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    assert_eq!(refused["error"]["field"], "commit_message");
+
+    let log = app
+        .git_ok(&id, "log", json!({"working_directory": "repo"}))
+        .await;
+    let parsed = log["commits"].as_array().unwrap();
+    assert_eq!(parsed.len(), commits.len(), "{log}");
+    let root = app.data_dir.join("sandboxes").join(&id).join("repo");
+    let hashes = host_git(&root, &["rev-list", "main"]);
+    for ((commit, (name, email, message, _)), hash) in
+        parsed.iter().zip(commits.iter().rev()).zip(hashes.lines())
+    {
+        assert_eq!(commit["hash"], hash, "{log}");
+        assert_eq!(commit["author_name"], *name, "{log}");
+        assert_eq!(commit["author_email"], *email, "{log}");
+        // The subject is the first line of the message, as committed.
+        assert_eq!(commit["subject"], message.lines().next().unwrap(), "{log}");
+        let date = commit["date"].as_str().unwrap();
+        assert!(chrono::DateTime::parse_from_rfc3339(date).is_ok(), "{date}");
+    }
+    assert_eq!(
+        log["output"].as_str().unwrap().lines().count(),
+        commits.len(),
+        "{log}"
+    );
+}
+
 crate::on_both_databases!(
+    log_shows_hostile_commits_exactly,
     clone_commit_push_pull_log_diff,
     https_token_is_used_and_never_stored,
     network_is_off_unless_allowed,

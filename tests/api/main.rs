@@ -16,8 +16,10 @@ mod events;
 mod files;
 mod flow;
 mod git;
+mod git_token;
 mod internals;
 mod isolation;
+mod job_errors;
 mod landlock;
 mod languages;
 mod limits;
@@ -28,9 +30,11 @@ mod mcp_limits;
 mod mcp_modern;
 mod mcp_tasks;
 mod mcp_transport;
+mod nul_output;
 mod quota;
 mod restart;
 mod serialization;
+mod stored_env;
 
 /// Runs an `async fn(Db)` test once per database.
 #[macro_export]

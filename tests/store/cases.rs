@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
-    AuditEntry, AuditFilter, CancelOutcome, Completion, ErrorReason, Finish, Job, JobError,
-    JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret, Store,
-    StoreError, Stream,
+    AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
+    Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret,
+    Store, StoreError, Stream,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -593,6 +593,7 @@ fn sandbox(tenant: &str, id: &str, name: &str) -> SandboxRecord {
         last_accessed: Utc::now(),
         network: false,
         git_token: None,
+        creating_job: None,
     }
 }
 
@@ -967,4 +968,196 @@ pub async fn enqueue_many_and_counts(t: TestStore) {
     assert_eq!(count(JobState::Running), 6);
     assert_eq!(count(JobState::Succeeded), 4);
     assert_eq!(count(JobState::Failed), 0);
+}
+
+/// A `create_sandbox` job that inserts its sandbox row (`name`, status `creating`).
+fn creating(tenant: &str, name: &str) -> NewJob {
+    let mut j = job(tenant, Some(&format!("{tenant}/{name}")));
+    j.tool = "create_sandbox".into();
+    let mut row = sandbox(tenant, &format!("sb-{}", Uuid::new_v4().simple()), name);
+    row.status = CREATING.into();
+    row.environment_vars = BTreeMap::from([("SECRET".into(), "value".into())]);
+    j.sandbox = Some(row);
+    j
+}
+
+async fn audit_rows(s: &dyn Store) -> usize {
+    s.list_audit(&AuditFilter {
+        limit: 100,
+        ..AuditFilter::default()
+    })
+    .await
+    .unwrap()
+    .len()
+}
+
+pub async fn enqueue_inserts_the_jobs_sandbox_in_the_same_transaction(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut first = creating("t1", "box");
+    first.idempotency_key = Some("create-box".into());
+    let first_row = first.sandbox.clone().unwrap();
+    let enqueued = s.enqueue(first, audit("t1")).await.unwrap();
+    assert!(enqueued.created);
+    let row = s.sandbox("t1", "box").await.unwrap().unwrap();
+    assert_eq!(row.id, first_row.id);
+    assert_eq!(row.status, CREATING);
+    assert_eq!(row.creating_job, Some(enqueued.job.id));
+    assert_eq!(row.environment_vars["SECRET"], "value");
+
+    // A replay returns the first job and inserts no sandbox, even one with another name.
+    let mut replay = creating("t1", "other-name");
+    replay.idempotency_key = Some("create-box".into());
+    let replayed = s.enqueue(replay, audit("t1")).await.unwrap();
+    assert!(!replayed.created);
+    assert_eq!(replayed.job.id, enqueued.job.id);
+    assert!(s.sandbox("t1", "other-name").await.unwrap().is_none());
+
+    // A taken name refuses the whole enqueue: no job, no audit row, no second sandbox.
+    let audits = audit_rows(s).await;
+    let clash = creating("t1", "box");
+    let clash_id = clash.id;
+    let err = s.enqueue(clash, audit("t1")).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert!(s.job(None, clash_id).await.unwrap().is_none());
+    assert_eq!(audit_rows(s).await, audits);
+    assert_eq!(
+        s.list_sandboxes(&SandboxFilter {
+            tenant: "t1".into(),
+            ..SandboxFilter::default()
+        })
+        .await
+        .unwrap()
+        .len(),
+        1
+    );
+    // Another tenant may use the name; a plain insert records no creating job.
+    s.enqueue(creating("t2", "box"), audit("t2")).await.unwrap();
+    s.insert_sandbox(&sandbox("t1", "sb-plain", "plain"))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.sandbox("t1", "plain")
+            .await
+            .unwrap()
+            .unwrap()
+            .creating_job,
+        None
+    );
+}
+
+pub async fn a_reserved_sandbox_goes_when_its_job_fails_or_is_cancelled(t: TestStore) {
+    let s = t.store.as_ref();
+    let exists = |name: &'static str| async move { s.sandbox("t1", name).await.unwrap().is_some() };
+
+    // Cancelled while queued.
+    let queued = put(s, creating("t1", "cancelled")).await;
+    s.cancel("t1", queued.id, Utc::now()).await.unwrap();
+    assert!(!exists("cancelled").await);
+
+    // Failed, retried, succeeded, or failed after the sandbox was made usable.
+    let failing = put(s, creating("t1", "failing")).await;
+    let retried = put(s, creating("t1", "retried")).await;
+    let succeeding = put(s, creating("t1", "succeeding")).await;
+    let finished = put(s, creating("t1", "finished")).await;
+    assert_eq!(claim(s, "n1", 10).await.len(), 4);
+    let made = s.sandbox("t1", "finished").await.unwrap().unwrap();
+    s.set_sandbox_status(&made.id, "running").await.unwrap();
+    let failure = |id| Completion {
+        id,
+        finish: Finish::Failed {
+            error: JobError::new(ErrorReason::Internal, "x"),
+            result: None,
+            exit_code: None,
+        },
+    };
+    let completions = [
+        failure(failing.id),
+        Completion {
+            id: retried.id,
+            finish: Finish::Retry {
+                error: JobError::new(ErrorReason::DriverUnavailable, "x"),
+                run_after: Utc::now(),
+            },
+        },
+        ok(succeeding.id),
+        failure(finished.id),
+    ];
+    s.complete("n1", &completions, Utc::now()).await.unwrap();
+    assert!(!exists("failing").await);
+    assert!(
+        exists("retried").await,
+        "a retry keeps the row for the next attempt"
+    );
+    assert!(exists("succeeding").await);
+    assert!(
+        exists("finished").await,
+        "a usable sandbox is never removed"
+    );
+
+    // Interrupted: a job that is not safe to repeat fails when its lease expires.
+    let interrupted = put(s, creating("t1", "interrupted")).await;
+    let now = Utc::now();
+    let claimed = s
+        .claim("dead", 10, now, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(claimed.iter().any(|j| j.id == interrupted.id));
+    s.rescue_expired(now + chrono::Duration::seconds(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        s.job(None, interrupted.id).await.unwrap().unwrap().state,
+        JobState::Failed
+    );
+    assert!(!exists("interrupted").await);
+    // The rescue touched only the rows of the jobs it failed.
+    assert!(exists("succeeding").await && exists("finished").await);
+}
+
+pub async fn nul_characters_are_stored_without_stopping_a_completion(t: TestStore) {
+    let s = t.store.as_ref();
+    // PostgreSQL's jsonb cannot hold U+0000: it is stored as U+FFFD there, as is on SQLite.
+    let nul = if s.backend() == Backend::Postgres {
+        "\u{fffd}"
+    } else {
+        "\0"
+    };
+    let mut with_nul = job("t1", Some("t1/nul"));
+    with_nul.arguments = json!({"command": "printf 'a\\0b'", "note": "x\0y"});
+    let queued = put(s, with_nul).await;
+    assert_eq!(queued.arguments["note"], format!("x{nul}y"));
+    let other = put(s, job("t1", Some("t1/other"))).await;
+    assert_eq!(claim(s, "n1", 10).await.len(), 2);
+    let written = s
+        .complete(
+            "n1",
+            &[
+                Completion {
+                    id: queued.id,
+                    finish: Finish::Succeeded {
+                        result: json!({"stdout": "a\0b", "k\0": ["\0"]}),
+                        exit_code: Some(0),
+                    },
+                },
+                Completion {
+                    id: other.id,
+                    finish: Finish::Failed {
+                        error: JobError::new(ErrorReason::ExecutionError, "bad \0 byte"),
+                        result: None,
+                        exit_code: None,
+                    },
+                },
+            ],
+            Utc::now(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(written.len(), 2, "the whole batch is written");
+    let done = s.job(None, queued.id).await.unwrap().unwrap();
+    assert_eq!(done.state, JobState::Succeeded);
+    let result = done.result.unwrap();
+    assert_eq!(result["stdout"], format!("a{nul}b"));
+    assert_eq!(result[format!("k{nul}")][0], nul);
+    let failed = s.job(None, other.id).await.unwrap().unwrap();
+    assert_eq!(failed.error.unwrap().message, format!("bad {nul} byte"));
 }

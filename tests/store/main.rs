@@ -88,4 +88,7 @@ conformance!(
     prune_deletes_old_finished_jobs,
     concurrent_claimers_never_share_a_job_or_a_workspace,
     enqueue_many_and_counts,
+    enqueue_inserts_the_jobs_sandbox_in_the_same_transaction,
+    a_reserved_sandbox_goes_when_its_job_fails_or_is_cancelled,
+    nul_characters_are_stored_without_stopping_a_completion,
 );

@@ -366,6 +366,14 @@ pub(crate) async fn call(
                 Some("sandbox_id".into()),
             ));
         }
+        Err(SubmitError::SandboxExists(name)) => {
+            return Ok(refused(
+                ctx,
+                "conflict",
+                format!("a sandbox named `{name}` already exists"),
+                None,
+            ));
+        }
         Err(SubmitError::UnknownTool(name)) => {
             return Err(RpcError::invalid_params(format!("Unknown tool: {name}")));
         }

@@ -1,6 +1,8 @@
 //! Running git in a sandbox: the environment that keeps it non-interactive and predictable,
-//! configuration through `GIT_CONFIG_*`, the credential header scoped to one server, and the
-//! redaction of every trace of the token from what git prints.
+//! configuration through `GIT_CONFIG_*`, the credential header scoped to one server, the
+//! isolated mode of every run that carries it (fixed environment, no system or global
+//! configuration, no helpers, hooks, proxies or redirects), and the redaction of every trace of
+//! the token from what git prints.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -33,7 +35,7 @@ impl Credential {
     }
 
     /// Every form the token could appear in output.
-    fn needles(&self) -> Vec<String> {
+    pub fn needles(&self) -> Vec<String> {
         let mut needles = vec![self.token.clone(), self.basic()];
         let encoded = self
             .token
@@ -65,6 +67,31 @@ pub(super) fn redact(text: &str, needles: &[String]) -> String {
     out
 }
 
+/// Configuration of every run that carries a token (and of the checks that decide whether it
+/// may): nothing the repository, the sandbox's home directory or the sandbox's variables set
+/// may run a program, keep the credential, or send the request anywhere but the server of the
+/// URL. The local `.git/config` is checked against an allowlist before such a run (see
+/// `trust.rs`); global and system configuration are not read at all.
+const ISOLATED_CONFIG: [(&str, &str); 15] = [
+    ("credential.helper", ""),
+    ("core.askPass", ""),
+    ("core.hooksPath", "/dev/null"),
+    ("core.fsmonitor", "false"),
+    // An empty proxy turns proxies off, including those of `http_proxy`-style variables.
+    ("http.proxy", ""),
+    ("http.sslVerify", "true"),
+    // A redirect (or dumb-HTTP alternates) would carry the header to another server.
+    ("http.followRedirects", "false"),
+    ("protocol.allow", "never"),
+    ("protocol.http.allow", "always"),
+    ("protocol.https.allow", "always"),
+    ("gc.auto", "0"),
+    ("maintenance.auto", "false"),
+    ("fetch.recurseSubmodules", "false"),
+    ("push.recurseSubmodules", "no"),
+    ("transfer.bundleURI", "false"),
+];
+
 /// One git invocation in a sandbox.
 #[derive(Debug, Default)]
 pub(crate) struct GitCommand {
@@ -77,6 +104,10 @@ pub(crate) struct GitCommand {
     pub timeout: Duration,
     /// Strings to remove from the output.
     pub needles: Vec<String>,
+    /// Run with a fixed environment (none of the sandbox's variables), without system and
+    /// global configuration, and with [`ISOLATED_CONFIG`]: every run that carries a token, and
+    /// the checks that must see the repository as that run will.
+    pub isolated: bool,
 }
 
 impl GitCommand {
@@ -89,43 +120,43 @@ impl GitCommand {
         }
     }
 
-    /// Sends `credential` to the HTTP(S) server of `url` only; no effect for other remotes.
-    pub fn authenticate(&mut self, credential: &Credential, url: &str) {
+    /// An isolated run (see [`GitCommand::isolated`]).
+    pub fn isolated(
+        args: Vec<String>,
+        working_directory: Option<String>,
+        timeout: Duration,
+    ) -> Self {
+        GitCommand {
+            isolated: true,
+            ..GitCommand::new(args, working_directory, timeout)
+        }
+    }
+
+    /// Sends `credential` to the HTTP(S) server of `url` only, and isolates the run. Returns
+    /// `false` (and changes nothing) for other remotes, which get no credential.
+    pub fn authenticate(&mut self, credential: &Credential, url: &str) -> bool {
         let Some(origin) = remote::http_origin(url) else {
-            return;
+            return false;
         };
+        self.isolated = true;
         self.config.push((
             format!("http.{origin}.extraHeader"),
             format!("Authorization: Basic {}", credential.basic()),
         ));
-        // While the token is present, nothing the repository configured may run or keep it.
-        self.config
-            .push(("credential.helper".into(), String::new()));
-        self.config
-            .push(("core.hooksPath".into(), "/dev/null".into()));
-        self.config.push(("core.fsmonitor".into(), "false".into()));
         self.needles.extend(credential.needles());
+        true
     }
 
-    /// The environment for git: the sandbox's variables, then what keeps git non-interactive
-    /// and predictable, then this run's configuration.
+    /// The environment for git: the sandbox's variables unless the run is isolated, then what
+    /// keeps git non-interactive and predictable, then this run's configuration.
     fn environment(&self, sandbox: &BTreeMap<String, String>) -> BTreeMap<String, String> {
-        let mut env = sandbox.clone();
-        if !self.needles.is_empty() {
-            // Tracing could print the header, and configuration from the sandbox's variables
-            // could undo the settings below; neither applies while the token is present.
-            env.retain(|k, _| {
-                !k.starts_with("GIT_TRACE")
-                    && !matches!(
-                        k.as_str(),
-                        "GIT_CURL_VERBOSE"
-                            | "GIT_CONFIG_PARAMETERS"
-                            | "GIT_ASKPASS"
-                            | "SSH_ASKPASS"
-                    )
-            });
-            env.insert("GIT_TRACE_REDACT".into(), "1".into());
-        }
+        let mut env = if self.isolated {
+            // Only the driver's fixed variables (PATH, HOME, …) and those below: no proxies,
+            // no GIT_SSL_NO_VERIFY, GIT_ASKPASS, GIT_DIR or GIT_TRACE from the sandbox.
+            BTreeMap::new()
+        } else {
+            sandbox.clone()
+        };
         for (k, v) in [
             ("GIT_TERMINAL_PROMPT", "0"),
             ("GIT_PAGER", "cat"),
@@ -136,6 +167,11 @@ impl GitCommand {
         ] {
             env.insert(k.into(), v.into());
         }
+        if self.isolated {
+            // `$HOME/.gitconfig` is the sandbox's own file; /etc/gitconfig is not ours either.
+            env.insert("GIT_CONFIG_NOSYSTEM".into(), "1".into());
+            env.insert("GIT_CONFIG_GLOBAL".into(), "/dev/null".into());
+        }
         env.extend(self.env.clone());
         let mut config: Vec<(String, String)> = vec![
             ("protocol.ext.allow".into(), "never".into()),
@@ -143,6 +179,13 @@ impl GitCommand {
             ("color.ui".into(), "never".into()),
             ("core.pager".into(), "cat".into()),
         ];
+        if self.isolated {
+            config.extend(
+                ISOLATED_CONFIG
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string())),
+            );
+        }
         config.extend(self.config.iter().cloned());
         env.retain(|k, _| !k.starts_with("GIT_CONFIG_KEY_") && !k.starts_with("GIT_CONFIG_VALUE_"));
         env.insert("GIT_CONFIG_COUNT".into(), config.len().to_string());
@@ -209,14 +252,7 @@ pub(crate) async fn run_git(
         limits: env.config.resources.limits(&record.resources),
     };
     let buffered = !command.needles.is_empty();
-    let live = if buffered {
-        // Nobody reads this channel's output as it comes; it is dropped.
-        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-        tokio::spawn(async move { while rx.recv().await.is_some() {} });
-        tx
-    } else {
-        output.clone()
-    };
+    let live = if buffered { sink() } else { output.clone() };
     let mut exec = env
         .driver
         .exec(
@@ -243,6 +279,13 @@ pub(crate) async fn run_git(
         }
     }
     Ok(GitResult { exec })
+}
+
+/// An output channel whose chunks nobody reads: they are dropped.
+pub(crate) fn sink() -> OutputTx {
+    let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move { while rx.recv().await.is_some() {} });
+    tx
 }
 
 /// The args of a `git clone`.
@@ -294,34 +337,74 @@ pub(crate) fn network_hint(record: &SandboxRecord, stderr: &str) -> Option<&'sta
 mod tests {
     use super::*;
 
+    fn config_of(env: &BTreeMap<String, String>) -> Vec<(String, String)> {
+        let n: usize = env["GIT_CONFIG_COUNT"].parse().unwrap();
+        (0..n)
+            .map(|i| {
+                (
+                    env[&format!("GIT_CONFIG_KEY_{i}")].clone(),
+                    env[&format!("GIT_CONFIG_VALUE_{i}")].clone(),
+                )
+            })
+            .collect()
+    }
+
     #[test]
-    fn credentials_are_scoped_and_redacted() {
+    fn credentials_are_scoped_isolated_and_redacted() {
         let mut c = GitCommand::new(vec!["clone".into()], None, Duration::from_secs(5));
         let cred = Credential {
             token: "tok/en+1".into(),
             user: TOKEN_USER.into(),
         };
-        c.authenticate(&cred, "https://git.example.com/a/r.git");
+        assert!(c.authenticate(&cred, "https://git.example.com/a/r.git"));
+        assert!(c.isolated);
         let env = c.environment(&BTreeMap::from([
             ("GIT_TRACE_CURL".into(), "1".into()),
+            ("HTTPS_PROXY".into(), "http://evil:1".into()),
+            ("GIT_SSL_NO_VERIFY".into(), "1".into()),
             (
                 "GIT_CONFIG_PARAMETERS".into(),
                 "'core.hooksPath'='/x'".into(),
             ),
         ]));
-        assert!(!env.contains_key("GIT_TRACE_CURL"));
-        assert!(!env.contains_key("GIT_CONFIG_PARAMETERS"));
-        let keys: Vec<&String> = env
-            .iter()
-            .filter(|(k, _)| k.starts_with("GIT_CONFIG_KEY_"))
-            .map(|(_, v)| v)
-            .collect();
-        assert!(keys.contains(&&"http.https://git.example.com/.extraHeader".to_string()));
+        for k in [
+            "GIT_TRACE_CURL",
+            "HTTPS_PROXY",
+            "GIT_SSL_NO_VERIFY",
+            "GIT_CONFIG_PARAMETERS",
+        ] {
+            assert!(!env.contains_key(k), "{k} reached an isolated run");
+        }
+        assert_eq!(env["GIT_CONFIG_NOSYSTEM"], "1");
+        assert_eq!(env["GIT_CONFIG_GLOBAL"], "/dev/null");
+        let config = config_of(&env);
+        assert!(
+            config
+                .iter()
+                .any(|(k, v)| k == "http.https://git.example.com/.extraHeader"
+                    && v.starts_with("Authorization: Basic "))
+        );
+        for (key, value) in ISOLATED_CONFIG {
+            assert!(config.iter().any(|(k, v)| k == key && v == value), "{key}");
+        }
         let text = format!("x tok/en+1 y {} z tok%2Fen%2B1", cred.basic());
         assert_eq!(redact(&text, &c.needles), "x *** y *** z ***");
-        // No header for a non-HTTP remote.
+        // No header for a non-HTTP remote, and the run stays as it was.
         let mut local = GitCommand::new(vec![], None, Duration::from_secs(5));
-        local.authenticate(&cred, "/workspace/r.git");
-        assert!(local.config.is_empty());
+        assert!(!local.authenticate(&cred, "/workspace/r.git"));
+        assert!(local.config.is_empty() && !local.isolated);
+    }
+
+    #[test]
+    fn plain_runs_keep_the_sandbox_variables() {
+        let c = GitCommand::new(vec!["status".into()], None, Duration::from_secs(5));
+        let env = c.environment(&BTreeMap::from([("MY_VAR".into(), "1".into())]));
+        assert_eq!(env["MY_VAR"], "1");
+        assert!(!env.contains_key("GIT_CONFIG_GLOBAL"));
+        assert!(
+            !config_of(&env)
+                .iter()
+                .any(|(k, _)| k == "credential.helper")
+        );
     }
 }

@@ -7,16 +7,21 @@
 //!
 //! A token for HTTPS remotes reaches git as an `Authorization` header through
 //! `GIT_CONFIG_COUNT`/`GIT_CONFIG_KEY_n`/`GIT_CONFIG_VALUE_n` (the environment, which other
-//! users cannot read, rather than the command line, which `ps` shows), scoped to the remote's
-//! server. While it is in use, hooks and credential helpers are off, git's output is buffered
-//! and every trace of the token is replaced by `***` before the output is streamed, stored or
+//! users cannot read, rather than the command line, which `ps` shows), scoped to one server:
+//! that of the sandbox's recorded `git_repo` or of a `repository_url` given with the call, never
+//! one that the sandbox's own configuration names (`authed.rs`, `trust.rs`). A run that carries
+//! it is isolated (`command.rs`): a fixed environment, no system or global configuration, no
+//! helpers, hooks, proxies or redirects, only git and its transport; its output is buffered and
+//! every trace of the token is replaced by `***` before the output is streamed, stored or
 //! returned.
 
+mod authed;
 mod command;
 mod input;
 mod operations;
 mod refs;
 pub(crate) mod remote;
+mod trust;
 
 use std::time::Duration;
 
@@ -33,9 +38,9 @@ use super::{
 use crate::actors::{JobContext, Outcome};
 use crate::auth::Role;
 use crate::store::{ErrorReason, Job, JobError, SandboxRecord};
+pub(crate) use authed::clone as clone_with_token;
 pub(crate) use command::{
-    Credential, GitCommand, GitResult, TOKEN_USER, as_seen_inside, clone_args, network_hint,
-    run_git,
+    GitCommand, GitResult, as_seen_inside, clone_args, network_hint, run_git,
 };
 pub(crate) use input::check_token;
 use input::{check_remote, validate};
@@ -112,6 +117,7 @@ impl Tool for GitOperationTool {
             retry_safe,
             timeout_s: a.timeout_s,
             secret: None,
+            sandbox: None,
         };
         if let Some(secret) = secret {
             // The URL is stored without its password; the token waits in memory.
@@ -145,7 +151,6 @@ impl Tool for GitOperationTool {
         if let Some(url) = a.repository_url.take() {
             a.repository_url = Some(as_seen_inside(env, &record, &url));
         }
-        let mut command = command_for(&a, timeout);
         let token = match call_token(env, job, a.token.as_deref(), &record) {
             Ok(t) => t,
             Err(outcome) => return outcome,
@@ -154,56 +159,33 @@ impl Tool for GitOperationTool {
             a.operation,
             GitOperation::Clone | GitOperation::Push | GitOperation::Pull
         );
-        if let (Some(token), true) = (token, networked) {
-            let url = match (&a.repository_url, a.operation) {
-                (Some(url), GitOperation::Clone) => Some(url.clone()),
-                (Some(url), _) if !refs::is_remote_name(url) => Some(url.clone()),
-                (name, _) => {
-                    remote_url(env, &record, &a, name.as_deref().unwrap_or("origin"), &ctx).await
+        let authed = match (token, networked) {
+            (Some(token), true) => {
+                match authed::run(env, &record, &a, &token, timeout, &ctx).await {
+                    Ok(result) => result,
+                    Err(outcome) => return outcome,
                 }
-            };
-            if let Some(url) = url {
-                let credential = Credential {
-                    user: remote::user(&url).unwrap_or_else(|| TOKEN_USER.to_string()),
-                    token,
-                };
-                command.authenticate(&credential, &url);
             }
-        }
-        let result = match run_git(env, &record, command, ctx.output, ctx.cancel).await {
-            Ok(r) => r,
-            Err(e) => return driver_failure(e),
+            _ => None,
+        };
+        let result = match authed {
+            Some(result) => result,
+            // No token, or a remote that gets none: git runs as any command.
+            None => match run_git(
+                env,
+                &record,
+                command_for(&a, timeout),
+                ctx.output,
+                ctx.cancel,
+            )
+            .await
+            {
+                Ok(r) => r,
+                Err(e) => return driver_failure(e),
+            },
         };
         outcome(&a, record, result)
     }
-}
-
-/// The URL of remote `name` of the repository, for scoping a credential.
-async fn remote_url(
-    env: &ToolEnv,
-    record: &SandboxRecord,
-    a: &GitOperationArgs,
-    name: &str,
-    ctx: &JobContext,
-) -> Option<String> {
-    let command = GitCommand::new(
-        vec![
-            "remote".into(),
-            "get-url".into(),
-            "--".into(),
-            name.to_string(),
-        ],
-        a.working_directory.clone(),
-        Duration::from_secs(30),
-    );
-    let (tx, mut rx) = tokio::sync::mpsc::channel(8);
-    tokio::spawn(async move { while rx.recv().await.is_some() {} });
-    let result = run_git(env, record, command, tx, ctx.cancel.clone())
-        .await
-        .ok()?;
-    result
-        .success()
-        .then(|| result.exec.stdout.trim().to_string())
 }
 
 fn outcome(a: &GitOperationArgs, record: SandboxRecord, result: GitResult) -> Outcome {
@@ -248,7 +230,7 @@ fn outcome(a: &GitOperationArgs, record: SandboxRecord, result: GitResult) -> Ou
                     .map(|c| {
                         format!(
                             "{} {} {} <{}> {}\n",
-                            &c.hash[..c.hash.len().min(12)],
+                            c.hash.chars().take(12).collect::<String>(),
                             c.date,
                             c.author_name,
                             c.author_email,
@@ -257,11 +239,14 @@ fn outcome(a: &GitOperationArgs, record: SandboxRecord, result: GitResult) -> Ou
                     })
                     .collect();
                 out.commits = Some(commits);
+                // git's NUL-separated fields, one per line (stored results hold no NUL).
+                out.stdout = result.exec.stdout.replace('\0', "\n");
             }
             GitOperation::Branch if a.branch.is_none() => {
                 let mut branches = Vec::new();
                 for line in result.exec.stdout.lines() {
-                    let (head, name) = line.split_at(line.len().min(2));
+                    // `%(HEAD) ` is two ASCII bytes; `get` keeps any other line from panicking.
+                    let (head, name) = (line.get(..2).unwrap_or(""), line.get(2..).unwrap_or(""));
                     if head.starts_with('*') {
                         out.current_branch = Some(name.to_string());
                     }

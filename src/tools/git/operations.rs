@@ -11,22 +11,28 @@ use crate::tools::outputs::Commit;
 
 /// Default `log` length.
 const DEFAULT_LOG_LIMIT: u32 = 20;
-/// Field and record separators of the `log` format.
-const FIELD_SEP: char = '\u{1f}';
-const RECORD_SEP: char = '\u{1e}';
+/// The fields of one commit in `log` output, each ended by NUL (`%x00`; the last by `-z`).
+/// git cuts commit messages and identities at a NUL, so no field can contain one: repository
+/// content cannot shift fields or forge records.
+const LOG_FORMAT: &str = "--format=%H%x00%an%x00%ae%x00%aI%x00%s";
+const LOG_FIELDS: usize = 5;
 
-/// Parses `log` output in the format `%H␟%an␟%ae␟%aI␟%s␞`.
+/// Parses `log -z` output in the format [`LOG_FORMAT`]. A record whose hash is not one (which
+/// git never prints) ends the parse rather than being shown.
 pub(super) fn parse_log(stdout: &str) -> Vec<Commit> {
-    stdout
-        .split(RECORD_SEP)
-        .filter_map(|record| {
-            let mut f = record.trim_start_matches('\n').split(FIELD_SEP);
-            Some(Commit {
-                hash: f.next().filter(|h| !h.is_empty())?.to_string(),
-                author_name: f.next()?.to_string(),
-                author_email: f.next()?.to_string(),
-                date: f.next()?.to_string(),
-                subject: f.next()?.trim_end_matches('\n').to_string(),
+    let fields: Vec<&str> = stdout.split('\0').collect();
+    fields
+        .chunks_exact(LOG_FIELDS)
+        .map_while(|f| {
+            let hash = f[0];
+            let is_hash =
+                matches!(hash.len(), 40 | 64) && hash.bytes().all(|b| b.is_ascii_hexdigit());
+            is_hash.then(|| Commit {
+                hash: hash.to_string(),
+                author_name: f[1].to_string(),
+                author_email: f[2].to_string(),
+                date: f[3].to_string(),
+                subject: f[4].to_string(),
             })
         })
         .collect()
@@ -115,9 +121,8 @@ pub(super) fn command_for(a: &GitOperationArgs, timeout: Duration) -> GitCommand
             let mut v = vec![
                 s("log"),
                 format!("--max-count={}", a.limit.unwrap_or(DEFAULT_LOG_LIMIT)),
-                format!(
-                    "--format=%H{FIELD_SEP}%an{FIELD_SEP}%ae{FIELD_SEP}%aI{FIELD_SEP}%s{RECORD_SEP}"
-                ),
+                s("-z"),
+                s(LOG_FORMAT),
                 s("--end-of-options"),
             ];
             v.extend(a.branch.iter().cloned());
@@ -181,15 +186,21 @@ mod tests {
     }
 
     #[test]
-    fn log_output_parses() {
+    fn log_output_parses_exactly() {
+        let (a, b) = ("a".repeat(40), "0123456789abcdef".repeat(4));
         let out = format!(
-            "abc{f}Ann{f}a@x{f}2026-01-01T00:00:00+00:00{f}first line{r}\ndef{f}Bob{f}b@x{f}2026-01-02T00:00:00+00:00{f}second{r}\n",
-            f = FIELD_SEP,
-            r = RECORD_SEP
+            "{a}\0Ann \u{1e}\u{1f}日本\0a@x\0\
+             2026-01-01T00:00:00+00:00\0first \u{1e} line ü\0{b}\0Bob\0b@x\0\
+             2026-01-02T00:00:00+00:00\0second\0"
         );
         let commits = parse_log(&out);
         assert_eq!(commits.len(), 2);
-        assert_eq!(commits[1].hash, "def");
+        assert_eq!(commits[0].author_name, "Ann \u{1e}\u{1f}日本");
+        assert_eq!(commits[0].subject, "first \u{1e} line ü");
+        assert_eq!(commits[1].hash, b);
         assert_eq!(commits[1].subject, "second");
+        // Something that is not a hash where one must be ends the list.
+        assert_eq!(parse_log("日本語\0x\0y\0z\0w\0").len(), 0);
+        assert_eq!(parse_log("").len(), 0);
     }
 }

@@ -85,6 +85,57 @@ pub fn http_origin(url: &str) -> Option<String> {
     (!host.is_empty()).then(|| format!("{scheme}://{host}/"))
 }
 
+/// An HTTP(S) URL without its user information, with scheme and host lowercased and without a
+/// trailing `/`: two URLs name the same repository when these agree.
+fn comparable(url: &str) -> Option<String> {
+    let (scheme, rest) = url.split_once("://")?;
+    let scheme = scheme.to_ascii_lowercase();
+    if scheme != "https" && scheme != "http" {
+        return None;
+    }
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(authority_end);
+    let host = authority.rsplit_once('@').map_or(authority, |(_, h)| h);
+    Some(format!(
+        "{scheme}://{}{}",
+        host.to_ascii_lowercase(),
+        path.trim_end_matches('/')
+    ))
+}
+
+/// Whether two HTTP(S) URLs name the same repository (user names and passwords aside).
+pub fn same_repository(a: &str, b: &str) -> bool {
+    matches!((comparable(a), comparable(b)), (Some(a), Some(b)) if a == b)
+}
+
+/// The directory `git clone <url>` creates when given none (git's `git_url_basename`: the last
+/// path component without `.git`, or the host without its port). `None` when git could not
+/// guess one either, or the guess would not be a plain name.
+pub fn clone_directory(url: &str) -> Option<String> {
+    let mut rest = url.split_once("://").map_or(url, |(_, r)| r);
+    // User information up to the last `@` before the first `/`.
+    let host_end = rest.find('/').unwrap_or(rest.len());
+    if let Some(at) = rest[..host_end].rfind('@') {
+        rest = &rest[at + 1..];
+    }
+    let mut rest = rest.trim_end_matches(|c: char| c == '/' || c.is_whitespace());
+    if let Some(stripped) = rest.strip_suffix("/.git") {
+        rest = stripped.trim_end_matches('/');
+    }
+    if !rest.contains('/') {
+        // Only a host: drop a port.
+        if let Some((host, port)) = rest.rsplit_once(':') {
+            if port.bytes().all(|b| b.is_ascii_digit()) {
+                rest = host;
+            }
+        }
+    }
+    let last = rest.rsplit(['/', ':']).next().unwrap_or("");
+    let name = last.strip_suffix(".git").unwrap_or(last).trim();
+    (!name.is_empty() && name != "." && name != ".." && !name.chars().any(char::is_control))
+        .then(|| name.to_string())
+}
+
 /// The user name in an HTTP(S) URL, if any (`https://user@host/…`).
 pub fn user(url: &str) -> Option<String> {
     let (_, rest) = url.split_once("://")?;
@@ -169,5 +220,37 @@ mod tests {
         assert_eq!(http_origin("/x"), None);
         assert_eq!(user("https://bob@h/x").as_deref(), Some("bob"));
         assert_eq!(user("https://h/x"), None);
+    }
+
+    #[test]
+    fn repositories_compare_without_credentials() {
+        assert!(same_repository(
+            "https://x-access-token@Git.Example.com/a/r.git",
+            "https://git.example.com/a/r.git/"
+        ));
+        assert!(!same_repository(
+            "https://git.example.com/a/r.git",
+            "https://git.example.com:444/a/r.git"
+        ));
+        assert!(!same_repository(
+            "http://git.example.com/a/r.git",
+            "https://git.example.com/a/r.git"
+        ));
+        assert!(!same_repository("/workspace/r.git", "/workspace/r.git"));
+    }
+
+    #[test]
+    fn clone_directories_follow_git() {
+        for (url, dir) in [
+            ("https://h/a/repo.git", Some("repo")),
+            ("https://u@h/a/repo.git/", Some("repo")),
+            ("https://h/a/repo/.git", Some("repo")),
+            ("https://h/a/repo", Some("repo")),
+            ("https://h:8443", Some("h")),
+            ("https://h/", Some("h")),
+            ("https://h/a/..", None),
+        ] {
+            assert_eq!(clone_directory(url).as_deref(), dir, "{url}");
+        }
     }
 }
