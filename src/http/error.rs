@@ -31,7 +31,9 @@ pub(crate) fn is_fault(error: &JobError) -> bool {
 }
 
 /// A job's error as callers see it, in every API: a server fault keeps its reason and loses its
-/// text, which stays in the job's row (and, for panics, the log) for the operator.
+/// text. The tools layer already stores `internal` failures with a generic message (their
+/// details go to the log under the job id); panics keep their text in the job's row and the log,
+/// for the operator.
 pub(crate) fn public_job_error(job_id: Uuid, error: &JobError) -> JobError {
     if !is_fault(error) {
         return error.clone();
