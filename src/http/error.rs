@@ -13,9 +13,9 @@ use crate::store::{ErrorReason, JobError, StoreError};
 use crate::tools::SubmitError;
 
 /// The message of a server fault's answer: what happened in general, and the request id under
-/// which the log has the details.
-pub(crate) fn fault_message() -> String {
-    match current_request_id() {
+/// which the log has the details (the current request's when `request_id` is `None`).
+pub(crate) fn fault_message(request_id: Option<&str>) -> String {
+    match request_id.map(str::to_string).or_else(current_request_id) {
         Some(id) => format!(
             "the server failed to handle this request; its log has the details under request id \
              {id}"
@@ -41,8 +41,8 @@ pub(crate) fn public_job_error(job_id: Uuid, error: &JobError) -> JobError {
     JobError::new(
         error.reason,
         format!(
-            "the server failed while running job {job_id} ({}); the operator has the details \
-             under that job id",
+            "the server failed while running job {job_id} ({}); its log has the details under \
+             that job id",
             error.reason.as_str()
         ),
     )
@@ -110,7 +110,7 @@ impl ApiError {
             return ApiError::Client {
                 status,
                 code,
-                message: fault_message(),
+                message: fault_message(None),
                 field: None,
             };
         }
@@ -183,7 +183,7 @@ impl ResponseError for ApiError {
             ApiError::Unexpected(e) => {
                 tracing::error!(error = ?e, "request failed");
                 HttpResponse::InternalServerError().json(json!({
-                    "error": {"code": "internal", "message": fault_message()}
+                    "error": {"code": "internal", "message": fault_message(None)}
                 }))
             }
         }

@@ -141,13 +141,7 @@ impl RpcError {
 
     /// The server failed; details are in its log, not in the answer.
     pub fn internal(request_id: Option<&str>) -> RpcError {
-        let message = match request_id {
-            Some(id) => format!(
-                "the server failed to handle this request; its log has the details under request \
-                 id {id}"
-            ),
-            None => "the server failed to handle this request; its log has the details".into(),
-        };
+        let message = crate::http::error::fault_message(request_id);
         RpcError::new(StatusCode::INTERNAL_SERVER_ERROR, -32603, message)
     }
 

@@ -14,11 +14,10 @@
 
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use tokio_util::sync::CancellationToken;
 
 use super::command::{
-    Credential, GitCommand, GitResult, TOKEN_USER, as_seen_inside, run_git, sink,
+    Credential, GitCommand, GitResult, TOKEN_USER, as_seen_inside, run_git, send_output, sink,
 };
 use super::input::clone_target;
 use super::refs::{check_branch, is_remote_name};
@@ -26,7 +25,7 @@ use super::remote;
 use super::trust::LocalConfig;
 use crate::actors::{JobContext, Outcome};
 use crate::drivers::{DriverError, ExecResult};
-use crate::output::{OutputTx, Stream};
+use crate::output::OutputTx;
 use crate::store::{ErrorReason, JobError, SandboxRecord};
 use crate::tools::args::{GitOperation, GitOperationArgs};
 use crate::tools::{ToolEnv, driver_failure, failed};
@@ -98,16 +97,7 @@ impl<'a> Session<'a> {
     /// The operation's result; its output is sent to `output` now.
     pub async fn finish(self, output: OutputTx) -> GitResult {
         let exec = self.transcript;
-        for (stream, text) in [
-            (Stream::Stdout, &exec.stdout),
-            (Stream::Stderr, &exec.stderr),
-        ] {
-            if !text.is_empty() {
-                let _ = output
-                    .send((stream, Bytes::copy_from_slice(text.as_bytes())))
-                    .await;
-            }
-        }
+        send_output(&output, &exec).await;
         GitResult { exec }
     }
 }

@@ -267,16 +267,7 @@ pub(crate) async fn run_git(
     if buffered {
         exec.stdout = redact(&exec.stdout, &command.needles);
         exec.stderr = redact(&exec.stderr, &command.needles);
-        for (stream, text) in [
-            (Stream::Stdout, &exec.stdout),
-            (Stream::Stderr, &exec.stderr),
-        ] {
-            if !text.is_empty() {
-                let _ = output
-                    .send((stream, Bytes::copy_from_slice(text.as_bytes())))
-                    .await;
-            }
-        }
+        send_output(&output, &exec).await;
     }
     Ok(GitResult { exec })
 }
@@ -286,6 +277,21 @@ pub(crate) fn sink() -> OutputTx {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     tx
+}
+
+/// Sends a finished run's (already redacted) stdout and stderr to `output`, each in one chunk.
+pub(super) async fn send_output(output: &OutputTx, exec: &ExecResult) {
+    for (stream, text) in [
+        (Stream::Stdout, &exec.stdout),
+        (Stream::Stderr, &exec.stderr),
+    ] {
+        if !text.is_empty() {
+            // Followers are optional: a closed channel only means nobody listens.
+            let _ = output
+                .send((stream, Bytes::copy_from_slice(text.as_bytes())))
+                .await;
+        }
+    }
 }
 
 /// The args of a `git clone`.
