@@ -25,7 +25,9 @@ async fn cancel_queued_and_running_jobs() {
         )
         .await;
     app.wait_for_state(&running, "running").await;
-    assert!(eventually(5, || !processes_with(&marker).is_empty()).await);
+    // The copied `sleep` itself (`cp`, which runs before the `echo`, carries the marker too).
+    let sleeping = format!("./{marker} 300");
+    assert!(eventually(5, || !processes_with(&sleeping).is_empty()).await);
 
     // The queued job is cancelled on the spot.
     let (status, body) = app
