@@ -124,6 +124,7 @@ pub enum Failure {
 pub fn classify(message: &str) -> Failure {
     let m = message.to_ascii_lowercase();
     let any = |needles: &[&str]| needles.iter().any(|n| m.contains(n));
+    // A sandbox's name or id may contain digits, so status codes only count with their text.
     if any(&[
         "is stopped",
         "is archived",
@@ -139,6 +140,8 @@ pub fn classify(message: &str) -> Failure {
         "is resuming",
     ]) {
         Failure::Busy
+    } else if any(&["not found", "does not exist", "has been destroyed"]) {
+        Failure::NotFound
     } else if any(&[
         "connection refused",
         "dial tcp",
@@ -147,15 +150,12 @@ pub fn classify(message: &str) -> Failure {
         "connection reset",
         "timeout awaiting",
         "tls handshake",
-        "eof",
+        ": eof",
+        "unexpected eof",
         "bad gateway",
         "service unavailable",
         "gateway timeout",
-        "502",
-        "503",
-        "504",
         "unauthorized",
-        "401",
         "forbidden",
         "daytona login",
         "not logged in",
@@ -164,8 +164,6 @@ pub fn classify(message: &str) -> Failure {
         "server unreachable",
     ]) {
         Failure::Unavailable
-    } else if any(&["not found", "404", "does not exist", "has been destroyed"]) {
-        Failure::NotFound
     } else {
         Failure::Other
     }
@@ -339,6 +337,11 @@ mod tests {
                 Failure::Unavailable,
             ),
             ("unknown flag: --force", Failure::Other),
+            (
+                "Sandbox with ID or name sb-0d2401424a334b63 not found",
+                Failure::NotFound,
+            ),
+            ("Get \"http://d/api/sandbox\": EOF", Failure::Unavailable),
         ] {
             assert_eq!(classify(message), failure, "{message}");
         }

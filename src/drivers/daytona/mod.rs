@@ -314,10 +314,10 @@ impl DaytonaDriver {
                 self.cli.saw_answer();
                 return match frame {
                     Frame::Ran { .. } => Ok(Ran::Frame(frame, duration)),
-                    Frame::NoWorkingDirectory => Err(DriverError::PathNotFound {
-                        field: "working_directory",
-                        message: "working_directory does not exist in the sandbox".into(),
-                    }),
+                    Frame::NoWorkingDirectory => Err(DriverError::invalid(
+                        "working_directory",
+                        "working_directory does not exist in the sandbox",
+                    )),
                     Frame::Setup => Err(DriverError::Internal(
                         "the sandbox has no writable /tmp for the driver's wrapper".into(),
                     )),
@@ -645,7 +645,8 @@ impl Driver for DaytonaDriver {
         for _ in 0..1000 {
             let mut args: Vec<String> = vec!["list".into(), "-f".into(), "json".into()];
             if let Some(c) = &cursor {
-                args.push(format!("--cursor={c}"));
+                args.push("-c".into());
+                args.push(c.clone());
             }
             let out = self.cli_call(&args, self.config.command_timeout).await?;
             if !out.success() {
@@ -763,7 +764,22 @@ impl Driver for DaytonaDriver {
             code,
             argv: argv.iter().map(Vec::as_slice).collect(),
         };
-        match self.run_wrapped(handle, &w, &io.cancel).await? {
+        let ran = match self.run_wrapped(handle, &w, &io.cancel).await {
+            Err(DriverError::InvalidArgument {
+                field: "working_directory",
+                ..
+            }) => {
+                return Err(DriverError::invalid(
+                    "working_directory",
+                    format!(
+                        "working_directory `{}` does not exist in the sandbox",
+                        request.working_directory.as_deref().unwrap_or("")
+                    ),
+                ));
+            }
+            other => other?,
+        };
+        match ran {
             Ran::Cancelled(duration) => Ok(ExecResult {
                 exit_code: None,
                 stdout: String::new(),
