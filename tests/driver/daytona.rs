@@ -398,3 +398,32 @@ async fn a_sandbox_of_each_driver_in_one_server() {
     assert_eq!(ready["drivers"]["local"]["check"], "ok", "{ready}");
     assert_eq!(ready["drivers"]["daytona"]["check"], "ok", "{ready}");
 }
+
+/// A sandbox deleted behind the server's back is `missing`, and calls to it are `not_found`.
+#[actix_web::test]
+async fn a_sandbox_gone_from_daytona_is_not_found() {
+    let h = Harness::daytona().await;
+    let id = h.app.sandbox("vanished").await;
+    let out = h.fake().run(&["delete", &id]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (_, info) = h
+        .app
+        .call("/get_sandbox_info", json!({"sandbox_id": id}))
+        .await;
+    assert_eq!(info["status"], "missing", "{info}");
+    let (status, out) = h.shell(&id, "echo x", json!({})).await;
+    assert_eq!(status, 404, "{out}");
+    assert_eq!(out["error"]["code"], "not_found", "{out}");
+    let (status, deleted) = h
+        .app
+        .call("/delete_sandbox", json!({"sandbox_id": id}))
+        .await;
+    assert_eq!(
+        status, 200,
+        "deleting what Daytona no longer has succeeds: {deleted}"
+    );
+}
