@@ -93,6 +93,12 @@ pub async fn exec_exit_codes_env_stdin_and_separate_streams(h: Harness) {
         .await;
     assert_eq!(out["exit_code"], 0, "{out}");
     assert_eq!(out["stdout"], "sandbox value|call value|from stdin\n");
+    // A stdin larger than one argument of the command line.
+    let big = "0123456789abcdef".repeat(12_000);
+    let (_, out) = h
+        .shell(&id, "wc -c | tr -d ' '", json!({"stdin": big}))
+        .await;
+    assert_eq!(out["stdout"], format!("{}\n", big.len()), "{out}");
 
     // The working directory is inside the sandbox; one outside is refused.
     h.file_ok(&id, "mkdir", "sub/dir", json!({})).await;

@@ -121,6 +121,54 @@ async fn caller_text_never_reaches_the_clis_command_line() {
     }
 }
 
+/// The CLI is a host-side process: its environment is ours (API URL and key, a minimal PATH,
+/// HOME), whatever the caller sets; the caller's variables reach the sandbox only.
+#[actix_web::test]
+async fn no_caller_variable_reaches_the_clis_environment() {
+    let h = Harness::daytona().await;
+    let (_, created) = h
+        .app
+        .call(
+            "/create_sandbox",
+            json!({"name": "env", "environment_vars": {"SANDBOX_SECRET": "sandbox-secret-value"}}),
+        )
+        .await;
+    let id = created["sandbox_id"].as_str().unwrap().to_string();
+    let (_, out) = h
+        .shell(
+            &id,
+            "printf '%s %s' \"$SANDBOX_SECRET\" \"$LD_PRELOAD\"",
+            json!({"env": {"LD_PRELOAD": "/tmp/evil.so", "PATH_EXTRA": "call-secret-value"}}),
+        )
+        .await;
+    assert_eq!(out["stdout"], "sandbox-secret-value /tmp/evil.so", "{out}");
+    let allowed = [
+        "PATH",
+        "HOME",
+        "LANG",
+        "NO_COLOR",
+        "DAYTONA_API_URL",
+        "DAYTONA_API_KEY",
+    ];
+    let runs = h.fake().environments();
+    assert!(!runs.is_empty());
+    for env in runs {
+        for (k, v) in &env {
+            // The fake's own interpreter may add a variable or two; none of them is ours.
+            assert!(
+                allowed.contains(&k.as_str()) || k == "PWD" || k == "SHLVL" || k == "_",
+                "{k} reached the CLI"
+            );
+            let v = v.as_str().unwrap_or("");
+            for secret in ["sandbox-secret-value", "/tmp/evil.so", "call-secret-value"] {
+                assert!(!v.contains(secret), "{k}={v}");
+            }
+        }
+        assert_eq!(env["PATH"], "/usr/local/bin:/usr/bin:/bin");
+        assert_eq!(env["DAYTONA_API_KEY"], "***", "the key was given");
+    }
+}
+
 fn readyz_check(body: &Value) -> &str {
     body["drivers"]["daytona"]["check"].as_str().unwrap_or("")
 }

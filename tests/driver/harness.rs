@@ -73,6 +73,15 @@ impl Fake {
         serde_json::from_slice(&out.stdout).unwrap()
     }
 
+    /// The environment of every run of the fake CLI (the API key's value masked by the fake).
+    pub fn environments(&self) -> Vec<serde_json::Map<String, Value>> {
+        std::fs::read_to_string(self.state().join("env.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
     /// Every argv the fake CLI was called with.
     pub fn calls(&self) -> Vec<Vec<String>> {
         std::fs::read_to_string(self.state().join("calls.log"))
