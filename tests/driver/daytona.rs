@@ -475,3 +475,59 @@ async fn a_sandbox_gone_from_daytona_is_not_found() {
         "deleting what Daytona no longer has succeeds: {deleted}"
     );
 }
+
+/// A missing CLI does not stop the server: `/readyz` reports it, and calls fail as
+/// unavailable after their retries.
+#[actix_web::test]
+async fn a_missing_cli_is_reported_and_not_fatal() {
+    let h = Harness::daytona_with(|c| {
+        c.daytona.cli_path = "/nonexistent/daytona".into();
+        c.queue.max_attempts = 2;
+    })
+    .await;
+    let (status, ready) = h.app.get_json("/readyz").await;
+    assert_eq!(status, 503, "{ready}");
+    assert_eq!(readyz_check(&ready), "failed");
+    assert!(ready["drivers"]["daytona"]["details"]["cli_version"].is_null());
+    let (status, out) = h
+        .app
+        .call("/create_sandbox", json!({"name": "no-cli"}))
+        .await;
+    assert_eq!(status, 503, "{out}");
+    assert_eq!(out["error"]["code"], "driver_unavailable", "{out}");
+    let message = out["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cannot be started"), "{message}");
+    assert!(message.contains("gave up after 2 attempt(s)"), "{message}");
+    // The name is free again: the failed creation took its row along.
+    let (_, listed) = h.app.call("/list_sandboxes", json!({})).await;
+    assert_eq!(listed["count"], 0, "{listed}");
+}
+
+/// `Application::build_with` runs the drivers it is given, whatever the configuration names:
+/// here the configuration says `local`, and the injected daytona driver serves every sandbox.
+#[actix_web::test]
+async fn an_injected_driver_serves_the_sandboxes() {
+    use daytona_mcp::drivers::Drivers;
+    use daytona_mcp::drivers::daytona::{DaytonaConfig, DaytonaDriver};
+
+    let (mut config, dir) = test_config(Db::Sqlite).await.unwrap();
+    let fake = Fake::new(dir.path().join("operator-home"));
+    use_fake(&mut config, &fake);
+    assert_eq!(config.sandbox.driver, "local");
+    let make: crate::helpers::MakeDrivers = Box::new(|config| {
+        Box::pin(async move {
+            let driver = DaytonaDriver::start(DaytonaConfig::from_config(&config).unwrap()).await;
+            Drivers::single(std::sync::Arc::new(driver))
+        })
+    });
+    let app = crate::helpers::spawn_with_drivers(config, dir, Some(make)).await;
+    let (_, ready) = app.get_json("/readyz").await;
+    assert_eq!(ready["driver"], "daytona", "{ready}");
+    let id = app.sandbox("injected").await;
+    let (_, info) = app
+        .call("/get_sandbox_info", json!({"sandbox_id": id}))
+        .await;
+    assert_eq!(info["driver"], "daytona");
+    assert_eq!(fake.info(&id)["name"], id.as_str());
+    assert!(!app.data_dir.join("sandboxes").join(&id).exists());
+}
