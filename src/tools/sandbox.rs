@@ -42,9 +42,10 @@ impl CreateSandbox {
         CreateSandbox {
             spec: ToolSpec {
                 name: "create_sandbox",
-                description: "Create a development sandbox: an isolated directory with its own \
-                    processes, no network, and resource limits. Returns its id; its name works \
-                    wherever an id is accepted.",
+                description: "Create a development sandbox with its own processes, no network \
+                    unless asked for, and resource limits: an isolated directory on the server \
+                    (driver `local`) or a Daytona sandbox (driver `daytona`), as the server \
+                    offers. Returns its id; its name works wherever an id is accepted.",
                 input_schema: schema_of::<CreateSandboxArgs>(),
                 output_schema: schema_of::<CreateSandboxOutput>(),
                 annotations: Annotations {
