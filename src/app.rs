@@ -10,12 +10,10 @@ use actix_web::dev::{Server, ServerHandle};
 use actix_web::middleware::from_fn;
 use actix_web::{App, HttpServer, web};
 use anyhow::Context;
-use serde_json::json;
 
 use crate::actors::{Pool, PoolConfig};
 use crate::config::{Config, parse_size};
-use crate::drivers::Driver;
-use crate::drivers::local::{IsolationMode, Limits, LocalConfig, LocalDriver};
+use crate::drivers::Drivers;
 use crate::http::auth::Authenticator;
 use crate::http::denials::{self, DenialLog};
 use crate::http::mcp::McpState;
@@ -23,7 +21,7 @@ use crate::http::{self, AppState};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::store::{self, Store};
-use crate::tools::{ToolEnv, Tools, ToolsConfig};
+use crate::tools::{DriverCatalog, ToolEnv, Tools, ToolsConfig};
 
 /// A built server, listening, with its worker pool running.
 pub struct Application {
@@ -68,23 +66,6 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         .await
         .with_context(|| format!("cannot migrate the database {url}"))?;
     Ok(store)
-}
-
-fn local_driver(config: &Config) -> anyhow::Result<LocalDriver> {
-    let driver = LocalDriver::new(LocalConfig {
-        data_dir: config.data_dir.clone(),
-        isolation: config.local.isolation,
-        bwrap_path: (!config.local.bwrap_path.is_empty())
-            .then(|| PathBuf::from(&config.local.bwrap_path)),
-        sandbox_path: config.local.path.clone(),
-        limits: Limits {
-            max_processes: config.local.max_processes,
-            max_file_size_bytes: parse_size("local.max_file_size", &config.local.max_file_size)?,
-            max_open_files: config.local.max_open_files,
-        },
-        cgroups: config.local.cgroups,
-    })?;
-    Ok(driver)
 }
 
 fn bind(addr: &str) -> anyhow::Result<TcpListener> {
@@ -155,10 +136,20 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
 }
 
 impl Application {
-    /// Builds everything and starts listening. Must run inside an actix system.
-    pub async fn build(mut config: Config) -> anyhow::Result<Application> {
+    /// Builds everything, with the drivers the configuration names, and starts listening. Must
+    /// run inside an actix system.
+    pub async fn build(config: Config) -> anyhow::Result<Application> {
+        Application::build_with(config, None).await
+    }
+
+    /// Builds everything with `drivers` when given (tests inject theirs), else the drivers the
+    /// configuration names.
+    pub async fn build_with(
+        mut config: Config,
+        drivers: Option<Drivers>,
+    ) -> anyhow::Result<Application> {
         set_private_umask();
-        if config.sandbox.driver == "local" {
+        if config.enabled_drivers().iter().any(|d| d == "local") {
             refuse_paths_sandboxes_read(&config)?;
         }
         prepare_data_dir(&config.data_dir)?;
@@ -170,55 +161,18 @@ impl Application {
         let store = open_store(&config).await?;
         let node_id = node_id(&config)?;
 
-        let mut warnings = Vec::new();
-        let (driver, enforcement): (Arc<dyn Driver>, serde_json::Value) =
-            match config.sandbox.driver.as_str() {
-                "local" => {
-                    let driver = local_driver(&config)?;
-                    let report = driver.enforcement();
-                    if config.local.isolation == IsolationMode::None {
-                        warnings.push(
-                            "local.isolation is \"none\": sandboxed commands run on the host \
-                             without namespaces"
-                                .to_string(),
-                        );
-                    }
-                    if let Some(landlock) = &report.landlock {
-                        let mut warning = format!(
-                            "isolation is Landlock (ABI {}): commands share the host's process \
-                             list (/proc shows every host process's command line, other \
-                             sandboxes' included, though not their environments or memory) and \
-                             network namespace; ",
-                            landlock.abi
-                        );
-                        warning.push_str(if landlock.tcp_restricted {
-                            "TCP is refused without network access, UDP is not restricted"
-                        } else {
-                            "the network is not restricted (Landlock ABI 4 needed)"
-                        });
-                        if !landlock.signals_scoped {
-                            warning.push_str(
-                                "; signals to same-user processes are not blocked (Landlock ABI \
-                                 6 needed)",
-                            );
-                        }
-                        tracing::warn!("{warning}");
-                        warnings.push(warning);
-                    }
-                    let enforcement = serde_json::to_value(report)?;
-                    (Arc::new(driver), enforcement)
-                }
-                other => anyhow::bail!(
-                    "sandbox.driver `{other}` is not available in this build yet; use `local`"
-                ),
-            };
+        let drivers = match drivers {
+            Some(drivers) => drivers,
+            None => crate::drivers::from_config(&config).await?,
+        };
+        let mut warnings: Vec<String> = drivers.iter().flat_map(|d| d.warnings()).collect();
 
         let metrics = Metrics::new();
         let queue = Queue::new(store.clone(), Duration::from_secs(1));
         let tools = Tools::new(
             ToolEnv {
                 store: store.clone(),
-                driver: driver.clone(),
+                drivers: drivers.clone(),
                 config: ToolsConfig {
                     default_timeout_s: config.queue.default_timeout_s,
                     max_timeout_s: config.queue.max_timeout_s,
@@ -227,9 +181,9 @@ impl Application {
                     allow_network: config.sandbox.allow_network,
                     resources: config.resource_policy()?,
                     file_limit_bytes: parse_size("sandbox.file_limit", &config.sandbox.file_limit)?,
+                    drivers: DriverCatalog::of(&drivers),
                 },
                 metrics: metrics.clone(),
-                enforcement: json!(enforcement),
                 secrets: Default::default(),
             },
             queue.clone(),
@@ -304,7 +258,7 @@ impl Application {
             auth,
             metrics,
             config: Arc::new(config.clone()),
-            driver,
+            drivers,
             warnings,
             metrics_on_main,
             origins: http::cross_site::OriginPolicy::new(&config.server.allowed_origins, port),

@@ -8,8 +8,21 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::drivers::local::IsolationMode;
 use crate::store::DatabaseUrl;
+
+/// The isolation an operator asks of the local driver.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IsolationMode {
+    /// bubblewrap if installed and working, else Landlock, else refuse to start.
+    Auto,
+    /// bubblewrap, or refuse to start.
+    Bwrap,
+    /// Landlock with `no_new_privs`, no capabilities, rlimits and cgroups, or refuse to start.
+    Landlock,
+    /// No isolation (rlimits and cgroups only). Unsafe; must be chosen explicitly.
+    None,
+}
 
 /// The default sandbox `PATH`; interpreters are looked up there.
 pub const DEFAULT_SANDBOX_PATH: &str =
@@ -132,8 +145,12 @@ pub struct QueueConfig {
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
-    /// `local` (embedded) or `daytona`.
+    /// `local` (embedded) or `daytona`: the driver of sandboxes whose `create_sandbox` names
+    /// none.
     pub driver: String,
+    /// Every driver this server runs (`create_sandbox.driver` may pick one); empty: `driver`
+    /// alone.
+    pub drivers: Vec<String>,
     /// Bytes kept per stream in a result.
     pub output_limit_bytes: usize,
     /// Bytes of output stored per job for replay over events.
@@ -169,11 +186,62 @@ pub struct LocalSection {
     pub cgroups: bool,
 }
 
-#[derive(Clone, Debug, Default, Deserialize)]
+/// The `daytona` driver: a self-hosted Daytona driven through its CLI.
+#[derive(Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaytonaSection {
-    /// Daytona API URL for the CLI (seed: DAYTONA_SERVER_URL).
+    /// The `daytona` CLI: a path, or a name looked up on the server's `PATH`.
+    pub cli_path: String,
+    /// Daytona's API URL, given to the CLI as `DAYTONA_API_URL` (seed: DAYTONA_SERVER_URL);
+    /// empty: the CLI's own login (`daytona login`).
     pub api_url: String,
+    /// Daytona API key, given to the CLI as `DAYTONA_API_KEY` (the environment variable
+    /// `DAYTONA_API_KEY`); never logged or stored.
+    pub api_key: String,
+    /// `HOME` of the CLI, where `daytona login` keeps its profile; empty: the server's `HOME`.
+    pub cli_home: String,
+    /// The snapshot of sandboxes whose `create_sandbox` names no `image`; empty: Daytona's.
+    pub snapshot: String,
+    /// The Daytona target (region) to create sandboxes in; empty: Daytona's default.
+    pub target: String,
+    /// Longest one CLI call may take (beyond a command's own timeout) before it is killed.
+    pub command_timeout_s: u64,
+    /// CLI processes running at once.
+    pub max_concurrent_cli: usize,
+    /// The directory inside each sandbox that callers see as `/workspace`.
+    pub workspace_dir: String,
+}
+
+impl Default for DaytonaSection {
+    fn default() -> DaytonaSection {
+        DaytonaSection {
+            cli_path: "daytona".into(),
+            api_url: String::new(),
+            api_key: String::new(),
+            cli_home: String::new(),
+            snapshot: String::new(),
+            target: String::new(),
+            command_timeout_s: 60,
+            max_concurrent_cli: 8,
+            workspace_dir: "/home/daytona/workspace".into(),
+        }
+    }
+}
+
+impl std::fmt::Debug for DaytonaSection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DaytonaSection")
+            .field("cli_path", &self.cli_path)
+            .field("api_url", &self.api_url)
+            .field("api_key", &if self.api_key.is_empty() { "" } else { "***" })
+            .field("cli_home", &self.cli_home)
+            .field("snapshot", &self.snapshot)
+            .field("target", &self.target)
+            .field("command_timeout_s", &self.command_timeout_s)
+            .field("max_concurrent_cli", &self.max_concurrent_cli)
+            .field("workspace_dir", &self.workspace_dir)
+            .finish()
+    }
 }
 
 #[derive(Clone, Default, Deserialize)]
@@ -289,6 +357,7 @@ impl Default for SandboxConfig {
     fn default() -> SandboxConfig {
         SandboxConfig {
             driver: "local".into(),
+            drivers: Vec::new(),
             output_limit_bytes: 1024 * 1024,
             stored_output_limit_bytes: 8 * 1024 * 1024,
             memory_limit: "2g".into(),
@@ -442,8 +511,9 @@ impl Config {
         };
 
         // The seed's variables.
-        let seed: [(&str, &str, &str); 5] = [
+        let seed: [(&str, &str, &str); 6] = [
             ("DAYTONA_SERVER_URL", "daytona", "api_url"),
+            ("DAYTONA_API_KEY", "daytona", "api_key"),
             ("DAYTONA_WORKSPACE_MEMORY_LIMIT", "sandbox", "memory_limit"),
             ("DAYTONA_WORKSPACE_CPU_LIMIT", "sandbox", "cpu_limit"),
             ("DAYTONA_LOG_LEVEL", "log", "level"),
@@ -525,6 +595,36 @@ impl Config {
                 self.sandbox.driver
             )));
         }
+        for name in &self.sandbox.drivers {
+            if !matches!(name.as_str(), "local" | "daytona") {
+                return Err(ConfigError::Invalid(format!(
+                    "sandbox.drivers: `{name}` is not a driver (local, daytona)"
+                )));
+            }
+        }
+        if !self.sandbox.drivers.is_empty() && !self.sandbox.drivers.contains(&self.sandbox.driver)
+        {
+            return Err(ConfigError::Invalid(format!(
+                "sandbox.drivers must include sandbox.driver (`{}`)",
+                self.sandbox.driver
+            )));
+        }
+        if self.enabled_drivers().iter().any(|d| d == "daytona") {
+            if self.daytona.cli_path.trim().is_empty() {
+                return Err(ConfigError::Invalid("daytona.cli_path is empty".into()));
+            }
+            if !self.daytona.workspace_dir.starts_with('/') {
+                return Err(ConfigError::Invalid(
+                    "daytona.workspace_dir must be an absolute path".into(),
+                ));
+            }
+            if self.daytona.command_timeout_s == 0 || self.daytona.max_concurrent_cli == 0 {
+                return Err(ConfigError::Invalid(
+                    "daytona.command_timeout_s and daytona.max_concurrent_cli must be more than 0"
+                        .into(),
+                ));
+            }
+        }
         if !matches!(self.log.format.as_str(), "pretty" | "json") {
             return Err(ConfigError::Invalid(format!(
                 "log.format: `{}` is not pretty or json",
@@ -591,6 +691,17 @@ impl Config {
             ));
         }
         Ok(())
+    }
+
+    /// The drivers this server runs: `sandbox.drivers`, or `sandbox.driver` alone.
+    pub fn enabled_drivers(&self) -> Vec<String> {
+        if self.sandbox.drivers.is_empty() {
+            vec![self.sandbox.driver.clone()]
+        } else {
+            let mut names = self.sandbox.drivers.clone();
+            names.dedup();
+            names
+        }
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -748,6 +859,32 @@ mod tests {
         let c = Config::load(None, &e, &Overrides::default()).unwrap();
         assert_eq!(c.auth.api_key, "sk-very-secret");
         assert!(!format!("{c:?}").contains("sk-very-secret"));
+    }
+
+    #[test]
+    fn daytona_settings_come_from_the_seed_variables_and_the_key_is_not_printed() {
+        let e = env(&[
+            ("DAYTONA_SERVER_URL", "http://daytona.internal:3000/api"),
+            ("DAYTONA_API_KEY", "dtn_very_secret"),
+            ("DAYTONA_MCP_SANDBOX__DRIVER", "daytona"),
+            ("DAYTONA_MCP_DAYTONA__SNAPSHOT", "daytonaio/sandbox:0.4"),
+        ]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        assert_eq!(c.daytona.api_url, "http://daytona.internal:3000/api");
+        assert_eq!(c.daytona.api_key, "dtn_very_secret");
+        assert_eq!(c.daytona.snapshot, "daytonaio/sandbox:0.4");
+        assert_eq!(c.enabled_drivers(), ["daytona"]);
+        assert!(!format!("{c:?}").contains("dtn_very_secret"));
+        let both = env(&[("DAYTONA_MCP_SANDBOX__DRIVERS", r#"["local", "daytona"]"#)]);
+        let c = Config::load(None, &both, &Overrides::default()).unwrap();
+        assert_eq!(c.enabled_drivers(), ["local", "daytona"]);
+        let bad = env(&[
+            ("DAYTONA_MCP_SANDBOX__DRIVERS", r#"["daytona"]"#),
+            ("DAYTONA_MCP_SANDBOX__DRIVER", "local"),
+        ]);
+        assert!(Config::load(None, &bad, &Overrides::default()).is_err());
+        let bad = env(&[("DAYTONA_MCP_SANDBOX__DRIVERS", r#"["docker"]"#)]);
+        assert!(Config::load(None, &bad, &Overrides::default()).is_err());
     }
 
     #[test]

@@ -30,6 +30,8 @@ pub struct Metrics {
     pub http_request_duration_seconds: HistogramVec,
     pub data_dir_free_bytes: Gauge,
     pub job_followers: IntGauge,
+    pub driver_available: IntGaugeVec,
+    pub driver_unavailable_total: IntCounterVec,
 }
 
 fn opts(name: &str, help: &str) -> Opts {
@@ -132,6 +134,24 @@ impl Metrics {
                 "Jobs being followed on this node for a client (event streams, MCP progress).",
             ))
             .expect("valid metric"),
+            driver_available: IntGaugeVec::new(
+                opts(
+                    "driver_available",
+                    "Whether the driver's backend answered its last call (1), did not (0), by \
+                     driver; absent before any call.",
+                ),
+                &["driver"],
+            )
+            .expect("valid metric"),
+            driver_unavailable_total: IntCounterVec::new(
+                opts(
+                    "driver_unavailable_total",
+                    "Driver calls that found the backend unavailable (CLI missing, not logged \
+                     in, server unreachable), by driver.",
+                ),
+                &["driver"],
+            )
+            .expect("valid metric"),
         };
         let build_info = IntGaugeVec::new(
             opts("build_info", "Build information; the value is always 1."),
@@ -154,6 +174,8 @@ impl Metrics {
             Box::new(m.http_request_duration_seconds.clone()),
             Box::new(m.data_dir_free_bytes.clone()),
             Box::new(m.job_followers.clone()),
+            Box::new(m.driver_available.clone()),
+            Box::new(m.driver_unavailable_total.clone()),
             Box::new(build_info),
         ] {
             m.registry
@@ -167,6 +189,25 @@ impl Metrics {
             ))
             .expect("process collector registers once");
         m
+    }
+
+    /// Copies what each driver last saw of its backend into the driver metrics (drivers keep
+    /// their own counts; no call reaches a backend here). Driver names are a closed set.
+    pub fn observe_drivers(&self, drivers: &crate::drivers::Drivers) {
+        for driver in drivers.iter() {
+            let health = driver.health();
+            let name = [driver.name()];
+            if let Some(available) = health.available {
+                self.driver_available
+                    .with_label_values(&name)
+                    .set(i64::from(available));
+            }
+            let counter = self.driver_unavailable_total.with_label_values(&name);
+            let seen = counter.get();
+            if health.unavailable_total > seen {
+                counter.inc_by(health.unavailable_total - seen);
+            }
+        }
     }
 
     /// Refreshes the database-backed gauges (and the node's follower count) and renders the

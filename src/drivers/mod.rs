@@ -5,9 +5,12 @@
 //! Commands reach a driver as a [`Program`] (argv, a shell command the caller wrote, or source
 //! code), never as a shell string assembled from caller input.
 
+pub mod daytona;
 pub mod files;
+pub mod languages;
 pub mod local;
 pub mod paths;
+mod registry;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -18,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::files::{FileRequest, FileResult};
 use crate::output::OutputTx;
+pub use registry::{Drivers, from_config};
 
 /// Errors a driver reports. The tools layer maps them to job errors.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +50,10 @@ pub enum DriverError {
     /// The driver's backend is unreachable for now; worth retrying.
     #[error("driver unavailable: {0}")]
     Unavailable(String),
+    /// The backend did not answer in time (a hanging Daytona); not retried, since the
+    /// operation may have taken effect.
+    #[error("{0}")]
+    Timeout(String),
     /// Anything else: an I/O failure on the host, a bug.
     #[error("{0}")]
     Internal(String),
@@ -64,12 +72,43 @@ impl DriverError {
     }
 }
 
-/// What a new sandbox should be.
+/// What a new sandbox should be: everything the tools layer knows of it. A driver uses what its
+/// backend can (the local driver has no images; Daytona enforces the resources itself).
 #[derive(Clone, Debug)]
 pub struct SandboxSpec {
+    /// Our stable id (the local driver's directory; Daytona's sandbox name).
     pub id: String,
+    /// The caller's name, unique per tenant (not per driver backend).
     pub name: String,
     pub language: String,
+    /// An image or snapshot to start from; `None`: the driver's default.
+    pub image: Option<String>,
+    /// Resources within the operator's maxima.
+    pub limits: SandboxLimits,
+    /// Whether the sandbox may use the network.
+    pub network: bool,
+    /// The caller's labels (kept in our database; a driver may pass on its own).
+    pub labels: BTreeMap<String, String>,
+    /// Minutes of inactivity after which the backend may stop the sandbox.
+    pub auto_stop_minutes: Option<u32>,
+}
+
+/// What `Driver::create` made.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Created {
+    /// The driver's own name for the sandbox, used in every later call.
+    pub handle: String,
+}
+
+/// What a driver can and cannot do, so that the tools layer words its answers truthfully.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Capabilities {
+    /// A timeout or cancel kills every process the command started (not only the first).
+    pub kills_process_tree: bool,
+    /// Output reaches followers while the command runs (else once it ends).
+    pub live_output: bool,
+    /// `image` on `create_sandbox` is used.
+    pub images: bool,
 }
 
 /// What to run.
@@ -148,7 +187,16 @@ pub struct ExecResult {
     pub duration: Duration,
 }
 
-/// A sandbox backend.
+/// The last thing a driver saw of its backend, for `/metrics` (no call to the backend).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Health {
+    /// Whether the backend answered its last call; `None` before any.
+    pub available: Option<bool>,
+    /// Calls that found the backend unavailable since start-up.
+    pub unavailable_total: u64,
+}
+
+/// A sandbox backend. Every call names a sandbox by its handle ([`Created::handle`]).
 #[async_trait]
 pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// The driver's name, as stored on sandbox rows (`local`, `daytona`).
@@ -157,14 +205,55 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
     /// Whether the driver can serve requests now (for `/readyz`).
     async fn check(&self) -> Result<(), DriverError>;
 
-    /// Creates the sandbox. Idempotent: creating an existing sandbox again succeeds.
-    async fn create(&self, spec: &SandboxSpec) -> Result<(), DriverError>;
+    /// What `/readyz` shows of the driver besides its check (versions, the backend's URL).
+    fn details(&self) -> serde_json::Value {
+        serde_json::Value::Null
+    }
+
+    /// Warnings for `/readyz` (weakened isolation and the like).
+    fn warnings(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The last thing the driver saw of its backend.
+    fn health(&self) -> Health {
+        Health::default()
+    }
+
+    /// The language names `create_sandbox` and `execute_code` accept on this driver.
+    fn languages(&self) -> Vec<&'static str> {
+        languages::known()
+    }
+
+    /// How the driver enforces isolation and limits, as shown by `get_sandbox_info`.
+    fn enforcement(&self) -> serde_json::Value;
+
+    /// How a call's `timeout_s` is enforced, for `get_sandbox_info`.
+    fn timeout_enforcement(&self) -> &'static str;
+
+    fn capabilities(&self) -> Capabilities;
+
+    /// Creates the sandbox. Idempotent: creating an existing sandbox (same `spec.id`) again
+    /// succeeds and returns the same handle.
+    async fn create(&self, spec: &SandboxSpec) -> Result<Created, DriverError>;
 
     /// Deletes the sandbox and everything in it. Deleting a missing sandbox succeeds.
     async fn delete(&self, id: &str) -> Result<(), DriverError>;
 
     /// Whether the sandbox exists on the driver.
     async fn exists(&self, id: &str) -> Result<bool, DriverError>;
+
+    /// The sandbox's status in our terms (`running`, `stopped`, …), `None` when the driver has
+    /// no such sandbox.
+    async fn status(&self, id: &str) -> Result<Option<String>, DriverError> {
+        Ok(self.exists(id).await?.then(|| "running".to_string()))
+    }
+
+    /// Every sandbox's status by handle, when the driver can list them in one go (so that a
+    /// listing does not ask once per sandbox); `None` when it cannot.
+    async fn statuses(&self) -> Result<Option<BTreeMap<String, String>>, DriverError> {
+        Ok(None)
+    }
 
     /// Bytes used by the sandbox's files, measured now.
     async fn disk_usage(&self, id: &str) -> Result<u64, DriverError>;

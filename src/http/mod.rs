@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 use self::auth::Authenticator;
 use self::error::ApiError;
 use crate::config::Config;
-use crate::drivers::Driver;
+use crate::drivers::Drivers;
 use crate::metrics::Metrics;
 use crate::queue::Queue;
 use crate::tools::Tools;
@@ -39,7 +39,8 @@ pub struct AppState {
     pub auth: Authenticator,
     pub metrics: Metrics,
     pub config: Arc<Config>,
-    pub driver: Arc<dyn Driver>,
+    /// Every driver of the server (for `/readyz` and `/metrics`).
+    pub drivers: Drivers,
     /// Start-up warnings shown by `/readyz` (e.g. isolation disabled).
     pub warnings: Vec<String>,
     /// Whether `/metrics` is served on the main listener.

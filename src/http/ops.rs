@@ -22,19 +22,34 @@ fn check<E: std::fmt::Display>(name: &str, result: &Result<(), E>) -> &'static s
     }
 }
 
-/// The database answers and the driver can serve.
+/// The database answers and every driver can serve. `driver` is the default driver's name;
+/// `drivers` has each driver's check and details (the daytona CLI's version, its API URL).
 pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let database = state.queue.store().ping().await;
-    let driver = state.driver.check().await;
-    let ready = database.is_ok() && driver.is_ok();
+    let mut drivers_ok = true;
+    let mut drivers = serde_json::Map::new();
+    for driver in state.drivers.iter() {
+        let result = driver.check().await;
+        drivers_ok &= result.is_ok();
+        drivers.insert(
+            driver.name().to_string(),
+            json!({
+                "check": check(&format!("driver {}", driver.name()), &result),
+                "details": driver.details(),
+            }),
+        );
+    }
+    state.metrics.observe_drivers(&state.drivers);
+    let ready = database.is_ok() && drivers_ok;
     let body = json!({
         "status": if ready { "ready" } else { "unavailable" },
         "checks": {
             "database": check("database", &database),
-            "driver": check("driver", &driver),
+            "driver": if drivers_ok { "ok" } else { "failed" },
         },
         "backend": state.queue.store().backend().as_str(),
-        "driver": state.driver.name(),
+        "driver": state.drivers.default_name(),
+        "drivers": drivers,
         "warnings": state.warnings,
     });
     if ready {
@@ -46,6 +61,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.observe_drivers(&state.drivers);
     let text = state
         .metrics
         .render(&state.queue, &state.config.data_dir)

@@ -186,6 +186,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     async fn set_sandbox_status(&self, id: &str, status: &str) -> Result<()>;
 
+    /// Records the driver's handle of the sandbox (see [`SandboxRecord::handle`]).
+    async fn set_sandbox_handle(&self, id: &str, handle: &str) -> Result<()>;
+
     /// Records that a job used the sandbox.
     async fn touch_sandbox(&self, id: &str, at: DateTime<Utc>) -> Result<()>;
 

@@ -112,6 +112,7 @@ fn sandbox_from_row(row: &PgRow) -> Result<SandboxRecord> {
             .try_get::<Option<String>, _>("git_token")?
             .map(Secret::new),
         creating_job: row.try_get("creating_job")?,
+        handle: row.try_get("driver_handle")?,
     })
 }
 
@@ -124,9 +125,9 @@ async fn insert_sandbox_row(
     let result = sqlx::query(
         "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
          git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-         created_at, last_accessed, network, git_token, creating_job) \
+         created_at, last_accessed, network, git_token, creating_job, driver_handle) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19)",
+         $18, $19, $20)",
     )
     .bind(&s.id)
     .bind(&s.tenant)
@@ -147,6 +148,7 @@ async fn insert_sandbox_row(
     .bind(s.network)
     .bind(s.git_token.as_ref().map(Secret::expose))
     .bind(creating_job)
+    .bind(&s.handle)
     .execute(conn)
     .await;
     match result {
@@ -767,6 +769,15 @@ impl Store for PgStore {
     async fn set_sandbox_status(&self, id: &str, status: &str) -> Result<()> {
         sqlx::query("UPDATE sandboxes SET status = $1 WHERE id = $2")
             .bind(status)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_sandbox_handle(&self, id: &str, handle: &str) -> Result<()> {
+        sqlx::query("UPDATE sandboxes SET driver_handle = $1 WHERE id = $2")
+            .bind(handle)
             .bind(id)
             .execute(&self.pool)
             .await?;

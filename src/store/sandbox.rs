@@ -34,6 +34,17 @@ pub struct SandboxRecord {
     /// The job that creates the sandbox, when the row was inserted with it (see
     /// [`crate::store::NewJob::sandbox`]). Set by the store, ignored by `insert_sandbox`.
     pub creating_job: Option<Uuid>,
+    /// The driver's own name for the sandbox (Daytona assigns its own ids), set once the driver
+    /// has made it; `None` until then, and on rows older than handles (the local driver's
+    /// handle is the id). Callers never see it: `id` stays ours and stable.
+    pub handle: Option<String>,
+}
+
+impl SandboxRecord {
+    /// What the sandbox's driver calls it: its handle, or our id where it has none.
+    pub fn driver_handle(&self) -> &str {
+        self.handle.as_deref().unwrap_or(&self.id)
+    }
 }
 
 /// The status of a sandbox row that its creating job has not made usable yet. The store knows

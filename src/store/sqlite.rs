@@ -199,6 +199,7 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
             .map(|s| Uuid::parse_str(&s))
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("sandboxes.creating_job: {e}")))?,
+        handle: row.try_get("driver_handle")?,
     })
 }
 
@@ -295,8 +296,8 @@ async fn insert_sandbox_row(
     let result = sqlx::query(
         "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
          git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-         created_at, last_accessed, network, git_token, creating_job) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at, last_accessed, network, git_token, creating_job, driver_handle) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&s.id)
     .bind(&s.tenant)
@@ -317,6 +318,7 @@ async fn insert_sandbox_row(
     .bind(s.network)
     .bind(s.git_token.as_ref().map(Secret::expose))
     .bind(creating_job.map(|id| id.to_string()))
+    .bind(&s.handle)
     .execute(conn)
     .await;
     match result {
@@ -759,6 +761,15 @@ impl Store for SqliteStore {
     async fn set_sandbox_status(&self, id: &str, status: &str) -> Result<()> {
         sqlx::query("UPDATE sandboxes SET status = ? WHERE id = ?")
             .bind(status)
+            .bind(id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+
+    async fn set_sandbox_handle(&self, id: &str, handle: &str) -> Result<()> {
+        sqlx::query("UPDATE sandboxes SET driver_handle = ? WHERE id = ?")
+            .bind(handle)
             .bind(id)
             .execute(&self.writer)
             .await?;

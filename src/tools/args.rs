@@ -138,6 +138,9 @@ pub struct CreateSandboxArgs {
     pub name: Option<SandboxName>,
     /// Daytona snapshot to start from (daytona driver only; recorded but unused by the local driver).
     pub image: Option<String>,
+    /// The driver to run the sandbox on (`local`, `daytona`), among those the server runs;
+    /// default: the server's (`sandbox.driver`).
+    pub driver: Option<String>,
     /// Git repository to clone into the sandbox at creation.
     pub git_repo: Option<String>,
     /// Branch to clone.

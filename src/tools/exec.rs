@@ -8,14 +8,13 @@ use serde_json::Value;
 use super::args::{self, ExecuteCodeArgs, ExecuteShellArgs, InvalidInput, schema_of};
 use super::outputs::ExecOutput;
 use super::{
-    Annotations, Plan, Target, Tool, ToolEnv, ToolSpec, ToolsConfig, driver_failure, failed,
+    Annotations, Plan, Target, Tool, ToolEnv, ToolSpec, ToolsConfig, driver_failure, find_sandbox,
     stored_args, succeeded,
 };
 use crate::actors::{JobContext, Outcome};
 use crate::auth::Role;
-use crate::drivers::local::languages;
 use crate::drivers::paths::sandbox_relative;
-use crate::drivers::{ExecIo, ExecRequest, ExecResult, Program};
+use crate::drivers::{Capabilities, ExecIo, ExecRequest, ExecResult, Program};
 use crate::store::{ErrorReason, Job, JobError};
 
 /// What both command tools share once their arguments are parsed.
@@ -64,15 +63,13 @@ fn plan_command(
 
 /// Runs the command in the job's sandbox and shapes the outcome.
 async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) -> Outcome {
-    let record = match env.store.sandbox(&job.tenant, &cmd.sandbox_id).await {
-        Ok(Some(r)) => r,
-        Ok(None) => {
-            return failed(
-                ErrorReason::NotFound,
-                format!("sandbox `{}` not found", cmd.sandbox_id),
-            );
-        }
-        Err(e) => return failed(ErrorReason::Internal, format!("database error: {e}")),
+    let record = match find_sandbox(env, job, &cmd.sandbox_id).await {
+        Ok(r) => r,
+        Err(outcome) => return outcome,
+    };
+    let driver = match env.driver_of(&record) {
+        Ok(d) => d,
+        Err(e) => return driver_failure(e),
     };
     let program = match (cmd.program, cmd.code) {
         (Some(program), _) => program,
@@ -99,21 +96,28 @@ async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) ->
         output: ctx.output,
         cancel: ctx.cancel,
     };
-    let result = env.driver.exec(&record.id, request, io).await;
+    let result = driver.exec(record.driver_handle(), request, io).await;
     match result {
-        Ok(r) => exec_outcome(record.id, timeout, r),
+        Ok(r) => exec_outcome(record.id, timeout, r, driver.capabilities()),
         Err(e) => driver_failure(e),
     }
 }
 
-fn exec_outcome(sandbox_id: String, timeout: Duration, r: ExecResult) -> Outcome {
+fn exec_outcome(
+    sandbox_id: String,
+    timeout: Duration,
+    r: ExecResult,
+    capabilities: Capabilities,
+) -> Outcome {
+    let killed = if capabilities.kills_process_tree {
+        "the command and all its child processes were killed"
+    } else {
+        "the command's process group was killed (processes that left it may still run)"
+    };
     let message = if r.timed_out {
-        format!(
-            "timed out after {}s; the command and all its child processes were killed",
-            timeout.as_secs_f64()
-        )
+        format!("timed out after {}s; {killed}", timeout.as_secs_f64())
     } else if r.cancelled {
-        "cancelled; the command and all its child processes were killed".to_string()
+        format!("cancelled; {killed}")
     } else if r.limit_exceeded.as_deref() == Some("disk") {
         "killed: the sandbox went over its disk quota; delete files to free space (get_sandbox_info \
          shows usage and quota)"
@@ -246,14 +250,18 @@ impl Tool for ExecuteCode {
         &self.spec
     }
 
-    fn plan(&self, arguments: Value, _config: &ToolsConfig) -> Result<Plan, InvalidInput> {
+    fn plan(&self, arguments: Value, config: &ToolsConfig) -> Result<Plan, InvalidInput> {
         let a: ExecuteCodeArgs = args::parse(&arguments)?;
-        if let Some(language) = a.language.as_deref().filter(|l| !languages::is_known(l)) {
+        if let Some(language) = a
+            .language
+            .as_deref()
+            .filter(|l| !config.drivers.any_accepts(l))
+        {
             return Err(InvalidInput::field(
                 "language",
                 format!(
                     "unsupported language `{language}`; supported: {}",
-                    languages::known().join(", ")
+                    config.drivers.all_languages().join(", ")
                 ),
             ));
         }

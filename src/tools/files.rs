@@ -248,7 +248,11 @@ impl Tool for FileOperationTool {
             disk_quota: env.config.resources.limits(&record.resources).disk_bytes,
         };
         let timeout = ctx.timeout.max(Duration::from_secs(1));
-        let result = match env.driver.file(&record.id, request, timeout).await {
+        let driver = match env.driver_of(&record) {
+            Ok(d) => d,
+            Err(e) => return driver_failure(e),
+        };
+        let result = match driver.file(record.driver_handle(), request, timeout).await {
             Ok(r) => r,
             Err(e) => return driver_failure(e),
         };
@@ -373,6 +377,7 @@ mod tests {
             file_limit_bytes: 16,
             allow_network: false,
             resources: Default::default(),
+            drivers: Default::default(),
         }
     }
 

@@ -24,10 +24,12 @@ use serde_json::Value;
 use crate::actors::{Executor, JobContext, Outcome};
 use crate::audit::Caller;
 use crate::auth::Role;
-use crate::drivers::{Driver, DriverError};
+use crate::drivers::{Driver, DriverError, Drivers};
 use crate::metrics::Metrics;
 use crate::queue::Queue;
-use crate::store::{Enqueued, ErrorReason, Job, JobError, NewJob, Store, StoreError};
+use crate::store::{
+    Enqueued, ErrorReason, Job, JobError, NewJob, SandboxRecord, Store, StoreError,
+};
 pub use args::InvalidInput;
 
 /// MCP tool annotations: hints that are true for the tool.
@@ -99,19 +101,105 @@ pub struct ToolsConfig {
     pub allow_network: bool,
     /// Per-sandbox resource defaults and maxima.
     pub resources: resources::ResourcePolicy,
+    /// The drivers this server runs, as submissions need to know them.
+    pub drivers: DriverCatalog,
+}
+
+/// What validation needs to know of the server's drivers (the drivers themselves run jobs).
+#[derive(Clone, Debug, PartialEq)]
+pub struct DriverCatalog {
+    /// The driver of a `create_sandbox` that names none.
+    pub default: String,
+    /// The languages of each driver, by driver name.
+    pub languages: BTreeMap<String, Vec<&'static str>>,
+}
+
+impl DriverCatalog {
+    /// The catalog of `drivers`.
+    pub fn of(drivers: &Drivers) -> DriverCatalog {
+        DriverCatalog {
+            default: drivers.default_name().to_string(),
+            languages: drivers
+                .iter()
+                .map(|d| (d.name().to_string(), d.languages()))
+                .collect(),
+        }
+    }
+
+    /// Whether some driver accepts `language` (`execute_code` does not know its sandbox's
+    /// driver at submission; the driver refuses what it cannot run).
+    pub fn any_accepts(&self, language: &str) -> bool {
+        let wanted = crate::drivers::languages::canonical(language);
+        self.languages
+            .values()
+            .flatten()
+            .any(|l| Some(*l) == wanted)
+    }
+
+    /// Every language some driver accepts, for error messages.
+    pub fn all_languages(&self) -> Vec<&'static str> {
+        let mut all: Vec<&'static str> = self.languages.values().flatten().copied().collect();
+        all.sort_unstable();
+        all.dedup();
+        all
+    }
+
+    /// Checks `language` against the languages of `driver`.
+    pub fn check_language(&self, driver: &str, language: &str) -> Result<(), InvalidInput> {
+        let accepted = self.languages.get(driver).cloned().unwrap_or_default();
+        let wanted = crate::drivers::languages::canonical(language);
+        if accepted.iter().any(|l| Some(*l) == wanted) {
+            return Ok(());
+        }
+        Err(InvalidInput::field(
+            "language",
+            format!(
+                "unsupported language `{language}`; supported: {}",
+                accepted.join(", ")
+            ),
+        ))
+    }
+}
+
+impl Default for DriverCatalog {
+    /// The local driver alone (for tests of validation).
+    fn default() -> DriverCatalog {
+        DriverCatalog {
+            default: "local".into(),
+            languages: BTreeMap::from([("local".to_string(), crate::drivers::languages::known())]),
+        }
+    }
 }
 
 /// What tools use while running.
 #[derive(Debug)]
 pub struct ToolEnv {
     pub store: Arc<dyn Store>,
-    pub driver: Arc<dyn Driver>,
+    /// Every driver of the server; a sandbox's calls go to the driver on its row.
+    pub drivers: Drivers,
     pub config: ToolsConfig,
     pub metrics: Metrics,
-    /// How the driver enforces limits, shown by `get_sandbox_info`.
-    pub enforcement: Value,
     /// Secrets of jobs (tokens given with a call), held in memory only.
     pub secrets: secrets::SecretVault,
+}
+
+impl ToolEnv {
+    /// The driver of `record`; an error when this server does not run it (a row made under
+    /// another configuration).
+    pub(crate) fn driver_of(
+        &self,
+        record: &SandboxRecord,
+    ) -> Result<&Arc<dyn Driver>, DriverError> {
+        self.drivers.get(&record.driver).ok_or_else(|| {
+            DriverError::Unsupported(format!(
+                "sandbox `{}` runs on the `{}` driver, which this server does not run \
+                     (sandbox.drivers: {})",
+                record.name,
+                record.driver,
+                self.drivers.names().join(", ")
+            ))
+        })
+    }
 }
 
 /// One tool.
@@ -253,7 +341,9 @@ impl Tools {
         let mut job = NewJob::new(tenant, tool.spec().name, plan.arguments);
         let creates = plan.sandbox.map(|mut sandbox| {
             sandbox.tenant = tenant.to_string();
-            sandbox.driver = self.env.driver.name().to_string();
+            if sandbox.driver.is_empty() {
+                sandbox.driver = self.env.drivers.default_name().to_string();
+            }
             sandbox
         });
         let created_name = creates.as_ref().map(|s| s.name.clone());
@@ -369,7 +459,8 @@ impl Executor for ToolExecutor {
     }
 }
 
-/// The job's tenant's sandbox `reference` (id or name), or the outcome that ends the job.
+/// The job's tenant's sandbox `reference` (id or name), or the outcome that ends the job: the
+/// one lookup of a sandbox by what a caller named.
 pub(crate) async fn find_sandbox(
     env: &ToolEnv,
     job: &Job,
@@ -449,6 +540,7 @@ pub(crate) fn driver_failure(error: DriverError) -> Outcome {
         DriverError::Unavailable(_) => Outcome::Transient {
             error: JobError::new(ErrorReason::DriverUnavailable, message),
         },
+        DriverError::Timeout(_) => failed(ErrorReason::Timeout, message),
         DriverError::Internal(_) => failed(ErrorReason::Internal, message),
     }
 }

@@ -22,8 +22,7 @@ use super::{
 };
 use crate::actors::{JobContext, Outcome};
 use crate::auth::Role;
-use crate::drivers::SandboxSpec;
-use crate::drivers::local::languages;
+use crate::drivers::{Driver, SandboxSpec};
 use crate::store::{CREATING, ErrorReason, Job, SandboxFilter, SandboxRecord, Secret, StoreError};
 
 /// Sandbox status once usable.
@@ -43,9 +42,10 @@ impl CreateSandbox {
         CreateSandbox {
             spec: ToolSpec {
                 name: "create_sandbox",
-                description: "Create a development sandbox: an isolated directory with its own \
-                    processes, no network, and resource limits. Returns its id; its name works \
-                    wherever an id is accepted.",
+                description: "Create a development sandbox with its own processes, no network \
+                    unless asked for, and resource limits: an isolated directory on the server \
+                    (driver `local`) or a Daytona sandbox (driver `daytona`), as the server \
+                    offers. Returns its id; its name works wherever an id is accepted.",
                 input_schema: schema_of::<CreateSandboxArgs>(),
                 output_schema: schema_of::<CreateSandboxOutput>(),
                 annotations: Annotations {
@@ -68,16 +68,26 @@ impl Tool for CreateSandbox {
 
     fn plan(&self, mut arguments: Value, config: &ToolsConfig) -> Result<Plan, InvalidInput> {
         let parsed: CreateSandboxArgs = args::parse(&arguments)?;
-        if !languages::is_known(&parsed.language) {
-            return Err(InvalidInput::field(
-                "language",
-                format!(
-                    "unsupported language `{}`; supported: {}",
-                    parsed.language,
-                    languages::known().join(", ")
-                ),
-            ));
-        }
+        let driver = match &parsed.driver {
+            None => config.drivers.default.clone(),
+            Some(name) if config.drivers.languages.contains_key(name) => name.clone(),
+            Some(name) => {
+                let known: Vec<&str> = config
+                    .drivers
+                    .languages
+                    .keys()
+                    .map(String::as_str)
+                    .collect();
+                return Err(InvalidInput::field(
+                    "driver",
+                    format!(
+                        "driver `{name}` is not run by this server; available: {}",
+                        known.join(", ")
+                    ),
+                ));
+            }
+        };
+        config.drivers.check_language(&driver, &parsed.language)?;
         args::check_env("environment_vars", &parsed.environment_vars)?;
         if parsed.network && !config.allow_network {
             return Err(InvalidInput::field(
@@ -150,7 +160,7 @@ impl Tool for CreateSandbox {
             // Set by `Tools::submit`.
             tenant: String::new(),
             name: name.as_str().to_string(),
-            driver: String::new(),
+            driver,
             language: parsed.language.to_ascii_lowercase(),
             status: CREATING.into(),
             image: parsed.image,
@@ -167,6 +177,7 @@ impl Tool for CreateSandbox {
             network: parsed.network,
             git_token: secret.map(Secret::new),
             creating_job: None,
+            handle: None,
         };
         Ok(Plan {
             arguments,
@@ -225,27 +236,47 @@ impl Tool for CreateSandbox {
             },
             Err(e) => return store_failure(job, e),
         };
+        let mut record = record;
+        let driver = match env.driver_of(&record) {
+            Ok(d) => d.clone(),
+            Err(e) => return abandon(env, None, &record, driver_failure(e), false).await,
+        };
         let spec = SandboxSpec {
             id: record.id.clone(),
             name: record.name.clone(),
             language: record.language.clone(),
+            image: record.image.clone(),
+            limits: env.config.resources.limits(&record.resources),
+            network: record.network,
+            labels: record.labels.clone(),
+            auto_stop_minutes: record.auto_stop_minutes.map(|m| m.max(0) as u32),
         };
         if record.git_repo.is_some() {
-            // A re-run after a crash mid-clone starts from an empty directory.
-            if let Err(e) = env.driver.delete(&record.id).await {
-                return abandon(env, &record, driver_failure(e), false).await;
+            // A re-run after a crash mid-clone starts from an empty sandbox.
+            if let Err(e) = driver.delete(record.driver_handle()).await {
+                return abandon(env, Some(&driver), &record, driver_failure(e), false).await;
             }
         }
-        if let Err(e) = env.driver.create(&spec).await {
-            return abandon(env, &record, driver_failure(e), false).await;
+        match driver.create(&spec).await {
+            Ok(made) => {
+                if record.handle.as_deref() != Some(made.handle.as_str()) {
+                    if let Err(e) = env.store.set_sandbox_handle(&record.id, &made.handle).await {
+                        let outcome = store_failure(job, e);
+                        record.handle = Some(made.handle);
+                        return abandon(env, Some(&driver), &record, outcome, true).await;
+                    }
+                    record.handle = Some(made.handle);
+                }
+            }
+            Err(e) => return abandon(env, Some(&driver), &record, driver_failure(e), false).await,
         }
         if let Some(url) = record.git_repo.clone() {
             if let Err(outcome) = clone_at_creation(env, &record, &url, ctx).await {
-                return abandon(env, &record, outcome, true).await;
+                return abandon(env, Some(&driver), &record, outcome, true).await;
             }
         }
         if let Err(e) = env.store.set_sandbox_status(&record.id, RUNNING).await {
-            return abandon(env, &record, store_failure(job, e), true).await;
+            return abandon(env, Some(&driver), &record, store_failure(job, e), true).await;
         }
         created(env, record)
     }
@@ -283,7 +314,7 @@ async fn insert_for_legacy_job(
         id: format!("sb-{}", &uuid::Uuid::new_v4().simple().to_string()[..16]),
         tenant: job.tenant.clone(),
         name: name.to_string(),
-        driver: env.driver.name().to_string(),
+        driver: env.drivers.default_name().to_string(),
         language: args.language.to_ascii_lowercase(),
         status: CREATING.into(),
         image: args.image.clone(),
@@ -300,6 +331,7 @@ async fn insert_for_legacy_job(
         network: args.network,
         git_token: held_token.map(Secret::new),
         creating_job: None,
+        handle: None,
     };
     match env.store.insert_sandbox(&record).await {
         Ok(()) => Ok(record),
@@ -315,6 +347,7 @@ async fn insert_for_legacy_job(
 /// the failure is transient, whose retry finishes the same row.
 async fn abandon(
     env: &ToolEnv,
+    driver: Option<&std::sync::Arc<dyn Driver>>,
     record: &SandboxRecord,
     outcome: Outcome,
     remove_files: bool,
@@ -323,8 +356,8 @@ async fn abandon(
     if matches!(outcome, Outcome::Transient { .. }) {
         return outcome;
     }
-    if remove_files {
-        let _ = env.driver.delete(&record.id).await;
+    if let (true, Some(driver)) = (remove_files, driver) {
+        let _ = driver.delete(record.driver_handle()).await;
     }
     let _ = env.store.delete_sandbox(&record.id).await;
     outcome
@@ -336,8 +369,14 @@ fn created(env: &ToolEnv, record: SandboxRecord) -> Outcome {
     if let Some(url) = &record.git_repo {
         message.push_str(&format!("; cloned {url}"));
     }
-    if record.image.is_some() && env.driver.name() == "local" {
-        message.push_str("; `image` is recorded but the local driver does not use images");
+    let uses_images = env
+        .driver_of(&record)
+        .is_ok_and(|d| d.capabilities().images);
+    if record.image.is_some() && !uses_images {
+        message.push_str(&format!(
+            "; `image` is recorded but the {} driver does not use images",
+            record.driver
+        ));
     }
     succeeded(
         &CreateSandboxOutput {
@@ -457,9 +496,21 @@ impl Tool for ListSandboxes {
             Ok(r) => r,
             Err(e) => return store_failure(job, e),
         };
+        // One listing per driver that can list, instead of one question per sandbox.
+        let mut listings: BTreeMap<String, Option<BTreeMap<String, String>>> = BTreeMap::new();
+        for r in &records {
+            if !listings.contains_key(&r.driver) {
+                let listing = match env.driver_of(r) {
+                    Ok(driver) => driver.statuses().await.ok().flatten(),
+                    Err(_) => None,
+                };
+                listings.insert(r.driver.clone(), listing);
+            }
+        }
         let mut sandboxes: Vec<SandboxSummary> = Vec::with_capacity(records.len());
         for r in records {
-            let (status, disk_bytes) = observed(env, &r, false).await;
+            let listed = listings.get(&r.driver).and_then(Option::as_ref);
+            let (status, disk_bytes) = observed(env, &r, false, listed).await;
             sandboxes.push(SandboxSummary {
                 sandbox_id: r.id,
                 name: r.name,
@@ -512,21 +563,39 @@ impl GetSandboxInfo {
 /// The sandbox's status as the driver sees it (`missing` when a usable sandbox is gone from the
 /// driver), and its disk usage: measured now when `fresh`, else the last known figure (measured
 /// once if there is none).
-async fn observed(env: &ToolEnv, record: &SandboxRecord, fresh: bool) -> (String, Option<u64>) {
-    let exists = env.driver.exists(&record.id).await.unwrap_or(false);
-    if !exists {
-        let status = if record.status == RUNNING {
-            "missing".to_string()
-        } else {
-            record.status.clone()
-        };
-        return (status, None);
-    }
-    let disk = match env.driver.known_disk_usage(&record.id) {
-        Some(bytes) if !fresh => Some(bytes),
-        _ => env.driver.disk_usage(&record.id).await.ok(),
+/// `listed` is the driver's listing of every sandbox's status, when it has one.
+async fn observed(
+    env: &ToolEnv,
+    record: &SandboxRecord,
+    fresh: bool,
+    listed: Option<&BTreeMap<String, String>>,
+) -> (String, Option<u64>) {
+    let Ok(driver) = env.driver_of(record) else {
+        return (record.status.clone(), None);
     };
-    (record.status.clone(), disk)
+    let handle = record.driver_handle();
+    // Rows still being created or deleted say more than the driver can.
+    if record.status != RUNNING {
+        return (record.status.clone(), None);
+    }
+    let status = match listed {
+        Some(listing) => Ok(listing.get(handle).cloned()),
+        None => driver.status(handle).await,
+    };
+    let status = match status {
+        Ok(Some(status)) => status,
+        Ok(None) => return ("missing".to_string(), None),
+        // The backend cannot tell now: show what the server last knew.
+        Err(e) => {
+            tracing::debug!(sandbox = %record.id, error = %e, "driver cannot tell a status");
+            return (record.status.clone(), None);
+        }
+    };
+    let disk = match driver.known_disk_usage(handle) {
+        Some(bytes) if !fresh => Some(bytes),
+        _ => driver.disk_usage(handle).await.ok(),
+    };
+    (status, disk)
 }
 
 /// The sandbox a job of a `SandboxArgs` tool names, for the job's tenant.
@@ -564,16 +633,21 @@ impl Tool for GetSandboxInfo {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
-        let (status, disk_bytes) = observed(env, &record, true).await;
+        let driver = match env.driver_of(&record) {
+            Ok(d) => d,
+            Err(e) => return driver_failure(e),
+        };
+        let (status, disk_bytes) = observed(env, &record, true, None).await;
         let limits = env.config.resources.limits(&record.resources);
         let mut report =
-            serde_json::to_value(env.driver.limits_report(&limits)).expect("reports serialize");
+            serde_json::to_value(driver.limits_report(&limits)).expect("reports serialize");
         report["wall_time_s"] = json!({
             "value": env.config.max_timeout_s,
             "enforced_by": format!(
-                "timer: at a call's timeout_s (default {}, at most {}) its process group and \
-                 cgroup are killed",
-                env.config.default_timeout_s, env.config.max_timeout_s
+                "timer: at a call's timeout_s (default {}, at most {}) {}",
+                env.config.default_timeout_s,
+                env.config.max_timeout_s,
+                driver.timeout_enforcement()
             ),
         });
         let over_quota =
@@ -600,7 +674,7 @@ impl Tool for GetSandboxInfo {
                 resources: json!({
                     "requested": record.resources,
                     "limits": report,
-                    "enforcement": env.enforcement,
+                    "enforcement": driver.enforcement(),
                 }),
                 disk_bytes,
                 disk_quota_bytes: limits.disk_bytes,
@@ -666,7 +740,11 @@ impl Tool for DeleteSandbox {
         if let Err(e) = env.store.set_sandbox_status(&record.id, DELETING).await {
             return store_failure(job, e);
         }
-        if let Err(e) = env.driver.delete(&record.id).await {
+        let driver = match env.driver_of(&record) {
+            Ok(d) => d,
+            Err(e) => return driver_failure(e),
+        };
+        if let Err(e) = driver.delete(record.driver_handle()).await {
             return driver_failure(e);
         }
         if let Err(e) = env.store.delete_sandbox(&record.id).await {

@@ -69,14 +69,39 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
     Some(spawn_with(config, dir).await)
 }
 
-pub async fn spawn_with(mut config: Config, dir: tempfile::TempDir) -> TestApp {
+pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
+    spawn_with_drivers(config, dir, None).await
+}
+
+/// Builds the drivers of a test server inside its actix system.
+pub type MakeDrivers = Box<
+    dyn FnOnce(
+            Config,
+        ) -> std::pin::Pin<
+            Box<dyn std::future::Future<Output = daytona_mcp::drivers::Drivers>>,
+        > + Send,
+>;
+
+/// A server whose drivers come from `make` (injected, as `Application::build_with` allows)
+/// instead of the configuration.
+pub async fn spawn_with_drivers(
+    mut config: Config,
+    dir: tempfile::TempDir,
+    make: Option<MakeDrivers>,
+) -> TestApp {
     let key = config.auth.api_key.clone();
     config.server.shutdown_grace_s = 1;
     let (tx, rx) = std::sync::mpsc::channel();
     let data_dir = config.data_dir.clone();
     let thread = std::thread::spawn(move || {
         actix_rt::System::new().block_on(async move {
-            let app = Application::build(config).await.expect("server builds");
+            let drivers = match make {
+                Some(make) => Some(make(config.clone()).await),
+                None => None,
+            };
+            let app = Application::build_with(config, drivers)
+                .await
+                .expect("server builds");
             tx.send((app.port(), app.handle())).unwrap();
             app.run_until_stopped().await.expect("server stops cleanly");
         });

@@ -594,7 +594,50 @@ fn sandbox(tenant: &str, id: &str, name: &str) -> SandboxRecord {
         network: false,
         git_token: None,
         creating_job: None,
+        handle: None,
     }
+}
+
+/// The driver's handle is kept beside our id: inserted, set later, read back, and never a way
+/// to find the sandbox (callers know only our id and the name).
+pub async fn sandboxes_keep_the_drivers_handle(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut a = sandbox("t1", "sb-h1", "with-handle");
+    a.driver = "daytona".into();
+    a.handle = Some("8f4e2c1a-daytona-id".into());
+    s.insert_sandbox(&a).await.unwrap();
+    let b = sandbox("t1", "sb-h2", "later-handle");
+    s.insert_sandbox(&b).await.unwrap();
+
+    let read = s.sandbox("t1", "sb-h1").await.unwrap().unwrap();
+    assert_eq!(read.driver, "daytona");
+    assert_eq!(read.handle.as_deref(), Some("8f4e2c1a-daytona-id"));
+    assert_eq!(read.driver_handle(), "8f4e2c1a-daytona-id");
+
+    let before = s.sandbox("t1", "later-handle").await.unwrap().unwrap();
+    assert_eq!(before.handle, None);
+    assert_eq!(
+        before.driver_handle(),
+        "sb-h2",
+        "no handle: the id is the handle"
+    );
+    s.set_sandbox_handle("sb-h2", "abc-123").await.unwrap();
+    let after = s.sandbox("t1", "sb-h2").await.unwrap().unwrap();
+    assert_eq!(after.handle.as_deref(), Some("abc-123"));
+    assert_eq!(after.id, "sb-h2", "our id is unchanged");
+    assert!(
+        s.sandbox("t1", "abc-123").await.unwrap().is_none(),
+        "a handle is not a caller's reference"
+    );
+    let listed = s
+        .list_sandboxes(&SandboxFilter {
+            tenant: "t1".into(),
+            ..SandboxFilter::default()
+        })
+        .await
+        .unwrap();
+    let handles: Vec<Option<&str>> = listed.iter().map(|r| r.handle.as_deref()).collect();
+    assert_eq!(handles, [Some("8f4e2c1a-daytona-id"), Some("abc-123")]);
 }
 
 pub async fn sandboxes_are_per_tenant(t: TestStore) {

@@ -83,6 +83,7 @@ conformance!(
     list_jobs_filters_and_pages,
     output_is_replayed_in_order,
     sandboxes_are_per_tenant,
+    sandboxes_keep_the_drivers_handle,
     audit_log_filters_and_is_append_only,
     audit_prune_is_the_only_way_rows_leave,
     prune_deletes_old_finished_jobs,

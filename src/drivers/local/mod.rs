@@ -14,7 +14,7 @@ mod enforcement;
 mod files;
 pub mod isolation;
 mod landlock;
-pub mod languages;
+
 pub mod paths;
 pub mod process;
 mod spawn;
@@ -27,7 +27,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use serde::{Deserialize, Serialize};
 
 use self::cgroup::{CgroupLimits, CgroupManager};
 use self::isolation::{Bwrap, HOST_ENV, Isolation, Mount, WORKSPACE};
@@ -35,24 +34,13 @@ use self::landlock::LandlockPolicy;
 use self::process::{Rlimits, Spawn};
 use self::usage::UsageCache;
 use super::files::{FileOp, FileRequest, FileResult};
+use super::languages;
 use super::{
-    Driver, DriverError, ExecIo, ExecRequest, ExecResult, LimitReport, Program, SandboxLimits,
-    SandboxSpec,
+    Capabilities, Created, Driver, DriverError, ExecIo, ExecRequest, ExecResult, LimitReport,
+    Program, SandboxLimits, SandboxSpec,
 };
 
-/// The isolation an operator asks for.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum IsolationMode {
-    /// bubblewrap if installed and working, else Landlock, else refuse to start.
-    Auto,
-    /// bubblewrap, or refuse to start.
-    Bwrap,
-    /// Landlock with `no_new_privs`, no capabilities, rlimits and cgroups, or refuse to start.
-    Landlock,
-    /// No isolation (rlimits and cgroups only). Unsafe; must be chosen explicitly.
-    None,
-}
+pub use crate::config::IsolationMode;
 
 /// Limits of every command that are not per sandbox (memory, CPU and disk come with each
 /// request, see [`SandboxLimits`]).
@@ -180,8 +168,41 @@ impl LocalDriver {
     }
 
     /// How limits are enforced on this machine.
-    pub fn enforcement(&self) -> Enforcement {
+    pub fn enforcement_summary(&self) -> Enforcement {
         enforcement::summary(&self.isolation, &self.cgroups)
+    }
+
+    /// What `/readyz` warns about: no isolation at all, or Landlock's gaps on this kernel.
+    fn isolation_warnings(&self) -> Vec<String> {
+        match &self.isolation {
+            Isolation::None => vec![
+                "local.isolation is \"none\": sandboxed commands run on the host without \
+                 namespaces"
+                    .to_string(),
+            ],
+            Isolation::Landlock(policy) => {
+                let mut warning = format!(
+                    "isolation is Landlock (ABI {}): commands share the host's process list \
+                     (/proc shows every host process's command line, other sandboxes' \
+                     included, though not their environments or memory) and network \
+                     namespace; ",
+                    policy.abi()
+                );
+                warning.push_str(if policy.restricts_tcp() {
+                    "TCP is refused without network access, UDP is not restricted"
+                } else {
+                    "the network is not restricted (Landlock ABI 4 needed)"
+                });
+                if !policy.scopes_signals() {
+                    warning.push_str(
+                        "; signals to same-user processes are not blocked (Landlock ABI 6 \
+                         needed)",
+                    );
+                }
+                vec![warning]
+            }
+            Isolation::Bwrap(_) => Vec::new(),
+        }
     }
 
     /// The temporary directory of sandbox `id` under Landlock (outside its files, so that it
@@ -455,7 +476,27 @@ impl Driver for LocalDriver {
         Ok(())
     }
 
-    async fn create(&self, spec: &SandboxSpec) -> Result<(), DriverError> {
+    fn warnings(&self) -> Vec<String> {
+        self.isolation_warnings()
+    }
+
+    fn enforcement(&self) -> serde_json::Value {
+        serde_json::to_value(self.enforcement_summary()).expect("the summary serializes")
+    }
+
+    fn timeout_enforcement(&self) -> &'static str {
+        "its process group and cgroup are killed"
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        Capabilities {
+            kills_process_tree: true,
+            live_output: true,
+            images: false,
+        }
+    }
+
+    async fn create(&self, spec: &SandboxSpec) -> Result<Created, DriverError> {
         let dir = self.sandbox_dir(&spec.id)?;
         tokio::fs::create_dir_all(&dir)
             .await
@@ -466,7 +507,10 @@ impl Driver for LocalDriver {
         tokio::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
             .await
             .map_err(|e| DriverError::internal("cannot set the sandbox directory's mode", e))?;
-        Ok(())
+        // The directory is named by our id, which is therefore the handle.
+        Ok(Created {
+            handle: spec.id.clone(),
+        })
     }
 
     async fn delete(&self, id: &str) -> Result<(), DriverError> {

@@ -254,9 +254,9 @@ pub(crate) async fn run_git(
     let buffered = !command.needles.is_empty();
     let live = if buffered { sink() } else { output.clone() };
     let mut exec = env
-        .driver
+        .driver_of(record)?
         .exec(
-            &record.id,
+            record.driver_handle(),
             request,
             ExecIo {
                 output: live,
@@ -312,7 +312,10 @@ pub(crate) fn clone_args(url: &str, branch: Option<&str>, directory: Option<&str
 /// rewritten to where the driver really shows the sandbox's files (the same place under
 /// bubblewrap; the host directory under Landlock).
 pub(crate) fn as_seen_inside(env: &ToolEnv, record: &SandboxRecord, url: &str) -> String {
-    let root = env.driver.workspace_root(&record.id);
+    let root = match env.driver_of(record) {
+        Ok(driver) => driver.workspace_root(record.driver_handle()),
+        Err(_) => return url.to_string(),
+    };
     for prefix in ["file://", ""] {
         if let Some(rest) = url.strip_prefix(prefix) {
             if rest == WORKSPACE || rest.starts_with(&format!("{WORKSPACE}/")) {

@@ -290,6 +290,7 @@ mod tests {
             file_limit_bytes: 1 << 20,
             allow_network: false,
             resources: Default::default(),
+            drivers: Default::default(),
         }
     }
 

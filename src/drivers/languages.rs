@@ -1,5 +1,7 @@
-//! Interpreters for `execute_code`: which program runs which language, found on the sandbox's
-//! `PATH`. Code always travels as a file the interpreter reads, never on a command line.
+//! Interpreters for `execute_code`: which program runs which language. The local driver finds
+//! them on the sandbox's `PATH` ([`resolve`]); the daytona driver names the first candidate and
+//! lets the sandbox's `PATH` find it ([`first_candidate`]). Code always travels as a file the
+//! interpreter reads, never on a command line.
 
 use std::path::{Path, PathBuf};
 
@@ -90,10 +92,40 @@ pub fn known() -> Vec<&'static str> {
     LANGUAGES.iter().map(|l| l.names[0]).collect()
 }
 
+/// The first name of the language `language` names (`py` → `python`), if any.
+pub fn canonical(language: &str) -> Option<&'static str> {
+    let wanted = language.to_ascii_lowercase();
+    LANGUAGES
+        .iter()
+        .find(|l| l.names.contains(&wanted.as_str()))
+        .map(|l| l.names[0])
+}
+
 /// Whether `language` is a name the driver knows (available or not).
 pub fn is_known(language: &str) -> bool {
     let wanted = language.to_ascii_lowercase();
     LANGUAGES.iter().any(|l| l.names.contains(&wanted.as_str()))
+}
+
+/// The first interpreter of `language` (its program name, fixed arguments and the extension of
+/// the code file), for drivers that cannot look into the sandbox's `PATH` beforehand.
+pub fn first_candidate(
+    language: &str,
+) -> Result<(&'static str, &'static [&'static str], &'static str), DriverError> {
+    let wanted = language.to_ascii_lowercase();
+    LANGUAGES
+        .iter()
+        .find(|l| l.names.contains(&wanted.as_str()))
+        .map(|l| (l.candidates[0].0, l.candidates[0].1, l.extension))
+        .ok_or_else(|| {
+            DriverError::invalid(
+                "language",
+                format!(
+                    "unsupported language `{language}`; supported: {}",
+                    known().join(", ")
+                ),
+            )
+        })
 }
 
 /// Finds the interpreter for `language` in `path_dirs`.
