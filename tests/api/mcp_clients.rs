@@ -36,7 +36,7 @@ fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
     if std::env::var("DAYTONA_MCP_REQUIRE_CLIENTS").as_deref() == Ok("1") {
         panic!("{message} (DAYTONA_MCP_REQUIRE_CLIENTS=1)");
     }
-    eprintln!("skipped: {message}");
+    crate::support::skipped(crate::support::Skip::Client, &message);
     None
 }
 
