@@ -59,9 +59,10 @@ pub struct ServerConfig {
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
     pub shutdown_grace_s: u64,
-    /// `Origin` values the MCP endpoint accepts (browsers send one; other clients usually do
-    /// not). Empty: the loopback origins on the listen port (`http://localhost:PORT`,
-    /// `http://127.0.0.1:PORT`, `http://[::1]:PORT`). `"*"` accepts any origin.
+    /// `Origin` values every route accepts (browsers send one; other clients usually do not).
+    /// Empty: the loopback origins on the listen port (`http://localhost:PORT`,
+    /// `http://127.0.0.1:PORT`, `http://[::1]:PORT`), with no CORS. Listed origins (or `"*"`,
+    /// any origin) replace that default, and the MCP endpoint answers CORS for them.
     pub allowed_origins: Vec<String>,
 }
 
