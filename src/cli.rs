@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `audit export`.
+//! The command line: `serve`, `stdio`, `migrate`, `audit export`, `config check`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -30,6 +30,18 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check a configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration `serve` would use (file, environment, flags) and print the
+    /// effective settings as TOML, secrets masked; exits 1 with the error when it is invalid.
+    Check(ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -105,6 +117,41 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::app::prepare_data_dir(&config.data_dir).ok();
             open_store(&config).await?;
             println!("migrations applied to {}", config.database_url());
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => {
+            let config = load(&args.common, args.listen.clone(), args.driver.clone())?;
+            let default_file = std::path::Path::new("daytona-mcp.toml");
+            let file = args
+                .common
+                .config
+                .clone()
+                .or_else(|| default_file.exists().then(|| default_file.to_path_buf()));
+            let env: HashMap<String, String> = std::env::vars().collect();
+            let variables = crate::config::variables_in_effect(&env);
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "# the configuration is valid").context("stdout closed")?;
+            writeln!(
+                out,
+                "# file: {}",
+                file.map_or(
+                    "none (no --config, no ./daytona-mcp.toml)".to_string(),
+                    |f| f.display().to_string()
+                )
+            )?;
+            writeln!(
+                out,
+                "# environment variables applied: {}",
+                if variables.is_empty() {
+                    "none".to_string()
+                } else {
+                    variables.join(", ")
+                }
+            )?;
+            writeln!(out, "# effective settings (secrets masked):\n")?;
+            write!(out, "{}", config.to_redacted_toml())?;
             Ok(())
         }
         Command::Audit {

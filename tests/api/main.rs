@@ -9,6 +9,7 @@ mod helpers;
 mod actors;
 mod bad_input;
 mod cancel;
+mod cli;
 mod cross_site;
 mod denials;
 mod escape;
@@ -30,6 +31,7 @@ mod mcp_tasks;
 mod mcp_transport;
 mod quota;
 mod restart;
+mod schemas;
 mod serialization;
 
 /// Runs an `async fn(Db)` test once per database.
