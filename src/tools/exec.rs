@@ -81,6 +81,15 @@ async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) ->
         },
         (None, None) => unreachable!("a command has a program or code"),
     };
+    // Decided before the run, on the code as posted; used only if it fails to compile.
+    let command_like = match &program {
+        Program::Code { language, source }
+            if super::code_hint::reads_as_command_line(language, source) =>
+        {
+            Some(language.clone())
+        }
+        _ => None,
+    };
     let mut vars = record.environment_vars.clone();
     vars.extend(cmd.env);
     let timeout = Duration::from_secs_f64(cmd.timeout_s.unwrap_or(job.timeout_s as f64));
@@ -100,13 +109,20 @@ async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) ->
     };
     let result = env.driver.exec(&record.id, request, io).await;
     match result {
-        Ok(r) => exec_outcome(record.id, timeout, r),
+        Ok(r) => exec_outcome(record.id, timeout, r, command_like.as_deref()),
         Err(e) => driver_failure(e),
     }
 }
 
-fn exec_outcome(sandbox_id: String, timeout: Duration, r: ExecResult) -> Outcome {
-    let message = if r.timed_out {
+/// Shapes a command's outcome. `command_like` is the language of code that reads as a shell
+/// command line (see [`super::code_hint`]), for the hint when it failed to compile.
+fn exec_outcome(
+    sandbox_id: String,
+    timeout: Duration,
+    r: ExecResult,
+    command_like: Option<&str>,
+) -> Outcome {
+    let mut message = if r.timed_out {
         format!(
             "timed out after {}s; the command and all its child processes were killed",
             timeout.as_secs_f64()
@@ -129,6 +145,15 @@ fn exec_outcome(sandbox_id: String, timeout: Duration, r: ExecResult) -> Outcome
             None => "ended without an exit code".to_string(),
         }
     };
+    if let Some(language) = command_like
+        && r.exit_code.is_some_and(|code| code != 0)
+        && !r.timed_out
+        && !r.cancelled
+        && r.limit_exceeded.is_none()
+        && super::code_hint::failed_to_compile(&r.stderr)
+    {
+        message = format!("{message}; {}", super::code_hint::hint(language));
+    }
     let output = ExecOutput {
         sandbox_id,
         exit_code: r.exit_code,
