@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (SQLite in ./data, local driver, 127.0.0.1:8001 unless configured).
     Serve(ServeArgs),
+    /// MCP over stdin/stdout, for desktop clients that start their servers as processes:
+    /// relays to a running server (--url), or runs the embedded server in this process.
+    Stdio(StdioArgs),
     /// Apply database migrations and exit.
     Migrate(CommonArgs),
     /// Read the audit log.
@@ -85,6 +88,20 @@ pub struct ServeArgs {
     pub driver: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct StdioArgs {
+    /// A running server's MCP endpoint, e.g. http://127.0.0.1:8001/mcp, reached with the key
+    /// in DAYTONA_MCP_API_KEY. Without it, the embedded server runs in this process with the
+    /// configuration `serve` would use (its data dir, database and driver).
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Sandbox driver (of the embedded server).
+    #[arg(long, env = "DAYTONA_MCP_DRIVER", value_parser = ["local", "daytona"])]
+    pub driver: Option<String>,
+}
+
 fn load(
     common: &CommonArgs,
     listen: Option<String>,
@@ -110,6 +127,34 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::debug!(?config, "configuration");
             let app = Application::build(config).await?;
             app.run_until_stopped().await
+        }
+        Command::Stdio(args) => {
+            let ended = match &args.url {
+                Some(url) => {
+                    let level = std::env::var("DAYTONA_LOG_LEVEL")
+                        .ok()
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| "info".into());
+                    crate::logging::init_stderr(&crate::config::LogConfig {
+                        level,
+                        ..crate::config::LogConfig::default()
+                    });
+                    let key = std::env::var("DAYTONA_MCP_API_KEY")
+                        .ok()
+                        .filter(|k| !k.trim().is_empty());
+                    crate::stdio::run_with_url(url, key).await?
+                }
+                None => {
+                    let config = load(&args.common, None, args.driver)?;
+                    crate::logging::init_stderr(&config.log);
+                    crate::stdio::run_embedded(config).await?
+                }
+            };
+            tracing::debug!(?ended, "stdio relay ended");
+            // tokio reads stdin on a blocking thread that cannot be interrupted: a relay
+            // stopped by a signal while stdin is still open would make the runtime's shutdown
+            // wait for the next line. Everything is written by now; exit.
+            std::process::exit(0);
         }
         Command::Migrate(common) => {
             let config = load(&common, None, None)?;

@@ -33,6 +33,7 @@ mod quota;
 mod restart;
 mod schemas;
 mod serialization;
+mod stdio;
 
 /// Runs an `async fn(Db)` test once per database.
 #[macro_export]
