@@ -10,6 +10,7 @@ mod actors;
 mod bad_input;
 mod cancel;
 mod cli;
+mod client_docs;
 mod cross_site;
 mod denials;
 mod escape;

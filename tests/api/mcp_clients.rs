@@ -14,18 +14,18 @@ use serde_json::Value;
 
 use crate::helpers::{Db, spawn_app, spawn_with, test_config};
 
-fn clients_dir() -> PathBuf {
+pub(crate) fn clients_dir() -> PathBuf {
     std::env::var_os("DAYTONA_MCP_CLIENTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-clients"))
 }
 
-fn clients_source() -> PathBuf {
+pub(crate) fn clients_source() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
 /// `path` if it exists; else `None`, or a failure when clients are required.
-fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
+pub(crate) fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
@@ -41,7 +41,7 @@ fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
 }
 
 /// Runs a client process with a time limit and returns its output.
-async fn run(mut command: tokio::process::Command, limit: Duration) -> Output {
+pub(crate) async fn run(mut command: tokio::process::Command, limit: Duration) -> Output {
     command.kill_on_drop(true);
     tokio::time::timeout(limit, command.output())
         .await
@@ -49,7 +49,7 @@ async fn run(mut command: tokio::process::Command, limit: Duration) -> Output {
         .expect("the client started")
 }
 
-fn describe(output: &Output) -> String {
+pub(crate) fn describe(output: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
         output.status.code(),
@@ -59,7 +59,7 @@ fn describe(output: &Output) -> String {
 }
 
 /// The JSON summary `python_sdk.py` prints last, checked for what every mode must show.
-fn check_python_summary(output: &Output, what: &str, version: &str) {
+pub(crate) fn check_python_summary(output: &Output, what: &str, version: &str) {
     assert!(
         output.status.success(),
         "python SDK, {what}: {}",
@@ -223,5 +223,37 @@ async fn conformance_suite() {
         failures.is_empty(),
         "conformance failures:\n{}",
         failures.join("\n\n")
+    );
+}
+
+/// LangSwarm 0.1.0 from PyPI, its `RemoteMCPTool` unmodified, over `/mcp` and `/`.
+#[actix_web::test]
+async fn langswarm_remote_mcp_tool_from_pypi() {
+    let Some(python) = installed(
+        clients_dir().join("langswarm/bin/python"),
+        "LangSwarm 0.1.0",
+    ) else {
+        return;
+    };
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    let mut command = tokio::process::Command::new(&python);
+    command
+        .arg(clients_source().join("langswarm_remote.py"))
+        .arg(app.url("/mcp"))
+        .env("DAYTONA_MCP_API_KEY", &app.key);
+    let output = run(command, Duration::from_secs(180)).await;
+    assert!(output.status.success(), "langswarm: {}", describe(&output));
+    let summary: Value = serde_json::from_slice(
+        output
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|line| !line.is_empty())
+            .unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("summary line: {e}: {}", describe(&output)));
+    assert!(summary["tools"].as_u64().unwrap() >= 9, "{summary}");
+    assert!(
+        summary["failure"].as_str().unwrap().contains("not_found"),
+        "{summary}"
     );
 }
