@@ -35,6 +35,8 @@ pub struct Application {
     queue: Queue,
     background: Vec<tokio::task::JoinHandle<()>>,
     denials: Arc<DenialLog>,
+    /// The data dir's lock, held until the server has stopped.
+    data_dir_lock: std::fs::File,
 }
 
 /// This node's identity: configured, or generated once and kept in the data dir so that a
@@ -68,8 +70,72 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(store)
 }
 
-fn bind(addr: &str) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr}"))
+/// Binds a listener; a failure says which setting to change and how (`setting` is the
+/// configuration key, `how` the flag or variable that sets it).
+fn bind(addr: &str, setting: &str, how: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr).map_err(|e| {
+        let hint = match e.kind() {
+            std::io::ErrorKind::AddrInUse => format!(
+                "another process (another daytona-mcp?) is listening there: stop it, or choose \
+                 another address with {how}"
+            ),
+            std::io::ErrorKind::PermissionDenied => {
+                format!("ports below 1024 need privileges: choose a port above 1023 with {how}")
+            }
+            std::io::ErrorKind::AddrNotAvailable => format!(
+                "this machine has no interface with that address: choose one it has (127.0.0.1, \
+                 or 0.0.0.0 for every interface) with {how}"
+            ),
+            _ => format!("choose another address with {how}"),
+        };
+        anyhow::anyhow!("cannot listen on {addr} ({setting}): {e}; {hint}")
+    })
+}
+
+/// The name of the user this process runs as, and its uid, for error messages.
+fn current_user() -> String {
+    // SAFETY: geteuid cannot fail; getpwuid_r writes only into the buffers it is given.
+    let uid = unsafe { libc::geteuid() };
+    let mut entry: libc::passwd = unsafe { std::mem::zeroed() };
+    let mut buffer = vec![0 as libc::c_char; 4096];
+    let mut found: *mut libc::passwd = std::ptr::null_mut();
+    let status = unsafe {
+        libc::getpwuid_r(
+            uid,
+            &mut entry,
+            buffer.as_mut_ptr(),
+            buffer.len(),
+            &mut found,
+        )
+    };
+    if status == 0 && !found.is_null() && !entry.pw_name.is_null() {
+        // SAFETY: getpwuid_r succeeded, so `pw_name` points to a NUL-terminated string in
+        // `buffer`, which is still alive.
+        let name = unsafe { std::ffi::CStr::from_ptr(entry.pw_name) };
+        format!("user {} (uid {uid})", name.to_string_lossy())
+    } else {
+        format!("uid {uid}")
+    }
+}
+
+/// An error about the data dir that says, when the cause is access, who the server runs as and
+/// how to choose another directory.
+fn data_dir_error(dir: &Path, what: &str, e: std::io::Error) -> anyhow::Error {
+    let access = matches!(
+        e.kind(),
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem
+    );
+    if access {
+        let user = current_user();
+        anyhow::anyhow!(
+            "cannot {what} data dir {}: {e}; the server runs as {user}, who cannot write there: \
+             choose a directory this user can write with --data-dir DIR (or DAYTONA_MCP_DATA_DIR, \
+             data_dir), or give this user that directory (e.g. chown)",
+            dir.display()
+        )
+    } else {
+        anyhow::anyhow!("cannot {what} data dir {}: {e}", dir.display())
+    }
 }
 
 /// Makes what the process creates private unless it says otherwise: the data dir holds the
@@ -122,17 +188,61 @@ pub fn prepare_data_dir(dir: &Path) -> anyhow::Result<()> {
         .recursive(true)
         .mode(0o700)
         .create(dir)
-        .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+        .map_err(|e| data_dir_error(dir, "create", e))?;
     let mode = std::fs::metadata(dir)
-        .with_context(|| format!("cannot read data dir {}", dir.display()))?
+        .map_err(|e| data_dir_error(dir, "read", e))?
         .permissions()
         .mode();
     if mode & 0o077 != 0 {
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-            .with_context(|| format!("cannot make data dir {} private", dir.display()))?;
+            .map_err(|e| data_dir_error(dir, "make private", e))?;
         tracing::info!(data_dir = %dir.display(), "data dir made private (mode 0700)");
     }
+    // Proves the directory is writable now, rather than failing later inside SQLite or the key
+    // file with a less helpful message.
+    let probe = dir.join(format!(".write-probe-{}", uuid::Uuid::new_v4().simple()));
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|e| data_dir_error(dir, "write in", e))?;
+    let _ = std::fs::remove_file(&probe);
     Ok(())
+}
+
+/// Holds `<data_dir>/daytona-mcp.lock` for the process's life: two servers on one data dir
+/// would share a node id, and each one's start-up recovery would fail the jobs the other runs.
+/// The lock goes with the process (the kernel releases it), so a crash leaves nothing stale.
+fn lock_data_dir(dir: &Path) -> anyhow::Result<std::fs::File> {
+    use std::io::{Read, Seek, Write};
+    use std::os::fd::AsRawFd;
+    let path = dir.join("daytona-mcp.lock");
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(&path)
+        .map_err(|e| data_dir_error(dir, "lock", e))?;
+    // SAFETY: flock only acts on the descriptor, which `file` owns.
+    if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) } != 0 {
+        let mut holder = String::new();
+        let _ = file.read_to_string(&mut holder);
+        let holder = match holder.trim() {
+            "" => String::new(),
+            pid => format!(" (pid {pid})"),
+        };
+        anyhow::bail!(
+            "the data dir {} is in use by another daytona-mcp process{holder}: stop it, give \
+             this one another --data-dir, or connect to the running server (e.g. `daytona-mcp \
+             stdio --url http://127.0.0.1:8001/mcp`)",
+            dir.display()
+        );
+    }
+    file.set_len(0)?;
+    file.rewind()?;
+    writeln!(file, "{}", std::process::id())?;
+    Ok(file)
 }
 
 impl Application {
@@ -152,7 +262,25 @@ impl Application {
         if config.enabled_drivers().iter().any(|d| d == "local") {
             refuse_paths_sandboxes_read(&config)?;
         }
+        // The listeners first: a server that cannot serve stops before it touches the data dir
+        // or the database (where start-up recovery would act on jobs).
+        let metrics_on_main = config.server.metrics_listen.is_empty();
+        let listener = bind(
+            &config.server.listen,
+            "server.listen",
+            "--listen ADDR:PORT (or DAYTONA_MCP_LISTEN)",
+        )?;
+        let metrics_listener = if metrics_on_main {
+            None
+        } else {
+            Some(bind(
+                &config.server.metrics_listen,
+                "server.metrics_listen",
+                "DAYTONA_MCP_SERVER__METRICS_LISTEN=ADDR:PORT",
+            )?)
+        };
         prepare_data_dir(&config.data_dir)?;
+        let data_dir_lock = lock_data_dir(&config.data_dir)?;
         // Sandboxed commands run with another working directory; every path must be absolute.
         config.data_dir = config
             .data_dir
@@ -249,8 +377,6 @@ impl Application {
         ));
         background.push(tokio::spawn(denials::flush_loop(denials.clone())));
 
-        let metrics_on_main = config.server.metrics_listen.is_empty();
-        let listener = bind(&config.server.listen)?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             tools,
@@ -289,10 +415,7 @@ impl Application {
         .listen(listener)?
         .run();
 
-        let (metrics_server, metrics_port) = if metrics_on_main {
-            (None, None)
-        } else {
-            let listener = bind(&config.server.metrics_listen)?;
+        let (metrics_server, metrics_port) = if let Some(listener) = metrics_listener {
             let port = listener.local_addr()?.port();
             let metrics_state = state.clone();
             let server = HttpServer::new(move || {
@@ -305,6 +428,8 @@ impl Application {
             .listen(listener)?
             .run();
             (Some(server), Some(port))
+        } else {
+            (None, None)
         };
         tracing::info!(port, node_id = %node_id, backend = store.backend().as_str(),
             "daytona-mcp listening");
@@ -319,6 +444,7 @@ impl Application {
             queue,
             background,
             denials,
+            data_dir_lock,
         })
     }
 
@@ -367,6 +493,7 @@ impl Application {
         self.denials.flush(None).await;
         self.pool.shutdown(self.shutdown_grace).await;
         tracing::info!("stopped");
+        drop(self.data_dir_lock);
         Ok(())
     }
 }

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `audit export`.
+//! The command line: `serve`, `stdio`, `migrate`, `audit export`, `config check`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -23,6 +23,9 @@ pub struct Cli {
 pub enum Command {
     /// Run the server (SQLite in ./data, local driver, 127.0.0.1:8001 unless configured).
     Serve(ServeArgs),
+    /// MCP over stdin/stdout, for desktop clients that start their servers as processes:
+    /// relays to a running server (--url), or runs the embedded server in this process.
+    Stdio(StdioArgs),
     /// Apply database migrations and exit.
     Migrate(CommonArgs),
     /// Read the audit log.
@@ -30,6 +33,18 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Check a configuration.
+    Config {
+        #[command(subcommand)]
+        command: ConfigCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Validate the configuration `serve` would use (file, environment, flags) and print the
+    /// effective settings as TOML, secrets masked; exits 1 with the error when it is invalid.
+    Check(ServeArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -73,6 +88,20 @@ pub struct ServeArgs {
     pub driver: Option<String>,
 }
 
+#[derive(Debug, Args)]
+pub struct StdioArgs {
+    /// A running server's MCP endpoint, e.g. http://127.0.0.1:8001/mcp, reached with the key
+    /// in DAYTONA_MCP_API_KEY. Without it, the embedded server runs in this process with the
+    /// configuration `serve` would use (its data dir, database and driver).
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub common: CommonArgs,
+    /// Sandbox driver (of the embedded server).
+    #[arg(long, env = "DAYTONA_MCP_DRIVER", value_parser = ["local", "daytona"])]
+    pub driver: Option<String>,
+}
+
 fn load(
     common: &CommonArgs,
     listen: Option<String>,
@@ -99,12 +128,75 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until_stopped().await
         }
+        Command::Stdio(args) => {
+            let ended = match &args.url {
+                Some(url) => {
+                    let level = std::env::var("DAYTONA_LOG_LEVEL")
+                        .ok()
+                        .filter(|l| !l.is_empty())
+                        .unwrap_or_else(|| "info".into());
+                    crate::logging::init_stderr(&crate::config::LogConfig {
+                        level,
+                        ..crate::config::LogConfig::default()
+                    });
+                    let key = std::env::var("DAYTONA_MCP_API_KEY")
+                        .ok()
+                        .filter(|k| !k.trim().is_empty());
+                    crate::stdio::run_with_url(url, key).await?
+                }
+                None => {
+                    let config = load(&args.common, None, args.driver)?;
+                    crate::logging::init_stderr(&config.log);
+                    crate::stdio::run_embedded(config).await?
+                }
+            };
+            tracing::debug!(?ended, "stdio relay ended");
+            // tokio reads stdin on a blocking thread that cannot be interrupted: a relay
+            // stopped by a signal while stdin is still open would make the runtime's shutdown
+            // wait for the next line. Everything is written by now; exit.
+            std::process::exit(0);
+        }
         Command::Migrate(common) => {
             let config = load(&common, None, None)?;
             crate::logging::init(&config.log);
             crate::app::prepare_data_dir(&config.data_dir).ok();
             open_store(&config).await?;
             println!("migrations applied to {}", config.database_url());
+            Ok(())
+        }
+        Command::Config {
+            command: ConfigCommand::Check(args),
+        } => {
+            let config = load(&args.common, args.listen.clone(), args.driver.clone())?;
+            let default_file = std::path::Path::new("daytona-mcp.toml");
+            let file = args
+                .common
+                .config
+                .clone()
+                .or_else(|| default_file.exists().then(|| default_file.to_path_buf()));
+            let env: HashMap<String, String> = std::env::vars().collect();
+            let variables = crate::config::variables_in_effect(&env);
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "# the configuration is valid").context("stdout closed")?;
+            writeln!(
+                out,
+                "# file: {}",
+                file.map_or(
+                    "none (no --config, no ./daytona-mcp.toml)".to_string(),
+                    |f| f.display().to_string()
+                )
+            )?;
+            writeln!(
+                out,
+                "# environment variables applied: {}",
+                if variables.is_empty() {
+                    "none".to_string()
+                } else {
+                    variables.join(", ")
+                }
+            )?;
+            writeln!(out, "# effective settings (secrets masked):\n")?;
+            write!(out, "{}", config.to_redacted_toml())?;
             Ok(())
         }
         Command::Audit {

@@ -1,4 +1,4 @@
-//! Configuration: defaults, then a TOML file, then the seed's environment variables, then
+//! Configuration: defaults, then a TOML file, then the Daytona environment variables, then
 //! `DAYTONA_MCP_<SECTION>__<KEY>` overrides, then command-line flags. Unknown keys are errors,
 //! so a typo never silently falls back to a default.
 
@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::DatabaseUrl;
 
@@ -28,6 +28,44 @@ pub enum IsolationMode {
 pub const DEFAULT_SANDBOX_PATH: &str =
     "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
+/// The environment variables of the original Daytona MCP design, and the settings they set.
+const DAYTONA_VARIABLES: [(&str, &str, &str); 6] = [
+    ("DAYTONA_SERVER_URL", "daytona", "api_url"),
+    ("DAYTONA_API_KEY", "daytona", "api_key"),
+    ("DAYTONA_WORKSPACE_MEMORY_LIMIT", "sandbox", "memory_limit"),
+    ("DAYTONA_WORKSPACE_CPU_LIMIT", "sandbox", "cpu_limit"),
+    ("DAYTONA_LOG_LEVEL", "log", "level"),
+    ("DAYTONA_MCP_API_KEY", "auth", "api_key"),
+];
+
+/// The environment twins of the command-line flags (read by the CLI).
+const FLAG_VARIABLES: [&str; 5] = [
+    "DAYTONA_MCP_CONFIG",
+    "DAYTONA_MCP_LISTEN",
+    "DAYTONA_MCP_DATA_DIR",
+    "DATABASE_URL",
+    "DAYTONA_MCP_DRIVER",
+];
+
+/// The names of the variables in `env` that shape the configuration (or, for `RUST_LOG`, the
+/// log filter), sorted: what `daytona-mcp config check` says it applied.
+pub fn variables_in_effect(env: &HashMap<String, String>) -> Vec<String> {
+    let mut names: Vec<String> = env
+        .iter()
+        .filter(|(name, value)| {
+            !value.is_empty()
+                && (DAYTONA_VARIABLES.iter().any(|(var, _, _)| var == name)
+                    || FLAG_VARIABLES.contains(&name.as_str())
+                    || (name.starts_with("DAYTONA_MCP_") && name.contains("__"))
+                    || *name == "MCP_DEBUG"
+                    || *name == "RUST_LOG")
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    names.sort();
+    names
+}
+
 /// Errors loading configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -41,7 +79,7 @@ pub enum ConfigError {
 }
 
 /// The whole configuration.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
     /// Where the SQLite database, sandboxes and node identity live.
@@ -60,7 +98,7 @@ pub struct Config {
     pub log: LogConfig,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServerConfig {
     pub listen: String,
@@ -72,14 +110,15 @@ pub struct ServerConfig {
     /// HTTP worker threads; 0 = one per core.
     pub workers: usize,
     pub shutdown_grace_s: u64,
-    /// `Origin` values the MCP endpoint accepts (browsers send one; other clients usually do
-    /// not). Empty: the loopback origins on the listen port (`http://localhost:PORT`,
-    /// `http://127.0.0.1:PORT`, `http://[::1]:PORT`). `"*"` accepts any origin.
+    /// `Origin` values every route accepts (browsers send one; other clients usually do not).
+    /// Empty: the loopback origins on the listen port (`http://localhost:PORT`,
+    /// `http://127.0.0.1:PORT`, `http://[::1]:PORT`), with no CORS. Listed origins (or `"*"`,
+    /// any origin) replace that default, and the MCP endpoint answers CORS for them.
     pub allowed_origins: Vec<String>,
 }
 
 /// The MCP endpoint (`/mcp`).
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct McpConfig {
     /// A legacy (2025-era) session unused for this long is forgotten; its id then gets 404.
@@ -93,7 +132,7 @@ pub struct McpConfig {
     pub page_size: usize,
 }
 
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty = `sqlite://<data_dir>/daytona-mcp.db`.
@@ -112,7 +151,7 @@ impl std::fmt::Debug for DatabaseConfig {
 }
 
 /// The audit log: how long it is kept, and how much refused requests may write to it.
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditConfig {
     /// Audit rows older than this many days are deleted (hourly; 0 = keep forever).
@@ -125,7 +164,7 @@ pub struct AuditConfig {
     pub denials_per_minute: u32,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct QueueConfig {
     pub concurrency: usize,
@@ -142,7 +181,7 @@ pub struct QueueConfig {
     pub retention_hours: u64,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct SandboxConfig {
     /// `local` (embedded) or `daytona`: the driver of sandboxes whose `create_sandbox` names
@@ -155,9 +194,9 @@ pub struct SandboxConfig {
     pub output_limit_bytes: usize,
     /// Bytes of output stored per job for replay over events.
     pub stored_output_limit_bytes: usize,
-    /// Memory per sandbox command tree, e.g. "2g" (seed: DAYTONA_WORKSPACE_MEMORY_LIMIT).
+    /// Memory per sandbox command tree, e.g. "2g" (environment: DAYTONA_WORKSPACE_MEMORY_LIMIT).
     pub memory_limit: String,
-    /// CPU cores per sandbox command tree, e.g. "1.0" (seed: DAYTONA_WORKSPACE_CPU_LIMIT).
+    /// CPU cores per sandbox command tree, e.g. "1.0" (environment: DAYTONA_WORKSPACE_CPU_LIMIT).
     pub cpu_limit: String,
     /// Largest file `file_operation` reads or writes, e.g. "16m".
     pub file_limit: String,
@@ -173,7 +212,7 @@ pub struct SandboxConfig {
     pub max_disk: String,
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LocalSection {
     pub isolation: IsolationMode,
@@ -187,12 +226,12 @@ pub struct LocalSection {
 }
 
 /// The `daytona` driver: a self-hosted Daytona driven through its CLI.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DaytonaSection {
     /// The `daytona` CLI: a path, or a name looked up on the server's `PATH`.
     pub cli_path: String,
-    /// Daytona's API URL, given to the CLI as `DAYTONA_API_URL` (seed: DAYTONA_SERVER_URL);
+    /// Daytona's API URL, given to the CLI as `DAYTONA_API_URL` (environment: DAYTONA_SERVER_URL);
     /// empty: the CLI's own login (`daytona login`).
     pub api_url: String,
     /// Daytona API key, given to the CLI as `DAYTONA_API_KEY` (the environment variable
@@ -244,14 +283,18 @@ impl std::fmt::Debug for DaytonaSection {
     }
 }
 
-#[derive(Clone, Default, Deserialize)]
+#[derive(Clone, Default, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthConfig {
-    /// The admin API key (seed: DAYTONA_MCP_API_KEY). Empty: one is generated into
+    /// The admin API key (environment: DAYTONA_MCP_API_KEY). Empty: one is generated into
     /// `<data_dir>/admin.key` on first start.
     pub api_key: String,
     /// Serve without authentication; refused unless the listener is loopback.
     pub disabled: bool,
+    /// Let `GET /schema` and `GET /<tool>/schema` answer without a key. They describe the tools
+    /// only (names, descriptions, JSON schemas), nothing of sandboxes or jobs; LangSwarm's REST
+    /// helper reads `/schema` without headers.
+    pub public_schemas: bool,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -259,11 +302,12 @@ impl std::fmt::Debug for AuthConfig {
         f.debug_struct("AuthConfig")
             .field("api_key", &if self.api_key.is_empty() { "" } else { "***" })
             .field("disabled", &self.disabled)
+            .field("public_schemas", &self.public_schemas)
             .finish()
     }
 }
 
-#[derive(Clone, Debug, Deserialize)]
+#[derive(Clone, Debug, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct LogConfig {
     /// A `tracing` filter: `info`, `debug`, `daytona_mcp=debug,sqlx=warn`…
@@ -481,6 +525,26 @@ fn env_value(raw: &str) -> toml::Value {
     }
 }
 
+/// Masks secrets in a serialized configuration (see [`Config::to_redacted_toml`]).
+fn redact(value: &mut toml::Value) {
+    let Some(table) = value.as_table_mut() else {
+        return;
+    };
+    for (key, value) in table.iter_mut() {
+        let secret = ["key", "token", "password", "secret"]
+            .iter()
+            .any(|word| key.ends_with(word));
+        match value {
+            toml::Value::String(text) if secret && !text.is_empty() => *text = "***".into(),
+            toml::Value::String(text) if key == "url" || key.ends_with("_url") => {
+                *text = DatabaseUrl::new(text.clone()).redacted();
+            }
+            toml::Value::Table(_) => redact(value),
+            _ => {}
+        }
+    }
+}
+
 fn truthy(value: &str) -> bool {
     matches!(
         value.to_ascii_lowercase().as_str(),
@@ -510,16 +574,7 @@ impl Config {
             None => toml::Table::new(),
         };
 
-        // The seed's variables.
-        let seed: [(&str, &str, &str); 6] = [
-            ("DAYTONA_SERVER_URL", "daytona", "api_url"),
-            ("DAYTONA_API_KEY", "daytona", "api_key"),
-            ("DAYTONA_WORKSPACE_MEMORY_LIMIT", "sandbox", "memory_limit"),
-            ("DAYTONA_WORKSPACE_CPU_LIMIT", "sandbox", "cpu_limit"),
-            ("DAYTONA_LOG_LEVEL", "log", "level"),
-            ("DAYTONA_MCP_API_KEY", "auth", "api_key"),
-        ];
-        for (var, section, key) in seed {
+        for (var, section, key) in DAYTONA_VARIABLES {
             if let Some(value) = env.get(var).filter(|v| !v.is_empty()) {
                 set(
                     &mut table,
@@ -698,10 +753,24 @@ impl Config {
         if self.sandbox.drivers.is_empty() {
             vec![self.sandbox.driver.clone()]
         } else {
-            let mut names = self.sandbox.drivers.clone();
-            names.dedup();
+            let mut names: Vec<String> = Vec::new();
+            for name in &self.sandbox.drivers {
+                if !names.contains(name) {
+                    names.push(name.clone());
+                }
+            }
             names
         }
+    }
+
+    /// The configuration as TOML with its secrets masked, for printing (`daytona-mcp config
+    /// check`): every non-empty setting whose name says it is a secret (`…key`, `…token`,
+    /// `…password`, `…secret`) becomes `***`, and URLs lose their passwords. Going by names
+    /// keeps settings added later masked too.
+    pub fn to_redacted_toml(&self) -> String {
+        let mut value = toml::Value::try_from(self).expect("the configuration serializes");
+        redact(&mut value);
+        toml::to_string(&value).expect("the configuration serializes to TOML")
     }
 
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
@@ -967,6 +1036,72 @@ mod tests {
         }
         let e = env(&[("DAYTONA_MCP_MCP__PAGE_SIZE", "0")]);
         assert!(Config::load(None, &e, &Overrides::default()).is_err());
+    }
+
+    /// The differences between two serialized configurations, as dotted keys.
+    fn differences(prefix: &str, want: &toml::Table, got: &toml::Table, out: &mut Vec<String>) {
+        for (key, value) in want {
+            let path = format!("{prefix}{key}");
+            match (value, got.get(key)) {
+                (_, None) => out.push(format!("{path} is missing (default {value})")),
+                (toml::Value::Table(want), Some(toml::Value::Table(got))) => {
+                    differences(&format!("{path}."), want, got, out)
+                }
+                (want, Some(got)) if want != got => {
+                    out.push(format!("{path} is {got}, but its default is {want}"))
+                }
+                _ => {}
+            }
+        }
+        for key in got.keys().filter(|k| !want.contains_key(*k)) {
+            out.push(format!("{prefix}{key} is not a setting"));
+        }
+    }
+
+    #[test]
+    fn the_example_file_lists_every_setting_with_its_default() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("daytona-mcp.example.toml");
+        // It loads (unknown keys would be errors)…
+        Config::load(Some(&path), &env(&[]), &Overrides::default()).unwrap();
+        // …and holds exactly the settings of `Config`, each at its default.
+        let example: toml::Table = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+        let defaults = match toml::Value::try_from(Config::default()).unwrap() {
+            toml::Value::Table(table) => table,
+            other => panic!("not a table: {other}"),
+        };
+        let mut out = Vec::new();
+        differences("", &defaults, &example, &mut out);
+        assert!(
+            out.is_empty(),
+            "daytona-mcp.example.toml is out of date:\n{}",
+            out.join("\n")
+        );
+    }
+
+    #[test]
+    fn printed_settings_mask_secrets() {
+        let e = env(&[
+            ("DAYTONA_MCP_API_KEY", "sk-very-secret"),
+            (
+                "DATABASE_URL",
+                "postgres://app:pg-s3cret@db.internal/jobs?sslpassword=pg-s3cret",
+            ),
+        ]);
+        let overrides = Overrides {
+            database_url: e.get("DATABASE_URL").cloned(),
+            ..Overrides::default()
+        };
+        let c = Config::load(None, &e, &overrides).unwrap();
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("sk-very-secret"), "{printed}");
+        assert!(!printed.contains("pg-s3cret"), "{printed}");
+        assert!(printed.contains("api_key = \"***\""), "{printed}");
+        assert!(printed.contains("db.internal/jobs"), "{printed}");
+        // What is printed is a configuration file that loads into the same settings, secrets
+        // aside.
+        let reparsed: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(reparsed.queue.concurrency, c.queue.concurrency);
+        assert_eq!(reparsed.server.listen, c.server.listen);
     }
 
     #[test]

@@ -13,5 +13,6 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod queue;
+pub mod stdio;
 pub mod store;
 pub mod tools;

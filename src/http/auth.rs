@@ -212,12 +212,29 @@ pub(crate) async fn authenticate_request(
     }
 }
 
+/// Whether a request reads a schema route: `GET /schema` or `GET /<tool>/schema`.
+fn reads_a_schema(req: &ServiceRequest) -> bool {
+    if req.method() != actix_web::http::Method::GET {
+        return false;
+    }
+    let path = req.path();
+    path == "/schema"
+        || path
+            .strip_prefix('/')
+            .and_then(|p| p.strip_suffix("/schema"))
+            .is_some_and(|tool| !tool.is_empty() && !tool.contains('/'))
+}
+
 /// Middleware: authenticates the request or answers 401 (and writes a `denied` audit row).
+/// With `auth.public_schemas`, the schema routes pass without a key.
 pub async fn require_key(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = crate::http::state_of(&req);
+    if state.config.auth.public_schemas && reads_a_schema(&req) {
+        return Ok(next.call(req).await?.map_into_left_body());
+    }
     match authenticate_request(&state, &req).await {
         Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
         Err(error) => {

@@ -14,11 +14,20 @@
 //!   preflight), so that case rests on the `Origin` check: browsers add `Origin` to every
 //!   cross-site POST (a value of `null` included, which no policy but `*` allows).
 //!
+//! - **CORS**, on the MCP endpoint only (`/mcp` and `/`), and only for origins the operator
+//!   listed in `server.allowed_origins` (or `*`): nothing is opened by default. A preflight
+//!   (`OPTIONS` with `Access-Control-Request-Method`) carries no key, so it is answered here,
+//!   before authentication: 204 with the MCP methods and headers allowed. Every answer to an
+//!   allowed origin then names it (`Access-Control-Allow-Origin`) and exposes the MCP headers
+//!   (`Mcp-Session-Id`, …), refusals included, so a page can read a 401. The origin that CORS
+//!   opens to is exactly the one the `Origin` check lets through: one policy for both.
+//!
 //! Answers are JSON-RPC errors on the MCP endpoint (`/mcp`, `POST /`) and the REST error shape
 //! elsewhere.
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::HeaderValue;
 use actix_web::http::{Method, StatusCode, header};
 use actix_web::middleware::Next;
 use actix_web::{HttpResponse, ResponseError};
@@ -34,6 +43,9 @@ pub struct OriginPolicy {
     any: bool,
     /// Lowercase serialized origins.
     allowed: Vec<String>,
+    /// Whether the operator listed origins (or `*`): only then does the MCP endpoint answer
+    /// CORS, since the loopback default is the server's own origin, which needs none.
+    cors: bool,
 }
 
 impl OriginPolicy {
@@ -43,6 +55,7 @@ impl OriginPolicy {
             return OriginPolicy {
                 any: true,
                 allowed: Vec::new(),
+                cors: true,
             };
         }
         let allowed = if configured.is_empty() {
@@ -63,12 +76,66 @@ impl OriginPolicy {
         OriginPolicy {
             any: false,
             allowed,
+            cors: !configured.is_empty(),
         }
     }
 
     pub fn allows(&self, origin: &str) -> bool {
         self.any || self.allowed.contains(&origin.trim().to_ascii_lowercase())
     }
+
+    /// Whether the MCP endpoint answers CORS for the origins it allows.
+    pub fn cors(&self) -> bool {
+        self.cors
+    }
+}
+
+/// The request headers a page may send to the MCP endpoint: the keys, the body's type, and
+/// the Streamable HTTP headers of every revision served.
+const CORS_ALLOW_HEADERS: &str = "Authorization, X-API-Key, Content-Type, Accept, \
+    Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID";
+/// The answer headers a page may read: the session, the negotiated version, and why a key
+/// was refused.
+const CORS_EXPOSE_HEADERS: &str = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate";
+/// How long a browser may reuse a preflight's answer, in seconds.
+const CORS_MAX_AGE_S: &str = "600";
+
+/// Whether the request is for the MCP endpoint's paths (any method).
+fn is_mcp_path(req: &ServiceRequest) -> bool {
+    matches!(req.path(), "/mcp" | "/")
+}
+
+/// Adds what every CORS answer to `origin` carries.
+fn add_cors_headers(headers: &mut header::HeaderMap, origin: &HeaderValue) {
+    headers.insert(header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone());
+    headers.insert(
+        header::ACCESS_CONTROL_EXPOSE_HEADERS,
+        HeaderValue::from_static(CORS_EXPOSE_HEADERS),
+    );
+    headers.append(header::VARY, HeaderValue::from_static("Origin"));
+}
+
+/// The answer to a preflight of the MCP endpoint: 204, with the CORS headers when the endpoint
+/// is opened to this origin (without them the browser refuses the request itself).
+fn preflight_answer(req: &ServiceRequest, origin: Option<&HeaderValue>) -> HttpResponse {
+    let mut response = HttpResponse::NoContent().finish();
+    if let Some(origin) = origin {
+        let methods = if req.path() == "/mcp" {
+            "GET, POST, DELETE"
+        } else {
+            "POST"
+        };
+        let headers = response.headers_mut();
+        add_cors_headers(headers, origin);
+        for (name, value) in [
+            (header::ACCESS_CONTROL_ALLOW_METHODS, methods),
+            (header::ACCESS_CONTROL_ALLOW_HEADERS, CORS_ALLOW_HEADERS),
+            (header::ACCESS_CONTROL_MAX_AGE, CORS_MAX_AGE_S),
+        ] {
+            headers.insert(name, HeaderValue::from_static(value));
+        }
+    }
+    response
 }
 
 /// Whether a `Content-Type` value names JSON (`application/json`, `application/*+json`).
@@ -100,13 +167,15 @@ fn refusal(
     }
 }
 
-/// Middleware: refuses foreign origins (403) and POST bodies that are not JSON (415).
+/// Middleware: refuses foreign origins (403) and POST bodies that are not JSON (415), and
+/// answers CORS on the MCP endpoint for the configured origins.
 pub async fn guard(
     req: ServiceRequest,
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<EitherBody<impl MessageBody>>, actix_web::Error> {
     let state = super::state_of(&req);
-    if let Some(origin) = req.headers().get(header::ORIGIN) {
+    let origin = req.headers().get(header::ORIGIN).cloned();
+    if let Some(origin) = &origin {
         let allowed = origin
             .to_str()
             .is_ok_and(|origin| state.origins.allows(origin));
@@ -121,20 +190,39 @@ pub async fn guard(
             return Ok(req.into_response(response).map_into_right_body());
         }
     }
+    // The origin this answer opens CORS to: an allowed one, on the MCP endpoint, when the
+    // operator configured origins.
+    let cors_origin = origin.filter(|_| state.origins.cors() && is_mcp_path(&req));
+    if req.method() == Method::OPTIONS
+        && is_mcp_path(&req)
+        && req
+            .headers()
+            .contains_key(header::ACCESS_CONTROL_REQUEST_METHOD)
+    {
+        let response = preflight_answer(&req, cors_origin.as_ref());
+        return Ok(req.into_response(response).map_into_right_body());
+    }
     if req.method() == Method::POST
         && let Some(content_type) = req.headers().get(header::CONTENT_TYPE)
         && !content_type.to_str().is_ok_and(is_json)
     {
-        let response = refusal(
+        let mut response = refusal(
             &req,
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported_media_type",
             "Unsupported Media Type: the body must be JSON, sent with `Content-Type: \
              application/json` (with curl: -H 'Content-Type: application/json', or --json)",
         );
+        if let Some(origin) = &cors_origin {
+            add_cors_headers(response.headers_mut(), origin);
+        }
         return Ok(req.into_response(response).map_into_right_body());
     }
-    Ok(next.call(req).await?.map_into_left_body())
+    let mut response = next.call(req).await?;
+    if let Some(origin) = &cors_origin {
+        add_cors_headers(response.headers_mut(), origin);
+    }
+    Ok(response.map_into_left_body())
 }
 
 #[cfg(test)]
@@ -158,6 +246,13 @@ mod tests {
         assert!(policy.allows("https://app.example.com"));
         assert!(!policy.allows("http://localhost:8001"));
         assert!(OriginPolicy::new(&["*".to_string()], 1).allows("http://anything"));
+    }
+
+    #[test]
+    fn cors_only_for_configured_origins() {
+        assert!(!OriginPolicy::new(&[], 8001).cors());
+        assert!(OriginPolicy::new(&["http://localhost:6274".to_string()], 8001).cors());
+        assert!(OriginPolicy::new(&["*".to_string()], 8001).cors());
     }
 
     #[test]

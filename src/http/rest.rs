@@ -1,4 +1,4 @@
-//! The seed's LangSwarm-style routes: `GET /schema`, `GET /<tool>/schema`, `POST /<tool>`.
+//! The LangSwarm-style REST routes: `GET /schema`, `GET /<tool>/schema`, `POST /<tool>`.
 
 use std::time::Duration;
 

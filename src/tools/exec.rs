@@ -79,6 +79,15 @@ async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) ->
         },
         (None, None) => unreachable!("a command has a program or code"),
     };
+    // Decided before the run, on the code as posted; used only if it fails to compile.
+    let command_like = match &program {
+        Program::Code { language, source }
+            if super::code_hint::reads_as_command_line(language, source) =>
+        {
+            Some(language.clone())
+        }
+        _ => None,
+    };
     let mut vars = record.environment_vars.clone();
     vars.extend(cmd.env);
     let timeout = Duration::from_secs_f64(cmd.timeout_s.unwrap_or(job.timeout_s as f64));
@@ -98,23 +107,32 @@ async fn run_command(env: &ToolEnv, job: &Job, ctx: JobContext, cmd: Command) ->
     };
     let result = driver.exec(record.driver_handle(), request, io).await;
     match result {
-        Ok(r) => exec_outcome(record.id, timeout, r, driver.capabilities()),
+        Ok(r) => exec_outcome(
+            record.id,
+            timeout,
+            r,
+            driver.capabilities(),
+            command_like.as_deref(),
+        ),
         Err(e) => driver_failure(e),
     }
 }
 
+/// Shapes a command's outcome. `command_like` is the language of code that reads as a shell
+/// command line (see [`super::code_hint`]), for the hint when it failed to compile.
 fn exec_outcome(
     sandbox_id: String,
     timeout: Duration,
     r: ExecResult,
     capabilities: Capabilities,
+    command_like: Option<&str>,
 ) -> Outcome {
     let killed = if capabilities.kills_process_tree {
         "the command and all its child processes were killed"
     } else {
         "the command's process group was killed (processes that left it may still run)"
     };
-    let message = if r.timed_out {
+    let mut message = if r.timed_out {
         format!("timed out after {}s; {killed}", timeout.as_secs_f64())
     } else if r.cancelled {
         format!("cancelled; {killed}")
@@ -134,6 +152,15 @@ fn exec_outcome(
             None => "ended without an exit code".to_string(),
         }
     };
+    if let Some(language) = command_like
+        && r.exit_code.is_some_and(|code| code != 0)
+        && !r.timed_out
+        && !r.cancelled
+        && r.limit_exceeded.is_none()
+        && super::code_hint::failed_to_compile(&r.stderr)
+    {
+        message = format!("{message}; {}", super::code_hint::hint(language));
+    }
     let output = ExecOutput {
         sandbox_id,
         exit_code: r.exit_code,

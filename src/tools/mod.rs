@@ -6,6 +6,7 @@
 //! submits the same [`Submission`].
 
 pub mod args;
+mod code_hint;
 mod exec;
 mod files;
 mod git;

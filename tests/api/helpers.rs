@@ -26,7 +26,24 @@ pub struct TestApp {
     /// The server runs in its own thread and actix system, like a separate process; dropping
     /// the `TestApp` stops it gracefully and joins the thread.
     thread: Option<std::thread::JoinHandle<()>>,
-    dir: Option<tempfile::TempDir>,
+    dir: Option<TestDir>,
+}
+
+/// What a test server's data lives in: a temporary directory, and for PostgreSQL a fresh
+/// database. Both go when this is dropped (the database with its connections), so after the
+/// server stopped, whether the test passed or failed.
+pub struct TestDir {
+    _dir: tempfile::TempDir,
+    _database: Option<support::PgDatabase>,
+}
+
+impl TestDir {
+    /// The temporary directory (the data dir is its `data` subdirectory). Used by
+    /// `tests/driver`, which shares this file.
+    #[allow(dead_code)]
+    pub fn path(&self) -> &std::path::Path {
+        self._dir.path()
+    }
 }
 
 impl Drop for TestApp {
@@ -45,7 +62,7 @@ fn init_logs() {
 }
 
 /// A configuration for a test server: random port, temporary data dir, one HTTP worker.
-pub async fn test_config(db: Db) -> Option<(Config, tempfile::TempDir)> {
+pub async fn test_config(db: Db) -> Option<(Config, TestDir)> {
     init_logs();
     let dir = tempfile::tempdir().unwrap();
     let mut config = Config {
@@ -57,10 +74,20 @@ pub async fn test_config(db: Db) -> Option<(Config, tempfile::TempDir)> {
     config.auth.api_key = format!("test-{}", uuid::Uuid::new_v4().simple());
     config.queue.poll_interval_ms = 500;
     config.queue.retention_hours = 0;
-    if db == Db::Postgres {
-        config.database.url = support::fresh_postgres_url().await?;
+    let database = match db {
+        Db::Sqlite => None,
+        Db::Postgres => Some(support::fresh_postgres().await?),
+    };
+    if let Some(database) = &database {
+        config.database.url = database.url.clone();
     }
-    Some((config, dir))
+    Some((
+        config,
+        TestDir {
+            _dir: dir,
+            _database: database,
+        },
+    ))
 }
 
 /// Starts a server; `None` when the database is not available (PostgreSQL not configured).
@@ -69,7 +96,7 @@ pub async fn spawn_app(db: Db) -> Option<TestApp> {
     Some(spawn_with(config, dir).await)
 }
 
-pub async fn spawn_with(config: Config, dir: tempfile::TempDir) -> TestApp {
+pub async fn spawn_with(config: Config, dir: TestDir) -> TestApp {
     spawn_with_drivers(config, dir, None).await
 }
 
@@ -86,7 +113,7 @@ pub type MakeDrivers = Box<
 /// instead of the configuration.
 pub async fn spawn_with_drivers(
     mut config: Config,
-    dir: tempfile::TempDir,
+    dir: TestDir,
     make: Option<MakeDrivers>,
 ) -> TestApp {
     let key = config.auth.api_key.clone();
@@ -134,8 +161,8 @@ impl TestApp {
     }
 
     /// Stops the server gracefully and hands back its temporary directory (with the data dir
-    /// and SQLite file), which dropping the `TestApp` would delete.
-    pub fn stop(mut self) -> tempfile::TempDir {
+    /// and SQLite file) and database, which dropping the `TestApp` would delete.
+    pub fn stop(mut self) -> TestDir {
         self.stop_server();
         self.dir.take().expect("the directory is still there")
     }

@@ -154,9 +154,10 @@ async fn readyz_names_a_lost_database_without_its_error() {
 async fn the_database_password_is_never_logged() {
     // PostgreSQL here trusts local connections, so a password in the URL is accepted and
     // ignored: the server starts normally with it.
-    let Some(url) = support::fresh_postgres_url().await else {
+    let Some(database) = support::fresh_postgres().await else {
         return;
     };
+    let url = database.url.clone();
     let password = format!("pw-{}", uuid::Uuid::new_v4().simple());
     let url = url.replacen(
         "postgres://postgres@",

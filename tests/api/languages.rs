@@ -100,3 +100,68 @@ async fn a_language_the_sandbox_lacks_is_a_clear_error() {
         "{message}"
     );
 }
+
+/// A shell command posted as code (the CI example of the original design posts
+/// `{"code": "python -m pytest"}`) fails to compile; the message says what to do instead,
+/// and nothing else of the result changes.
+#[actix_web::test]
+async fn a_command_line_posted_as_code_gets_a_hint() {
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    let id = app.sandbox("ci-test").await;
+    let hint = |out: &serde_json::Value| {
+        let message = out["message"].as_str().unwrap();
+        message.contains("execute_shell") && message.contains("language")
+    };
+    for (language, code) in [
+        (None, "python -m pytest"),
+        (
+            Some("python"),
+            "pip install -r requirements.txt && pytest -q",
+        ),
+        (Some("javascript"), "npm test -- --watch=false"),
+    ] {
+        let mut call = json!({"sandbox_id": id, "code": code});
+        if let Some(language) = language {
+            call["language"] = json!(language);
+        }
+        let (status, out) = app.call("/execute_code", call).await;
+        assert_eq!(status, 200, "{out}");
+        assert!(hint(&out), "{language:?} {code}: {out}");
+        let message = out["message"].as_str().unwrap();
+        assert!(message.starts_with("exited with code "), "{message}");
+        // The other fields are what the interpreter produced.
+        assert_ne!(out["exit_code"], 0, "{out}");
+        assert!(
+            out["stderr"].as_str().unwrap().contains("SyntaxError"),
+            "{out}"
+        );
+        assert_eq!(out["stdout"], "");
+        assert_eq!(out["timed_out"], false);
+    }
+    // Real code that fails, even to compile, gets no such hint; nor does a command line that
+    // happens to be valid code, nor a command that runs.
+    for (language, code) in [
+        ("python", "def f(:\n    pass"),
+        ("python", "print(undefined_name)"),
+        ("python", "pytest"),
+        ("javascript", "console.log(1 +)"),
+    ] {
+        let (status, out) = app
+            .call(
+                "/execute_code",
+                json!({"sandbox_id": id, "language": language, "code": code}),
+            )
+            .await;
+        assert_eq!(status, 200, "{out}");
+        assert!(!hint(&out), "{language} {code}: {out}");
+        assert_ne!(out["exit_code"], 0, "{out}");
+    }
+    let (_, out) = app
+        .call(
+            "/execute_code",
+            json!({"sandbox_id": id, "language": "bash", "code": "python3 -c 'print(42)'"}),
+        )
+        .await;
+    assert_eq!(out["stdout"], "42\n", "{out}");
+    assert_eq!(out["message"], "completed with exit code 0");
+}

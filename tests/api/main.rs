@@ -9,6 +9,8 @@ mod helpers;
 mod actors;
 mod bad_input;
 mod cancel;
+mod cli;
+mod client_docs;
 mod cross_site;
 mod denials;
 mod escape;
@@ -33,7 +35,9 @@ mod mcp_transport;
 mod nul_output;
 mod quota;
 mod restart;
+mod schemas;
 mod serialization;
+mod stdio;
 mod stored_env;
 
 /// Runs an `async fn(Db)` test once per database.

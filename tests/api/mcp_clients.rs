@@ -14,18 +14,18 @@ use serde_json::Value;
 
 use crate::helpers::{Db, spawn_app, spawn_with, test_config};
 
-fn clients_dir() -> PathBuf {
+pub(crate) fn clients_dir() -> PathBuf {
     std::env::var_os("DAYTONA_MCP_CLIENTS_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("target/mcp-clients"))
 }
 
-fn clients_source() -> PathBuf {
+pub(crate) fn clients_source() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/clients")
 }
 
 /// `path` if it exists; else `None`, or a failure when clients are required.
-fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
+pub(crate) fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
     if path.exists() {
         return Some(path);
     }
@@ -36,12 +36,12 @@ fn installed(path: PathBuf, what: &str) -> Option<PathBuf> {
     if std::env::var("DAYTONA_MCP_REQUIRE_CLIENTS").as_deref() == Ok("1") {
         panic!("{message} (DAYTONA_MCP_REQUIRE_CLIENTS=1)");
     }
-    eprintln!("skipped: {message}");
+    crate::support::skipped(crate::support::Skip::Client, &message);
     None
 }
 
 /// Runs a client process with a time limit and returns its output.
-async fn run(mut command: tokio::process::Command, limit: Duration) -> Output {
+pub(crate) async fn run(mut command: tokio::process::Command, limit: Duration) -> Output {
     command.kill_on_drop(true);
     tokio::time::timeout(limit, command.output())
         .await
@@ -49,13 +49,82 @@ async fn run(mut command: tokio::process::Command, limit: Duration) -> Output {
         .expect("the client started")
 }
 
-fn describe(output: &Output) -> String {
+pub(crate) fn describe(output: &Output) -> String {
     format!(
         "exit {:?}\n--- stdout\n{}\n--- stderr\n{}",
         output.status.code(),
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     )
+}
+
+/// The JSON summary `python_sdk.py` prints last, checked for what every mode must show.
+pub(crate) fn check_python_summary(output: &Output, what: &str, version: &str) {
+    assert!(
+        output.status.success(),
+        "python SDK, {what}: {}",
+        describe(output)
+    );
+    let summary: Value = serde_json::from_slice(
+        output
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|line| !line.is_empty())
+            .unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("summary line: {e}: {}", describe(output)));
+    assert_eq!(summary["protocol_version"], version, "{what}");
+    assert_eq!(summary["stdout"], "42\n", "{what}");
+    assert!(
+        summary["progress"].as_u64().unwrap() >= 3,
+        "{what}: {summary}"
+    );
+    assert!(
+        summary["log_messages"].as_u64().unwrap() >= 2,
+        "{what}: {summary}"
+    );
+}
+
+/// `daytona-mcp stdio` started by the SDK's own stdio client, as a desktop client starts it:
+/// relaying to a running server (`--url`), and with the embedded server (no `--url`).
+#[actix_web::test]
+async fn python_sdk_over_stdio_relay_and_embedded() {
+    let Some(python) = installed(clients_dir().join("venv/bin/python"), "the MCP Python SDK")
+    else {
+        return;
+    };
+    let binary = env!("CARGO_BIN_EXE_daytona-mcp");
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let data_dir = home.path().join("data");
+    for (mode, version) in [("legacy", "2025-11-25"), ("auto", "2026-07-28")] {
+        let relay = [
+            "--stdio-arg=stdio".to_string(),
+            format!("--stdio-arg=--url={}", app.url("/mcp")),
+            format!("--key={}", app.key),
+        ];
+        let embedded = [
+            "--stdio-arg=stdio".to_string(),
+            format!("--stdio-arg=--data-dir={}", data_dir.display()),
+        ];
+        for (what, args) in [("relay", &relay[..]), ("embedded", &embedded[..])] {
+            let mut command = tokio::process::Command::new(&python);
+            command
+                .arg(clients_source().join("python_sdk.py"))
+                .arg("--stdio")
+                .arg(binary)
+                .args(args.iter())
+                .arg(format!("--stdio-cwd={}", home.path().display()))
+                .args(["--mode", mode]);
+            let output = run(command, Duration::from_secs(180)).await;
+            check_python_summary(&output, &format!("stdio {what}, {mode}"), version);
+        }
+    }
+    // The embedded server used that data dir (its generated key and database are there), and
+    // the second run could take it over from the first: the first had stopped.
+    for file in ["admin.key", "daytona-mcp.db"] {
+        assert!(data_dir.join(file).exists(), "{file}");
+    }
 }
 
 #[actix_web::test]
@@ -76,23 +145,7 @@ async fn python_sdk_in_legacy_and_auto_modes() {
             mode,
         ]);
         let output = run(command, Duration::from_secs(180)).await;
-        assert!(
-            output.status.success(),
-            "python SDK, {mode}: {}",
-            describe(&output)
-        );
-        let summary: Value = serde_json::from_slice(
-            output
-                .stdout
-                .split(|b| *b == b'\n')
-                .rfind(|line| !line.is_empty())
-                .unwrap(),
-        )
-        .unwrap_or_else(|e| panic!("summary line: {e}: {}", describe(&output)));
-        assert_eq!(summary["protocol_version"], version);
-        assert_eq!(summary["stdout"], "42\n");
-        assert!(summary["progress"].as_u64().unwrap() >= 3);
-        assert!(summary["log_messages"].as_u64().unwrap() >= 2);
+        check_python_summary(&output, mode, version);
     }
 }
 
@@ -170,5 +223,37 @@ async fn conformance_suite() {
         failures.is_empty(),
         "conformance failures:\n{}",
         failures.join("\n\n")
+    );
+}
+
+/// LangSwarm 0.1.0 from PyPI, its `RemoteMCPTool` unmodified, over `/mcp` and `/`.
+#[actix_web::test]
+async fn langswarm_remote_mcp_tool_from_pypi() {
+    let Some(python) = installed(
+        clients_dir().join("langswarm/bin/python"),
+        "LangSwarm 0.1.0",
+    ) else {
+        return;
+    };
+    let app = spawn_app(Db::Sqlite).await.unwrap();
+    let mut command = tokio::process::Command::new(&python);
+    command
+        .arg(clients_source().join("langswarm_remote.py"))
+        .arg(app.url("/mcp"))
+        .env("DAYTONA_MCP_API_KEY", &app.key);
+    let output = run(command, Duration::from_secs(180)).await;
+    assert!(output.status.success(), "langswarm: {}", describe(&output));
+    let summary: Value = serde_json::from_slice(
+        output
+            .stdout
+            .split(|b| *b == b'\n')
+            .rfind(|line| !line.is_empty())
+            .unwrap(),
+    )
+    .unwrap_or_else(|e| panic!("summary line: {e}: {}", describe(&output)));
+    assert!(summary["tools"].as_u64().unwrap() >= 9, "{summary}");
+    assert!(
+        summary["failure"].as_str().unwrap().contains("not_found"),
+        "{summary}"
     );
 }

@@ -95,13 +95,15 @@ impl Server {
 }
 
 async fn crash_and_restart_resolves_running_jobs(db: Db) {
-    let database_url = match db {
+    // Dropped (with its database) when the test ends.
+    let database = match db {
         Db::Sqlite => None,
-        Db::Postgres => match support::fresh_postgres_url().await {
-            Some(url) => Some(url),
+        Db::Postgres => match support::fresh_postgres().await {
+            Some(database) => Some(database),
             None => return,
         },
     };
+    let database_url = database.as_ref().map(|d| d.url.clone());
     let dir = tempfile::tempdir().unwrap();
     let data_dir = dir.path().join("data");
     let key = format!("k-{}", uuid::Uuid::new_v4().simple());

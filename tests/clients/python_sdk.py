@@ -1,12 +1,17 @@
-"""Drives daytona-mcp with the official MCP Python SDK (mcp==2.3.0) over Streamable HTTP.
+"""Drives daytona-mcp with the official MCP Python SDK (mcp==2.3.0), over Streamable HTTP or
+over stdio (`daytona-mcp stdio`, started by the SDK's own stdio client).
 
     python python_sdk.py --url http://127.0.0.1:8001/mcp --key KEY --mode legacy|auto
+    python python_sdk.py --stdio /path/to/daytona-mcp --stdio-arg=stdio --stdio-arg=--url=... \
+        --key KEY --mode legacy|auto
 
 `legacy` forces the initialize handshake (2025-11-25); `auto` (the SDK's default) probes
 server/discover and speaks 2026-07-28. The script connects, lists the tools, creates a
 sandbox, runs code, reads the structured results, follows progress and log messages, runs a
 background job and reads it back, and checks error results. Any failed check raises, so the
-exit code is non-zero; on success it prints one JSON line describing what it saw.
+exit code is non-zero; on success it prints one JSON line describing what it saw. Over stdio
+the key reaches the process as DAYTONA_MCP_API_KEY (the relay mode's key); `--stdio-cwd` sets
+its working directory.
 """
 
 import argparse
@@ -15,7 +20,7 @@ import json
 import uuid
 
 import httpx2
-from mcp import Client
+from mcp import Client, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 
 EXPECTED_TOOLS = {
@@ -36,15 +41,20 @@ def check(condition, message):
         raise AssertionError(message)
 
 
-async def run(url: str, key: str, mode: str) -> dict:
+async def run(args) -> dict:
+    key, mode = args.key, args.mode
     http = httpx2.AsyncClient(headers={"Authorization": f"Bearer {key}"}, timeout=120)
     logs = []
 
     async def on_log(params):
         logs.append((params.level, params.logger, params.data))
 
-    transport = streamable_http_client(url, http_client=http)
-    async with Client(transport, mode=mode, log_level="info", logging_callback=on_log) as client:
+    if args.stdio:
+        env = {"DAYTONA_MCP_API_KEY": key} if key else {}
+        server = StdioServerParameters(command=args.stdio, args=args.stdio_arg, env=env, cwd=args.stdio_cwd)
+    else:
+        server = streamable_http_client(args.url, http_client=http)
+    async with Client(server, mode=mode, log_level="info", logging_callback=on_log) as client:
         version = client.protocol_version
         expected = "2025-11-25" if mode == "legacy" else "2026-07-28"
         check(version == expected, f"negotiated {version}, expected {expected}")
@@ -131,11 +141,16 @@ async def run(url: str, key: str, mode: str) -> dict:
 
 def main():
     parser = argparse.ArgumentParser()
-    parser.add_argument("--url", required=True)
-    parser.add_argument("--key", required=True)
+    parser.add_argument("--url")
+    parser.add_argument("--stdio", help="a server command to start and speak to over stdio")
+    parser.add_argument("--stdio-arg", action="append", default=[])
+    parser.add_argument("--stdio-cwd")
+    parser.add_argument("--key", default="")
     parser.add_argument("--mode", choices=["legacy", "auto"], required=True)
     args = parser.parse_args()
-    print(json.dumps(asyncio.run(run(args.url, args.key, args.mode))))
+    if bool(args.url) == bool(args.stdio):
+        parser.error("give --url or --stdio")
+    print(json.dumps(asyncio.run(run(args))))
 
 
 if __name__ == "__main__":

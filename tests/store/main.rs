@@ -15,6 +15,8 @@ pub struct TestStore {
     pub store: Arc<dyn Store>,
     pub url: String,
     _dir: Option<tempfile::TempDir>,
+    /// The PostgreSQL database, dropped when the case ends.
+    _database: Option<support::PgDatabase>,
 }
 
 pub async fn sqlite_store() -> TestStore {
@@ -28,11 +30,13 @@ pub async fn sqlite_store() -> TestStore {
         store,
         url,
         _dir: Some(dir),
+        _database: None,
     }
 }
 
 pub async fn postgres_store() -> Option<TestStore> {
-    let url = support::fresh_postgres_url().await?;
+    let database = support::fresh_postgres().await?;
+    let url = database.url.clone();
     let store = store::connect(&DatabaseUrl::new(url.clone()), 8)
         .await
         .unwrap();
@@ -41,6 +45,7 @@ pub async fn postgres_store() -> Option<TestStore> {
         store,
         url,
         _dir: None,
+        _database: Some(database),
     })
 }
 
@@ -93,3 +98,60 @@ conformance!(
     a_reserved_sandbox_goes_when_its_job_fails_or_is_cancelled,
     nul_characters_are_stored_without_stopping_a_completion,
 );
+
+/// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
+/// PostgreSQL case without `DAYTONA_MCP_TEST_POSTGRES`, must name the case after its result.
+#[test]
+fn skipped_tests_are_listed_after_the_result() {
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "postgres::migrations_are_idempotent"])
+        .env_remove("DAYTONA_MCP_TEST_POSTGRES")
+        .env_remove("DAYTONA_MCP_REQUIRE_POSTGRES")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("1 passed"), "{stdout}");
+    assert!(
+        stderr.contains("skipped: 1 of the tests above passed without running"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("1 PostgreSQL variants: DAYTONA_MCP_TEST_POSTGRES is not set"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("    postgres::migrations_are_idempotent\n"),
+        "{stderr}"
+    );
+}
+
+/// A test's PostgreSQL database is gone once the test ends, when it failed too.
+#[test]
+fn postgres_databases_are_dropped_after_passing_and_failing_tests() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let Some(name) = runtime.block_on(async {
+        let database = support::fresh_postgres().await?;
+        let name = database.name().to_string();
+        assert!(support::postgres_database_exists(&name).await);
+        drop(database);
+        Some(name)
+    }) else {
+        return;
+    };
+    assert!(!runtime.block_on(support::postgres_database_exists(&name)));
+
+    // A failing test: the database goes while the panic unwinds.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let failed = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Runtime::new().unwrap();
+        let database = runtime.block_on(support::fresh_postgres()).unwrap();
+        tx.send(database.name().to_string()).unwrap();
+        panic!("a failing test");
+    })
+    .join();
+    assert!(failed.is_err());
+    let name = rx.recv().unwrap();
+    assert!(!runtime.block_on(support::postgres_database_exists(&name)));
+}

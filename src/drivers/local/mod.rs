@@ -442,6 +442,13 @@ fn probe_bwrap(bwrap: &Bwrap, scratch: &Path) -> Result<(), DriverError> {
             bwrap.path.display(),
             String::from_utf8_lossy(&o.stderr).trim()
         ))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            Err(DriverError::Unavailable(format!(
+                "bubblewrap is not at {} (local.bwrap_path): install the `bubblewrap` package \
+                 (e.g. `apt-get install bubblewrap`) or point local.bwrap_path at its binary",
+                bwrap.path.display()
+            )))
+        }
         Err(e) => Err(DriverError::Unavailable(format!(
             "cannot run bubblewrap at {}: {e}",
             bwrap.path.display()

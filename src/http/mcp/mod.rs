@@ -1,5 +1,6 @@
 //! The MCP endpoint: JSON-RPC 2.0 over Streamable HTTP at `/mcp` (and `POST /`), serving
-//! protocol revisions 2025-06-18, 2025-11-25 and 2026-07-28 on one endpoint ("dual-era").
+//! protocol revisions 2025-06-18, 2025-11-25 and 2026-07-28 on one endpoint (the 2025 handshake
+//! revisions and the stateless one side by side).
 //!
 //! How a POST is routed:
 //! - with `Mcp-Session-Id`: the legacy session it names (404 when unknown or expired);

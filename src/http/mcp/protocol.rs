@@ -395,6 +395,23 @@ pub fn header<'a>(req: &'a HttpRequest, name: &str) -> Result<Option<&'a str>, R
     }
 }
 
+/// Encodes a value for a modern header (`Mcp-Name`): as is when it is plain visible ASCII with
+/// no surrounding space, else `=?base64?…?=` (SEP-2243); [`decode_header_value`] reverses it.
+pub fn encode_header_value(value: &str) -> String {
+    let plain = !value.is_empty()
+        && value.trim() == value
+        && value.bytes().all(|b| b == b' ' || b.is_ascii_graphic())
+        && !(value.starts_with("=?") && value.ends_with("?="));
+    if plain {
+        value.to_string()
+    } else {
+        format!(
+            "=?base64?{}?=",
+            base64::engine::general_purpose::STANDARD.encode(value)
+        )
+    }
+}
+
 /// Decodes a modern header value: `=?base64?…?=` carries UTF-8 that plain ASCII cannot (SEP-2243).
 pub fn decode_header_value(raw: &str) -> Option<String> {
     let raw = raw.trim();
