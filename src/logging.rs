@@ -14,7 +14,12 @@ pub fn init(config: &LogConfig) {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     let _ = if config.format == "json" {
-        builder.json().with_current_span(true).try_init()
+        // Every enclosing span's fields (the request's or job's id among them) on every line.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init()
     } else {
         builder.try_init()
     };

@@ -179,6 +179,9 @@ pub struct NewJob {
     /// inserted when the idempotency key replays an earlier job; a name the tenant already has
     /// refuses the whole enqueue with [`super::StoreError::Conflict`].
     pub sandbox: Option<SandboxRecord>,
+    /// The id of the request that submitted the job (`X-Request-Id`), kept with it so that
+    /// the request, the job and their log lines share one id.
+    pub request_id: Option<String>,
 }
 
 impl NewJob {
@@ -197,6 +200,7 @@ impl NewJob {
             run_after: Utc::now(),
             idempotency_key: None,
             sandbox: None,
+            request_id: None,
         }
     }
 }
@@ -228,6 +232,8 @@ pub struct Job {
     pub result: Option<Value>,
     pub error: Option<JobError>,
     pub exit_code: Option<i32>,
+    /// The id of the request that submitted it, if one did.
+    pub request_id: Option<String>,
 }
 
 /// How a running job ends (or goes back to the queue).
