@@ -213,7 +213,7 @@ impl Application {
                 ),
             };
 
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_sandbox_cap(config.metrics.max_sandbox_series);
         let queue = Queue::new(store.clone(), Duration::from_secs(1));
         let tools = Tools::new(
             ToolEnv {
@@ -234,6 +234,8 @@ impl Application {
             },
             queue.clone(),
         );
+        let tool_names: Vec<&str> = tools.specs().map(|spec| spec.name).collect();
+        metrics.init_known_labels(&tool_names, driver.name());
         let (auth, key_file) =
             Authenticator::new(&config.auth, &config.data_dir).context("cannot set up API keys")?;
         if auth.is_disabled() {
@@ -296,6 +298,7 @@ impl Application {
         background.push(tokio::spawn(denials::flush_loop(denials.clone())));
 
         let metrics_on_main = config.server.metrics_listen.is_empty();
+        http::telemetry::init_route_series(&metrics);
         let listener = bind(&config.server.listen)?;
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {

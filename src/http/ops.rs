@@ -48,7 +48,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     let text = state
         .metrics
-        .render(&state.queue, &state.config.data_dir)
+        .render(&state.queue, &state.config.data_dir, state.driver.as_ref())
         .await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

@@ -103,6 +103,20 @@ pub enum ErrorReason {
 }
 
 impl ErrorReason {
+    /// Every reason (the `reason` label's closed set).
+    pub const ALL: [ErrorReason; 10] = [
+        ErrorReason::InvalidArgument,
+        ErrorReason::NotFound,
+        ErrorReason::Conflict,
+        ErrorReason::Timeout,
+        ErrorReason::Cancelled,
+        ErrorReason::Interrupted,
+        ErrorReason::Panic,
+        ErrorReason::DriverUnavailable,
+        ErrorReason::ExecutionError,
+        ErrorReason::Internal,
+    ];
+
     /// The stable code, as used in metrics labels and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
