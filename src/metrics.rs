@@ -23,6 +23,9 @@ use crate::store::{ErrorReason, JobState};
 
 const NAMESPACE: &str = "daytona_mcp";
 
+/// Longest a scrape waits for one database query.
+const DATABASE_BOUND: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Per-sandbox series kept by default (per metric), the largest first.
 pub const DEFAULT_MAX_SANDBOX_SERIES: usize = 100;
 
@@ -324,64 +327,62 @@ impl Metrics {
     /// Refreshes the database-backed gauges, the driver's measurements and the node's follower
     /// count, and renders the text exposition format.
     pub async fn render(&self, queue: &Queue, data_dir: &Path, driver: &dyn Driver) -> String {
-        let store = queue.store().as_ref();
         self.job_followers
             .set(i64::try_from(queue.followers().count()).unwrap_or(i64::MAX));
-        match store.ping().await {
-            Ok(()) => self.database_up.set(1),
-            Err(e) => {
-                self.database_up.set(0);
-                tracing::warn!(error = %e, "the database does not answer (/metrics)");
-            }
-        }
-        match store.job_counts().await {
-            Ok(counts) => {
-                for state in JobState::ALL {
-                    let n = counts
-                        .iter()
-                        .find(|c| c.state == state)
-                        .map_or(0, |c| c.count);
-                    self.jobs.with_label_values(&[state.as_str()]).set(n);
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot count jobs for /metrics"),
-        }
-        let now = chrono::Utc::now();
-        match store.oldest_runnable(now).await {
-            Ok(oldest) => self
-                .oldest_runnable_job_age_seconds
-                .set(oldest.map_or(0.0, |at| {
-                    (now - at).num_milliseconds().max(0) as f64 / 1000.0
-                })),
-            Err(e) => tracing::warn!(error = %e, "cannot read the queue's age for /metrics"),
-        }
-        match store.sandbox_counts().await {
-            Ok(counts) => {
-                let mut labels = self.workspace_labels.lock().expect("metrics lock");
-                for (driver, status) in labels.iter() {
-                    self.workspace_count
-                        .with_label_values(&[driver, status])
-                        .set(0);
-                }
-                for c in counts {
-                    self.workspace_count
-                        .with_label_values(&[c.driver.as_str(), c.status.as_str()])
-                        .set(c.count);
-                    labels.insert((c.driver, c.status));
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot count sandboxes for /metrics"),
-        }
         self.set_sandbox_usage(driver.usage());
         if let Some((free, size)) = file_system_bytes(data_dir) {
             self.data_dir_free_bytes.set(free as f64);
             self.data_dir_size_bytes.set(size as f64);
+        }
+        // An unreachable database must not make the scrape time out (that would read as the
+        // server being down): each query has a bound, and none runs after a failed ping.
+        match bounded("the database's answer", queue.store().ping()).await {
+            Some(()) => {
+                self.database_up.set(1);
+                self.refresh_from_database(queue).await;
+            }
+            None => self.database_up.set(0),
         }
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
             .expect("text encoding into a Vec cannot fail");
         String::from_utf8(out).expect("prometheus text is UTF-8")
+    }
+
+    /// The gauges that mirror the database.
+    async fn refresh_from_database(&self, queue: &Queue) {
+        let store = queue.store().as_ref();
+        if let Some(counts) = bounded("job counts", store.job_counts()).await {
+            for state in JobState::ALL {
+                let n = counts
+                    .iter()
+                    .find(|c| c.state == state)
+                    .map_or(0, |c| c.count);
+                self.jobs.with_label_values(&[state.as_str()]).set(n);
+            }
+        }
+        let now = chrono::Utc::now();
+        if let Some(oldest) = bounded("the queue's age", store.oldest_runnable(now)).await {
+            self.oldest_runnable_job_age_seconds
+                .set(oldest.map_or(0.0, |at| {
+                    (now - at).num_milliseconds().max(0) as f64 / 1000.0
+                }));
+        }
+        if let Some(counts) = bounded("sandbox counts", store.sandbox_counts()).await {
+            let mut labels = self.workspace_labels.lock().expect("metrics lock");
+            for (driver, status) in labels.iter() {
+                self.workspace_count
+                    .with_label_values(&[driver, status])
+                    .set(0);
+            }
+            for c in counts {
+                self.workspace_count
+                    .with_label_values(&[c.driver.as_str(), c.status.as_str()])
+                    .set(c.count);
+                labels.insert((c.driver, c.status));
+            }
+        }
     }
 
     /// Replaces the per-sandbox series with `usage`, keeping the largest
@@ -427,6 +428,25 @@ impl Metrics {
         self.workspace_series_omitted
             .with_label_values(&["workspace_memory_bytes"])
             .set(clamp(omitted as u64));
+    }
+}
+
+/// A database read for a scrape: its value, or `None` (logged) when it fails or takes longer
+/// than [`DATABASE_BOUND`].
+async fn bounded<T>(
+    what: &str,
+    read: impl std::future::Future<Output = crate::store::Result<T>>,
+) -> Option<T> {
+    match tokio::time::timeout(DATABASE_BOUND, read).await {
+        Ok(Ok(value)) => Some(value),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "cannot read {what} for /metrics");
+            None
+        }
+        Err(_) => {
+            tracing::warn!("reading {what} for /metrics took longer than {DATABASE_BOUND:?}");
+            None
+        }
     }
 }
 
