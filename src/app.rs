@@ -295,7 +295,7 @@ impl Application {
         };
         let mut warnings: Vec<String> = drivers.iter().flat_map(|d| d.warnings()).collect();
 
-        let metrics = Metrics::new();
+        let metrics = Metrics::with_sandbox_cap(config.metrics.max_sandbox_series);
         let queue = Queue::new(store.clone(), Duration::from_secs(1));
         let tools = Tools::new(
             ToolEnv {
@@ -316,6 +316,9 @@ impl Application {
             },
             queue.clone(),
         );
+        let tool_names: Vec<&str> = tools.specs().map(|spec| spec.name).collect();
+        let driver_names: Vec<&str> = drivers.iter().map(|d| d.name()).collect();
+        metrics.init_known_labels(&tool_names, &driver_names);
         let (auth, key_file) =
             Authenticator::new(&config.auth, &config.data_dir).context("cannot set up API keys")?;
         if auth.is_disabled() {
@@ -377,6 +380,7 @@ impl Application {
         ));
         background.push(tokio::spawn(denials::flush_loop(denials.clone())));
 
+        http::telemetry::init_route_series(&metrics);
         let port = listener.local_addr()?.port();
         let state = web::Data::new(AppState {
             tools,

@@ -96,6 +96,25 @@ pub struct Config {
     pub mcp: McpConfig,
     pub audit: AuditConfig,
     pub log: LogConfig,
+    pub metrics: MetricsConfig,
+}
+
+/// `/metrics`: bounds on what it exports.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Most series of each per-sandbox metric (`workspace_disk_bytes`,
+    /// `workspace_memory_bytes`): the largest sandboxes are kept, the number left out is
+    /// `workspace_series_omitted`. 0 exports none.
+    pub max_sandbox_series: usize,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> MetricsConfig {
+        MetricsConfig {
+            max_sandbox_series: crate::metrics::DEFAULT_MAX_SANDBOX_SERIES,
+        }
+    }
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -331,6 +350,7 @@ impl Default for Config {
             mcp: McpConfig::default(),
             audit: AuditConfig::default(),
             log: LogConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }

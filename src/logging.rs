@@ -31,7 +31,12 @@ where
         .with_writer(writer)
         .with_ansi(ansi);
     let _ = if config.format == "json" {
-        builder.json().with_current_span(true).try_init()
+        // Every enclosing span's fields (the request's or job's id among them) on every line.
+        builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .try_init()
     } else {
         builder.try_init()
     };

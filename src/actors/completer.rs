@@ -154,16 +154,10 @@ fn wake_at(queue: &Queue, at: chrono::DateTime<Utc>) {
 }
 
 fn record_metrics(metrics: &Metrics, job: &Job, ran_for: Duration) {
-    if job.state.is_terminal() {
-        metrics
-            .execution_time_seconds
-            .with_label_values(&[job.tool.as_str(), job.state.as_str()])
-            .observe(ran_for.as_secs_f64());
-    }
-    if let (JobState::Failed, Some(error)) = (job.state, &job.error) {
-        metrics
-            .failures_total
-            .with_label_values(&[job.tool.as_str(), error.reason.as_str()])
-            .inc();
-    }
+    metrics.record_end(
+        &job.tool,
+        job.state,
+        job.error.as_ref().map(|e| e.reason),
+        Some(ran_for),
+    );
 }

@@ -6,8 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use tokio_util::sync::CancellationToken;
 
+use crate::metrics::Metrics;
 use crate::queue::{JobEvent, Queue};
-use crate::store::{self, Rescued};
+use crate::store::{self, ErrorReason, Rescued};
 
 /// Extends the leases of the jobs running here every `interval`, and kills those whose
 /// cancellation was requested through another node.
@@ -47,11 +48,20 @@ pub async fn heartbeat_loop(
 #[derive(Debug, Clone)]
 pub struct Rescuer {
     queue: Queue,
+    /// A job the rescuer fails never reaches the completer: it is counted here.
+    metrics: Metrics,
+}
+
+/// Counts the jobs a rescue failed (`failures_total`, reason `interrupted`).
+pub(crate) fn record_rescued(metrics: &Metrics, rescued: &[Rescued]) {
+    for r in rescued {
+        metrics.record_end(&r.tool, r.state, Some(ErrorReason::Interrupted), None);
+    }
 }
 
 impl Rescuer {
-    pub fn new(queue: Queue) -> Rescuer {
-        Rescuer { queue }
+    pub fn new(queue: Queue, metrics: Metrics) -> Rescuer {
+        Rescuer { queue, metrics }
     }
 
     /// One pass, as of `now`.
@@ -62,6 +72,7 @@ impl Rescuer {
                 "rescued a job whose lease expired");
             self.queue.events().publish(r.id, JobEvent::Changed);
         }
+        record_rescued(&self.metrics, &rescued);
         if !rescued.is_empty() {
             self.queue.wake();
         }

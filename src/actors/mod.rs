@@ -145,6 +145,7 @@ impl Pool {
                 "resolved a job left running by a previous process of this node");
             queue.events().publish(r.id, JobEvent::Changed);
         }
+        lease::record_rescued(&metrics, &recovered);
 
         let stop = CancellationToken::new();
         let abort = CancellationToken::new();
@@ -168,7 +169,7 @@ impl Pool {
         let dispatcher = dispatcher::Dispatcher::new(
             queue.clone(),
             runner,
-            metrics,
+            metrics.clone(),
             permits.clone(),
             finished_rx,
             stop.clone(),
@@ -185,7 +186,8 @@ impl Pool {
                 halt.clone(),
             )),
             tokio::spawn(
-                lease::Rescuer::new(queue.clone()).run(config.rescue_interval, stop.clone()),
+                lease::Rescuer::new(queue.clone(), metrics.clone())
+                    .run(config.rescue_interval, stop.clone()),
             ),
         ];
         if let Some(pool) = pg_pool {

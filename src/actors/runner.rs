@@ -10,6 +10,7 @@ use futures::FutureExt;
 use rand::Rng;
 use tokio::sync::{OwnedSemaphorePermit, mpsc};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::completer::Completer;
 use super::{Executor, JobContext, Outcome, PoolConfig};
@@ -60,8 +61,19 @@ impl Runner {
     }
 
     /// Runs the job and submits its outcome. Returns `true` if the executor panicked, so that
-    /// the caller (a workspace actor) can restart itself.
+    /// the caller (a workspace actor) can restart itself. Everything the job logs is in a `job`
+    /// span carrying the job's id and the id of the request that submitted it, so one request
+    /// id finds the request's lines and the job's.
     pub(crate) async fn run(&self, job: Job, permit: OwnedSemaphorePermit) -> bool {
+        let span = tracing::info_span!("job", job_id = %job.id, tool = %job.tool,
+            request_id = tracing::field::Empty);
+        if let Some(request_id) = &job.request_id {
+            span.record("request_id", request_id.as_str());
+        }
+        self.run_in_span(job, permit).instrument(span).await
+    }
+
+    async fn run_in_span(&self, job: Job, permit: OwnedSemaphorePermit) -> bool {
         let waited_since = job.created_at.max(job.run_after);
         let waited = (job.started_at.unwrap_or_else(Utc::now) - waited_since)
             .to_std()
@@ -123,6 +135,8 @@ impl Runner {
             },
         };
         let finish = self.finish_for(&job, outcome);
+        tracing::debug!(state = %finish.state(), elapsed_ms = started.elapsed().as_millis() as u64,
+            "job done");
         self.completer
             .submit(job, finish, started.elapsed(), permit)
             .await;

@@ -196,6 +196,19 @@ pub struct Health {
     pub unavailable_total: u64,
 }
 
+/// What a driver last measured of one sandbox's resource use (the per-sandbox gauges of
+/// `/metrics`). `None` where the driver does not measure that resource.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct SandboxUsage {
+    pub sandbox: String,
+    /// Bytes used by the sandbox's files.
+    pub disk_bytes: Option<u64>,
+    /// Memory charged to the sandbox's running commands now.
+    pub memory_bytes: Option<u64>,
+    /// The memory limit those commands run under.
+    pub memory_limit_bytes: Option<u64>,
+}
+
 /// A sandbox backend. Every call names a sandbox by its handle ([`Created::handle`]).
 #[async_trait]
 pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
@@ -264,6 +277,12 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
 
     /// The last known figure of [`Driver::disk_usage`], without measuring (for listings).
     fn known_disk_usage(&self, id: &str) -> Option<u64>;
+
+    /// The last figures of every sandbox the driver measures, without measuring now (it is
+    /// called on every scrape of `/metrics`). A driver that measures nothing reports nothing.
+    fn usage(&self) -> Vec<SandboxUsage> {
+        Vec::new()
+    }
 
     /// How each limit of a sandbox with `limits` is enforced, by limit name.
     fn limits_report(&self, limits: &SandboxLimits) -> BTreeMap<&'static str, LimitReport>;

@@ -38,6 +38,7 @@ pub(crate) fn job_view(job: &Job) -> Value {
         "finished_at": job.finished_at,
         "cancel_requested": job.cancel_requested,
         "idempotency_key": job.idempotency_key,
+        "request_id": job.request_id,
         "exit_code": job.exit_code,
         "result": job.result,
         "error": job.error.as_ref().map(|e| public_job_error(job.id, e)),

@@ -61,10 +61,9 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
 
 /// Prometheus text exposition.
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    state.metrics.observe_drivers(&state.drivers);
     let text = state
         .metrics
-        .render(&state.queue, &state.config.data_dir)
+        .render(&state.queue, &state.config.data_dir, &state.drivers)
         .await;
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4; charset=utf-8")

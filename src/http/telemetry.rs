@@ -54,6 +54,38 @@ fn method_label(method: &Method) -> &'static str {
     }
 }
 
+/// Every route template the server registers, with its methods (`http::configure` and
+/// `http::configure_metrics`): their `http_requests_total{status="200"}` series start at 0, so
+/// that the family is there from start-up and the first request shows in `rate()`.
+/// `tests/api/monitoring.rs` checks that each is routed.
+pub const ROUTES: &[(&str, &str)] = &[
+    ("/healthz", "GET"),
+    ("/readyz", "GET"),
+    ("/mcp", "POST"),
+    ("/mcp", "GET"),
+    ("/mcp", "DELETE"),
+    ("/", "POST"),
+    ("/schema", "GET"),
+    ("/v1/jobs", "POST"),
+    ("/v1/jobs", "GET"),
+    ("/v1/jobs/{id}", "GET"),
+    ("/v1/jobs/{id}/cancel", "POST"),
+    ("/v1/jobs/{id}/events", "GET"),
+    ("/{tool}/schema", "GET"),
+    ("/{tool}", "POST"),
+];
+
+/// Zero-initialises the request counters of [`ROUTES`] and of `/metrics` (on whichever
+/// listener serves it: both count requests the same way).
+pub fn init_route_series(metrics: &crate::metrics::Metrics) {
+    let metrics_route = [("/metrics", "GET")];
+    for (route, method) in ROUTES.iter().chain(metrics_route.iter()) {
+        metrics
+            .http_requests_total
+            .with_label_values(&[route, method, "200"]);
+    }
+}
+
 /// Bytes of the path kept in the request span (and so in every log line of the request).
 const LOGGED_PATH: usize = 256;
 

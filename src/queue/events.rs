@@ -116,6 +116,7 @@ mod tests {
             result: None,
             error: None,
             exit_code: None,
+            request_id: None,
         });
         hub.publish(id, JobEvent::State(JobState::Running));
         hub.publish(id, JobEvent::Finished(finished.clone()));

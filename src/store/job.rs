@@ -103,6 +103,20 @@ pub enum ErrorReason {
 }
 
 impl ErrorReason {
+    /// Every reason (the `reason` label's closed set).
+    pub const ALL: [ErrorReason; 10] = [
+        ErrorReason::InvalidArgument,
+        ErrorReason::NotFound,
+        ErrorReason::Conflict,
+        ErrorReason::Timeout,
+        ErrorReason::Cancelled,
+        ErrorReason::Interrupted,
+        ErrorReason::Panic,
+        ErrorReason::DriverUnavailable,
+        ErrorReason::ExecutionError,
+        ErrorReason::Internal,
+    ];
+
     /// The stable code, as used in metrics labels and JSON.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -179,6 +193,9 @@ pub struct NewJob {
     /// inserted when the idempotency key replays an earlier job; a name the tenant already has
     /// refuses the whole enqueue with [`super::StoreError::Conflict`].
     pub sandbox: Option<SandboxRecord>,
+    /// The id of the request that submitted the job (`X-Request-Id`), kept with it so that
+    /// the request, the job and their log lines share one id.
+    pub request_id: Option<String>,
 }
 
 impl NewJob {
@@ -197,6 +214,7 @@ impl NewJob {
             run_after: Utc::now(),
             idempotency_key: None,
             sandbox: None,
+            request_id: None,
         }
     }
 }
@@ -228,6 +246,8 @@ pub struct Job {
     pub result: Option<Value>,
     pub error: Option<JobError>,
     pub exit_code: Option<i32>,
+    /// The id of the request that submitted it, if one did.
+    pub request_id: Option<String>,
 }
 
 /// How a running job ends (or goes back to the queue).

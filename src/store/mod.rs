@@ -163,6 +163,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Counts of jobs per state.
     async fn job_counts(&self) -> Result<Vec<StateCount>>;
 
+    /// Since when the longest-waiting runnable job has been runnable: the earliest `run_after`
+    /// of queued jobs that may run by `now` and whose workspace has no running job (a job
+    /// waiting behind its workspace's running job is not late; one waiting for a free worker
+    /// is). `None` when no job is runnable. Feeds `oldest_runnable_job_age_seconds`.
+    async fn oldest_runnable(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
+
     /// Deletes finished jobs (and their output) that finished before `before`.
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64>;
 

@@ -82,6 +82,7 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
             .try_get::<Option<Json<JobError>>, _>("error")?
             .map(|j| j.0),
         exit_code: row.try_get("exit_code")?,
+        request_id: row.try_get("request_id")?,
     })
 }
 
@@ -182,13 +183,14 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
      priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, $11, $12)";
+     idempotency_key, request_id) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, \
+     $11, $12, $13)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, $11, $12) \
-     ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+     idempotency_key, request_id) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, \
+     $11, $12, $13) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 /// Whether a string or key anywhere in `value` holds U+0000.
 fn has_nul(value: &Value) -> bool {
@@ -243,6 +245,7 @@ fn bind_new_job<'q>(
         .bind(job.run_after)
         .bind(now)
         .bind(job.idempotency_key.clone())
+        .bind(job.request_id.clone())
 }
 
 async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> Result<()> {
@@ -666,6 +669,18 @@ impl Store for PgStore {
                 })
             })
             .collect()
+    }
+
+    async fn oldest_runnable(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let oldest: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "SELECT MIN(q.run_after) FROM jobs q WHERE q.state = 'queued' AND q.run_after <= $1 \
+             AND (q.workspace IS NULL OR NOT EXISTS (SELECT 1 FROM jobs r \
+                  WHERE r.workspace = q.workspace AND r.state = 'running'))",
+        )
+        .bind(now)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(oldest)
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {

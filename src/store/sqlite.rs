@@ -163,6 +163,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
             .map(|t| parse_json("jobs.error", &t))
             .transpose()?,
         exit_code: row.try_get("exit_code")?,
+        request_id: row.try_get("request_id")?,
     })
 }
 
@@ -235,13 +236,13 @@ fn ids_json(ids: &[Uuid]) -> String {
 }
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, priority, \
-     attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, idempotency_key) \
-     VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?)";
+     attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, idempotency_key, \
+     request_id) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?) \
+     idempotency_key, request_id) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?) \
      ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 fn bind_new_job<'q>(
@@ -262,6 +263,7 @@ fn bind_new_job<'q>(
         .bind(ts(job.run_after))
         .bind(ts(now))
         .bind(job.idempotency_key.clone())
+        .bind(job.request_id.clone())
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> Result<()> {
@@ -654,6 +656,18 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn oldest_runnable(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>> {
+        let oldest: Option<i64> = sqlx::query_scalar(
+            "SELECT MIN(q.run_after) FROM jobs q WHERE q.state = 'queued' AND q.run_after <= ? \
+             AND (q.workspace IS NULL OR NOT EXISTS (SELECT 1 FROM jobs r \
+                  WHERE r.workspace = q.workspace AND r.state = 'running'))",
+        )
+        .bind(ts(now))
+        .fetch_one(&self.reader)
+        .await?;
+        Ok(oldest.map(from_ts))
     }
 
     async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {

@@ -355,6 +355,7 @@ impl Tools {
         job.retry_safe = plan.retry_safe;
         job.timeout_s = timeout_s as i64;
         job.idempotency_key = submission.idempotency_key;
+        job.request_id = submission.caller.request_id.clone();
         let audit = submission.caller.entry(
             tool.spec().name,
             workspace,

@@ -352,7 +352,8 @@ async fn abandon(
     outcome: Outcome,
     remove_files: bool,
 ) -> Outcome {
-    env.metrics.workspace_creation_failures_total.inc();
+    // `workspace_creation_failures_total` counts jobs that end failed (`Metrics::record_end`),
+    // not attempts.
     if matches!(outcome, Outcome::Transient { .. }) {
         return outcome;
     }

@@ -227,7 +227,8 @@ async fn rescuer_resolves_expired_leases_and_wakes_waiters() {
         let queue = queue.clone();
         tokio::spawn(async move { queue.wait(None, expired, Duration::from_secs(30)).await })
     };
-    let rescuer = Rescuer::new(queue.clone());
+    let metrics = Metrics::new();
+    let rescuer = Rescuer::new(queue.clone(), metrics.clone());
     let rescued = rescuer
         .run_once(Utc::now() + chrono::Duration::seconds(5))
         .await
@@ -244,6 +245,14 @@ async fn rescuer_resolves_expired_leases_and_wakes_waiters() {
         .unwrap();
     assert_eq!(woken.state, JobState::Failed);
     assert_eq!(woken.error.unwrap().reason, ErrorReason::Interrupted);
+    // A job the rescuer fails never reaches the completer; it is counted all the same.
+    assert_eq!(
+        metrics
+            .failures_total
+            .with_label_values(&["execute_shell", "interrupted"])
+            .get(),
+        1
+    );
     assert_eq!(
         store.job(None, fresh).await.unwrap().unwrap().state,
         JobState::Running

@@ -19,6 +19,8 @@ pub enum Db {
 pub struct TestApp {
     pub base: String,
     pub port: u16,
+    /// The separate metrics listener's port, when `server.metrics_listen` is set.
+    pub metrics_port: Option<u16>,
     pub key: String,
     pub client: reqwest::Client,
     pub data_dir: std::path::PathBuf,
@@ -129,16 +131,19 @@ pub async fn spawn_with_drivers(
             let app = Application::build_with(config, drivers)
                 .await
                 .expect("server builds");
-            tx.send((app.port(), app.handle())).unwrap();
+            tx.send((app.port(), app.metrics_port(), app.handle()))
+                .unwrap();
             app.run_until_stopped().await.expect("server stops cleanly");
         });
     });
-    let (port, handle) = tokio::task::spawn_blocking(move || rx.recv().expect("server started"))
-        .await
-        .unwrap();
+    let (port, metrics_port, handle) =
+        tokio::task::spawn_blocking(move || rx.recv().expect("server started"))
+            .await
+            .unwrap();
     TestApp {
         base: format!("http://127.0.0.1:{port}"),
         port,
+        metrics_port,
         key,
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(120))
@@ -304,4 +309,49 @@ pub async fn eventually(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     check()
+}
+
+/// An external program the tests drive (promtool, prometheus, docker-compose, hadolint, node):
+/// its path, found on `PATH` or at an absolute path; else `None` with a message, or a failure
+/// when `DAYTONA_MCP_REQUIRE_CLIENTS=1` (set by `.ci/run`, which installs them all).
+pub fn required_tool(program: &str, install: &str) -> Option<std::path::PathBuf> {
+    let candidate = std::path::Path::new(program);
+    let found = if candidate.is_absolute() {
+        candidate.is_file().then(|| candidate.to_path_buf())
+    } else {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|p| p.is_file())
+        })
+    };
+    if found.is_none() {
+        let message = format!("{program} is not installed ({install})");
+        if std::env::var("DAYTONA_MCP_REQUIRE_CLIENTS").as_deref() == Ok("1") {
+            panic!("{message} (DAYTONA_MCP_REQUIRE_CLIENTS=1)");
+        }
+        eprintln!("skipped: {message}");
+    }
+    found
+}
+
+/// The repository's root (where `prometheus/`, `grafana/`, `Dockerfile` are).
+pub fn repo() -> std::path::PathBuf {
+    std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Where `tests/monitoring/setup.sh` installs its tools.
+pub fn monitoring_tools() -> std::path::PathBuf {
+    std::env::var_os("DAYTONA_MCP_MONITORING_TOOLS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| repo().join("target/monitoring-tools"))
+}
+
+/// The value of the sample `series` (a full series as the text format prints it, labels in
+/// the server's order) in a scrape, if present.
+pub fn sample(metrics: &str, series: &str) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(series)?;
+        rest.strip_prefix(' ')?.trim().parse().ok()
+    })
 }

@@ -1204,3 +1204,77 @@ pub async fn nul_characters_are_stored_without_stopping_a_completion(t: TestStor
     let failed = s.job(None, other.id).await.unwrap().unwrap();
     assert_eq!(failed.error.unwrap().message, format!("bad {nul} byte"));
 }
+
+pub async fn jobs_keep_the_request_id_that_submitted_them(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut with = job("t1", Some("t1/ws"));
+    with.request_id = Some("req-7f3a".into());
+    let stored = put(s, with).await;
+    assert_eq!(stored.request_id.as_deref(), Some("req-7f3a"));
+    let without = put(s, job("t1", None)).await;
+    assert_eq!(without.request_id, None);
+    // Every read path returns it: by id, in listings, through a claim and a completion.
+    let read = s.job(Some("t1"), stored.id).await.unwrap().unwrap();
+    assert_eq!(read.request_id.as_deref(), Some("req-7f3a"));
+    let listed = s
+        .list_jobs(&JobFilter {
+            tenant: Some("t1".into()),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    let listed = listed.iter().find(|j| j.id == stored.id).unwrap();
+    assert_eq!(listed.request_id.as_deref(), Some("req-7f3a"));
+    let claimed = claim(s, "n1", 10).await;
+    let claimed = claimed.iter().find(|j| j.id == stored.id).unwrap();
+    assert_eq!(claimed.request_id.as_deref(), Some("req-7f3a"));
+    let done = s
+        .complete("n1", &[ok(stored.id)], Utc::now())
+        .await
+        .unwrap();
+    assert_eq!(done[0].request_id.as_deref(), Some("req-7f3a"));
+    // An idempotent replay returns the original job with the original request's id.
+    let mut first = job("t1", None);
+    first.idempotency_key = Some("k-req".into());
+    first.request_id = Some("req-first".into());
+    put(s, first).await;
+    let mut again = job("t1", None);
+    again.idempotency_key = Some("k-req".into());
+    again.request_id = Some("req-second".into());
+    let replayed = s.enqueue(again, audit("t1")).await.unwrap();
+    assert!(!replayed.created);
+    assert_eq!(replayed.job.request_id.as_deref(), Some("req-first"));
+}
+
+pub async fn oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retries(t: TestStore) {
+    let s = t.store.as_ref();
+    let now = Utc::now();
+    assert_eq!(s.oldest_runnable(now).await.unwrap(), None);
+    // A job that may run only in an hour is not waiting yet.
+    let mut later = job("t1", None);
+    later.run_after = now + chrono::Duration::hours(1);
+    put(s, later).await;
+    assert_eq!(s.oldest_runnable(now).await.unwrap(), None);
+    // Two jobs of one workspace: once the first runs, the second waits for it, not for a worker.
+    let mut first = job("t1", Some("t1/a"));
+    first.run_after = now - chrono::Duration::seconds(300);
+    let first = put(s, first).await;
+    let mut second = job("t1", Some("t1/a"));
+    second.run_after = now - chrono::Duration::seconds(200);
+    put(s, second).await;
+    let oldest = s.oldest_runnable(now).await.unwrap().unwrap();
+    assert_eq!(oldest.timestamp(), first.run_after.timestamp());
+    let claimed = s.claim("n1", 1, now, LEASE).await.unwrap();
+    assert_eq!(claimed[0].id, first.id);
+    assert_eq!(s.oldest_runnable(now).await.unwrap(), None);
+    // A job without a workspace, or of an idle workspace, is runnable.
+    let mut free = job("t1", None);
+    free.run_after = now - chrono::Duration::seconds(50);
+    let free = put(s, free).await;
+    let mut other = job("t1", Some("t1/b"));
+    other.run_after = now - chrono::Duration::seconds(10);
+    put(s, other).await;
+    let oldest = s.oldest_runnable(now).await.unwrap().unwrap();
+    assert_eq!(oldest.timestamp(), free.run_after.timestamp());
+}

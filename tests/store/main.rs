@@ -97,6 +97,8 @@ conformance!(
     enqueue_inserts_the_jobs_sandbox_in_the_same_transaction,
     a_reserved_sandbox_goes_when_its_job_fails_or_is_cancelled,
     nul_characters_are_stored_without_stopping_a_completion,
+    jobs_keep_the_request_id_that_submitted_them,
+    oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retries,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one

@@ -7,6 +7,7 @@
 //! server's own cgroup of each hierarchy. Where neither is writable the driver falls back to
 //! rlimits alone and says so.
 
+use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io;
@@ -139,6 +140,44 @@ impl CgroupManager {
         let (cgroup, _) = Cgroup::open(layout, &format!("{id}.{command}"), true)?;
         cgroup.apply(layout, limits)?;
         Ok(Some(cgroup))
+    }
+
+    /// Memory charged now to each sandbox's running commands, and the limit they run under,
+    /// by sandbox id: the sum over its command cgroups (`<id>.<command>`) of the memory
+    /// controller's usage. Empty without a memory cgroup.
+    pub fn memory_usage(&self) -> HashMap<String, (u64, Option<u64>)> {
+        let mut by_sandbox: HashMap<String, (u64, Option<u64>)> = HashMap::new();
+        let (base, usage_file, limit_file) = match &self.layout {
+            Some(Layout::V2 { base }) => (base, "memory.current", "memory.max"),
+            Some(Layout::V1 {
+                memory: Some(base), ..
+            }) => (base, "memory.usage_in_bytes", "memory.limit_in_bytes"),
+            _ => return by_sandbox,
+        };
+        let Ok(entries) = fs::read_dir(base) else {
+            return by_sandbox;
+        };
+        let read = |dir: &Path, file: &str| {
+            fs::read_to_string(dir.join(file))
+                .ok()
+                .and_then(|text| text.trim().parse::<u64>().ok())
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            let Some((id, _command)) = name.rsplit_once('.') else {
+                continue;
+            };
+            let dir = entry.path();
+            let Some(used) = read(&dir, usage_file) else {
+                continue;
+            };
+            // v2 writes `max` for no limit, v1 a number near 2^63.
+            let limit = read(&dir, limit_file).filter(|l| *l < 1 << 62);
+            let slot = by_sandbox.entry(id.to_string()).or_default();
+            slot.0 += used;
+            slot.1 = slot.1.max(limit);
+        }
+        by_sandbox
     }
 
     /// Kills whatever still runs in sandbox `id`'s cgroups and removes them, including any a

@@ -772,6 +772,42 @@ impl Driver for LocalDriver {
         self.usage.known(id)
     }
 
+    fn usage(&self) -> Vec<crate::drivers::SandboxUsage> {
+        let mut by_id: BTreeMap<String, crate::drivers::SandboxUsage> = BTreeMap::new();
+        for (id, bytes) in self.usage.all_known() {
+            // A figure outlives its sandbox when a measurement ends after the delete.
+            if !self.sandbox_dir(&id).is_ok_and(|dir| dir.is_dir()) {
+                self.usage.forget(&id);
+                continue;
+            }
+            by_id.entry(id.clone()).or_default().disk_bytes = Some(bytes);
+        }
+        // Sandboxes not measured since this process started (it restarted) are measured in
+        // the background, so that the next scrape has them.
+        if let Ok(entries) = std::fs::read_dir(&self.sandboxes) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if !by_id.contains_key(&name) {
+                    if let Ok(dir) = self.sandbox_dir(&name) {
+                        self.usage.refresh_soon(&name, &dir);
+                    }
+                }
+            }
+        }
+        for (id, (bytes, limit)) in self.cgroups.memory_usage() {
+            let entry = by_id.entry(id).or_default();
+            entry.memory_bytes = Some(bytes);
+            entry.memory_limit_bytes = limit;
+        }
+        by_id
+            .into_iter()
+            .map(|(sandbox, mut usage)| {
+                usage.sandbox = sandbox;
+                usage
+            })
+            .collect()
+    }
+
     fn limits_report(&self, limits: &SandboxLimits) -> BTreeMap<&'static str, LimitReport> {
         enforcement::limits_report(&self.cgroups, &self.limits, limits)
     }

@@ -121,6 +121,16 @@ impl UsageCache {
         self.slot(id).get()
     }
 
+    /// Every figure known, by sandbox id.
+    pub fn all_known(&self) -> Vec<(String, u64)> {
+        self.slots
+            .lock()
+            .expect("usage lock")
+            .iter()
+            .filter_map(|(id, slot)| slot.get().map(|v| (id.clone(), v)))
+            .collect()
+    }
+
     /// Adds a change the server itself made.
     pub fn adjust(&self, id: &str, delta: i64) {
         let slot = self.slot(id);
