@@ -8,44 +8,7 @@ use std::process::{Child, Command, Stdio};
 use serde_json::{Value, json};
 
 use crate::helpers::{Db, TestApp, spawn_app, spawn_with, test_config};
-
-/// Runs git on the host (the test's own setup and checks), failing the test on error.
-pub fn host_git(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new("git")
-        .args(["-c", "user.name=Test", "-c", "user.email=test@example.com"])
-        .args(["-c", "init.defaultBranch=main", "-c", "safe.directory=*"])
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "git {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// A bare repository at `bare` with one commit on `main` holding `README.md`.
-pub fn seed_bare_repo(bare: &Path) {
-    std::fs::create_dir_all(bare).unwrap();
-    host_git(bare, &["init", "--bare", "--quiet"]);
-    let work = tempfile::tempdir().unwrap();
-    host_git(work.path(), &["init", "--quiet"]);
-    std::fs::write(work.path().join("README.md"), "# seeded\n").unwrap();
-    host_git(work.path(), &["add", "README.md"]);
-    host_git(work.path(), &["commit", "--quiet", "-m", "initial commit"]);
-    host_git(
-        work.path(),
-        &[
-            "push",
-            "--quiet",
-            bare.to_str().unwrap(),
-            "HEAD:refs/heads/main",
-        ],
-    );
-    host_git(bare, &["symbolic-ref", "HEAD", "refs/heads/main"]);
-}
+pub use crate::support::git::{host_git, seed_bare_repo};
 
 impl TestApp {
     pub async fn git(&self, sandbox: &str, operation: &str, fields: Value) -> (u16, Value) {

@@ -3,8 +3,9 @@
 use base64::Engine;
 use serde_json::json;
 
-use crate::harness::{Harness, Kind, host_git, seed_bare_repo};
+use crate::harness::{Harness, Kind};
 use crate::helpers::{eventually, processes_with};
+use crate::support::git::{host_git, seed_bare_repo};
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 

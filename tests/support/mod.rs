@@ -15,6 +15,8 @@
 
 #![allow(dead_code)]
 
+pub mod git;
+
 use std::io::Write;
 use std::sync::{Mutex, Once};
 
