@@ -166,19 +166,25 @@ fn cgroup_round(cgroup: &Cgroup) -> Vec<i32> {
     live
 }
 
+/// One round of emptying `cgroup`: `Some` once nothing in it lives or `pacing`'s bound ran out,
+/// else `None` (pause for `pacing.next()`, then go again).
+fn settle_cgroup(cgroup: &Cgroup, pacing: &Pacing) -> Option<Result<(), Stragglers>> {
+    let live = cgroup_round(cgroup);
+    if live.is_empty() {
+        return Some(Ok(()));
+    }
+    pacing.expired().then_some(Err(Stragglers {
+        pids: live,
+        place: "cgroup",
+    }))
+}
+
 /// Kills everything in `cgroup` and waits until nothing in it lives, for at most `bound`.
 pub async fn empty_cgroup(cgroup: &Cgroup, bound: Duration) -> Result<(), Stragglers> {
     let mut pacing = Pacing::new(bound);
     loop {
-        let live = cgroup_round(cgroup);
-        if live.is_empty() {
-            return Ok(());
-        }
-        if pacing.expired() {
-            return Err(Stragglers {
-                pids: live,
-                place: "cgroup",
-            });
+        if let Some(done) = settle_cgroup(cgroup, &pacing) {
+            return done;
         }
         tokio::time::sleep(pacing.next()).await;
     }
@@ -188,15 +194,8 @@ pub async fn empty_cgroup(cgroup: &Cgroup, bound: Duration) -> Result<(), Stragg
 pub fn empty_cgroup_blocking(cgroup: &Cgroup, bound: Duration) -> Result<(), Stragglers> {
     let mut pacing = Pacing::new(bound);
     loop {
-        let live = cgroup_round(cgroup);
-        if live.is_empty() {
-            return Ok(());
-        }
-        if pacing.expired() {
-            return Err(Stragglers {
-                pids: live,
-                place: "cgroup",
-            });
+        if let Some(done) = settle_cgroup(cgroup, &pacing) {
+            return done;
         }
         std::thread::sleep(pacing.next());
     }
