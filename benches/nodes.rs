@@ -25,6 +25,9 @@ use sqlx::Connection;
 
 use harness::{Node, Timing, client, new_key};
 
+/// Sandboxes of a throughput run.
+const SANDBOXES: usize = 12;
+
 /// A fresh database on the `DAYTONA_MCP_BENCH_POSTGRES` server, dropped by `Drop`.
 struct BenchDb {
     admin: String,
@@ -119,17 +122,25 @@ async fn throughput_run(nodes: usize, jobs: usize, tool: &str) -> Option<(f64, f
         poll_interval_ms: 2000,
     };
     let env = [("DAYTONA_MCP_LOG__LEVEL".to_string(), "warn".to_string())];
-    let started_nodes = Node::start_many(nodes, root.path(), Some(db.url.clone()), &key, &timing, &env).await;
+    let started_nodes = Node::start_many(
+        nodes,
+        root.path(),
+        Some(db.url.clone()),
+        &key,
+        &timing,
+        &env,
+    )
+    .await;
     let bases: Vec<String> = started_nodes.iter().map(|n| n.base.clone()).collect();
-    // Four sandboxes per node, each made through (and so held by) its node; an execution goes
-    // to the node holding its sandbox.
+    // Twelve sandboxes whatever the number of nodes (so that every run has the same
+    // parallelism), made round-robin through the nodes (each held by the node that made it);
+    // an execution is submitted to the node holding its sandbox.
     let mut sandboxes = Vec::new();
-    for (i, node) in started_nodes.iter().enumerate() {
-        for s in 0..4 {
-            let name = format!("b{i}x{s}");
-            node.create_sandbox(&name).await;
-            sandboxes.push((i, name));
-        }
+    for s in 0..SANDBOXES {
+        let i = s % nodes;
+        let name = format!("b{s}");
+        started_nodes[i].create_sandbox(&name).await;
+        sandboxes.push((i, name));
     }
     let bodies: Vec<(usize, Value)> = (0..jobs)
         .map(|i| match tool {
@@ -141,7 +152,10 @@ async fn throughput_run(nodes: usize, jobs: usize, tool: &str) -> Option<(f64, f
                            "arguments": {"sandbox_id": name, "command": "true"}}),
                 )
             }
-            _ => (i % nodes, json!({"tool": "list_sandboxes", "arguments": {}})),
+            _ => (
+                i % nodes,
+                json!({"tool": "list_sandboxes", "arguments": {}}),
+            ),
         })
         .collect();
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
@@ -153,6 +167,10 @@ async fn throughput_run(nodes: usize, jobs: usize, tool: &str) -> Option<(f64, f
         if done as usize >= accepted {
             break failed;
         }
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "{done} of {accepted} jobs done after 600 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
     let elapsed = started.elapsed().as_secs_f64();
@@ -198,9 +216,20 @@ async fn kill_round(restart: bool, running: usize) -> Option<(f64, f64)> {
         poll_interval_ms: 200,
     };
     let env = [("DAYTONA_MCP_LOG__LEVEL".to_string(), "warn".to_string())];
-    let count = if restart { 1 } else { 2 };
-    let mut nodes = Node::start_many(count, root.path(), Some(db.url.clone()), &key, &timing, &env).await;
-    let victim = count - 1;
+    // The victim alone first, so that its sandboxes and their executions are its own; the
+    // survivor joins once they run.
+    let mut nodes = vec![
+        Node::start(harness::NodeSpec::new(
+            0,
+            root.path(),
+            Some(db.url.clone()),
+            &key,
+            &timing,
+            &env,
+        ))
+        .await,
+    ];
+    let victim = 0;
     for s in 0..running {
         let name = format!("k{s}");
         nodes[victim].create_sandbox(&name).await;
@@ -215,6 +244,7 @@ async fn kill_round(restart: bool, running: usize) -> Option<(f64, f64)> {
         assert_eq!(a.status, 202, "{}", a.body);
     }
     let mut conn = sqlx::PgConnection::connect(&db.url).await.unwrap();
+    let waiting = Instant::now();
     loop {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT count(*) FROM jobs WHERE tool = 'execute_shell' AND state = 'running'",
@@ -225,7 +255,25 @@ async fn kill_round(restart: bool, running: usize) -> Option<(f64, f64)> {
         if n as usize == running {
             break;
         }
+        assert!(
+            waiting.elapsed() < Duration::from_secs(60),
+            "only {n} of {running} executions running; log:\n{}",
+            nodes[victim].log_tail()
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !restart {
+        nodes.push(
+            Node::start(harness::NodeSpec::new(
+                1,
+                root.path(),
+                Some(db.url.clone()),
+                &key,
+                &timing,
+                &env,
+            ))
+            .await,
+        );
     }
     // Let a heartbeat renew the leases, so the kill lands at a typical point of the lease.
     tokio::time::sleep(Duration::from_millis(1500)).await;
@@ -241,6 +289,10 @@ async fn kill_round(restart: bool, running: usize) -> Option<(f64, f64)> {
         if done as usize >= running {
             break;
         }
+        assert!(
+            killed.elapsed() < Duration::from_secs(120),
+            "{done} of {running} interrupted executions resolved after 120 s"
+        );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let resolved = killed.elapsed().as_secs_f64();

@@ -116,7 +116,17 @@ impl Node {
     ) -> Vec<Node> {
         let mut nodes = Vec::new();
         for i in 0..n {
-            nodes.push(Node::start(NodeSpec::new(i, root, database_url.clone(), key, timing, env)).await);
+            nodes.push(
+                Node::start(NodeSpec::new(
+                    i,
+                    root,
+                    database_url.clone(),
+                    key,
+                    timing,
+                    env,
+                ))
+                .await,
+            );
         }
         nodes
     }
@@ -129,26 +139,34 @@ impl Node {
             .open(&self.spec.log)
             .expect("node log file");
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_daytona-mcp"));
-        cmd.args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
-            .arg(&self.spec.data_dir)
-            .env_remove("DATABASE_URL")
-            .env("DAYTONA_MCP_API_KEY", &self.spec.key)
-            .env("DAYTONA_MCP_QUEUE__LEASE_S", self.spec.timing.lease_s.to_string())
-            .env(
-                "DAYTONA_MCP_QUEUE__HEARTBEAT_S",
-                self.spec.timing.heartbeat_s.to_string(),
-            )
-            .env(
-                "DAYTONA_MCP_QUEUE__RESCUE_INTERVAL_S",
-                self.spec.timing.rescue_interval_s.to_string(),
-            )
-            .env(
-                "DAYTONA_MCP_QUEUE__POLL_INTERVAL_MS",
-                self.spec.timing.poll_interval_ms.to_string(),
-            )
-            .env("DAYTONA_MCP_SERVER__SHUTDOWN_GRACE_S", "5")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null());
+        cmd.args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&self.spec.data_dir)
+        .env_remove("DATABASE_URL")
+        .env("DAYTONA_MCP_API_KEY", &self.spec.key)
+        .env(
+            "DAYTONA_MCP_QUEUE__LEASE_S",
+            self.spec.timing.lease_s.to_string(),
+        )
+        .env(
+            "DAYTONA_MCP_QUEUE__HEARTBEAT_S",
+            self.spec.timing.heartbeat_s.to_string(),
+        )
+        .env(
+            "DAYTONA_MCP_QUEUE__RESCUE_INTERVAL_S",
+            self.spec.timing.rescue_interval_s.to_string(),
+        )
+        .env(
+            "DAYTONA_MCP_QUEUE__POLL_INTERVAL_MS",
+            self.spec.timing.poll_interval_ms.to_string(),
+        )
+        .env("DAYTONA_MCP_SERVER__SHUTDOWN_GRACE_S", "5")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null());
         if std::env::var("TEST_LOG").is_ok() {
             cmd.stderr(Stdio::inherit());
         } else {
@@ -174,7 +192,10 @@ impl Node {
                     .last()
                     .is_some_and(|l| l.contains("is in use by another daytona-mcp process"));
                 if locked && started.elapsed() < Duration::from_secs(20) {
-                    eprintln!("node {}: data dir still locked by {holders:?}", self.spec.name);
+                    eprintln!(
+                        "node {}: data dir still locked by {holders:?}",
+                        self.spec.name
+                    );
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     self.child = Some(cmd.spawn().expect("the server binary starts"));
                     continue;
@@ -185,7 +206,12 @@ impl Node {
                     self.log_tail()
                 );
             }
-            if let Ok(r) = self.client.get(format!("{}/readyz", self.base)).send().await {
+            if let Ok(r) = self
+                .client
+                .get(format!("{}/readyz", self.base))
+                .send()
+                .await
+            {
                 if r.status().is_success() {
                     return;
                 }
@@ -289,7 +315,11 @@ impl Node {
             .post("/create_sandbox", &json!({"name": name}))
             .await
             .expect("create_sandbox answers");
-        assert_eq!(a.status, 200, "create_sandbox {name} on {}: {}", self.spec.name, a.body);
+        assert_eq!(
+            a.status, 200,
+            "create_sandbox {name} on {}: {}",
+            self.spec.name, a.body
+        );
         a.body["sandbox_id"].as_str().unwrap().to_string()
     }
 
@@ -374,7 +404,10 @@ pub fn lock_holders(data_dir: &Path) -> Vec<String> {
             .any(|fd| std::fs::read_link(fd.path()).is_ok_and(|t| t == lock));
         if holds {
             let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-            holders.push(format!("{pid}: {}", String::from_utf8_lossy(&cmdline).replace('\0', " ")));
+            holders.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
         }
     }
     holders

@@ -55,7 +55,11 @@ async fn one_key_across_two_nodes_makes_one_job() {
     let other = body("another-marker");
     for node in &nodes {
         let a = node.post("/v1/jobs", &other).await.unwrap();
-        assert_eq!(a.status, 409, "same key, other arguments on {}: {}", node.spec.name, a.body);
+        assert_eq!(
+            a.status, 409,
+            "same key, other arguments on {}: {}",
+            node.spec.name, a.body
+        );
     }
     let mut job = nodes[1].job(&job_id, 30).await.unwrap().body;
     for _ in 0..6 {
@@ -74,7 +78,11 @@ async fn one_key_across_two_nodes_makes_one_job() {
     );
     for node in &nodes {
         let a = node.post("/v1/jobs", &other).await.unwrap();
-        assert_eq!(a.status, 409, "after the end, on {}: {}", node.spec.name, a.body);
+        assert_eq!(
+            a.status, 409,
+            "after the end, on {}: {}",
+            node.spec.name, a.body
+        );
         let a = node.post("/v1/jobs", &same).await.unwrap();
         assert_eq!(a.status, 202, "{}", a.body);
         assert_eq!(a.body["job_id"], job_id.as_str());

@@ -49,7 +49,13 @@ async fn kill9_under_load(database_url: Option<String>) {
     }
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let to = targets(vec![node.base.clone()]);
-    let load = Load::start(&key, to.clone(), plan(&run, &names, JOBS), 8, Duration::ZERO);
+    let load = Load::start(
+        &key,
+        to.clone(),
+        plan(&run, &names, JOBS),
+        8,
+        Duration::ZERO,
+    );
     load.wait_accepted(200, Duration::from_secs(120)).await;
 
     // Kill while executions run: some sandbox logs end in a start line.
@@ -71,7 +77,11 @@ async fn kill9_under_load(database_url: Option<String>) {
     to.write().unwrap()[0] = Some(node.base.clone());
     let seen = load.finish(false).await;
     assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-    assert_eq!(seen.accepted.len(), JOBS, "every planned job accepted in the end");
+    assert_eq!(
+        seen.accepted.len(),
+        JOBS,
+        "every planned job accepted in the end"
+    );
 
     let jobs = wait_terminal(&key, &to, &seen.accepted, Duration::from_secs(180)).await;
     let verdicts = verify(&seen.accepted, &jobs, &read_logs(&logs), &[], &[]);

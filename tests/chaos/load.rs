@@ -22,7 +22,8 @@ pub const LOG: &str = "chaos.log";
 /// The command of an execution job. Constant: the job's marker travels in its environment
 /// (`MARK`), never in the command text. The sleep keeps it running long enough for a kill to
 /// land mid-run, and makes two overlapping runs in one sandbox interleave their lines.
-pub const EXEC: &str = "echo \"start $MARK\" >> chaos.log; sleep 0.2; echo \"end $MARK\" >> chaos.log";
+pub const EXEC: &str =
+    "echo \"start $MARK\" >> chaos.log; sleep 0.2; echo \"end $MARK\" >> chaos.log";
 
 /// What a submitted job is.
 #[derive(Clone, Debug, PartialEq)]
@@ -218,10 +219,10 @@ impl Load {
                                         tokio::time::sleep(wait).await;
                                     }
                                     Verdict::Violation(v) => {
-                                        seen.lock().unwrap().violations.push(format!(
-                                            "job {} on n{node}: {v}",
-                                            job.index
-                                        ));
+                                        seen.lock()
+                                            .unwrap()
+                                            .violations
+                                            .push(format!("job {} on n{node}: {v}", job.index));
                                         tokio::time::sleep(Duration::from_millis(200)).await;
                                     }
                                 }
@@ -292,7 +293,9 @@ fn classify(a: &Answer) -> Verdict {
             None => Verdict::Violation(format!("{} without a job id: {}", a.status, a.body)),
         },
         503 => match a.retry_after.as_deref().map(str::parse::<u64>) {
-            Some(Ok(s)) => Verdict::RetryAfter(Duration::from_secs(s.min(1)).max(Duration::from_millis(100))),
+            Some(Ok(s)) => {
+                Verdict::RetryAfter(Duration::from_secs(s.min(1)).max(Duration::from_millis(100)))
+            }
             _ => Verdict::Violation(format!(
                 "503 without a numeric Retry-After ({:?}): {}",
                 a.retry_after, a.body
@@ -327,7 +330,12 @@ pub async fn wait_terminal(
             let sample: Vec<String> = pending
                 .iter()
                 .take(10)
-                .map(|id| format!("{id}: {}", last.get(id).map_or("?".into(), |j| j["status"].to_string())))
+                .map(|id| {
+                    format!(
+                        "{id}: {}",
+                        last.get(id).map_or("?".into(), |j| j["status"].to_string())
+                    )
+                })
                 .collect();
             panic!(
                 "{} of {} accepted jobs not terminal after {within:?}, e.g. {sample:?}",
@@ -337,30 +345,31 @@ pub async fn wait_terminal(
         }
         let bases: Vec<String> = targets.read().unwrap().iter().flatten().cloned().collect();
         assert!(!bases.is_empty(), "no node left to ask");
-        let results: Vec<(String, Option<Value>)> = futures::stream::iter(pending.into_iter().enumerate())
-            .map(|(i, id)| {
-                let base = bases[i % bases.len()].clone();
-                let http = http.clone();
-                let key = key.to_string();
-                async move {
-                    let r = http
-                        .get(format!("{base}/v1/jobs/{id}?wait=5"))
-                        .bearer_auth(&key)
-                        .send()
-                        .await;
-                    let job = match r {
-                        Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
-                        Ok(r) if r.status().as_u16() == 404 => {
-                            Some(json!({"status": "MISSING: 404 for an accepted id"}))
-                        }
-                        _ => None,
-                    };
-                    (id, job)
-                }
-            })
-            .buffer_unordered(32)
-            .collect()
-            .await;
+        let results: Vec<(String, Option<Value>)> =
+            futures::stream::iter(pending.into_iter().enumerate())
+                .map(|(i, id)| {
+                    let base = bases[i % bases.len()].clone();
+                    let http = http.clone();
+                    let key = key.to_string();
+                    async move {
+                        let r = http
+                            .get(format!("{base}/v1/jobs/{id}?wait=5"))
+                            .bearer_auth(&key)
+                            .send()
+                            .await;
+                        let job = match r {
+                            Ok(r) if r.status().is_success() => r.json::<Value>().await.ok(),
+                            Ok(r) if r.status().as_u16() == 404 => {
+                                Some(json!({"status": "MISSING: 404 for an accepted id"}))
+                            }
+                            _ => None,
+                        };
+                        (id, job)
+                    }
+                })
+                .buffer_unordered(32)
+                .collect()
+                .await;
         for (id, job) in results {
             if let Some(job) = job {
                 let status = job["status"].as_str().unwrap_or("");
@@ -452,7 +461,8 @@ pub fn verify(
     }
     for a in accepted {
         let Some(job) = jobs.get(&a.id) else {
-            v.violations.push(format!("accepted job {} not terminal", a.id));
+            v.violations
+                .push(format!("accepted job {} not terminal", a.id));
             continue;
         };
         let status = job["status"].as_str().unwrap_or("");
@@ -532,7 +542,7 @@ pub async fn running_execs(key: &str, base: &str) -> usize {
         return 0;
     };
     let page: Value = r.json().await.unwrap_or(Value::Null);
-    page["jobs"]
-        .as_array()
-        .map_or(0, |jobs| jobs.iter().filter(|j| j["tool"] == "execute_shell").count())
+    page["jobs"].as_array().map_or(0, |jobs| {
+        jobs.iter().filter(|j| j["tool"] == "execute_shell").count()
+    })
 }

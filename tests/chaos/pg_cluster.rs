@@ -188,7 +188,10 @@ impl PgCluster {
     pub async fn wait_accepting(&self, within: Duration) -> Duration {
         let started = Instant::now();
         while started.elapsed() < within {
-            if sqlx::PgConnection::connect(&self.url("postgres")).await.is_ok() {
+            if sqlx::PgConnection::connect(&self.url("postgres"))
+                .await
+                .is_ok()
+            {
                 return started.elapsed();
             }
             tokio::time::sleep(Duration::from_millis(20)).await;

@@ -72,7 +72,11 @@ async fn postgres_restart_and_killed_backends_lose_nothing() {
                         Err(_) => 0,
                     };
                     let mut p = probes.lock().unwrap();
-                    let list = if healthz { &mut p.healthz } else { &mut p.readyz };
+                    let list = if healthz {
+                        &mut p.healthz
+                    } else {
+                        &mut p.readyz
+                    };
                     list.push((t0.elapsed(), status));
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;

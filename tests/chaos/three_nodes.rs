@@ -59,7 +59,13 @@ async fn three_nodes_one_killed_for_good() {
 
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let to = targets(nodes.iter().map(|n| n.base.clone()).collect());
-    let load = Load::start(&key, to.clone(), plan(&run, &names, JOBS), 9, Duration::ZERO);
+    let load = Load::start(
+        &key,
+        to.clone(),
+        plan(&run, &names, JOBS),
+        9,
+        Duration::ZERO,
+    );
     load.wait_accepted(200, Duration::from_secs(120)).await;
 
     // Kill the victim while it runs executions in its sandboxes.
@@ -78,7 +84,11 @@ async fn three_nodes_one_killed_for_good() {
 
     let seen = load.finish(false).await;
     assert!(seen.violations.is_empty(), "{:?}", seen.violations);
-    assert_eq!(seen.accepted.len(), JOBS, "the survivors accepted every planned job");
+    assert_eq!(
+        seen.accepted.len(),
+        JOBS,
+        "the survivors accepted every planned job"
+    );
 
     let jobs = wait_terminal(&key, &to, &seen.accepted, Duration::from_secs(240)).await;
     let verdicts = verify(
@@ -99,11 +109,21 @@ async fn three_nodes_one_killed_for_good() {
     // with the dead-node reason, the ones it was running with `interrupted`.
     assert_eq!(verdicts.exec_interrupted, 0, "{verdicts:?}");
     assert!(
-        verdicts.expected_failures.get("interrupted").copied().unwrap_or(0) >= 1,
+        verdicts
+            .expected_failures
+            .get("interrupted")
+            .copied()
+            .unwrap_or(0)
+            >= 1,
         "{verdicts:?}"
     );
     assert!(
-        verdicts.expected_failures.get(DEAD_NODE_REASONS[0]).copied().unwrap_or(0) >= 1,
+        verdicts
+            .expected_failures
+            .get(DEAD_NODE_REASONS[0])
+            .copied()
+            .unwrap_or(0)
+            >= 1,
         "{verdicts:?}"
     );
     let failed: usize = verdicts.expected_failures.values().sum();
