@@ -329,17 +329,6 @@ impl Application {
             tracing::info!(path = %file.display(), "admin API key is in this file");
         }
 
-        let pg_listen_pool = if store.backend() == store::Backend::Postgres {
-            Some(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(config.database_url().expose())
-                    .await
-                    .context("cannot open the notification connection")?,
-            )
-        } else {
-            None
-        };
         let pool = Pool::start(
             queue.clone(),
             tools.executor(),
@@ -356,7 +345,6 @@ impl Application {
                 stored_output_limit: config.sandbox.stored_output_limit_bytes,
                 ..PoolConfig::default()
             },
-            pg_listen_pool,
         )
         .await?;
 

@@ -127,14 +127,13 @@ pub struct Pool {
 
 impl Pool {
     /// Resolves jobs this node left running in a previous life, then starts the dispatcher,
-    /// completer, heartbeat, rescuer and (on PostgreSQL) the notification listener.
+    /// completer, heartbeat, rescuer and the relay of the store's signals.
     /// Must be called inside an actix system: workspace actors are actix actors.
     pub async fn start(
         queue: Queue,
         executor: Arc<dyn Executor>,
         metrics: Metrics,
         config: PoolConfig,
-        pg_pool: Option<sqlx::PgPool>,
     ) -> store::Result<Pool> {
         let recovered = queue
             .store()
@@ -190,13 +189,10 @@ impl Pool {
                     .run(config.rescue_interval, stop.clone()),
             ),
         ];
-        if let Some(pool) = pg_pool {
-            tasks.push(tokio::spawn(crate::queue::listen::run(
-                queue.clone(),
-                pool,
-                stop.clone(),
-            )));
-        }
+        tasks.push(tokio::spawn(crate::queue::listen::run(
+            queue.clone(),
+            stop.clone(),
+        )));
         queue.wake();
         Ok(Pool {
             queue,

@@ -2,8 +2,9 @@
 //!
 //! [`Queue`] wraps the [`Store`] (the record) with the in-process signals that make it fast: a
 //! wake-up for the dispatcher when work arrives, an [`EventHub`] for waiters and event streams,
-//! and the [`CancelRegistry`] of jobs this node is running. Across nodes the same signals travel
-//! as PostgreSQL notifications ([`listen`]); a slow poll backs all of them up.
+//! and the [`CancelRegistry`] of jobs this node is running. The store's own wake-up stream
+//! (`Store::signals`, relayed by [`listen`]) brings the same signals from other nodes; a slow poll
+//! backs all of them up.
 
 pub mod events;
 pub mod follow;

@@ -11,6 +11,7 @@ pub mod audit;
 pub mod job;
 pub mod postgres;
 pub mod sandbox;
+pub mod signals;
 pub mod sqlite;
 
 use std::fmt;
@@ -27,6 +28,7 @@ pub use job::{
     OutputChunk, Rescued, Stream,
 };
 pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
+pub use signals::Signal;
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
@@ -91,6 +93,12 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Checks that the database answers.
     async fn ping(&self) -> Result<()>;
+
+    /// Subscribes to the store's wake-up stream (see [`signals`]): hints, sent after commit, of
+    /// runnable jobs, changed jobs, cancel requests and stored output, from this node and (on
+    /// PostgreSQL) every other node sharing the database. Subscribe before reading what is
+    /// waited for; on [`Signal::Resync`] or a lag, re-read it.
+    fn signals(&self) -> tokio::sync::broadcast::Receiver<Signal>;
 
     // ---- jobs -------------------------------------------------------------------------------
 

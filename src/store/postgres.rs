@@ -12,9 +12,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use super::signals::{SharedSignals, Signal, SignalHub, next_backoff};
 
 use super::{
     AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
@@ -24,32 +28,105 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Channel notified when jobs become runnable (payload empty).
-pub const CHANNEL_JOBS: &str = "daytona_mcp_jobs";
-/// Channel notified when a job changes state (payload: job id).
-pub const CHANNEL_DONE: &str = "daytona_mcp_done";
+// The channels of the wake-up stream (see `signals.rs`). Only this file knows them.
+/// Jobs may have become runnable (payload empty).
+const CHANNEL_JOBS: &str = "daytona_mcp_jobs";
+/// A job changed state (payload: job id).
+const CHANNEL_DONE: &str = "daytona_mcp_done";
+/// A running job's cancellation was requested (payload: job id).
+const CHANNEL_CANCEL: &str = "daytona_mcp_cancel";
+/// A batch of a job's output was stored (payload: job id).
+const CHANNEL_OUTPUT: &str = "daytona_mcp_output";
+
+/// The signal a notification carries; `None` for a payload that is not a job id.
+fn signal_of(channel: &str, payload: &str) -> Option<Signal> {
+    let id = || Uuid::parse_str(payload).ok();
+    match channel {
+        CHANNEL_JOBS => Some(Signal::JobsReady),
+        CHANNEL_DONE => id().map(Signal::JobChanged),
+        CHANNEL_CANCEL => id().map(Signal::CancelRequested),
+        CHANNEL_OUTPUT => id().map(Signal::Output),
+        _ => None,
+    }
+}
+
+/// Feeds `hub` from `LISTEN` on one connection of the store's pool until `stop`. A lost
+/// connection is re-established (with backoff while the database cannot be reached), and every
+/// reconnect, successful or not, sends [`Signal::Resync`]: notifications sent meanwhile are gone.
+async fn listen(pool: PgPool, hub: SignalHub, stop: CancellationToken) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        match listen_connected(&pool, &hub, &stop, &mut backoff).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = next_backoff(backoff).as_millis() as u64,
+                "the notification listener lost the database; reconnecting")
+            }
+        }
+        hub.send(Signal::Resync);
+        backoff = next_backoff(backoff);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+async fn listen_connected(
+    pool: &PgPool,
+    hub: &SignalHub,
+    stop: &CancellationToken,
+    backoff: &mut Duration,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener
+        .listen_all([CHANNEL_JOBS, CHANNEL_DONE, CHANNEL_CANCEL, CHANNEL_OUTPUT])
+        .await?;
+    *backoff = Duration::ZERO;
+    // Whatever happened before this connection listened was not heard.
+    hub.send(Signal::Resync);
+    loop {
+        let notification = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            n = listener.try_recv() => n?,
+        };
+        match notification {
+            Some(n) => {
+                if let Some(signal) = signal_of(n.channel(), n.payload()) {
+                    hub.send(signal);
+                }
+            }
+            // The connection dropped and the listener has already re-established it.
+            None => {
+                tracing::warn!("the notification listener reconnected");
+                hub.send(Signal::Resync);
+            }
+        }
+    }
+}
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The wake-up stream, fed by a `LISTEN` connection of `pool` once someone subscribes.
+    signals: SharedSignals,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
         // Queue statements are short; JIT compilation would cost more than it saves.
         let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
+        // One connection more than asked for: the notification listener holds one for good.
         let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(2))
+            .max_connections(max_connections.max(2) + 1)
             .acquire_timeout(Duration::from_secs(10))
             .connect_with(options)
             .await?;
-        Ok(PgStore { pool })
-    }
-
-    /// The pool, for `LISTEN` connections.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+        Ok(PgStore {
+            pool,
+            signals: SharedSignals::default(),
+        })
     }
 }
 
@@ -330,6 +407,15 @@ impl Store for PgStore {
         Ok(())
     }
 
+    fn signals(&self) -> broadcast::Receiver<Signal> {
+        let rx = self.signals.hub.subscribe();
+        let (pool, hub) = (self.pool.clone(), self.signals.hub.clone());
+        self.signals
+            .feeder
+            .start_once(move |stop| listen(pool, hub, stop));
+        rx
+    }
+
     async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
@@ -567,6 +653,8 @@ impl Store for PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
                 notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+                // The cancelled job may have been the head of its workspace.
+                notify(&mut tx, CHANNEL_JOBS, "").await?;
                 CancelOutcome::Cancelled(job_from_row(&row)?)
             }
             JobState::Running => {
@@ -577,6 +665,7 @@ impl Store for PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
                 notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+                notify(&mut tx, CHANNEL_CANCEL, &id.to_string()).await?;
                 CancelOutcome::Requested(job_from_row(&row)?)
             }
             _ => CancelOutcome::AlreadyFinished(job),
@@ -720,6 +809,15 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        // One notification per job and batch: followers on other nodes re-read the output.
+        let mut jobs: Vec<Uuid> = chunks.iter().map(|c| c.job_id).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
+            .bind(CHANNEL_OUTPUT)
+            .bind(&jobs)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -14,7 +14,10 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
+use tokio::sync::broadcast;
 use uuid::Uuid;
+
+use super::signals::{SharedSignals, Signal};
 
 use super::{
     AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
@@ -31,6 +34,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections for reads, which WAL lets run beside the writer.
     reader: SqlitePool,
+    /// The wake-up stream: one node per database, so signals stay in process.
+    signals: SharedSignals,
 }
 
 /// Creates the database file with mode 0600 if it is missing (SQLite gives its `-wal` and
@@ -101,7 +106,21 @@ impl SqliteStore {
             .max_connections(max_connections.max(1))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            signals: SharedSignals::default(),
+        })
+    }
+
+    /// Signals the jobs a rescue resolved, and that their workspaces may run again.
+    fn signal_rescued(&self, rescued: &[Rescued]) {
+        for r in rescued {
+            self.signals.hub.send(Signal::JobChanged(r.id));
+        }
+        if !rescued.is_empty() {
+            self.signals.hub.send(Signal::JobsReady);
+        }
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -379,6 +398,10 @@ impl Store for SqliteStore {
         Ok(())
     }
 
+    fn signals(&self) -> broadcast::Receiver<Signal> {
+        self.signals.hub.subscribe()
+    }
+
     async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
         let now = Utc::now();
         let mut tx = self.begin().await?;
@@ -407,6 +430,9 @@ impl Store for SqliteStore {
         }
         insert_audit(&mut tx, &audit).await?;
         tx.commit().await?;
+        if created {
+            self.signals.hub.send(Signal::JobsReady);
+        }
         Ok(Enqueued {
             job: stored,
             created,
@@ -422,6 +448,7 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        self.signals.hub.send(Signal::JobsReady);
         Ok(())
     }
 
@@ -530,7 +557,18 @@ impl Store for SqliteStore {
         .bind(node)
         .fetch_all(&self.writer)
         .await?;
-        written.iter().map(job_from_row).collect()
+        let written = written
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        for job in &written {
+            self.signals.hub.send(Signal::JobChanged(job.id));
+        }
+        if !written.is_empty() {
+            // A finished job may unblock the next job of its workspace.
+            self.signals.hub.send(Signal::JobsReady);
+        }
+        Ok(written)
     }
 
     async fn cancel(
@@ -573,6 +611,17 @@ impl Store for SqliteStore {
             _ => CancelOutcome::AlreadyFinished(job),
         };
         tx.commit().await?;
+        match &outcome {
+            CancelOutcome::Cancelled(_) => {
+                self.signals.hub.send(Signal::JobChanged(id));
+                self.signals.hub.send(Signal::JobsReady);
+            }
+            CancelOutcome::Requested(_) => {
+                self.signals.hub.send(Signal::JobChanged(id));
+                self.signals.hub.send(Signal::CancelRequested(id));
+            }
+            CancelOutcome::AlreadyFinished(_) => {}
+        }
         Ok(Some(outcome))
     }
 
@@ -627,6 +676,7 @@ impl Store for SqliteStore {
         let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         let rescued = rescue_jobs(&mut tx, jobs, now).await?;
         tx.commit().await?;
+        self.signal_rescued(&rescued);
         Ok(rescued)
     }
 
@@ -639,6 +689,7 @@ impl Store for SqliteStore {
         let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         let rescued = rescue_jobs(&mut tx, jobs, now).await?;
         tx.commit().await?;
+        self.signal_rescued(&rescued);
         Ok(rescued)
     }
 
@@ -708,6 +759,12 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        let mut jobs: Vec<Uuid> = chunks.iter().map(|c| c.job_id).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        for id in jobs {
+            self.signals.hub.send(Signal::Output(id));
+        }
         Ok(())
     }
 

@@ -8,7 +8,7 @@ use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
     AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
     Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret,
-    Store, StoreError, Stream,
+    Signal, Store, StoreError, Stream,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -1277,4 +1277,130 @@ pub async fn oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retr
     put(s, other).await;
     let oldest = s.oldest_runnable(now).await.unwrap().unwrap();
     assert_eq!(oldest.timestamp(), free.run_after.timestamp());
+}
+
+/// Waits up to five seconds for `wanted` on the stream, skipping other signals.
+async fn expect_signal(
+    rx: &mut tokio::sync::broadcast::Receiver<Signal>,
+    wanted: Signal,
+    what: &str,
+) {
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Ok(signal) if signal == wanted => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("the signal stream ended: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {wanted:?} ({what}) within 5 s");
+}
+
+/// Signals already received (after a short pause for those in flight), in order.
+async fn drain_signals(rx: &mut tokio::sync::broadcast::Receiver<Signal>) -> Vec<Signal> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = Vec::new();
+    while let Ok(signal) = rx.try_recv() {
+        seen.push(signal);
+    }
+    seen
+}
+
+pub async fn signals_announce_each_commit(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut rx = s.signals();
+    if s.backend() == Backend::Postgres {
+        // The listener says when it starts listening: nothing before that was heard.
+        expect_signal(&mut rx, Signal::Resync, "the listener connected").await;
+    }
+    let queued = put(s, job("t1", Some("w/sig"))).await;
+    expect_signal(&mut rx, Signal::JobsReady, "enqueue").await;
+    let running = claim(s, "n1", 1).await.remove(0);
+    assert_eq!(running.id, queued.id);
+    s.append_output(&[OutputChunk {
+        job_id: running.id,
+        seq: 1,
+        stream: Stream::Stdout,
+        data: b"hi".to_vec(),
+        at: Utc::now(),
+    }])
+    .await
+    .unwrap();
+    expect_signal(&mut rx, Signal::Output(running.id), "stored output").await;
+    s.cancel("t1", running.id, Utc::now()).await.unwrap();
+    expect_signal(&mut rx, Signal::CancelRequested(running.id), "cancel").await;
+    s.complete("n1", &[ok(running.id)], Utc::now())
+        .await
+        .unwrap();
+    expect_signal(&mut rx, Signal::JobChanged(running.id), "completion").await;
+    expect_signal(&mut rx, Signal::JobsReady, "a workspace freed").await;
+
+    // A rolled-back write signals nothing: a taken sandbox name refuses the enqueue.
+    let first = creating("t1", "taken");
+    s.enqueue(first, audit("t1")).await.unwrap();
+    drain_signals(&mut rx).await;
+    let refused = creating("t1", "taken");
+    let refused_id = refused.id;
+    assert!(matches!(
+        s.enqueue(refused, audit("t1")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let after = drain_signals(&mut rx).await;
+    assert!(
+        !after.contains(&Signal::JobsReady) && !after.contains(&Signal::JobChanged(refused_id)),
+        "{after:?}"
+    );
+
+    if s.backend() != Backend::Postgres {
+        return;
+    }
+    // Another node's writes arrive too: a second store on the same database is another node.
+    let other =
+        daytona_mcp::store::connect(&daytona_mcp::store::DatabaseUrl::new(t.url.clone()), 2)
+            .await
+            .unwrap();
+    let theirs = other
+        .enqueue(job("t1", None), audit("t1"))
+        .await
+        .unwrap()
+        .job;
+    expect_signal(&mut rx, Signal::JobsReady, "another node's enqueue").await;
+    let claimed = other.claim("n2", 10, Utc::now(), LEASE).await.unwrap();
+    assert!(claimed.iter().any(|j| j.id == theirs.id));
+    other
+        .complete("n2", &[ok(theirs.id)], Utc::now())
+        .await
+        .unwrap();
+    expect_signal(
+        &mut rx,
+        Signal::JobChanged(theirs.id),
+        "another node's completion",
+    )
+    .await;
+
+    // The listener survives losing its connection: it says so (resync) and hears again.
+    let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(killed.len(), 1, "one listening backend");
+    expect_signal(&mut rx, Signal::Resync, "the listener reconnected").await;
+    let later = other
+        .enqueue(job("t1", None), audit("t1"))
+        .await
+        .unwrap()
+        .job;
+    other.claim("n2", 10, Utc::now(), LEASE).await.unwrap();
+    other
+        .complete("n2", &[ok(later.id)], Utc::now())
+        .await
+        .unwrap();
+    expect_signal(&mut rx, Signal::JobChanged(later.id), "after the reconnect").await;
 }
