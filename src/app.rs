@@ -60,9 +60,13 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
 /// Opens the database named by the configuration and applies migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
-    let store = store::connect(&url, config.database.max_connections)
-        .await
-        .with_context(|| format!("cannot open the database {url}"))?;
+    let store = store::connect_with(
+        &url,
+        config.database.max_connections,
+        Duration::from_millis(config.database.acquire_timeout_ms),
+    )
+    .await
+    .with_context(|| format!("cannot open the database {url}"))?;
     store
         .migrate()
         .await

@@ -157,6 +157,9 @@ pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty = `sqlite://<data_dir>/daytona-mcp.db`.
     pub url: String,
     pub max_connections: u32,
+    /// How long a statement waits for a free or new connection before the request is answered
+    /// 503 (`database_unavailable`): an unreachable database or an exhausted pool.
+    pub acquire_timeout_ms: u64,
 }
 
 /// Prints the URL without its password (the configuration is logged at debug level).
@@ -165,6 +168,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &DatabaseUrl::new(self.url.clone()))
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .finish()
     }
 }
@@ -395,6 +399,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: String::new(),
             max_connections: 8,
+            acquire_timeout_ms: 10_000,
         }
     }
 }

@@ -172,13 +172,28 @@ impl Queue {
     ) -> store::Result<Option<Job>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.events.subscribe(id);
+        let mut last_seen = None;
         loop {
-            let Some(job) = self.store.job(tenant, id).await? else {
-                return Ok(None);
+            let job = match self.store.job(tenant, id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return Ok(None),
+                // A database outage does not end the wait: the job is committed and will end;
+                // the wait re-reads at the backstop until the deadline, then answers with what
+                // it last saw (or the outage when it saw nothing).
+                Err(e) if e.is_unavailable() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return last_seen.map(Some).ok_or(e);
+                    }
+                    let pause = (tokio::time::Instant::now() + self.backstop).min(deadline);
+                    tokio::time::sleep_until(pause).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
                 return Ok(Some(job));
             }
+            last_seen = Some(job.clone());
             let next_check = (tokio::time::Instant::now() + self.backstop).min(deadline);
             loop {
                 tokio::select! {

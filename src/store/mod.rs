@@ -36,8 +36,16 @@ pub enum StoreError {
     /// A unique constraint other than idempotency refused the write (a sandbox name is taken).
     #[error("{0} already exists")]
     Conflict(String),
+    /// The database cannot be reached or cannot serve now (connection refused or lost, pool
+    /// exhausted, server shutting down, too many connections, SQLite busy): the write did not
+    /// happen and may be retried later. Transports answer 503 with `Retry-After`.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// An idempotency key the tenant already used, with other arguments: nothing inserted.
+    #[error("idempotency key `{key}` was already used for job {job_id} with other arguments")]
+    IdempotencyMismatch { key: String, job_id: Uuid },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored value could not be decoded; a bug or a hand-edited database.
@@ -45,6 +53,50 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database url `{0}`: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),
+}
+
+/// The one place where sqlx errors are sorted: connection-class failures become
+/// [`StoreError::Unavailable`], everything else [`StoreError::Database`].
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the database was unavailable (retry later), rather than the request wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Whether `e` says the database cannot be reached or cannot serve now.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs of class 08 (connection exception), `admin_shutdown`, `crash_shutdown`,
+/// `cannot_connect_now` and `too_many_connections`; SQLite's `BUSY` and `LOCKED` (primary codes
+/// 5 and 6, also inside extended codes) once its busy timeout is spent.
+fn unavailable_code(code: &str) -> bool {
+    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+        return true;
+    }
+    code.parse::<u32>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -91,7 +143,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
 
-    /// Checks that the database answers.
+    /// Checks that the database answers, within two seconds ([`StoreError::Unavailable`] when
+    /// not).
     async fn ping(&self) -> Result<()>;
 
     /// Subscribes to the store's wake-up stream (see [`signals`]): hints, sent after commit, of
@@ -293,8 +346,24 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// How long a statement waits for a connection unless the configuration says otherwise.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Store::ping`] waits before it reports the database unavailable.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Opens the store the URL's scheme names. Does not run migrations.
 pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Arc<dyn Store>> {
+    connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// [`connect`] with the time a statement may wait for a connection (`acquire_timeout`) before
+/// it fails with [`StoreError::Unavailable`].
+pub async fn connect_with(
+    url: &DatabaseUrl,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<Arc<dyn Store>> {
     let raw = url.expose();
     if raw.starts_with("sqlite:") {
         Ok(Arc::new(
@@ -302,7 +371,7 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Arc<dyn 
         ))
     } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
         Ok(Arc::new(
-            postgres::PgStore::connect(raw, max_connections).await?,
+            postgres::PgStore::connect_with(raw, max_connections, acquire_timeout).await?,
         ))
     } else {
         Err(StoreError::UnsupportedUrl(url.redacted()))
@@ -380,6 +449,22 @@ mod tests {
             both.redacted(),
             "postgres://app:***@db/jobs?sslpassword=***"
         );
+    }
+
+    #[test]
+    fn connection_class_errors_are_unavailable() {
+        for code in ["08006", "08001", "57P01", "57P03", "53300", "5", "517", "6"] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "40001", "19", "2067"] {
+            assert!(!unavailable_code(code), "{code}");
+        }
+        assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(
+            StoreError::from(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()))
+                .is_unavailable()
+        );
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_unavailable());
     }
 
     #[test]

@@ -115,12 +115,21 @@ pub struct PgStore {
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
+        PgStore::connect_with(url, max_connections, super::DEFAULT_ACQUIRE_TIMEOUT).await
+    }
+
+    /// Opens the pool; a statement waits up to `acquire_timeout` for a connection.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<PgStore> {
         // Queue statements are short; JIT compilation would cost more than it saves.
         let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
         // One connection more than asked for: the notification listener holds one for good.
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2) + 1)
-            .acquire_timeout(Duration::from_secs(10))
+            .acquire_timeout(acquire_timeout)
             .connect_with(options)
             .await?;
         Ok(PgStore {
@@ -403,8 +412,11 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(super::PING_TIMEOUT, ping).await {
+            Ok(result) => result.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     fn signals(&self) -> broadcast::Receiver<Signal> {

@@ -394,8 +394,11 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
+        let ping = sqlx::query("SELECT 1").execute(&self.reader);
+        match tokio::time::timeout(super::PING_TIMEOUT, ping).await {
+            Ok(result) => result.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
     }
 
     fn signals(&self) -> broadcast::Receiver<Signal> {

@@ -12,6 +12,7 @@ mod cancel;
 mod cli;
 mod client_docs;
 mod cross_site;
+mod db_faults;
 mod denials;
 mod deploy;
 mod escape;
