@@ -317,6 +317,7 @@ impl Application {
                 },
                 metrics: metrics.clone(),
                 secrets: Default::default(),
+                node_id: node_id.clone(),
             },
             queue.clone(),
         );
@@ -343,6 +344,7 @@ impl Application {
                 claim_batch: config.queue.claim_batch,
                 poll_interval: Duration::from_millis(config.queue.poll_interval_ms),
                 lease: Duration::from_secs(config.queue.lease_s),
+                node_horizon: Duration::from_secs(config.queue.node_horizon_s),
                 heartbeat_interval: Duration::from_secs(config.queue.heartbeat_s),
                 rescue_interval: Duration::from_secs(config.queue.rescue_interval_s),
                 actor_idle: Duration::from_secs(config.queue.actor_idle_s),

@@ -79,6 +79,9 @@ pub struct PoolConfig {
     pub poll_interval: Duration,
     /// How long a claim is valid without a heartbeat.
     pub lease: Duration,
+    /// How long a node may go without a heartbeat before the queued jobs bound to it (its
+    /// local sandboxes') fail with reason `node_gone`.
+    pub node_horizon: Duration,
     pub heartbeat_interval: Duration,
     pub rescue_interval: Duration,
     /// How long an idle workspace actor lives.
@@ -99,6 +102,7 @@ impl Default for PoolConfig {
             claim_batch: 64,
             poll_interval: Duration::from_secs(2),
             lease: Duration::from_secs(60),
+            node_horizon: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(15),
             rescue_interval: Duration::from_secs(30),
             actor_idle: Duration::from_secs(60),
@@ -135,6 +139,12 @@ impl Pool {
         metrics: Metrics,
         config: PoolConfig,
     ) -> store::Result<Pool> {
+        // Alive before anything is claimed or submitted here, so no other node takes this one
+        // for gone.
+        queue
+            .store()
+            .node_alive(&config.node_id, chrono::Utc::now())
+            .await?;
         let recovered = queue
             .store()
             .recover_node(&config.node_id, chrono::Utc::now())
@@ -186,6 +196,7 @@ impl Pool {
             )),
             tokio::spawn(
                 lease::Rescuer::new(queue.clone(), metrics.clone())
+                    .with_node_horizon(config.node_horizon)
                     .run(config.rescue_interval, stop.clone()),
             ),
         ];

@@ -101,6 +101,7 @@ impl ApiError {
             ErrorReason::DriverUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "driver_unavailable")
             }
+            ErrorReason::NodeGone => (StatusCode::SERVICE_UNAVAILABLE, "node_gone"),
             ErrorReason::ExecutionError => (StatusCode::UNPROCESSABLE_ENTITY, "execution_error"),
             ErrorReason::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };

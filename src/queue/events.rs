@@ -125,6 +125,7 @@ mod tests {
             error: None,
             exit_code: None,
             request_id: None,
+            node: None,
         });
         hub.publish(id, JobEvent::State(JobState::Running));
         hub.publish(id, JobEvent::Finished(finished.clone()));

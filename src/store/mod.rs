@@ -221,6 +221,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// The same resolution for every job `node` left running, whatever its lease (start-up).
     async fn recover_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<Rescued>>;
 
+    /// Records that `node` is alive now (its row in `nodes`, created on the first call). Every
+    /// node calls it on start and on each heartbeat tick.
+    async fn node_alive(&self, node: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// Fails, with reason `node_gone`, up to [`NODE_GONE_BATCH`] queued jobs bound to a node
+    /// (`NewJob::node`) whose last sign of life is older than `gone_before`, or which never
+    /// recorded one: no other node can run them. Returns them.
+    async fn fail_jobs_of_gone_nodes(
+        &self,
+        gone_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Rescued>>;
+
     /// Counts of jobs per state.
     async fn job_counts(&self) -> Result<Vec<StateCount>>;
 
@@ -418,6 +431,25 @@ pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
     } else {
         (JobState::Failed, Some(interrupted_error(&job.tool)))
     }
+}
+
+/// Most jobs one pass of [`Store::fail_jobs_of_gone_nodes`] fails.
+pub const NODE_GONE_BATCH: i64 = 1000;
+
+/// The error recorded on a queued job whose node is gone.
+pub(crate) fn node_gone_error(node: &str, last_seen: Option<DateTime<Utc>>) -> JobError {
+    let seen = match last_seen {
+        Some(at) => format!("was last seen at {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+        None => "has never been seen".to_string(),
+    };
+    JobError::new(
+        ErrorReason::NodeGone,
+        format!(
+            "this job's sandbox lives on node `{node}`, which {seen} (longer ago than \
+             queue.node_horizon_s); no other node can run it: start that node again, or create \
+             the sandbox anew"
+        ),
+    )
 }
 
 /// The error recorded on a queued job that a caller cancelled.

@@ -169,6 +169,7 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
             .map(|j| j.0),
         exit_code: row.try_get("exit_code")?,
         request_id: row.try_get("request_id")?,
+        node: row.try_get("node")?,
     })
 }
 
@@ -200,6 +201,7 @@ fn sandbox_from_row(row: &PgRow) -> Result<SandboxRecord> {
             .map(Secret::new),
         creating_job: row.try_get("creating_job")?,
         handle: row.try_get("driver_handle")?,
+        node: row.try_get("node")?,
     })
 }
 
@@ -212,9 +214,9 @@ async fn insert_sandbox_row(
     let result = sqlx::query(
         "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
          git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-         created_at, last_accessed, network, git_token, creating_job, driver_handle) \
+         created_at, last_accessed, network, git_token, creating_job, driver_handle, node) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20)",
+         $18, $19, $20, $21)",
     )
     .bind(&s.id)
     .bind(&s.tenant)
@@ -236,6 +238,7 @@ async fn insert_sandbox_row(
     .bind(s.git_token.as_ref().map(Secret::expose))
     .bind(creating_job)
     .bind(&s.handle)
+    .bind(&s.node)
     .execute(conn)
     .await;
     match result {
@@ -269,14 +272,14 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
      priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, \
-     $11, $12, $13)";
+     idempotency_key, request_id, node) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, \
+     $10, $11, $12, $13, $14)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, \
-     $11, $12, $13) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+     idempotency_key, request_id, node) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, \
+     $10, $11, $12, $13, $14) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 /// Whether a string or key anywhere in `value` holds U+0000.
 fn has_nul(value: &Value) -> bool {
@@ -332,6 +335,7 @@ fn bind_new_job<'q>(
         .bind(now)
         .bind(job.idempotency_key.clone())
         .bind(job.request_id.clone())
+        .bind(job.node.clone())
 }
 
 async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> Result<()> {
@@ -512,15 +516,17 @@ impl Store for PgStore {
              heads AS ( \
                  SELECT h.seq, h.priority FROM ws \
                  CROSS JOIN LATERAL ( \
-                     SELECT seq, priority, run_after FROM jobs \
+                     SELECT seq, priority, run_after, node FROM jobs \
                      WHERE workspace = ws.workspace AND state = 'queued' \
                      ORDER BY priority DESC, seq LIMIT 1) h \
                  WHERE ws.workspace IS NOT NULL AND h.run_after <= $1 \
+                   AND (h.node IS NULL OR h.node = $2) \
                    AND NOT EXISTS (SELECT 1 FROM jobs r \
                                    WHERE r.workspace = ws.workspace AND r.state = 'running')), \
              free AS ( \
                  SELECT seq, priority FROM jobs \
                  WHERE state = 'queued' AND workspace IS NULL AND run_after <= $1 \
+                   AND (node IS NULL OR node = $2) \
                  ORDER BY priority DESC, seq LIMIT $4), \
              candidates AS ( \
                  SELECT seq FROM (SELECT seq, priority FROM free \
@@ -754,6 +760,61 @@ impl Store for PgStore {
         let rescued = rescue_jobs(&mut tx, jobs, now).await?;
         tx.commit().await?;
         Ok(rescued)
+    }
+
+    async fn node_alive(&self, node: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO nodes (id, started_at, heartbeat_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (id) DO UPDATE \
+             SET heartbeat_at = GREATEST(nodes.heartbeat_at, EXCLUDED.heartbeat_at)",
+        )
+        .bind(node)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_jobs_of_gone_nodes(
+        &self,
+        gone_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Rescued>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT j.id, j.tool, j.node, n.heartbeat_at AS node_seen FROM jobs j \
+             LEFT JOIN nodes n ON n.id = j.node \
+             WHERE j.state = 'queued' AND j.node IS NOT NULL \
+               AND (n.heartbeat_at IS NULL OR n.heartbeat_at < $1) \
+             ORDER BY j.seq LIMIT $2 FOR UPDATE OF j SKIP LOCKED",
+        )
+        .bind(gone_before)
+        .bind(super::NODE_GONE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut failed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: Uuid = row.try_get("id")?;
+            let node: String = row.try_get("node")?;
+            let error = super::node_gone_error(&node, row.try_get("node_seen")?);
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', finished_at = $1, error = $2 \
+                 WHERE id = $3 AND state = 'queued'",
+            )
+            .bind(now)
+            .bind(Json(error))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+            failed.push(Rescued {
+                id,
+                tool: row.try_get("tool")?,
+                state: JobState::Failed,
+            });
+        }
+        tx.commit().await?;
+        Ok(failed)
     }
 
     async fn job_counts(&self) -> Result<Vec<StateCount>> {

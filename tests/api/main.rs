@@ -35,6 +35,7 @@ mod mcp_modern;
 mod mcp_tasks;
 mod mcp_transport;
 mod monitoring;
+mod nodes;
 mod nul_output;
 mod prometheus_scrape;
 mod quota;

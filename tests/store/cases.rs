@@ -595,6 +595,7 @@ fn sandbox(tenant: &str, id: &str, name: &str) -> SandboxRecord {
         git_token: None,
         creating_job: None,
         handle: None,
+        node: None,
     }
 }
 
@@ -1403,4 +1404,118 @@ pub async fn signals_announce_each_commit(t: TestStore) {
         .await
         .unwrap();
     expect_signal(&mut rx, Signal::JobChanged(later.id), "after the reconnect").await;
+}
+
+fn bound(workspace: Option<&str>, node: Option<&str>) -> NewJob {
+    let mut j = job("t1", workspace);
+    j.node = node.map(str::to_string);
+    j
+}
+
+pub async fn claims_leave_jobs_bound_to_other_nodes(t: TestStore) {
+    let s = t.store.as_ref();
+    let a_free = put(s, bound(None, Some("a"))).await;
+    let a_head = put(s, bound(Some("t1/on-a"), Some("a"))).await;
+    let any = put(s, bound(None, None)).await;
+    let b_head = put(s, bound(Some("t1/on-b"), Some("b"))).await;
+    // Node b sees only what it may run, though a's jobs are older.
+    let by_b: Vec<Uuid> = claim(s, "b", 10).await.iter().map(|j| j.id).collect();
+    assert_eq!(by_b, vec![any.id, b_head.id]);
+    assert!(
+        claim(s, "c", 10).await.is_empty(),
+        "node c is bound to nothing"
+    );
+    let by_a: Vec<(Uuid, Option<String>)> = claim(s, "a", 10)
+        .await
+        .into_iter()
+        .map(|j| (j.id, j.node))
+        .collect();
+    assert_eq!(
+        by_a,
+        vec![(a_free.id, Some("a".into())), (a_head.id, Some("a".into()))]
+    );
+    // A sandbox row keeps its node.
+    let mut row = sandbox("t1", "sb-bound", "bound");
+    row.node = Some("a".into());
+    s.insert_sandbox(&row).await.unwrap();
+    assert_eq!(
+        s.sandbox("t1", "bound")
+            .await
+            .unwrap()
+            .unwrap()
+            .node
+            .as_deref(),
+        Some("a")
+    );
+}
+
+pub async fn queued_jobs_of_gone_nodes_fail(t: TestStore) {
+    let s = t.store.as_ref();
+    let now = Utc::now();
+    s.node_alive("gone", now - chrono::Duration::minutes(10))
+        .await
+        .unwrap();
+    s.node_alive("alive", now - chrono::Duration::minutes(10))
+        .await
+        .unwrap();
+    // A later heartbeat moves the node's sign of life; an older one never moves it back.
+    s.node_alive("alive", now).await.unwrap();
+    s.node_alive("alive", now - chrono::Duration::minutes(20))
+        .await
+        .unwrap();
+    let on_gone = put(s, bound(Some("t1/g"), Some("gone"))).await;
+    let on_unknown = put(s, bound(None, Some("never-seen"))).await;
+    let on_alive = put(s, bound(Some("t1/a"), Some("alive"))).await;
+    let anywhere = put(s, bound(None, None)).await;
+    // A running job of the gone node is the lease rescue's business, not this pass's.
+    let running = put(s, bound(Some("t1/r"), Some("gone"))).await;
+    let claimed = claim(s, "gone", 10).await;
+    assert!(claimed.iter().any(|j| j.id == running.id));
+    // The claim took the gone node's queued jobs too; put them back as queued ones.
+    let requeue: Vec<Completion> = claimed
+        .iter()
+        .filter(|j| j.id != running.id)
+        .map(|j| Completion {
+            id: j.id,
+            finish: Finish::Retry {
+                error: JobError::new(ErrorReason::DriverUnavailable, "again"),
+                run_after: now,
+            },
+        })
+        .collect();
+    s.complete("gone", &requeue, now).await.unwrap();
+
+    let mut failed: Vec<Uuid> = s
+        .fail_jobs_of_gone_nodes(now - chrono::Duration::minutes(5), now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    failed.sort();
+    let mut expected = vec![on_gone.id, on_unknown.id];
+    expected.sort();
+    assert_eq!(failed, expected);
+    let gone = s.job(None, on_gone.id).await.unwrap().unwrap();
+    assert_eq!(gone.state, JobState::Failed);
+    assert!(gone.finished_at.is_some());
+    let error = gone.error.unwrap();
+    assert_eq!(error.reason, ErrorReason::NodeGone);
+    assert!(error.message.contains("node `gone`"), "{}", error.message);
+    assert!(error.message.contains("last seen"), "{}", error.message);
+    let unknown = s.job(None, on_unknown.id).await.unwrap().unwrap();
+    assert!(unknown.error.unwrap().message.contains("never been seen"));
+    for (id, state) in [
+        (on_alive.id, JobState::Queued),
+        (anywhere.id, JobState::Queued),
+        (running.id, JobState::Running),
+    ] {
+        assert_eq!(s.job(None, id).await.unwrap().unwrap().state, state);
+    }
+    assert!(
+        s.fail_jobs_of_gone_nodes(now - chrono::Duration::minutes(5), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
