@@ -79,7 +79,6 @@ async fn queue_run(store: Arc<dyn Store>, jobs: usize, workspaces: usize) -> f64
             poll_interval: Duration::from_millis(50),
             ..PoolConfig::default()
         },
-        None,
     )
     .await
     .unwrap();

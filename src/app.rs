@@ -60,9 +60,13 @@ fn node_id(config: &Config) -> anyhow::Result<String> {
 /// Opens the database named by the configuration and applies migrations.
 pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     let url = config.database_url();
-    let store = store::connect(&url, config.database.max_connections)
-        .await
-        .with_context(|| format!("cannot open the database {url}"))?;
+    let store = store::connect_with(
+        &url,
+        config.database.max_connections,
+        Duration::from_millis(config.database.acquire_timeout_ms),
+    )
+    .await
+    .with_context(|| format!("cannot open the database {url}"))?;
     store
         .migrate()
         .await
@@ -313,6 +317,7 @@ impl Application {
                 },
                 metrics: metrics.clone(),
                 secrets: Default::default(),
+                node_id: node_id.clone(),
             },
             queue.clone(),
         );
@@ -329,17 +334,6 @@ impl Application {
             tracing::info!(path = %file.display(), "admin API key is in this file");
         }
 
-        let pg_listen_pool = if store.backend() == store::Backend::Postgres {
-            Some(
-                sqlx::postgres::PgPoolOptions::new()
-                    .max_connections(1)
-                    .connect(config.database_url().expose())
-                    .await
-                    .context("cannot open the notification connection")?,
-            )
-        } else {
-            None
-        };
         let pool = Pool::start(
             queue.clone(),
             tools.executor(),
@@ -350,13 +344,13 @@ impl Application {
                 claim_batch: config.queue.claim_batch,
                 poll_interval: Duration::from_millis(config.queue.poll_interval_ms),
                 lease: Duration::from_secs(config.queue.lease_s),
+                node_horizon: Duration::from_secs(config.queue.node_horizon_s),
                 heartbeat_interval: Duration::from_secs(config.queue.heartbeat_s),
                 rescue_interval: Duration::from_secs(config.queue.rescue_interval_s),
                 actor_idle: Duration::from_secs(config.queue.actor_idle_s),
                 stored_output_limit: config.sandbox.stored_output_limit_bytes,
                 ..PoolConfig::default()
             },
-            pg_listen_pool,
         )
         .await?;
 

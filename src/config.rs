@@ -157,6 +157,9 @@ pub struct DatabaseConfig {
     /// `sqlite://…` or `postgres://…`; empty = `sqlite://<data_dir>/daytona-mcp.db`.
     pub url: String,
     pub max_connections: u32,
+    /// How long a statement waits for a free or new connection before the request is answered
+    /// 503 (`database_unavailable`): an unreachable database or an exhausted pool.
+    pub acquire_timeout_ms: u64,
 }
 
 /// Prints the URL without its password (the configuration is logged at debug level).
@@ -165,6 +168,7 @@ impl std::fmt::Debug for DatabaseConfig {
         f.debug_struct("DatabaseConfig")
             .field("url", &DatabaseUrl::new(self.url.clone()))
             .field("max_connections", &self.max_connections)
+            .field("acquire_timeout_ms", &self.acquire_timeout_ms)
             .finish()
     }
 }
@@ -191,6 +195,9 @@ pub struct QueueConfig {
     pub poll_interval_ms: u64,
     pub lease_s: u64,
     pub heartbeat_s: u64,
+    /// A node silent (no heartbeat) for longer than this is gone: the queued jobs of its local
+    /// sandboxes fail with reason `node_gone`.
+    pub node_horizon_s: u64,
     pub rescue_interval_s: u64,
     pub actor_idle_s: u64,
     pub max_attempts: i32,
@@ -395,6 +402,7 @@ impl Default for DatabaseConfig {
         DatabaseConfig {
             url: String::new(),
             max_connections: 8,
+            acquire_timeout_ms: 10_000,
         }
     }
 }
@@ -407,6 +415,7 @@ impl Default for QueueConfig {
             poll_interval_ms: 2000,
             lease_s: 60,
             heartbeat_s: 15,
+            node_horizon_s: 300,
             rescue_interval_s: 30,
             actor_idle_s: 60,
             max_attempts: 3,
@@ -758,6 +767,13 @@ impl Config {
         if self.queue.heartbeat_s >= self.queue.lease_s {
             return Err(ConfigError::Invalid(
                 "queue.heartbeat_s must be shorter than queue.lease_s".into(),
+            ));
+        }
+        if self.queue.node_horizon_s <= self.queue.heartbeat_s {
+            return Err(ConfigError::Invalid(
+                "queue.node_horizon_s must be longer than queue.heartbeat_s (a live node would \
+                 be taken for gone)"
+                    .into(),
             ));
         }
         if self.queue.default_timeout_s > self.queue.max_timeout_s {

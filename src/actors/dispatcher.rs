@@ -41,6 +41,8 @@ pub(crate) struct Dispatcher {
     lease: Duration,
     poll_interval: Duration,
     actor_idle: Duration,
+    /// The pause after the last failed claim (zero after a success).
+    claim_backoff: Duration,
 }
 
 impl Dispatcher {
@@ -66,6 +68,7 @@ impl Dispatcher {
             lease: config.lease,
             poll_interval: config.poll_interval,
             actor_idle: config.actor_idle,
+            claim_backoff: Duration::ZERO,
         }
     }
 
@@ -111,11 +114,20 @@ impl Dispatcher {
         {
             Ok(jobs) => jobs,
             Err(e) => {
-                tracing::error!(error = %e, "claim failed; retrying shortly");
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                // Backs off while the database is away (100 ms doubling to 5 s), so an outage
+                // costs a few log lines, not one per poll; the first success resets it.
+                self.claim_backoff = (self.claim_backoff * 2)
+                    .clamp(Duration::from_millis(100), Duration::from_secs(5));
+                tracing::error!(error = %e, retry_in_ms = self.claim_backoff.as_millis() as u64,
+                    "claim failed; retrying");
+                tokio::select! {
+                    _ = self.stop.cancelled() => {}
+                    _ = tokio::time::sleep(self.claim_backoff) => {}
+                }
                 return false;
             }
         };
+        self.claim_backoff = Duration::ZERO;
         let full = jobs.len() == free;
         for job in jobs {
             let permit = self

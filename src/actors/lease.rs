@@ -10,8 +10,9 @@ use crate::metrics::Metrics;
 use crate::queue::{JobEvent, Queue};
 use crate::store::{self, ErrorReason, Rescued};
 
-/// Extends the leases of the jobs running here every `interval`, and kills those whose
-/// cancellation was requested through another node.
+/// Every `interval`: records that this node is alive (the `nodes` row other nodes judge it
+/// gone by), extends the leases of the jobs running here, and kills those whose cancellation
+/// was requested through another node.
 pub async fn heartbeat_loop(
     queue: Queue,
     node: String,
@@ -23,6 +24,9 @@ pub async fn heartbeat_loop(
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(interval) => {}
+        }
+        if let Err(e) = queue.store().node_alive(&node, Utc::now()).await {
+            tracing::error!(error = %e, "cannot record this node's heartbeat");
         }
         let ids = queue.running().ids();
         if ids.is_empty() {
@@ -50,6 +54,9 @@ pub struct Rescuer {
     queue: Queue,
     /// A job the rescuer fails never reaches the completer: it is counted here.
     metrics: Metrics,
+    /// How long a node may go without a heartbeat before its queued jobs fail `node_gone`;
+    /// `None`: never.
+    node_horizon: Option<Duration>,
 }
 
 /// Counts the jobs a rescue failed (`failures_total`, reason `interrupted`).
@@ -61,11 +68,43 @@ pub(crate) fn record_rescued(metrics: &Metrics, rescued: &[Rescued]) {
 
 impl Rescuer {
     pub fn new(queue: Queue, metrics: Metrics) -> Rescuer {
-        Rescuer { queue, metrics }
+        Rescuer {
+            queue,
+            metrics,
+            node_horizon: None,
+        }
     }
 
-    /// One pass, as of `now`.
+    /// Also fails the queued jobs of nodes silent for longer than `horizon`.
+    pub fn with_node_horizon(mut self, horizon: Duration) -> Rescuer {
+        self.node_horizon = Some(horizon);
+        self
+    }
+
+    /// One pass, as of `now`: expired leases of any node, then (with a horizon) the queued jobs
+    /// of gone nodes. Returns both.
     pub async fn run_once(&self, now: DateTime<Utc>) -> store::Result<Vec<Rescued>> {
+        let mut rescued = self.rescue_leases(now).await?;
+        if let Some(horizon) = self.node_horizon {
+            let gone_before = now - chrono::Duration::from_std(horizon).unwrap_or_default();
+            let failed = self
+                .queue
+                .store()
+                .fail_jobs_of_gone_nodes(gone_before, now)
+                .await?;
+            for r in &failed {
+                tracing::warn!(job_id = %r.id, tool = %r.tool,
+                    "failed a queued job: the node holding its sandbox is gone");
+                self.queue.events().publish(r.id, JobEvent::Changed);
+                self.metrics
+                    .record_end(&r.tool, r.state, Some(ErrorReason::NodeGone), None);
+            }
+            rescued.extend(failed);
+        }
+        Ok(rescued)
+    }
+
+    async fn rescue_leases(&self, now: DateTime<Utc>) -> store::Result<Vec<Rescued>> {
         let rescued = self.queue.store().rescue_expired(now).await?;
         for r in &rescued {
             tracing::warn!(job_id = %r.id, tool = %r.tool, state = %r.state,

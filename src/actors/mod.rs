@@ -79,6 +79,9 @@ pub struct PoolConfig {
     pub poll_interval: Duration,
     /// How long a claim is valid without a heartbeat.
     pub lease: Duration,
+    /// How long a node may go without a heartbeat before the queued jobs bound to it (its
+    /// local sandboxes') fail with reason `node_gone`.
+    pub node_horizon: Duration,
     pub heartbeat_interval: Duration,
     pub rescue_interval: Duration,
     /// How long an idle workspace actor lives.
@@ -99,6 +102,7 @@ impl Default for PoolConfig {
             claim_batch: 64,
             poll_interval: Duration::from_secs(2),
             lease: Duration::from_secs(60),
+            node_horizon: Duration::from_secs(300),
             heartbeat_interval: Duration::from_secs(15),
             rescue_interval: Duration::from_secs(30),
             actor_idle: Duration::from_secs(60),
@@ -127,15 +131,20 @@ pub struct Pool {
 
 impl Pool {
     /// Resolves jobs this node left running in a previous life, then starts the dispatcher,
-    /// completer, heartbeat, rescuer and (on PostgreSQL) the notification listener.
+    /// completer, heartbeat, rescuer and the relay of the store's signals.
     /// Must be called inside an actix system: workspace actors are actix actors.
     pub async fn start(
         queue: Queue,
         executor: Arc<dyn Executor>,
         metrics: Metrics,
         config: PoolConfig,
-        pg_pool: Option<sqlx::PgPool>,
     ) -> store::Result<Pool> {
+        // Alive before anything is claimed or submitted here, so no other node takes this one
+        // for gone.
+        queue
+            .store()
+            .node_alive(&config.node_id, chrono::Utc::now())
+            .await?;
         let recovered = queue
             .store()
             .recover_node(&config.node_id, chrono::Utc::now())
@@ -187,16 +196,14 @@ impl Pool {
             )),
             tokio::spawn(
                 lease::Rescuer::new(queue.clone(), metrics.clone())
+                    .with_node_horizon(config.node_horizon)
                     .run(config.rescue_interval, stop.clone()),
             ),
         ];
-        if let Some(pool) = pg_pool {
-            tasks.push(tokio::spawn(crate::queue::listen::run(
-                queue.clone(),
-                pool,
-                stop.clone(),
-            )));
-        }
+        tasks.push(tokio::spawn(crate::queue::listen::run(
+            queue.clone(),
+            stop.clone(),
+        )));
         queue.wake();
         Ok(Pool {
             queue,

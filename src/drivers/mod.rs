@@ -109,6 +109,9 @@ pub struct Capabilities {
     pub live_output: bool,
     /// `image` on `create_sandbox` is used.
     pub images: bool,
+    /// The sandbox lives on the disk of the node that made it, so only that node can run its
+    /// jobs (the local driver). `false`: any node reaches it (Daytona).
+    pub node_local: bool,
 }
 
 /// What to run.

@@ -101,6 +101,7 @@ impl ApiError {
             ErrorReason::DriverUnavailable => {
                 (StatusCode::SERVICE_UNAVAILABLE, "driver_unavailable")
             }
+            ErrorReason::NodeGone => (StatusCode::SERVICE_UNAVAILABLE, "node_gone"),
             ErrorReason::ExecutionError => (StatusCode::UNPROCESSABLE_ENTITY, "execution_error"),
             ErrorReason::Internal => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         };
@@ -147,14 +148,40 @@ impl From<SubmitError> for ApiError {
                 "conflict",
                 format!("a sandbox named `{name}` already exists"),
             ),
-            SubmitError::Store(e) => ApiError::Unexpected(e.into()),
+            SubmitError::Store(e) => e.into(),
         }
     }
 }
 
+/// The code of the answer for an unavailable database; its answers carry `Retry-After`.
+pub(crate) const DATABASE_UNAVAILABLE: &str = "database_unavailable";
+
+/// Seconds a caller is asked to wait when the database is unavailable.
+const RETRY_AFTER_S: &str = "5";
+
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
-        ApiError::Unexpected(e.into())
+        match e {
+            StoreError::Unavailable(e) => {
+                tracing::warn!(error = %e, "the database is unavailable; answering 503");
+                ApiError::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    DATABASE_UNAVAILABLE,
+                    "the database is unavailable; retry in a few seconds (with the same \
+                     Idempotency-Key, a retried submission cannot run twice)",
+                )
+            }
+            StoreError::IdempotencyMismatch { key, job_id } => ApiError::Client {
+                status: StatusCode::CONFLICT,
+                code: "idempotency_key_reused",
+                message: format!(
+                    "the idempotency key `{key}` was already used for job {job_id} with other \
+                     arguments or another tool; use a new key for a different request"
+                ),
+                field: Some("idempotency_key".into()),
+            },
+            e => ApiError::Unexpected(e.into()),
+        }
     }
 }
 
@@ -178,7 +205,11 @@ impl ResponseError for ApiError {
                 if let Some(field) = field {
                     error["field"] = json!(field);
                 }
-                HttpResponse::build(*status).json(json!({ "error": error }))
+                let mut response = HttpResponse::build(*status);
+                if *code == DATABASE_UNAVAILABLE {
+                    response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_S));
+                }
+                response.json(json!({ "error": error }))
             }
             ApiError::Unexpected(e) => {
                 tracing::error!(error = ?e, "request failed");

@@ -39,6 +39,8 @@ pub(crate) fn job_view(job: &Job) -> Value {
         "cancel_requested": job.cancel_requested,
         "idempotency_key": job.idempotency_key,
         "request_id": job.request_id,
+        // The node the job is bound to (its sandbox is on that node's disk); null: any node.
+        "node": job.node,
         "exit_code": job.exit_code,
         "result": job.result,
         "error": job.error.as_ref().map(|e| public_job_error(job.id, e)),

@@ -69,6 +69,14 @@ impl EventHub {
         }
     }
 
+    /// Delivers a non-terminal event to every job's subscribers (after lost signals: everyone
+    /// re-reads).
+    pub fn publish_all(&self, event: JobEvent) {
+        debug_assert!(!matches!(event, JobEvent::Finished(_)));
+        let mut channels = self.channels.lock().expect("event hub lock poisoned");
+        channels.retain(|_, tx| tx.send(event.clone()).is_ok());
+    }
+
     /// Whether anyone listens to the job (lets producers skip building events).
     pub fn has_subscribers(&self, id: Uuid) -> bool {
         let channels = self.channels.lock().expect("event hub lock poisoned");
@@ -117,6 +125,7 @@ mod tests {
             error: None,
             exit_code: None,
             request_id: None,
+            node: None,
         });
         hub.publish(id, JobEvent::State(JobState::Running));
         hub.publish(id, JobEvent::Finished(finished.clone()));

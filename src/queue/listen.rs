@@ -1,59 +1,50 @@
-//! Cross-node signals over PostgreSQL `LISTEN/NOTIFY`.
+//! Turns the store's wake-up stream into this node's in-process signals.
 //!
-//! One task per node listens on the store's channels: "jobs ready" wakes the dispatcher, "job
-//! changed" wakes local waiters and, when the job runs here with a cancel requested, kills it.
-//! SQLite has one node, so it needs none of this.
+//! One task per node: "jobs ready" wakes the dispatcher, "job changed" and "output stored" wake
+//! local waiters and followers (which re-read the store), "cancel requested" kills the job if it
+//! runs here, and "resync" (signals may have been lost) does all of that for everyone. The store
+//! owns how signals travel (PostgreSQL `LISTEN/NOTIFY`, in process on SQLite); this module knows
+//! no channel names and opens no connection.
 
-use std::time::Duration;
-
-use sqlx::postgres::PgListener;
+use tokio::sync::broadcast::error::RecvError;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 use super::{JobEvent, Queue};
-use crate::store::postgres::{CHANNEL_DONE, CHANNEL_JOBS};
+use crate::store::Signal;
 
-/// Listens until `shutdown`; reconnects with a pause when the connection drops.
-pub async fn run(queue: Queue, pool: sqlx::PgPool, shutdown: CancellationToken) {
+/// Relays signals until `shutdown`.
+pub async fn run(queue: Queue, shutdown: CancellationToken) {
+    let mut signals = queue.store().signals();
     loop {
-        if let Err(e) = listen_once(&queue, &pool, &shutdown).await {
-            tracing::warn!(error = %e, "notification listener failed; reconnecting");
-        }
-        tokio::select! {
+        let signal = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            signal = signals.recv() => signal,
+        };
+        match signal {
+            Ok(signal) => relay(&queue, signal),
+            // Fell behind: whatever was skipped, a re-read covers it.
+            Err(RecvError::Lagged(_)) => relay(&queue, Signal::Resync),
+            // Only a dropped store closes the stream; nothing is left to relay.
+            Err(RecvError::Closed) => return,
         }
-        // Anything may have happened while disconnected.
-        queue.wake();
     }
 }
 
-async fn listen_once(
-    queue: &Queue,
-    pool: &sqlx::PgPool,
-    shutdown: &CancellationToken,
-) -> Result<(), sqlx::Error> {
-    let mut listener = PgListener::connect_with(pool).await?;
-    listener.listen_all([CHANNEL_JOBS, CHANNEL_DONE]).await?;
-    loop {
-        let notification = tokio::select! {
-            _ = shutdown.cancelled() => return Ok(()),
-            n = listener.recv() => n?,
-        };
-        if notification.channel() == CHANNEL_JOBS {
-            queue.wake();
-            continue;
-        }
-        let Ok(id) = Uuid::parse_str(notification.payload()) else {
-            continue;
-        };
-        queue.events().publish(id, JobEvent::Changed);
-        if queue.running().contains(id) {
-            if let Ok(Some(job)) = queue.store().job(None, id).await {
-                if job.cancel_requested {
-                    queue.running().cancel(id);
-                }
+fn relay(queue: &Queue, signal: Signal) {
+    match signal {
+        Signal::JobsReady => queue.wake(),
+        Signal::JobChanged(id) => queue.events().publish(id, JobEvent::Changed),
+        Signal::Output(id) => {
+            if queue.events().has_subscribers(id) {
+                queue.events().publish(id, JobEvent::Changed);
             }
+        }
+        Signal::CancelRequested(id) => {
+            queue.running().cancel(id);
+        }
+        Signal::Resync => {
+            queue.wake();
+            queue.events().publish_all(JobEvent::Changed);
         }
     }
 }

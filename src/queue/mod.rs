@@ -2,8 +2,9 @@
 //!
 //! [`Queue`] wraps the [`Store`] (the record) with the in-process signals that make it fast: a
 //! wake-up for the dispatcher when work arrives, an [`EventHub`] for waiters and event streams,
-//! and the [`CancelRegistry`] of jobs this node is running. Across nodes the same signals travel
-//! as PostgreSQL notifications ([`listen`]); a slow poll backs all of them up.
+//! and the [`CancelRegistry`] of jobs this node is running. The store's own wake-up stream
+//! (`Store::signals`, relayed by [`listen`]) brings the same signals from other nodes; a slow poll
+//! backs all of them up.
 
 pub mod events;
 pub mod follow;
@@ -171,13 +172,28 @@ impl Queue {
     ) -> store::Result<Option<Job>> {
         let deadline = tokio::time::Instant::now() + timeout;
         let mut rx = self.events.subscribe(id);
+        let mut last_seen = None;
         loop {
-            let Some(job) = self.store.job(tenant, id).await? else {
-                return Ok(None);
+            let job = match self.store.job(tenant, id).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return Ok(None),
+                // A database outage does not end the wait: the job is committed and will end;
+                // the wait re-reads at the backstop until the deadline, then answers with what
+                // it last saw (or the outage when it saw nothing).
+                Err(e) if e.is_unavailable() => {
+                    if tokio::time::Instant::now() >= deadline {
+                        return last_seen.map(Some).ok_or(e);
+                    }
+                    let pause = (tokio::time::Instant::now() + self.backstop).min(deadline);
+                    tokio::time::sleep_until(pause).await;
+                    continue;
+                }
+                Err(e) => return Err(e),
             };
             if job.state.is_terminal() || tokio::time::Instant::now() >= deadline {
                 return Ok(Some(job));
             }
+            last_seen = Some(job.clone());
             let next_check = (tokio::time::Instant::now() + self.backstop).min(deadline);
             loop {
                 tokio::select! {

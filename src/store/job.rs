@@ -96,6 +96,9 @@ pub enum ErrorReason {
     Panic,
     /// The driver could not be reached after every attempt.
     DriverUnavailable,
+    /// The job's sandbox lives on a node that has not been seen for longer than the horizon
+    /// (`queue.node_horizon_s`); no other node can run it.
+    NodeGone,
     /// The sandbox could not run what was asked (missing interpreter, spawn failure).
     ExecutionError,
     /// A bug or an unexpected failure of the server itself.
@@ -104,7 +107,7 @@ pub enum ErrorReason {
 
 impl ErrorReason {
     /// Every reason (the `reason` label's closed set).
-    pub const ALL: [ErrorReason; 10] = [
+    pub const ALL: [ErrorReason; 11] = [
         ErrorReason::InvalidArgument,
         ErrorReason::NotFound,
         ErrorReason::Conflict,
@@ -113,6 +116,7 @@ impl ErrorReason {
         ErrorReason::Interrupted,
         ErrorReason::Panic,
         ErrorReason::DriverUnavailable,
+        ErrorReason::NodeGone,
         ErrorReason::ExecutionError,
         ErrorReason::Internal,
     ];
@@ -128,6 +132,7 @@ impl ErrorReason {
             ErrorReason::Interrupted => "interrupted",
             ErrorReason::Panic => "panic",
             ErrorReason::DriverUnavailable => "driver_unavailable",
+            ErrorReason::NodeGone => "node_gone",
             ErrorReason::ExecutionError => "execution_error",
             ErrorReason::Internal => "internal",
         }
@@ -196,6 +201,9 @@ pub struct NewJob {
     /// The id of the request that submitted the job (`X-Request-Id`), kept with it so that
     /// the request, the job and their log lines share one id.
     pub request_id: Option<String>,
+    /// The only node that may claim the job: the node whose disk holds the job's sandbox (a
+    /// node-local driver's). `None`: any node.
+    pub node: Option<String>,
 }
 
 impl NewJob {
@@ -215,6 +223,7 @@ impl NewJob {
             idempotency_key: None,
             sandbox: None,
             request_id: None,
+            node: None,
         }
     }
 }
@@ -248,6 +257,8 @@ pub struct Job {
     pub exit_code: Option<i32>,
     /// The id of the request that submitted it, if one did.
     pub request_id: Option<String>,
+    /// The only node that may claim the job (see [`NewJob::node`]); `None`: any node.
+    pub node: Option<String>,
 }
 
 /// How a running job ends (or goes back to the queue).

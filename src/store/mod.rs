@@ -11,6 +11,7 @@ pub mod audit;
 pub mod job;
 pub mod postgres;
 pub mod sandbox;
+pub mod signals;
 pub mod sqlite;
 
 use std::fmt;
@@ -27,6 +28,7 @@ pub use job::{
     OutputChunk, Rescued, Stream,
 };
 pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
+pub use signals::Signal;
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
@@ -34,8 +36,16 @@ pub enum StoreError {
     /// A unique constraint other than idempotency refused the write (a sandbox name is taken).
     #[error("{0} already exists")]
     Conflict(String),
+    /// The database cannot be reached or cannot serve now (connection refused or lost, pool
+    /// exhausted, server shutting down, too many connections, SQLite busy): the write did not
+    /// happen and may be retried later. Transports answer 503 with `Retry-After`.
+    #[error("the database is unavailable: {0}")]
+    Unavailable(sqlx::Error),
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// An idempotency key the tenant already used, with other arguments: nothing inserted.
+    #[error("idempotency key `{key}` was already used for job {job_id} with other arguments")]
+    IdempotencyMismatch { key: String, job_id: Uuid },
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
     /// A stored value could not be decoded; a bug or a hand-edited database.
@@ -43,6 +53,50 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database url `{0}`: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),
+}
+
+/// The one place where sqlx errors are sorted: connection-class failures become
+/// [`StoreError::Unavailable`], everything else [`StoreError::Database`].
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> StoreError {
+        if is_unavailable(&e) {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+impl StoreError {
+    /// Whether the database was unavailable (retry later), rather than the request wrong.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_))
+    }
+}
+
+/// Whether `e` says the database cannot be reached or cannot serve now.
+fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed
+        | sqlx::Error::BeginFailed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| unavailable_code(&code)),
+        _ => false,
+    }
+}
+
+/// PostgreSQL SQLSTATEs of class 08 (connection exception), `admin_shutdown`, `crash_shutdown`,
+/// `cannot_connect_now` and `too_many_connections`; SQLite's `BUSY` and `LOCKED` (primary codes
+/// 5 and 6, also inside extended codes) once its busy timeout is spent.
+fn unavailable_code(code: &str) -> bool {
+    if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
+        return true;
+    }
+    code.parse::<u32>()
+        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -89,8 +143,15 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Applies pending migrations.
     async fn migrate(&self) -> Result<()>;
 
-    /// Checks that the database answers.
+    /// Checks that the database answers, within two seconds ([`StoreError::Unavailable`] when
+    /// not).
     async fn ping(&self) -> Result<()>;
+
+    /// Subscribes to the store's wake-up stream (see [`signals`]): hints, sent after commit, of
+    /// runnable jobs, changed jobs, cancel requests and stored output, from this node and (on
+    /// PostgreSQL) every other node sharing the database. Subscribe before reading what is
+    /// waited for; on [`Signal::Resync`] or a lag, re-read it.
+    fn signals(&self) -> tokio::sync::broadcast::Receiver<Signal>;
 
     // ---- jobs -------------------------------------------------------------------------------
 
@@ -159,6 +220,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// The same resolution for every job `node` left running, whatever its lease (start-up).
     async fn recover_node(&self, node: &str, now: DateTime<Utc>) -> Result<Vec<Rescued>>;
+
+    /// Records that `node` is alive now (its row in `nodes`, created on the first call). Every
+    /// node calls it on start and on each heartbeat tick.
+    async fn node_alive(&self, node: &str, now: DateTime<Utc>) -> Result<()>;
+
+    /// Fails, with reason `node_gone`, up to [`NODE_GONE_BATCH`] queued jobs bound to a node
+    /// (`NewJob::node`) whose last sign of life is older than `gone_before`, or which never
+    /// recorded one: no other node can run them. Returns them.
+    async fn fail_jobs_of_gone_nodes(
+        &self,
+        gone_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Rescued>>;
 
     /// Counts of jobs per state.
     async fn job_counts(&self) -> Result<Vec<StateCount>>;
@@ -285,8 +359,24 @@ impl fmt::Display for DatabaseUrl {
     }
 }
 
+/// How long a statement waits for a connection unless the configuration says otherwise.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long [`Store::ping`] waits before it reports the database unavailable.
+pub(crate) const PING_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Opens the store the URL's scheme names. Does not run migrations.
 pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Arc<dyn Store>> {
+    connect_with(url, max_connections, DEFAULT_ACQUIRE_TIMEOUT).await
+}
+
+/// [`connect`] with the time a statement may wait for a connection (`acquire_timeout`) before
+/// it fails with [`StoreError::Unavailable`].
+pub async fn connect_with(
+    url: &DatabaseUrl,
+    max_connections: u32,
+    acquire_timeout: Duration,
+) -> Result<Arc<dyn Store>> {
     let raw = url.expose();
     if raw.starts_with("sqlite:") {
         Ok(Arc::new(
@@ -294,7 +384,7 @@ pub async fn connect(url: &DatabaseUrl, max_connections: u32) -> Result<Arc<dyn 
         ))
     } else if raw.starts_with("postgres://") || raw.starts_with("postgresql://") {
         Ok(Arc::new(
-            postgres::PgStore::connect(raw, max_connections).await?,
+            postgres::PgStore::connect_with(raw, max_connections, acquire_timeout).await?,
         ))
     } else {
         Err(StoreError::UnsupportedUrl(url.redacted()))
@@ -343,6 +433,25 @@ pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
     }
 }
 
+/// Most jobs one pass of [`Store::fail_jobs_of_gone_nodes`] fails.
+pub const NODE_GONE_BATCH: i64 = 1000;
+
+/// The error recorded on a queued job whose node is gone.
+pub(crate) fn node_gone_error(node: &str, last_seen: Option<DateTime<Utc>>) -> JobError {
+    let seen = match last_seen {
+        Some(at) => format!("was last seen at {}", at.format("%Y-%m-%dT%H:%M:%SZ")),
+        None => "has never been seen".to_string(),
+    };
+    JobError::new(
+        ErrorReason::NodeGone,
+        format!(
+            "this job's sandbox lives on node `{node}`, which {seen} (longer ago than \
+             queue.node_horizon_s); no other node can run it: start that node again, or create \
+             the sandbox anew"
+        ),
+    )
+}
+
 /// The error recorded on a queued job that a caller cancelled.
 pub(crate) fn cancelled_error() -> JobError {
     JobError::new(ErrorReason::Cancelled, "cancelled before it started")
@@ -372,6 +481,22 @@ mod tests {
             both.redacted(),
             "postgres://app:***@db/jobs?sslpassword=***"
         );
+    }
+
+    #[test]
+    fn connection_class_errors_are_unavailable() {
+        for code in ["08006", "08001", "57P01", "57P03", "53300", "5", "517", "6"] {
+            assert!(unavailable_code(code), "{code}");
+        }
+        for code in ["23505", "42P01", "40001", "19", "2067"] {
+            assert!(!unavailable_code(code), "{code}");
+        }
+        assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_unavailable());
+        assert!(
+            StoreError::from(sqlx::Error::Io(std::io::ErrorKind::ConnectionReset.into()))
+                .is_unavailable()
+        );
+        assert!(!StoreError::from(sqlx::Error::RowNotFound).is_unavailable());
     }
 
     #[test]

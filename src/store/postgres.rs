@@ -12,9 +12,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
-use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgListener, PgPool, PgPoolOptions, PgRow};
 use sqlx::types::Json;
+use tokio::sync::broadcast;
+use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
+
+use super::signals::{SharedSignals, Signal, SignalHub, next_backoff};
 
 use super::{
     AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
@@ -24,32 +28,114 @@ use super::{
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
-/// Channel notified when jobs become runnable (payload empty).
-pub const CHANNEL_JOBS: &str = "daytona_mcp_jobs";
-/// Channel notified when a job changes state (payload: job id).
-pub const CHANNEL_DONE: &str = "daytona_mcp_done";
+// The channels of the wake-up stream (see `signals.rs`). Only this file knows them.
+/// Jobs may have become runnable (payload empty).
+const CHANNEL_JOBS: &str = "daytona_mcp_jobs";
+/// A job changed state (payload: job id).
+const CHANNEL_DONE: &str = "daytona_mcp_done";
+/// A running job's cancellation was requested (payload: job id).
+const CHANNEL_CANCEL: &str = "daytona_mcp_cancel";
+/// A batch of a job's output was stored (payload: job id).
+const CHANNEL_OUTPUT: &str = "daytona_mcp_output";
+
+/// The signal a notification carries; `None` for a payload that is not a job id.
+fn signal_of(channel: &str, payload: &str) -> Option<Signal> {
+    let id = || Uuid::parse_str(payload).ok();
+    match channel {
+        CHANNEL_JOBS => Some(Signal::JobsReady),
+        CHANNEL_DONE => id().map(Signal::JobChanged),
+        CHANNEL_CANCEL => id().map(Signal::CancelRequested),
+        CHANNEL_OUTPUT => id().map(Signal::Output),
+        _ => None,
+    }
+}
+
+/// Feeds `hub` from `LISTEN` on one connection of the store's pool until `stop`. A lost
+/// connection is re-established (with backoff while the database cannot be reached), and every
+/// reconnect, successful or not, sends [`Signal::Resync`]: notifications sent meanwhile are gone.
+async fn listen(pool: PgPool, hub: SignalHub, stop: CancellationToken) {
+    let mut backoff = Duration::ZERO;
+    loop {
+        match listen_connected(&pool, &hub, &stop, &mut backoff).await {
+            Ok(()) => return,
+            Err(e) => {
+                tracing::warn!(error = %e, retry_in_ms = next_backoff(backoff).as_millis() as u64,
+                "the notification listener lost the database; reconnecting")
+            }
+        }
+        hub.send(Signal::Resync);
+        backoff = next_backoff(backoff);
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+    }
+}
+
+async fn listen_connected(
+    pool: &PgPool,
+    hub: &SignalHub,
+    stop: &CancellationToken,
+    backoff: &mut Duration,
+) -> std::result::Result<(), sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    listener
+        .listen_all([CHANNEL_JOBS, CHANNEL_DONE, CHANNEL_CANCEL, CHANNEL_OUTPUT])
+        .await?;
+    *backoff = Duration::ZERO;
+    // Whatever happened before this connection listened was not heard.
+    hub.send(Signal::Resync);
+    loop {
+        let notification = tokio::select! {
+            _ = stop.cancelled() => return Ok(()),
+            n = listener.try_recv() => n?,
+        };
+        match notification {
+            Some(n) => {
+                if let Some(signal) = signal_of(n.channel(), n.payload()) {
+                    hub.send(signal);
+                }
+            }
+            // The connection dropped and the listener has already re-established it.
+            None => {
+                tracing::warn!("the notification listener reconnected");
+                hub.send(Signal::Resync);
+            }
+        }
+    }
+}
 
 /// The PostgreSQL store.
 #[derive(Debug, Clone)]
 pub struct PgStore {
     pool: PgPool,
+    /// The wake-up stream, fed by a `LISTEN` connection of `pool` once someone subscribes.
+    signals: SharedSignals,
 }
 
 impl PgStore {
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
-        // Queue statements are short; JIT compilation would cost more than it saves.
-        let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections.max(2))
-            .acquire_timeout(Duration::from_secs(10))
-            .connect_with(options)
-            .await?;
-        Ok(PgStore { pool })
+        PgStore::connect_with(url, max_connections, super::DEFAULT_ACQUIRE_TIMEOUT).await
     }
 
-    /// The pool, for `LISTEN` connections.
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+    /// Opens the pool; a statement waits up to `acquire_timeout` for a connection.
+    pub async fn connect_with(
+        url: &str,
+        max_connections: u32,
+        acquire_timeout: Duration,
+    ) -> Result<PgStore> {
+        // Queue statements are short; JIT compilation would cost more than it saves.
+        let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
+        // One connection more than asked for: the notification listener holds one for good.
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections.max(2) + 1)
+            .acquire_timeout(acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(PgStore {
+            pool,
+            signals: SharedSignals::default(),
+        })
     }
 }
 
@@ -83,6 +169,7 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
             .map(|j| j.0),
         exit_code: row.try_get("exit_code")?,
         request_id: row.try_get("request_id")?,
+        node: row.try_get("node")?,
     })
 }
 
@@ -114,6 +201,7 @@ fn sandbox_from_row(row: &PgRow) -> Result<SandboxRecord> {
             .map(Secret::new),
         creating_job: row.try_get("creating_job")?,
         handle: row.try_get("driver_handle")?,
+        node: row.try_get("node")?,
     })
 }
 
@@ -126,9 +214,9 @@ async fn insert_sandbox_row(
     let result = sqlx::query(
         "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
          git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-         created_at, last_accessed, network, git_token, creating_job, driver_handle) \
+         created_at, last_accessed, network, git_token, creating_job, driver_handle, node) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, \
-         $18, $19, $20)",
+         $18, $19, $20, $21)",
     )
     .bind(&s.id)
     .bind(&s.tenant)
@@ -150,6 +238,7 @@ async fn insert_sandbox_row(
     .bind(s.git_token.as_ref().map(Secret::expose))
     .bind(creating_job)
     .bind(&s.handle)
+    .bind(&s.node)
     .execute(conn)
     .await;
     match result {
@@ -183,14 +272,14 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
      priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, \
-     $11, $12, $13)";
+     idempotency_key, request_id, node) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, \
+     $10, $11, $12, $13, $14)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, $10, \
-     $11, $12, $13) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+     idempotency_key, request_id, node) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, \
+     $10, $11, $12, $13, $14) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 /// Whether a string or key anywhere in `value` holds U+0000.
 fn has_nul(value: &Value) -> bool {
@@ -246,6 +335,7 @@ fn bind_new_job<'q>(
         .bind(now)
         .bind(job.idempotency_key.clone())
         .bind(job.request_id.clone())
+        .bind(job.node.clone())
 }
 
 async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> Result<()> {
@@ -326,8 +416,20 @@ impl Store for PgStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.pool).await?;
-        Ok(())
+        let ping = sqlx::query("SELECT 1").execute(&self.pool);
+        match tokio::time::timeout(super::PING_TIMEOUT, ping).await {
+            Ok(result) => result.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    fn signals(&self) -> broadcast::Receiver<Signal> {
+        let rx = self.signals.hub.subscribe();
+        let (pool, hub) = (self.pool.clone(), self.signals.hub.clone());
+        self.signals
+            .feeder
+            .start_once(move |stop| listen(pool, hub, stop));
+        rx
     }
 
     async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
@@ -414,15 +516,17 @@ impl Store for PgStore {
              heads AS ( \
                  SELECT h.seq, h.priority FROM ws \
                  CROSS JOIN LATERAL ( \
-                     SELECT seq, priority, run_after FROM jobs \
+                     SELECT seq, priority, run_after, node FROM jobs \
                      WHERE workspace = ws.workspace AND state = 'queued' \
                      ORDER BY priority DESC, seq LIMIT 1) h \
                  WHERE ws.workspace IS NOT NULL AND h.run_after <= $1 \
+                   AND (h.node IS NULL OR h.node = $2) \
                    AND NOT EXISTS (SELECT 1 FROM jobs r \
                                    WHERE r.workspace = ws.workspace AND r.state = 'running')), \
              free AS ( \
                  SELECT seq, priority FROM jobs \
                  WHERE state = 'queued' AND workspace IS NULL AND run_after <= $1 \
+                   AND (node IS NULL OR node = $2) \
                  ORDER BY priority DESC, seq LIMIT $4), \
              candidates AS ( \
                  SELECT seq FROM (SELECT seq, priority FROM free \
@@ -567,6 +671,8 @@ impl Store for PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
                 notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+                // The cancelled job may have been the head of its workspace.
+                notify(&mut tx, CHANNEL_JOBS, "").await?;
                 CancelOutcome::Cancelled(job_from_row(&row)?)
             }
             JobState::Running => {
@@ -577,6 +683,7 @@ impl Store for PgStore {
                 .fetch_one(&mut *tx)
                 .await?;
                 notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+                notify(&mut tx, CHANNEL_CANCEL, &id.to_string()).await?;
                 CancelOutcome::Requested(job_from_row(&row)?)
             }
             _ => CancelOutcome::AlreadyFinished(job),
@@ -655,6 +762,61 @@ impl Store for PgStore {
         Ok(rescued)
     }
 
+    async fn node_alive(&self, node: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO nodes (id, started_at, heartbeat_at) VALUES ($1, $2, $2) \
+             ON CONFLICT (id) DO UPDATE \
+             SET heartbeat_at = GREATEST(nodes.heartbeat_at, EXCLUDED.heartbeat_at)",
+        )
+        .bind(node)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_jobs_of_gone_nodes(
+        &self,
+        gone_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Rescued>> {
+        let mut tx = self.pool.begin().await?;
+        let rows = sqlx::query(
+            "SELECT j.id, j.tool, j.node, n.heartbeat_at AS node_seen FROM jobs j \
+             LEFT JOIN nodes n ON n.id = j.node \
+             WHERE j.state = 'queued' AND j.node IS NOT NULL \
+               AND (n.heartbeat_at IS NULL OR n.heartbeat_at < $1) \
+             ORDER BY j.seq LIMIT $2 FOR UPDATE OF j SKIP LOCKED",
+        )
+        .bind(gone_before)
+        .bind(super::NODE_GONE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut failed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: Uuid = row.try_get("id")?;
+            let node: String = row.try_get("node")?;
+            let error = super::node_gone_error(&node, row.try_get("node_seen")?);
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', finished_at = $1, error = $2 \
+                 WHERE id = $3 AND state = 'queued'",
+            )
+            .bind(now)
+            .bind(Json(error))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+            failed.push(Rescued {
+                id,
+                tool: row.try_get("tool")?,
+                state: JobState::Failed,
+            });
+        }
+        tx.commit().await?;
+        Ok(failed)
+    }
+
     async fn job_counts(&self) -> Result<Vec<StateCount>> {
         let rows = sqlx::query("SELECT state, COUNT(*) AS n FROM jobs GROUP BY state")
             .fetch_all(&self.pool)
@@ -720,6 +882,15 @@ impl Store for PgStore {
             .execute(&mut *tx)
             .await?;
         }
+        // One notification per job and batch: followers on other nodes re-read the output.
+        let mut jobs: Vec<Uuid> = chunks.iter().map(|c| c.job_id).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
+            .bind(CHANNEL_OUTPUT)
+            .bind(&jobs)
+            .execute(&mut *tx)
+            .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -38,6 +38,9 @@ pub struct SandboxRecord {
     /// has made it; `None` until then, and on rows older than handles (the local driver's
     /// handle is the id). Callers never see it: `id` stays ours and stable.
     pub handle: Option<String>,
+    /// The node whose disk holds the sandbox (node-local drivers); its jobs run only there.
+    /// `None`: any node can reach it (Daytona), or a row from before nodes were recorded.
+    pub node: Option<String>,
 }
 
 impl SandboxRecord {

@@ -14,7 +14,10 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{Row, SqliteConnection};
+use tokio::sync::broadcast;
 use uuid::Uuid;
+
+use super::signals::{SharedSignals, Signal};
 
 use super::{
     AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
@@ -31,6 +34,8 @@ pub struct SqliteStore {
     writer: SqlitePool,
     /// Connections for reads, which WAL lets run beside the writer.
     reader: SqlitePool,
+    /// The wake-up stream: one node per database, so signals stay in process.
+    signals: SharedSignals,
 }
 
 /// Creates the database file with mode 0600 if it is missing (SQLite gives its `-wal` and
@@ -101,7 +106,21 @@ impl SqliteStore {
             .max_connections(max_connections.max(1))
             .connect_with(options.read_only(true))
             .await?;
-        Ok(SqliteStore { writer, reader })
+        Ok(SqliteStore {
+            writer,
+            reader,
+            signals: SharedSignals::default(),
+        })
+    }
+
+    /// Signals the jobs a rescue resolved, and that their workspaces may run again.
+    fn signal_rescued(&self, rescued: &[Rescued]) {
+        for r in rescued {
+            self.signals.hub.send(Signal::JobChanged(r.id));
+        }
+        if !rescued.is_empty() {
+            self.signals.hub.send(Signal::JobsReady);
+        }
     }
 
     async fn begin(&self) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
@@ -164,6 +183,7 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
             .transpose()?,
         exit_code: row.try_get("exit_code")?,
         request_id: row.try_get("request_id")?,
+        node: row.try_get("node")?,
     })
 }
 
@@ -201,6 +221,7 @@ fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
             .transpose()
             .map_err(|e| StoreError::Corrupt(format!("sandboxes.creating_job: {e}")))?,
         handle: row.try_get("driver_handle")?,
+        node: row.try_get("node")?,
     })
 }
 
@@ -237,13 +258,13 @@ fn ids_json(ids: &[Uuid]) -> String {
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, priority, \
      attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, idempotency_key, \
-     request_id) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?)";
+     request_id, node) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?) \
-     ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+     idempotency_key, request_id, node) \
+     VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 fn bind_new_job<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
@@ -264,6 +285,7 @@ fn bind_new_job<'q>(
         .bind(ts(now))
         .bind(job.idempotency_key.clone())
         .bind(job.request_id.clone())
+        .bind(job.node.clone())
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> Result<()> {
@@ -298,8 +320,8 @@ async fn insert_sandbox_row(
     let result = sqlx::query(
         "INSERT INTO sandboxes (id, tenant, name, driver, language, status, image, git_repo, \
          git_branch, environment_vars, labels, resources, persistent, auto_stop_minutes, \
-         created_at, last_accessed, network, git_token, creating_job, driver_handle) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         created_at, last_accessed, network, git_token, creating_job, driver_handle, node) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&s.id)
     .bind(&s.tenant)
@@ -321,6 +343,7 @@ async fn insert_sandbox_row(
     .bind(s.git_token.as_ref().map(Secret::expose))
     .bind(creating_job.map(|id| id.to_string()))
     .bind(&s.handle)
+    .bind(&s.node)
     .execute(conn)
     .await;
     match result {
@@ -375,8 +398,15 @@ impl Store for SqliteStore {
     }
 
     async fn ping(&self) -> Result<()> {
-        sqlx::query("SELECT 1").execute(&self.reader).await?;
-        Ok(())
+        let ping = sqlx::query("SELECT 1").execute(&self.reader);
+        match tokio::time::timeout(super::PING_TIMEOUT, ping).await {
+            Ok(result) => result.map(|_| ()).map_err(StoreError::from),
+            Err(_) => Err(StoreError::Unavailable(sqlx::Error::PoolTimedOut)),
+        }
+    }
+
+    fn signals(&self) -> broadcast::Receiver<Signal> {
+        self.signals.hub.subscribe()
     }
 
     async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
@@ -407,6 +437,9 @@ impl Store for SqliteStore {
         }
         insert_audit(&mut tx, &audit).await?;
         tx.commit().await?;
+        if created {
+            self.signals.hub.send(Signal::JobsReady);
+        }
         Ok(Enqueued {
             job: stored,
             created,
@@ -422,6 +455,7 @@ impl Store for SqliteStore {
                 .await?;
         }
         tx.commit().await?;
+        self.signals.hub.send(Signal::JobsReady);
         Ok(())
     }
 
@@ -442,6 +476,7 @@ impl Store for SqliteStore {
              WHERE seq IN ( \
                  SELECT j.seq FROM jobs j \
                  WHERE j.state = 'queued' AND j.run_after <= ?1 \
+                   AND (j.node IS NULL OR j.node = ?2) \
                    AND (j.workspace IS NULL OR ( \
                        NOT EXISTS (SELECT 1 FROM jobs r \
                                    WHERE r.workspace = j.workspace AND r.state = 'running') \
@@ -530,7 +565,18 @@ impl Store for SqliteStore {
         .bind(node)
         .fetch_all(&self.writer)
         .await?;
-        written.iter().map(job_from_row).collect()
+        let written = written
+            .iter()
+            .map(job_from_row)
+            .collect::<Result<Vec<_>>>()?;
+        for job in &written {
+            self.signals.hub.send(Signal::JobChanged(job.id));
+        }
+        if !written.is_empty() {
+            // A finished job may unblock the next job of its workspace.
+            self.signals.hub.send(Signal::JobsReady);
+        }
+        Ok(written)
     }
 
     async fn cancel(
@@ -573,6 +619,17 @@ impl Store for SqliteStore {
             _ => CancelOutcome::AlreadyFinished(job),
         };
         tx.commit().await?;
+        match &outcome {
+            CancelOutcome::Cancelled(_) => {
+                self.signals.hub.send(Signal::JobChanged(id));
+                self.signals.hub.send(Signal::JobsReady);
+            }
+            CancelOutcome::Requested(_) => {
+                self.signals.hub.send(Signal::JobChanged(id));
+                self.signals.hub.send(Signal::CancelRequested(id));
+            }
+            CancelOutcome::AlreadyFinished(_) => {}
+        }
         Ok(Some(outcome))
     }
 
@@ -627,6 +684,7 @@ impl Store for SqliteStore {
         let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         let rescued = rescue_jobs(&mut tx, jobs, now).await?;
         tx.commit().await?;
+        self.signal_rescued(&rescued);
         Ok(rescued)
     }
 
@@ -639,7 +697,66 @@ impl Store for SqliteStore {
         let jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         let rescued = rescue_jobs(&mut tx, jobs, now).await?;
         tx.commit().await?;
+        self.signal_rescued(&rescued);
         Ok(rescued)
+    }
+
+    async fn node_alive(&self, node: &str, now: DateTime<Utc>) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO nodes (id, started_at, heartbeat_at) VALUES (?1, ?2, ?2) \
+             ON CONFLICT (id) DO UPDATE SET heartbeat_at = max(heartbeat_at, excluded.heartbeat_at)",
+        )
+        .bind(node)
+        .bind(ts(now))
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+
+    async fn fail_jobs_of_gone_nodes(
+        &self,
+        gone_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Rescued>> {
+        let mut tx = self.begin().await?;
+        let rows = sqlx::query(
+            "SELECT j.id, j.tool, j.node, n.heartbeat_at AS node_seen FROM jobs j \
+             LEFT JOIN nodes n ON n.id = j.node \
+             WHERE j.state = 'queued' AND j.node IS NOT NULL \
+               AND (n.heartbeat_at IS NULL OR n.heartbeat_at < ?) \
+             ORDER BY j.seq LIMIT ?",
+        )
+        .bind(ts(gone_before))
+        .bind(super::NODE_GONE_BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut failed = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let id: String = row.try_get("id")?;
+            let node: String = row.try_get("node")?;
+            let seen = row.try_get::<Option<i64>, _>("node_seen")?.map(from_ts);
+            let error = super::node_gone_error(&node, seen);
+            sqlx::query(
+                "UPDATE jobs SET state = 'failed', finished_at = ?, error = ? \
+                 WHERE id = ? AND state = 'queued'",
+            )
+            .bind(ts(now))
+            .bind(json_text(&error))
+            .bind(&id)
+            .execute(&mut *tx)
+            .await?;
+            failed.push(Rescued {
+                id: Uuid::parse_str(&id)
+                    .map_err(|e| StoreError::Corrupt(format!("jobs.id: {e}")))?,
+                tool: row.try_get("tool")?,
+                state: JobState::Failed,
+            });
+        }
+        tx.commit().await?;
+        for job in &failed {
+            self.signals.hub.send(Signal::JobChanged(job.id));
+        }
+        Ok(failed)
     }
 
     async fn job_counts(&self) -> Result<Vec<StateCount>> {
@@ -708,6 +825,12 @@ impl Store for SqliteStore {
             .await?;
         }
         tx.commit().await?;
+        let mut jobs: Vec<Uuid> = chunks.iter().map(|c| c.job_id).collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        for id in jobs {
+            self.signals.hub.send(Signal::Output(id));
+        }
         Ok(())
     }
 

@@ -182,9 +182,21 @@ pub struct ToolEnv {
     pub metrics: Metrics,
     /// Secrets of jobs (tokens given with a call), held in memory only.
     pub secrets: secrets::SecretVault,
+    /// This node's id: recorded on the sandboxes of node-local drivers, whose jobs only this
+    /// node may then claim.
+    pub node_id: String,
 }
 
 impl ToolEnv {
+    /// The node a new sandbox of `driver` is bound to: this one when the driver keeps sandboxes
+    /// on this node's disk (a capability, not a name check), else none (any node).
+    pub(crate) fn node_of_driver(&self, driver: &str) -> Option<String> {
+        self.drivers
+            .get(driver)
+            .is_some_and(|d| d.capabilities().node_local)
+            .then(|| self.node_id.clone())
+    }
+
     /// The driver of `record`; an error when this server does not run it (a row made under
     /// another configuration).
     pub(crate) fn driver_of(
@@ -323,13 +335,17 @@ impl Tools {
         let config = &self.env.config;
         let plan = tool.plan(submission.arguments, config)?;
         let tenant = submission.caller.tenant.as_str();
-        let workspace = match &plan.target {
-            Target::None => None,
-            Target::NewSandbox(name) => Some(workspace_key(tenant, name)),
-            Target::Sandbox(reference) => Some(self.sandbox_workspace(tenant, reference).await?),
+        // The node that must run the job: the one holding its sandbox, if the sandbox is
+        // node-local (a new sandbox's is decided below, from its driver).
+        let (workspace, mut node) = match &plan.target {
+            Target::None => (None, None),
+            Target::NewSandbox(name) => (Some(workspace_key(tenant, name)), None),
+            Target::Sandbox(reference) => {
+                let (key, node) = self.sandbox_workspace(tenant, reference).await?;
+                (Some(key), node)
+            }
             Target::SandboxUnordered(reference) => {
-                self.sandbox_workspace(tenant, reference).await?;
-                None
+                (None, self.sandbox_workspace(tenant, reference).await?.1)
             }
         };
         let timeout_s = plan
@@ -345,6 +361,8 @@ impl Tools {
             if sandbox.driver.is_empty() {
                 sandbox.driver = self.env.drivers.default_name().to_string();
             }
+            sandbox.node = self.env.node_of_driver(&sandbox.driver);
+            node = sandbox.node.clone();
             sandbox
         });
         let created_name = creates.as_ref().map(|s| s.name.clone());
@@ -356,6 +374,7 @@ impl Tools {
         job.timeout_s = timeout_s as i64;
         job.idempotency_key = submission.idempotency_key;
         job.request_id = submission.caller.request_id.clone();
+        job.node = node;
         let audit = submission.caller.entry(
             tool.spec().name,
             workspace,
@@ -379,18 +398,19 @@ impl Tools {
         }
     }
 
-    /// The workspace key of an existing sandbox, or of one a queued `create_sandbox` will make.
+    /// The workspace key of an existing sandbox, or of one a queued `create_sandbox` will make,
+    /// and the node bound to it (see [`SandboxRecord::node`]).
     async fn sandbox_workspace(
         &self,
         tenant: &str,
         reference: &str,
-    ) -> Result<String, SubmitError> {
+    ) -> Result<(String, Option<String>), SubmitError> {
         if let Some(sandbox) = self.env.store.sandbox(tenant, reference).await? {
-            return Ok(workspace_key(tenant, &sandbox.name));
+            return Ok((workspace_key(tenant, &sandbox.name), sandbox.node));
         }
         let key = workspace_key(tenant, reference);
         if self.env.store.has_open_job(&key, "create_sandbox").await? {
-            return Ok(key);
+            return Ok((key, None));
         }
         Err(SubmitError::SandboxNotFound(reference.to_string()))
     }

@@ -178,6 +178,8 @@ impl Tool for CreateSandbox {
             git_token: secret.map(Secret::new),
             creating_job: None,
             handle: None,
+            // Set by `Tools::submit`.
+            node: None,
         };
         Ok(Plan {
             arguments,
@@ -332,6 +334,7 @@ async fn insert_for_legacy_job(
         git_token: held_token.map(Secret::new),
         creating_job: None,
         handle: None,
+        node: env.node_of_driver(env.drivers.default_name()),
     };
     match env.store.insert_sandbox(&record).await {
         Ok(()) => Ok(record),

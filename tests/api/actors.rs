@@ -76,7 +76,6 @@ async fn harness() -> Harness {
             backoff_max: Duration::from_millis(50),
             ..PoolConfig::default()
         },
-        None,
     )
     .await
     .unwrap();

@@ -8,7 +8,7 @@ use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
     AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
     Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret,
-    Store, StoreError, Stream,
+    Signal, Store, StoreError, Stream,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -595,6 +595,7 @@ fn sandbox(tenant: &str, id: &str, name: &str) -> SandboxRecord {
         git_token: None,
         creating_job: None,
         handle: None,
+        node: None,
     }
 }
 
@@ -1277,4 +1278,244 @@ pub async fn oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retr
     put(s, other).await;
     let oldest = s.oldest_runnable(now).await.unwrap().unwrap();
     assert_eq!(oldest.timestamp(), free.run_after.timestamp());
+}
+
+/// Waits up to five seconds for `wanted` on the stream, skipping other signals.
+async fn expect_signal(
+    rx: &mut tokio::sync::broadcast::Receiver<Signal>,
+    wanted: Signal,
+    what: &str,
+) {
+    let found = tokio::time::timeout(Duration::from_secs(5), async {
+        loop {
+            match rx.recv().await {
+                Ok(signal) if signal == wanted => return,
+                Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {}
+                Err(e) => panic!("the signal stream ended: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(found.is_ok(), "no {wanted:?} ({what}) within 5 s");
+}
+
+/// Signals already received (after a short pause for those in flight), in order.
+async fn drain_signals(rx: &mut tokio::sync::broadcast::Receiver<Signal>) -> Vec<Signal> {
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut seen = Vec::new();
+    while let Ok(signal) = rx.try_recv() {
+        seen.push(signal);
+    }
+    seen
+}
+
+pub async fn signals_announce_each_commit(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut rx = s.signals();
+    if s.backend() == Backend::Postgres {
+        // The listener says when it starts listening: nothing before that was heard.
+        expect_signal(&mut rx, Signal::Resync, "the listener connected").await;
+    }
+    let queued = put(s, job("t1", Some("w/sig"))).await;
+    expect_signal(&mut rx, Signal::JobsReady, "enqueue").await;
+    let running = claim(s, "n1", 1).await.remove(0);
+    assert_eq!(running.id, queued.id);
+    s.append_output(&[OutputChunk {
+        job_id: running.id,
+        seq: 1,
+        stream: Stream::Stdout,
+        data: b"hi".to_vec(),
+        at: Utc::now(),
+    }])
+    .await
+    .unwrap();
+    expect_signal(&mut rx, Signal::Output(running.id), "stored output").await;
+    s.cancel("t1", running.id, Utc::now()).await.unwrap();
+    expect_signal(&mut rx, Signal::CancelRequested(running.id), "cancel").await;
+    s.complete("n1", &[ok(running.id)], Utc::now())
+        .await
+        .unwrap();
+    expect_signal(&mut rx, Signal::JobChanged(running.id), "completion").await;
+    expect_signal(&mut rx, Signal::JobsReady, "a workspace freed").await;
+
+    // A rolled-back write signals nothing: a taken sandbox name refuses the enqueue.
+    let first = creating("t1", "taken");
+    s.enqueue(first, audit("t1")).await.unwrap();
+    drain_signals(&mut rx).await;
+    let refused = creating("t1", "taken");
+    let refused_id = refused.id;
+    assert!(matches!(
+        s.enqueue(refused, audit("t1")).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let after = drain_signals(&mut rx).await;
+    assert!(
+        !after.contains(&Signal::JobsReady) && !after.contains(&Signal::JobChanged(refused_id)),
+        "{after:?}"
+    );
+
+    if s.backend() != Backend::Postgres {
+        return;
+    }
+    // Another node's writes arrive too: a second store on the same database is another node.
+    let other =
+        daytona_mcp::store::connect(&daytona_mcp::store::DatabaseUrl::new(t.url.clone()), 2)
+            .await
+            .unwrap();
+    let theirs = other
+        .enqueue(job("t1", None), audit("t1"))
+        .await
+        .unwrap()
+        .job;
+    expect_signal(&mut rx, Signal::JobsReady, "another node's enqueue").await;
+    let claimed = other.claim("n2", 10, Utc::now(), LEASE).await.unwrap();
+    assert!(claimed.iter().any(|j| j.id == theirs.id));
+    other
+        .complete("n2", &[ok(theirs.id)], Utc::now())
+        .await
+        .unwrap();
+    expect_signal(
+        &mut rx,
+        Signal::JobChanged(theirs.id),
+        "another node's completion",
+    )
+    .await;
+
+    // The listener survives losing its connection: it says so (resync) and hears again.
+    let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() \
+           AND query LIKE 'LISTEN%'",
+    )
+    .fetch_all(&mut conn)
+    .await
+    .unwrap();
+    assert_eq!(killed.len(), 1, "one listening backend");
+    expect_signal(&mut rx, Signal::Resync, "the listener reconnected").await;
+    let later = other
+        .enqueue(job("t1", None), audit("t1"))
+        .await
+        .unwrap()
+        .job;
+    other.claim("n2", 10, Utc::now(), LEASE).await.unwrap();
+    other
+        .complete("n2", &[ok(later.id)], Utc::now())
+        .await
+        .unwrap();
+    expect_signal(&mut rx, Signal::JobChanged(later.id), "after the reconnect").await;
+}
+
+fn bound(workspace: Option<&str>, node: Option<&str>) -> NewJob {
+    let mut j = job("t1", workspace);
+    j.node = node.map(str::to_string);
+    j
+}
+
+pub async fn claims_leave_jobs_bound_to_other_nodes(t: TestStore) {
+    let s = t.store.as_ref();
+    let a_free = put(s, bound(None, Some("a"))).await;
+    let a_head = put(s, bound(Some("t1/on-a"), Some("a"))).await;
+    let any = put(s, bound(None, None)).await;
+    let b_head = put(s, bound(Some("t1/on-b"), Some("b"))).await;
+    // Node b sees only what it may run, though a's jobs are older.
+    let by_b: Vec<Uuid> = claim(s, "b", 10).await.iter().map(|j| j.id).collect();
+    assert_eq!(by_b, vec![any.id, b_head.id]);
+    assert!(
+        claim(s, "c", 10).await.is_empty(),
+        "node c is bound to nothing"
+    );
+    let by_a: Vec<(Uuid, Option<String>)> = claim(s, "a", 10)
+        .await
+        .into_iter()
+        .map(|j| (j.id, j.node))
+        .collect();
+    assert_eq!(
+        by_a,
+        vec![(a_free.id, Some("a".into())), (a_head.id, Some("a".into()))]
+    );
+    // A sandbox row keeps its node.
+    let mut row = sandbox("t1", "sb-bound", "bound");
+    row.node = Some("a".into());
+    s.insert_sandbox(&row).await.unwrap();
+    assert_eq!(
+        s.sandbox("t1", "bound")
+            .await
+            .unwrap()
+            .unwrap()
+            .node
+            .as_deref(),
+        Some("a")
+    );
+}
+
+pub async fn queued_jobs_of_gone_nodes_fail(t: TestStore) {
+    let s = t.store.as_ref();
+    let now = Utc::now();
+    s.node_alive("gone", now - chrono::Duration::minutes(10))
+        .await
+        .unwrap();
+    s.node_alive("alive", now - chrono::Duration::minutes(10))
+        .await
+        .unwrap();
+    // A later heartbeat moves the node's sign of life; an older one never moves it back.
+    s.node_alive("alive", now).await.unwrap();
+    s.node_alive("alive", now - chrono::Duration::minutes(20))
+        .await
+        .unwrap();
+    let on_gone = put(s, bound(Some("t1/g"), Some("gone"))).await;
+    let on_unknown = put(s, bound(None, Some("never-seen"))).await;
+    let on_alive = put(s, bound(Some("t1/a"), Some("alive"))).await;
+    let anywhere = put(s, bound(None, None)).await;
+    // A running job of the gone node is the lease rescue's business, not this pass's.
+    let running = put(s, bound(Some("t1/r"), Some("gone"))).await;
+    let claimed = claim(s, "gone", 10).await;
+    assert!(claimed.iter().any(|j| j.id == running.id));
+    // The claim took the gone node's queued jobs too; put them back as queued ones.
+    let requeue: Vec<Completion> = claimed
+        .iter()
+        .filter(|j| j.id != running.id)
+        .map(|j| Completion {
+            id: j.id,
+            finish: Finish::Retry {
+                error: JobError::new(ErrorReason::DriverUnavailable, "again"),
+                run_after: now,
+            },
+        })
+        .collect();
+    s.complete("gone", &requeue, now).await.unwrap();
+
+    let mut failed: Vec<Uuid> = s
+        .fail_jobs_of_gone_nodes(now - chrono::Duration::minutes(5), now)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.id)
+        .collect();
+    failed.sort();
+    let mut expected = vec![on_gone.id, on_unknown.id];
+    expected.sort();
+    assert_eq!(failed, expected);
+    let gone = s.job(None, on_gone.id).await.unwrap().unwrap();
+    assert_eq!(gone.state, JobState::Failed);
+    assert!(gone.finished_at.is_some());
+    let error = gone.error.unwrap();
+    assert_eq!(error.reason, ErrorReason::NodeGone);
+    assert!(error.message.contains("node `gone`"), "{}", error.message);
+    assert!(error.message.contains("last seen"), "{}", error.message);
+    let unknown = s.job(None, on_unknown.id).await.unwrap().unwrap();
+    assert!(unknown.error.unwrap().message.contains("never been seen"));
+    for (id, state) in [
+        (on_alive.id, JobState::Queued),
+        (anywhere.id, JobState::Queued),
+        (running.id, JobState::Running),
+    ] {
+        assert_eq!(s.job(None, id).await.unwrap().unwrap().state, state);
+    }
+    assert!(
+        s.fail_jobs_of_gone_nodes(now - chrono::Duration::minutes(5), now)
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }

@@ -99,6 +99,9 @@ conformance!(
     nul_characters_are_stored_without_stopping_a_completion,
     jobs_keep_the_request_id_that_submitted_them,
     oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retries,
+    signals_announce_each_commit,
+    claims_leave_jobs_bound_to_other_nodes,
+    queued_jobs_of_gone_nodes_fail,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one

@@ -539,6 +539,7 @@ impl Driver for DaytonaDriver {
             kills_process_tree: false,
             live_output: false,
             images: true,
+            node_local: false,
         }
     }
 

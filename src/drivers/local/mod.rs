@@ -500,6 +500,7 @@ impl Driver for LocalDriver {
             kills_process_tree: true,
             live_output: true,
             images: false,
+            node_local: true,
         }
     }
 

@@ -377,6 +377,14 @@ pub(crate) async fn call(
         Err(SubmitError::UnknownTool(name)) => {
             return Err(RpcError::invalid_params(format!("Unknown tool: {name}")));
         }
+        Err(SubmitError::Store(e)) if e.is_unavailable() => {
+            tracing::warn!(error = %e, "cannot enqueue an MCP tool call: the database is unavailable");
+            return Err(RpcError::new(
+                actix_web::http::StatusCode::SERVICE_UNAVAILABLE,
+                -32000,
+                "the database is unavailable; retry in a few seconds",
+            ));
+        }
         Err(SubmitError::Store(e)) => {
             tracing::error!(error = %e, "cannot enqueue an MCP tool call");
             return Err(RpcError::internal(ctx.caller.request_id.as_deref()));

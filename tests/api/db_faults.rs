@@ -1,0 +1,314 @@
+//! Database faults: a private PostgreSQL cluster (its own data directory and port, never the
+//! shared server) stopped and started under a running server, and backends of a test database
+//! killed with `pg_terminate_backend`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+
+use crate::helpers::{Db, TestApp, spawn_with, test_config};
+use crate::support;
+
+/// A PostgreSQL cluster of this test alone, run as the `postgres` user (the tests run as root,
+/// and PostgreSQL refuses to run as root). Stopped (immediately) and deleted when dropped.
+pub struct PrivateCluster {
+    dir: tempfile::TempDir,
+    bin: PathBuf,
+    pub port: u16,
+}
+
+/// The directory of `initdb` and `pg_ctl`, if PostgreSQL's server binaries are installed.
+fn postgres_bin() -> Option<PathBuf> {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop()
+}
+
+fn as_postgres(program: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("runuser")
+        .args(["-u", "postgres", "--"])
+        .arg(program)
+        .args(args)
+        .output()
+        .expect("runuser runs")
+}
+
+impl PrivateCluster {
+    /// Initialises and starts a cluster on a free loopback port; `None` (a recorded skip) when
+    /// the binaries are missing or this process cannot switch to the `postgres` user.
+    pub fn start() -> Option<PrivateCluster> {
+        let Some(bin) = postgres_bin() else {
+            support::skipped(
+                support::Skip::Postgres,
+                "PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed",
+            );
+            return None;
+        };
+        // SAFETY: geteuid cannot fail.
+        if unsafe { libc::geteuid() } != 0 {
+            support::skipped(
+                support::Skip::Postgres,
+                "a private PostgreSQL cluster needs root (to run it as the postgres user)",
+            );
+            return None;
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("dmcp-pg-")
+            .tempdir()
+            .unwrap();
+        let owner = Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        assert!(owner.success());
+        let data = dir.path().join("data");
+        let init = as_postgres(
+            &bin.join("initdb"),
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-A",
+                "trust",
+                "-U",
+                "postgres",
+                "--no-sync",
+            ],
+        );
+        assert!(
+            init.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&init.stderr)
+        );
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cluster = PrivateCluster { dir, bin, port };
+        cluster.pg_ctl_start();
+        Some(cluster)
+    }
+
+    fn data(&self) -> String {
+        self.dir.path().join("data").display().to_string()
+    }
+
+    pub fn url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn pg_ctl_start(&self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("log").display().to_string();
+        let started = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &[
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                &log,
+                "-w",
+                "start",
+            ],
+        );
+        assert!(
+            started.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&started.stdout),
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+    }
+
+    /// Starts the cluster again after [`PrivateCluster::stop`].
+    pub fn restart(&self) {
+        self.pg_ctl_start();
+    }
+
+    /// Stops the cluster: `fast` disconnects every client and shuts down cleanly.
+    pub fn stop(&self) {
+        let stopped = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data(), "-m", "fast", "-w", "stop"],
+        );
+        assert!(
+            stopped.status.success(),
+            "pg_ctl stop: {}",
+            String::from_utf8_lossy(&stopped.stderr)
+        );
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        let _ = as_postgres(
+            &self.bin.join("pg_ctl"),
+            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
+        );
+    }
+}
+
+/// Polls `check` every 100 ms until it holds or `seconds` pass.
+async fn within(seconds: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    while Instant::now() < deadline {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+async fn status_of(app: &TestApp, path: &str) -> u16 {
+    app.client
+        .get(app.url(path))
+        .send()
+        .await
+        .map(|r| r.status().as_u16())
+        .unwrap_or(0)
+}
+
+/// The database stops under a running server and comes back: the server keeps answering
+/// `/healthz`, says not ready, refuses submissions with 503 and `Retry-After` (never a 500,
+/// never a job id), reconnects by itself, and the job it accepted before the outage (which
+/// finished during it) is not lost.
+#[actix_web::test]
+async fn a_database_restart_is_survived_without_losing_accepted_jobs() {
+    let Some(cluster) = PrivateCluster::start() else {
+        return;
+    };
+    let (mut config, dir) = test_config(Db::Sqlite).await.unwrap();
+    config.database.url = cluster.url();
+    config.database.acquire_timeout_ms = 1000;
+    let app = spawn_with(config, dir).await;
+    let sandbox = app.sandbox("outage").await;
+    // Accepted before the outage; it ends while the database is down.
+    let accepted = app
+        .submit(
+            "execute_shell",
+            json!({"sandbox_id": sandbox, "command": "sleep 2; echo survived"}),
+        )
+        .await;
+    app.wait_for_state(&accepted, "running").await;
+
+    cluster.stop();
+    assert_eq!(status_of(&app, "/healthz").await, 200);
+    assert!(
+        within(10, async || status_of(&app, "/readyz").await == 503).await,
+        "/readyz did not report the outage"
+    );
+    for (path, body) in [
+        (
+            "/execute_shell",
+            json!({"sandbox_id": sandbox, "command": "echo never"}),
+        ),
+        (
+            "/v1/jobs",
+            json!({"tool": "execute_shell", "arguments": {"sandbox_id": sandbox, "command": "echo never"}}),
+        ),
+    ] {
+        let response = app.post(path, &body).await;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .map(|v| v.to_str().unwrap().to_string());
+        let body: serde_json::Value = response.json().await.unwrap();
+        assert_eq!(status, 503, "{path}: {body}");
+        assert_eq!(body["error"]["code"], "database_unavailable", "{body}");
+        assert!(retry_after.is_some_and(|s| s.parse::<u64>().is_ok()));
+        assert!(body.get("job_id").is_none(), "{body}");
+    }
+    // Reads of jobs fail the same way, not with a 500.
+    let read = app.get(&format!("/v1/jobs/{accepted}")).await;
+    assert_eq!(read.status().as_u16(), 503);
+    // The accepted job's command ends meanwhile; its outcome waits in the completer.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let outage = Instant::now();
+    cluster.restart();
+    assert!(
+        within(30, async || status_of(&app, "/readyz").await == 200).await,
+        "the server did not reconnect"
+    );
+    eprintln!("ready again {:?} after the restart", outage.elapsed());
+    let job = app.wait(&accepted).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    assert_eq!(job["result"]["stdout"], "survived\n", "{job}");
+    // New work runs again, and a synchronous call is answered through the reconnected pool.
+    let again = app.shell(&sandbox, "echo back").await;
+    assert_eq!(again["stdout"], "back\n");
+    // Only the two jobs that were accepted exist: the refused submissions left nothing.
+    let (_, page) = app.get_json("/v1/jobs?tool=execute_shell").await;
+    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(2), "{page}");
+}
+
+/// Every backend of the server's (own, fresh) test database killed at once: the pool and the
+/// listener reconnect, and a synchronous call afterwards is answered.
+#[actix_web::test]
+async fn killed_backends_are_replaced() {
+    let Some((config, dir)) = test_config(Db::Postgres).await else {
+        return;
+    };
+    let url = config.database.url.clone();
+    let app = spawn_with(config, dir).await;
+    let sandbox = app.sandbox("terminated").await;
+    assert_eq!(app.shell(&sandbox, "echo one").await["stdout"], "one\n");
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(killed.len() >= 2, "the pool and the listener: {killed:?}");
+    let mut answered = None;
+    for _ in 0..20 {
+        let (status, body) = app
+            .call(
+                "/execute_shell",
+                json!({"sandbox_id": sandbox, "command": "echo two"}),
+            )
+            .await;
+        assert!(status == 200 || status == 503, "{status}: {body}");
+        if status == 200 {
+            answered = Some(body);
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(
+        answered.expect("answered after reconnecting")["stdout"],
+        "two\n"
+    );
+    // The listener is back: a LISTEN backend exists again.
+    assert!(
+        within(10, async || {
+            let listening: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'LISTEN%'",
+            )
+            .fetch_one(&mut admin)
+            .await
+            .unwrap();
+            listening == 1
+        })
+        .await,
+        "the notification listener did not reconnect"
+    );
+}
