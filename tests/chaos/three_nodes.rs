@@ -19,6 +19,9 @@ const JOBS: usize = 520;
 /// running when it died, `node_gone` for what was still queued for it.
 const DEAD_NODE_REASONS: &[&str] = &["node_gone", "interrupted"];
 
+/// `queue.node_horizon_s` of the test's nodes: a node silent this long is gone.
+const HORIZON_S: i64 = 6;
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn three_nodes_one_killed_for_good() {
     let _serial = serial().await;
@@ -34,7 +37,10 @@ async fn three_nodes_one_killed_for_good() {
         Some(database.url.clone()),
         &key,
         &timing,
-        &[],
+        &[(
+            "DAYTONA_MCP_QUEUE__NODE_HORIZON_S".to_string(),
+            HORIZON_S.to_string(),
+        )],
     )
     .await;
 
@@ -80,6 +86,7 @@ async fn three_nodes_one_killed_for_good() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     nodes[victim].kill9();
+    let killed_at = chrono::Utc::now();
     to.write().unwrap()[victim] = None;
 
     let seen = load.finish(false).await;
@@ -126,6 +133,28 @@ async fn three_nodes_one_killed_for_good() {
             >= 1,
         "{verdicts:?}"
     );
+    // `node_gone` only after the horizon: the victim's last heartbeat was at most
+    // `heartbeat_s` before the kill (half a second of slack for the clock reads).
+    let earliest = killed_at + chrono::Duration::seconds(HORIZON_S - timing.heartbeat_s as i64)
+        - chrono::Duration::milliseconds(500);
+    for a in &seen.accepted {
+        let job = &jobs[&a.id];
+        if job["error"]["reason"] == DEAD_NODE_REASONS[0] {
+            let finished: chrono::DateTime<chrono::Utc> =
+                job["finished_at"].as_str().unwrap().parse().unwrap();
+            assert!(
+                finished >= earliest,
+                "job {} failed node_gone at {finished}, before the horizon ({earliest}): {job}",
+                a.id
+            );
+            assert!(
+                job["error"]["message"]
+                    .as_str()
+                    .is_some_and(|m| !m.is_empty()),
+                "node_gone without a message: {job}"
+            );
+        }
+    }
     let failed: usize = verdicts.expected_failures.values().sum();
     assert_eq!(
         verdicts.exec_succeeded + verdicts.safe_succeeded + failed,
