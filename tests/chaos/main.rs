@@ -14,6 +14,7 @@ mod harness;
 mod load;
 mod pg_cluster;
 
+mod drain;
 mod idempotency;
 mod kill_one;
 mod pg_restart;
