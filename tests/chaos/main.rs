@@ -18,6 +18,7 @@ mod drain;
 mod idempotency;
 mod kill_one;
 mod pg_restart;
+mod pool;
 mod three_nodes;
 
 use std::collections::BTreeMap;
