@@ -2,7 +2,8 @@
 //! release binary) on loopback. Prints numbers for BENCHMARKS.md; asserts nothing.
 //!
 //! ```text
-//! cargo bench --bench nodes -- throughput [JOBS]  # jobs/s with 1, 2, 3 nodes (list_sandboxes, execute_shell true)
+//! cargo bench --bench nodes -- throughput [JOBS [TOOL]]  # jobs/s with 1, 2, 3 nodes
+//!                                                       # (list_sandboxes, execute_shell `true`)
 //! cargo bench --bench nodes -- kill [ROUNDS]      # SIGKILL → its interrupted jobs resolved
 //! cargo bench --bench nodes -- pgrestart [ROUNDS] # PostgreSQL restart → submissions accepted again
 //! ```
@@ -136,8 +137,11 @@ async fn throughput_run(nodes: usize, jobs: usize, tool: &str) -> Option<(f64, f
     // parallelism), made round-robin through the nodes (each held by the node that made it);
     // an execution is submitted to the node holding its sandbox.
     let mut sandboxes = Vec::new();
+    // `BENCH_SANDBOXES_ON_FIRST=1`: all of them on the first node (the others idle but
+    // listening), to separate what extra nodes cost from what they add.
+    let on_first = std::env::var("BENCH_SANDBOXES_ON_FIRST").is_ok();
     for s in 0..SANDBOXES {
-        let i = s % nodes;
+        let i = if on_first { 0 } else { s % nodes };
         let name = format!("b{s}");
         started_nodes[i].create_sandbox(&name).await;
         sandboxes.push((i, name));
@@ -184,8 +188,11 @@ async fn throughput_run(nodes: usize, jobs: usize, tool: &str) -> Option<(f64, f
     ))
 }
 
-async fn bench_throughput(jobs: usize) {
+async fn bench_throughput(jobs: usize, only: Option<&str>) {
     for tool in ["list_sandboxes", "execute_shell"] {
+        if only.is_some_and(|o| o != tool) {
+            continue;
+        }
         let mut one = None;
         for nodes in 1..=3 {
             let Some((rate, submit_rate, failed)) = throughput_run(nodes, jobs, tool).await else {
@@ -320,11 +327,24 @@ async fn bench_kill(rounds: usize) {
     }
 }
 
-/// Runs a steady load of `list_sandboxes` submissions against one node on a private cluster,
-/// restarts PostgreSQL, and returns (seconds `pg_ctl restart` took, seconds from the database
-/// accepting connections again to the first accepted submission, to `/readyz` 200, refused
-/// submissions during the round).
-async fn pgrestart_round(cluster: &pg_cluster::PgCluster, db: &str) -> (f64, f64, f64, usize) {
+/// What clients saw around one PostgreSQL restart.
+struct RestartRound {
+    /// Seconds `pg_ctl -m fast restart` took (stop, then start until it accepts connections).
+    restart_took: f64,
+    /// Seconds from `pg_ctl` returning (the database accepting again) to the first accepted
+    /// submission, and to `/readyz` 200.
+    first_accept: f64,
+    ready: f64,
+    /// The longest wait between two consecutive accepted submissions, in seconds.
+    client_gap: f64,
+    /// Answers during the round: 503s, and anything else that was not 202 (0 = transport).
+    refused: usize,
+    other: Vec<u16>,
+}
+
+/// Runs a steady load of `list_sandboxes` submissions (one every 5 ms) against one node on a
+/// private cluster while PostgreSQL restarts.
+async fn pgrestart_round(cluster: &pg_cluster::PgCluster, db: &str) -> RestartRound {
     let root = tempfile::tempdir().unwrap();
     let key = new_key();
     let env = [("DAYTONA_MCP_LOG__LEVEL".to_string(), "warn".to_string())];
@@ -337,44 +357,72 @@ async fn pgrestart_round(cluster: &pg_cluster::PgCluster, db: &str) -> (f64, f64
         &env,
     ))
     .await;
-    let http = client(Duration::from_secs(30));
-    let body = json!({"tool": "list_sandboxes", "arguments": {}});
-    let submit = || async {
-        http.post(format!("{}/v1/jobs", node.base))
-            .bearer_auth(&key)
-            .json(&body)
-            .send()
-            .await
-            .map(|r| r.status().as_u16())
-            .unwrap_or(0)
-    };
-    for _ in 0..50 {
-        submit().await;
-    }
     let t0 = Instant::now();
-    cluster.pg_restart();
-    let restart_took = t0.elapsed().as_secs_f64();
-    // `pg_ctl -w restart` returns once the server accepts connections.
-    let up = Instant::now();
-    let mut refused = 0;
-    let first_accept = loop {
-        match submit().await {
-            202 => break up.elapsed().as_secs_f64(),
-            _ => refused += 1,
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-        assert!(up.elapsed() < Duration::from_secs(120), "no recovery");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let submitter = {
+        let (base, key, stop) = (node.base.clone(), key.clone(), stop.clone());
+        tokio::spawn(async move {
+            let http = client(Duration::from_secs(30));
+            let body = json!({"tool": "list_sandboxes", "arguments": {}});
+            let mut seen = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let status = http
+                    .post(format!("{base}/v1/jobs"))
+                    .bearer_auth(&key)
+                    .json(&body)
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                seen.push((t0.elapsed().as_secs_f64(), status));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            seen
+        })
     };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let restart_took = {
+        let started = Instant::now();
+        tokio::task::block_in_place(|| cluster.pg_restart());
+        started.elapsed().as_secs_f64()
+    };
+    let back = t0.elapsed().as_secs_f64();
+    let http = client(Duration::from_secs(30));
     let ready = loop {
         if let Ok(r) = http.get(format!("{}/readyz", node.base)).send().await {
             if r.status().is_success() {
-                break up.elapsed().as_secs_f64();
+                break t0.elapsed().as_secs_f64() - back;
             }
         }
         tokio::time::sleep(Duration::from_millis(5)).await;
     };
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    stop.store(true, Ordering::SeqCst);
+    let seen = submitter.await.unwrap();
+    let first_after = seen
+        .iter()
+        .find(|(t, s)| *t > back && *s == 202)
+        .map_or(f64::NAN, |(t, _)| *t);
+    // The longest time between two consecutive accepted submissions (answer times).
+    let accepted: Vec<f64> = seen
+        .iter()
+        .filter(|(_, s)| *s == 202)
+        .map(|(t, _)| *t)
+        .collect();
+    let client_gap = accepted.windows(2).map(|w| w[1] - w[0]).fold(0.0, f64::max);
     drop(node);
-    (restart_took, first_accept, ready, refused)
+    RestartRound {
+        restart_took,
+        first_accept: first_after - back,
+        ready,
+        client_gap,
+        refused: seen.iter().filter(|(_, s)| *s == 503).count(),
+        other: seen
+            .iter()
+            .map(|(_, s)| *s)
+            .filter(|s| *s != 202 && *s != 503)
+            .collect(),
+    }
 }
 
 async fn bench_pgrestart(rounds: usize) {
@@ -385,13 +433,17 @@ async fn bench_pgrestart(rounds: usize) {
     for round in 0..rounds {
         let db = format!("dmcp_bench_{round}");
         cluster.create_database(&db).await;
-        let (took, accept, ready, refused) = pgrestart_round(&cluster, &db).await;
+        let r = pgrestart_round(&cluster, &db).await;
         println!(
-            "PostgreSQL restart (pg_ctl -m fast restart took {took:.2} s): first submission \
-             accepted {:.0} ms after the database was back, /readyz 200 after {:.0} ms \
-             ({refused} refused meanwhile)",
-            accept * 1e3,
-            ready * 1e3
+            "PostgreSQL restart (pg_ctl -m fast restart took {:.2} s), a submission every 5 ms: \
+             longest wait between two accepted submissions {:.2} s; after the database was back the first was \
+             accepted in {:.0} ms, /readyz 200 in {:.0} ms; {} answered 503, other answers {:?}",
+            r.restart_took,
+            r.client_gap,
+            r.first_accept * 1e3,
+            r.ready * 1e3,
+            r.refused,
+            r.other
         );
     }
 }
@@ -403,14 +455,15 @@ fn main() {
         .collect();
     let mode = args.first().map(String::as_str).unwrap_or("all");
     let n: Option<usize> = args.get(1).and_then(|s| s.parse().ok());
+    let only = args.get(2).cloned();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .unwrap();
-    runtime.block_on(async move {
+    runtime.block_on(async {
         if matches!(mode, "throughput" | "all") {
-            bench_throughput(n.unwrap_or(3000)).await;
+            bench_throughput(n.unwrap_or(3000), only.as_deref()).await;
         }
         if matches!(mode, "kill" | "all") {
             bench_kill(n.unwrap_or(3)).await;

@@ -46,13 +46,12 @@ pub fn server_bindir() -> Option<PathBuf> {
 /// Runs a PostgreSQL program as the `postgres` user (the tests run as root, and PostgreSQL
 /// refuses to run as root).
 fn as_postgres(program: &Path, args: &[&str]) -> Output {
-    let output = Command::new("runuser")
+    Command::new("runuser")
         .args(["-u", "postgres", "--"])
         .arg(program)
         .args(args)
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {} as postgres: {e}", program.display()));
-    output
+        .unwrap_or_else(|e| panic!("cannot run {} as postgres: {e}", program.display()))
 }
 
 fn check(what: &str, output: Output) {
