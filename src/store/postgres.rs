@@ -272,14 +272,15 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
      priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id, node) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, \
-     $10, $11, $12, $13, $14)";
+     idempotency_key, request_id, node, args_digest) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, \
+     $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id, node) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, \
-     $10, $11, $12, $13, $14) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+     idempotency_key, request_id, node, args_digest) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, \
+     $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 /// Whether a string or key anywhere in `value` holds U+0000.
 fn has_nul(value: &Value) -> bool {
@@ -336,6 +337,7 @@ fn bind_new_job<'q>(
         .bind(job.idempotency_key.clone())
         .bind(job.request_id.clone())
         .bind(job.node.clone())
+        .bind(job.args_digest.clone())
 }
 
 async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> Result<()> {
@@ -453,7 +455,9 @@ impl Store for PgStore {
                         .bind(&job.idempotency_key)
                         .fetch_one(&mut *tx)
                         .await?;
-                (job_from_row(&row)?, false)
+                let earlier = job_from_row(&row)?;
+                super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
+                (earlier, false)
             }
         };
         if let (true, Some(sandbox)) = (created, &job.sandbox) {

@@ -258,13 +258,13 @@ fn ids_json(ids: &[Uuid]) -> String {
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, priority, \
      attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, idempotency_key, \
-     request_id, node) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)";
+     request_id, node, args_digest) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id, node) \
-     VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+     idempotency_key, request_id, node, args_digest) \
+     VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 fn bind_new_job<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
@@ -286,6 +286,7 @@ fn bind_new_job<'q>(
         .bind(job.idempotency_key.clone())
         .bind(job.request_id.clone())
         .bind(job.node.clone())
+        .bind(job.args_digest.clone())
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> Result<()> {
@@ -424,7 +425,9 @@ impl Store for SqliteStore {
                         .bind(&job.idempotency_key)
                         .fetch_one(&mut *tx)
                         .await?;
-                (job_from_row(&row)?, false)
+                let earlier = job_from_row(&row)?;
+                super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
+                (earlier, false)
             }
         };
         if let (true, Some(sandbox)) = (created, &job.sandbox) {

@@ -21,6 +21,7 @@ mod files;
 mod flow;
 mod git;
 mod git_token;
+mod idempotency;
 mod internals;
 mod isolation;
 mod job_errors;

@@ -1519,3 +1519,48 @@ pub async fn queued_jobs_of_gone_nodes_fail(t: TestStore) {
             .is_empty()
     );
 }
+
+pub async fn a_reused_idempotency_key_with_other_arguments_is_refused(t: TestStore) {
+    let s = t.store.as_ref();
+    let keyed = |digest: Option<&str>| {
+        let mut j = job("t1", Some("w/idem"));
+        j.idempotency_key = Some("k-1".into());
+        j.args_digest = digest.map(str::to_string);
+        j
+    };
+    let first = s.enqueue(keyed(Some("d1")), audit("t1")).await.unwrap();
+    assert!(first.created);
+    let audits = audit_rows(s).await;
+    // The same request again, also while the job runs: the original job.
+    claim(s, "n1", 1).await;
+    let again = s.enqueue(keyed(Some("d1")), audit("t1")).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.job.id, first.job.id);
+    assert_eq!(again.job.state, JobState::Running);
+    assert_eq!(audit_rows(s).await, audits + 1, "the replay is audited");
+    // Another request under the same key: refused, nothing written.
+    match s.enqueue(keyed(Some("d2")), audit("t1")).await {
+        Err(StoreError::IdempotencyMismatch { key, job_id }) => {
+            assert_eq!(key, "k-1");
+            assert_eq!(job_id, first.job.id);
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    assert_eq!(audit_rows(s).await, audits + 1);
+    let all = s
+        .list_jobs(&JobFilter {
+            tenant: Some("t1".into()),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    // Without a digest (an older job or caller) the key alone decides.
+    let legacy = s.enqueue(keyed(None), audit("t1")).await.unwrap();
+    assert_eq!((legacy.created, legacy.job.id), (false, first.job.id));
+    // Keys are per tenant: another tenant's same key and digest is its own job.
+    let mut other = keyed(Some("d2"));
+    other.tenant = "t2".into();
+    assert!(s.enqueue(other, audit("t2")).await.unwrap().created);
+}

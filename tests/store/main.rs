@@ -102,6 +102,7 @@ conformance!(
     signals_announce_each_commit,
     claims_leave_jobs_bound_to_other_nodes,
     queued_jobs_of_gone_nodes_fail,
+    a_reused_idempotency_key_with_other_arguments_is_refused,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
