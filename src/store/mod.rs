@@ -245,8 +245,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// is). `None` when no job is runnable. Feeds `oldest_runnable_job_age_seconds`.
     async fn oldest_runnable(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
 
-    /// Deletes finished jobs (and their output) that finished before `before`.
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// Deletes up to `limit` finished jobs (oldest first) that finished before `before`, with
+    /// their output; their idempotency keys go with them. Returns how many jobs went; fewer
+    /// than `limit` means nothing older is left. Bounded, so that one call holds the database
+    /// briefly however large the backlog (the retention loop calls it until it runs dry).
+    async fn prune(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
 
     // ---- output ----------------------------------------------------------------------------
 

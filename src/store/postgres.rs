@@ -849,21 +849,29 @@ impl Store for PgStore {
         Ok(oldest)
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
+    async fn prune(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM job_output WHERE job_id IN \
-             (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1)",
+        // Rows another node's retention pass holds are skipped, not waited for.
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 \
+             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(before)
-        .execute(&mut *tx)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await?;
-        let deleted =
-            sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1")
-                .bind(before)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        sqlx::query("DELETE FROM job_output WHERE job_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(deleted)
     }

@@ -790,21 +790,29 @@ impl Store for SqliteStore {
         Ok(oldest.map(from_ts))
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
+    async fn prune(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "DELETE FROM job_output WHERE job_id IN \
-             (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?)",
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? \
+             ORDER BY finished_at LIMIT ?",
         )
         .bind(ts(before))
-        .execute(&mut *tx)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await?;
-        let deleted =
-            sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?")
-                .bind(ts(before))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = json_text(&ids);
+        sqlx::query("DELETE FROM job_output WHERE job_id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(deleted)
     }

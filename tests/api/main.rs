@@ -41,6 +41,7 @@ mod nul_output;
 mod prometheus_scrape;
 mod quota;
 mod restart;
+mod retention;
 mod schemas;
 mod serialization;
 mod stdio;
