@@ -356,7 +356,7 @@ impl Application {
 
         let mut background = Vec::new();
         if config.queue.retention_hours > 0 {
-            background.push(tokio::spawn(prune_loop(
+            background.push(tokio::spawn(crate::queue::retention::run(
                 store.clone(),
                 Duration::from_secs(config.queue.retention_hours * 3600),
             )));
@@ -507,21 +507,6 @@ async fn audit_prune_loop(store: Arc<dyn Store>, retention: Duration) {
             Ok(0) => {}
             Ok(n) => tracing::info!(rows = n, "pruned audit rows past their retention"),
             Err(e) => tracing::warn!(error = %e, "pruning the audit log failed"),
-        }
-    }
-}
-
-/// Deletes finished jobs older than `retention`, hourly.
-async fn prune_loop(store: Arc<dyn Store>, retention: Duration) {
-    let mut interval = tokio::time::interval(Duration::from_secs(3600));
-    loop {
-        interval.tick().await;
-        let before = chrono::Utc::now()
-            - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::days(3650));
-        match store.prune(before).await {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(jobs = n, "pruned finished jobs"),
-            Err(e) => tracing::warn!(error = %e, "pruning finished jobs failed"),
         }
     }
 }

@@ -9,6 +9,7 @@
 pub mod events;
 pub mod follow;
 pub mod listen;
+pub mod retention;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -204,6 +204,9 @@ pub struct NewJob {
     /// The only node that may claim the job: the node whose disk holds the job's sandbox (a
     /// node-local driver's). `None`: any node.
     pub node: Option<String>,
+    /// What the caller asked for, as a digest (tool and canonical arguments): a repeated
+    /// idempotency key replays the earlier job only when its digest is the same (or unknown).
+    pub args_digest: Option<String>,
 }
 
 impl NewJob {
@@ -224,6 +227,7 @@ impl NewJob {
             sandbox: None,
             request_id: None,
             node: None,
+            args_digest: None,
         }
     }
 }

@@ -157,8 +157,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Inserts the job, its audit row and its sandbox row (`NewJob::sandbox`) in one
     /// transaction. With an idempotency key already used by the tenant, inserts only the audit
-    /// row and returns the earlier job with `created: false`; [`StoreError::Conflict`] (nothing
-    /// inserted) when the sandbox's name is taken.
+    /// row and returns the earlier job with `created: false`, unless both jobs have an
+    /// `args_digest` and they differ: then [`StoreError::IdempotencyMismatch`], nothing
+    /// inserted. [`StoreError::Conflict`] (nothing inserted) when the sandbox's name is taken.
+    /// The unique index decides between concurrent submitters, on any node.
     async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued>;
 
     /// Inserts many jobs in one transaction (no audit rows, no sandbox rows, no idempotency keys
@@ -243,8 +245,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// is). `None` when no job is runnable. Feeds `oldest_runnable_job_age_seconds`.
     async fn oldest_runnable(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
 
-    /// Deletes finished jobs (and their output) that finished before `before`.
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64>;
+    /// Deletes up to `limit` finished jobs (oldest first) that finished before `before`, with
+    /// their output; their idempotency keys go with them. Returns how many jobs went; fewer
+    /// than `limit` means nothing older is left. Bounded, so that one call holds the database
+    /// briefly however large the backlog (the retention loop calls it until it runs dry).
+    async fn prune(&self, before: DateTime<Utc>, limit: u32) -> Result<u64>;
 
     // ---- output ----------------------------------------------------------------------------
 
@@ -430,6 +435,23 @@ pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
         )
     } else {
         (JobState::Failed, Some(interrupted_error(&job.tool)))
+    }
+}
+
+/// Refuses to replay `earlier` for `job` (same tenant and idempotency key) when both digests are
+/// known and differ: the key was reused for another request. Nothing is written then (the
+/// caller's transaction rolls back).
+pub(crate) fn check_replay(
+    job: &NewJob,
+    earlier: &Job,
+    earlier_digest: Option<String>,
+) -> Result<()> {
+    match (&job.args_digest, earlier_digest) {
+        (Some(new), Some(old)) if *new != old => Err(StoreError::IdempotencyMismatch {
+            key: job.idempotency_key.clone().unwrap_or_default(),
+            job_id: earlier.id,
+        }),
+        _ => Ok(()),
     }
 }
 

@@ -272,14 +272,15 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
      priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id, node) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, \
-     $10, $11, $12, $13, $14)";
+     idempotency_key, request_id, node, args_digest) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, \
+     $7, $8, $9, $10, $11, $12, $13, $14, $15)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id, node) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, $7, $8, $9, \
-     $10, $11, $12, $13, $14) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+     idempotency_key, request_id, node, args_digest) VALUES ($1, $2, $3, $4, $5, 'queued', $6, 0, \
+     $7, $8, $9, $10, $11, $12, $13, $14, $15) \
+     ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 /// Whether a string or key anywhere in `value` holds U+0000.
 fn has_nul(value: &Value) -> bool {
@@ -336,6 +337,7 @@ fn bind_new_job<'q>(
         .bind(job.idempotency_key.clone())
         .bind(job.request_id.clone())
         .bind(job.node.clone())
+        .bind(job.args_digest.clone())
 }
 
 async fn insert_audit(conn: &mut PgConnection, entry: &AuditEntry) -> Result<()> {
@@ -453,7 +455,9 @@ impl Store for PgStore {
                         .bind(&job.idempotency_key)
                         .fetch_one(&mut *tx)
                         .await?;
-                (job_from_row(&row)?, false)
+                let earlier = job_from_row(&row)?;
+                super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
+                (earlier, false)
             }
         };
         if let (true, Some(sandbox)) = (created, &job.sandbox) {
@@ -845,21 +849,29 @@ impl Store for PgStore {
         Ok(oldest)
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
+    async fn prune(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "DELETE FROM job_output WHERE job_id IN \
-             (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1)",
+        // Rows another node's retention pass holds are skipped, not waited for.
+        let ids: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1 \
+             ORDER BY finished_at LIMIT $2 FOR UPDATE SKIP LOCKED",
         )
         .bind(before)
-        .execute(&mut *tx)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await?;
-        let deleted =
-            sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < $1")
-                .bind(before)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        sqlx::query("DELETE FROM job_output WHERE job_id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM jobs WHERE id = ANY($1)")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(deleted)
     }

@@ -258,13 +258,13 @@ fn ids_json(ids: &[Uuid]) -> String {
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, priority, \
      attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, idempotency_key, \
-     request_id, node) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?)";
+     request_id, node, args_digest) VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 /// The job insert, returning the row unless the tenant already used the idempotency key.
 const INSERT_JOB_IDEMPOTENT: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, \
      state, priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
-     idempotency_key, request_id, node) \
-     VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
+     idempotency_key, request_id, node, args_digest) \
+     VALUES (?, ?, ?, ?, ?, 'queued', ?, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *";
 
 fn bind_new_job<'q>(
     query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments>,
@@ -286,6 +286,7 @@ fn bind_new_job<'q>(
         .bind(job.idempotency_key.clone())
         .bind(job.request_id.clone())
         .bind(job.node.clone())
+        .bind(job.args_digest.clone())
 }
 
 async fn insert_audit(conn: &mut SqliteConnection, entry: &AuditEntry) -> Result<()> {
@@ -424,7 +425,9 @@ impl Store for SqliteStore {
                         .bind(&job.idempotency_key)
                         .fetch_one(&mut *tx)
                         .await?;
-                (job_from_row(&row)?, false)
+                let earlier = job_from_row(&row)?;
+                super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
+                (earlier, false)
             }
         };
         if let (true, Some(sandbox)) = (created, &job.sandbox) {
@@ -787,21 +790,29 @@ impl Store for SqliteStore {
         Ok(oldest.map(from_ts))
     }
 
-    async fn prune(&self, before: DateTime<Utc>) -> Result<u64> {
+    async fn prune(&self, before: DateTime<Utc>, limit: u32) -> Result<u64> {
         let mut tx = self.begin().await?;
-        sqlx::query(
-            "DELETE FROM job_output WHERE job_id IN \
-             (SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?)",
+        let ids: Vec<String> = sqlx::query_scalar(
+            "SELECT id FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ? \
+             ORDER BY finished_at LIMIT ?",
         )
         .bind(ts(before))
-        .execute(&mut *tx)
+        .bind(i64::from(limit))
+        .fetch_all(&mut *tx)
         .await?;
-        let deleted =
-            sqlx::query("DELETE FROM jobs WHERE finished_at IS NOT NULL AND finished_at < ?")
-                .bind(ts(before))
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let ids = json_text(&ids);
+        sqlx::query("DELETE FROM job_output WHERE job_id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?;
+        let deleted = sqlx::query("DELETE FROM jobs WHERE id IN (SELECT value FROM json_each(?))")
+            .bind(&ids)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
         tx.commit().await?;
         Ok(deleted)
     }

@@ -10,6 +10,7 @@ mod code_hint;
 mod exec;
 mod files;
 mod git;
+pub mod idempotency;
 pub mod outputs;
 pub mod resources;
 mod sandbox;
@@ -333,6 +334,11 @@ impl Tools {
             .get(submission.tool.as_str())
             .ok_or_else(|| SubmitError::UnknownTool(submission.tool.clone()))?;
         let config = &self.env.config;
+        // Only a keyed submission needs to be recognised again.
+        let args_digest = submission
+            .idempotency_key
+            .is_some()
+            .then(|| idempotency::arguments_digest(tool.spec().name, &submission.arguments));
         let plan = tool.plan(submission.arguments, config)?;
         let tenant = submission.caller.tenant.as_str();
         // The node that must run the job: the one holding its sandbox, if the sandbox is
@@ -375,6 +381,7 @@ impl Tools {
         job.idempotency_key = submission.idempotency_key;
         job.request_id = submission.caller.request_id.clone();
         job.node = node;
+        job.args_digest = args_digest;
         let audit = submission.caller.entry(
             tool.spec().name,
             workspace,

@@ -169,3 +169,62 @@ async fn jobs_of_a_gone_nodes_sandboxes_fail_after_the_horizon() {
     let on_b = b.sandbox("still-here").await;
     assert_eq!(b.shell(&on_b, "echo ok").await["stdout"], "ok\n");
 }
+
+/// A node died holding leases (its jobs are `running` under its name, leases expired): a
+/// surviving node's rescuer resolves them within its interval. The retry-safe job runs again
+/// there as attempt two; the execution ends `interrupted` and is never run again.
+#[actix_web::test]
+async fn a_surviving_node_rescues_a_dead_nodes_expired_leases() {
+    let Some((mut config, dir)) = test_config(Db::Postgres).await else {
+        return;
+    };
+    config.queue.rescue_interval_s = 1;
+    let url = config.database.url.clone();
+    let survivor = spawn_with(config, dir).await;
+    let sandbox = survivor.sandbox("rescued").await;
+
+    // What the dead node left: two jobs it claimed with a one-second lease, never renewed.
+    let store = daytona_mcp::store::connect(&daytona_mcp::store::DatabaseUrl::new(url), 2)
+        .await
+        .unwrap();
+    let mut safe = daytona_mcp::store::NewJob::new("default", "list_sandboxes", json!({}));
+    safe.retry_safe = true;
+    safe.max_attempts = 3;
+    let mut unsafe_exec = daytona_mcp::store::NewJob::new(
+        "default",
+        "execute_shell",
+        json!({"sandbox_id": sandbox, "command": "echo twice >> ran.txt"}),
+    );
+    unsafe_exec.workspace = Some("default/rescued".into());
+    let ids = [safe.id, unsafe_exec.id];
+    // Due in two seconds, so the survivor (which wakes on the enqueue) cannot take them yet;
+    // the dead node claimed them "at" that time, with a one-second lease.
+    let due = chrono::Utc::now() + chrono::Duration::seconds(2);
+    safe.run_after = due;
+    unsafe_exec.run_after = due;
+    store.enqueue_many(vec![safe, unsafe_exec]).await.unwrap();
+    let mut claimed: Vec<_> = store
+        .claim("dead-node", 10, due, Duration::from_secs(1))
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|j| j.id)
+        .collect();
+    claimed.sort();
+    let mut expected = ids.to_vec();
+    expected.sort();
+    assert_eq!(claimed, expected);
+    let started = Instant::now();
+    let again = survivor.wait(&ids[0].to_string()).await;
+    assert_eq!(again["status"], "succeeded", "{again}");
+    assert_eq!(again["attempts"], 2, "{again}");
+    let failed = survivor.wait(&ids[1].to_string()).await;
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert_eq!(failed["error"]["reason"], "interrupted", "{failed}");
+    assert!(started.elapsed() < Duration::from_secs(20));
+    let files = survivor.shell(&sandbox, "ls").await;
+    assert!(
+        !files["stdout"].as_str().unwrap().contains("ran.txt"),
+        "the execution never ran again: {files}"
+    );
+}

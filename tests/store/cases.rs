@@ -907,13 +907,13 @@ pub async fn prune_deletes_old_finished_jobs(t: TestStore) {
     .await
     .unwrap();
     assert_eq!(
-        s.prune(Utc::now() - chrono::Duration::hours(1))
+        s.prune(Utc::now() - chrono::Duration::hours(1), 100)
             .await
             .unwrap(),
         0
     );
     assert_eq!(
-        s.prune(Utc::now() + chrono::Duration::seconds(1))
+        s.prune(Utc::now() + chrono::Duration::seconds(1), 100)
             .await
             .unwrap(),
         1
@@ -1518,4 +1518,108 @@ pub async fn queued_jobs_of_gone_nodes_fail(t: TestStore) {
             .unwrap()
             .is_empty()
     );
+}
+
+pub async fn a_reused_idempotency_key_with_other_arguments_is_refused(t: TestStore) {
+    let s = t.store.as_ref();
+    let keyed = |digest: Option<&str>| {
+        let mut j = job("t1", Some("w/idem"));
+        j.idempotency_key = Some("k-1".into());
+        j.args_digest = digest.map(str::to_string);
+        j
+    };
+    let first = s.enqueue(keyed(Some("d1")), audit("t1")).await.unwrap();
+    assert!(first.created);
+    let audits = audit_rows(s).await;
+    // The same request again, also while the job runs: the original job.
+    claim(s, "n1", 1).await;
+    let again = s.enqueue(keyed(Some("d1")), audit("t1")).await.unwrap();
+    assert!(!again.created);
+    assert_eq!(again.job.id, first.job.id);
+    assert_eq!(again.job.state, JobState::Running);
+    assert_eq!(audit_rows(s).await, audits + 1, "the replay is audited");
+    // Another request under the same key: refused, nothing written.
+    match s.enqueue(keyed(Some("d2")), audit("t1")).await {
+        Err(StoreError::IdempotencyMismatch { key, job_id }) => {
+            assert_eq!(key, "k-1");
+            assert_eq!(job_id, first.job.id);
+        }
+        other => panic!("expected a mismatch, got {other:?}"),
+    }
+    assert_eq!(audit_rows(s).await, audits + 1);
+    let all = s
+        .list_jobs(&JobFilter {
+            tenant: Some("t1".into()),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 1);
+    // Without a digest (an older job or caller) the key alone decides.
+    let legacy = s.enqueue(keyed(None), audit("t1")).await.unwrap();
+    assert_eq!((legacy.created, legacy.job.id), (false, first.job.id));
+    // Keys are per tenant: another tenant's same key and digest is its own job.
+    let mut other = keyed(Some("d2"));
+    other.tenant = "t2".into();
+    assert!(s.enqueue(other, audit("t2")).await.unwrap().created);
+}
+
+pub async fn prune_goes_in_bounded_batches_and_frees_idempotency_keys(t: TestStore) {
+    let s = t.store.as_ref();
+    let long_ago = Utc::now() - chrono::Duration::days(2);
+    let mut old = Vec::new();
+    for i in 0..5 {
+        let mut j = job("t1", None);
+        j.idempotency_key = Some(format!("key-{i}"));
+        old.push(put(s, j).await.id);
+    }
+    assert_eq!(claim(s, "n1", 10).await.len(), 5);
+    let done: Vec<Completion> = old.iter().map(|id| ok(*id)).collect();
+    s.complete("n1", &done, long_ago).await.unwrap();
+    s.append_output(&[OutputChunk {
+        job_id: old[0],
+        seq: 1,
+        stream: Stream::Stdout,
+        data: b"old".to_vec(),
+        at: long_ago,
+    }])
+    .await
+    .unwrap();
+    let recent = put(s, job("t1", None)).await;
+    claim(s, "n1", 1).await;
+    s.complete("n1", &[ok(recent.id)], Utc::now())
+        .await
+        .unwrap();
+    let queued = put(s, job("t1", Some("w/stays"))).await;
+    let audits = audit_rows(s).await;
+
+    let horizon = Utc::now() - chrono::Duration::days(1);
+    assert_eq!(s.prune(horizon, 2).await.unwrap(), 2);
+    assert_eq!(
+        daytona_mcp::queue::retention::prune_all(s, horizon, 2)
+            .await
+            .unwrap(),
+        3,
+        "the rest, two at a time"
+    );
+    assert_eq!(s.prune(horizon, 2).await.unwrap(), 0);
+    for id in &old {
+        assert!(s.job(None, *id).await.unwrap().is_none());
+    }
+    assert!(s.output(old[0], 0).await.unwrap().is_empty());
+    assert!(s.job(None, recent.id).await.unwrap().is_some(), "younger");
+    assert!(
+        s.job(None, queued.id).await.unwrap().is_some(),
+        "unfinished"
+    );
+    assert_eq!(
+        audit_rows(s).await,
+        audits,
+        "the audit log has its own retention"
+    );
+    // A pruned job's idempotency key is free again.
+    let mut reuse = job("t1", None);
+    reuse.idempotency_key = Some("key-0".into());
+    assert!(s.enqueue(reuse, audit("t1")).await.unwrap().created);
 }

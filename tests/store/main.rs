@@ -102,6 +102,8 @@ conformance!(
     signals_announce_each_commit,
     claims_leave_jobs_bound_to_other_nodes,
     queued_jobs_of_gone_nodes_fail,
+    a_reused_idempotency_key_with_other_arguments_is_refused,
+    prune_goes_in_bounded_batches_and_frees_idempotency_keys,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one

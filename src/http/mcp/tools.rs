@@ -20,7 +20,7 @@ use super::job_tools;
 use super::protocol::{Revision, RpcError, TASKS_EXTENSION};
 use super::{Ctx, Outcome, sse, tasks};
 use crate::http::rest::take_background;
-use crate::store::{Job, JobState};
+use crate::store::{Job, JobState, StoreError};
 use crate::tools::{Submission, SubmitError, ToolSpec};
 
 /// The JSON schema of the handle a background call (or a call still running when the
@@ -376,6 +376,17 @@ pub(crate) async fn call(
         }
         Err(SubmitError::UnknownTool(name)) => {
             return Err(RpcError::invalid_params(format!("Unknown tool: {name}")));
+        }
+        Err(SubmitError::Store(StoreError::IdempotencyMismatch { key, job_id })) => {
+            return Ok(refused(
+                ctx,
+                "idempotency_key_reused",
+                format!(
+                    "the idempotency key `{key}` was already used for job {job_id} with other \
+                     arguments or another tool; use a new key for a different request"
+                ),
+                Some("idempotency_key".into()),
+            ));
         }
         Err(SubmitError::Store(e)) if e.is_unavailable() => {
             tracing::warn!(error = %e, "cannot enqueue an MCP tool call: the database is unavailable");
