@@ -511,8 +511,21 @@ pub(crate) const INTERNAL_FAILURE: &str =
     "the server failed while running this job; its log has the details under this job's id";
 
 /// The outcome of a store error while running `job`: logged with the job's id, answered
-/// without details.
+/// without details. An unavailable database (a restart, a lost connection, an exhausted pool)
+/// is transient: the job is retried with backoff instead of failing. That is safe because every
+/// caller is a sandbox lookup before the job's side effects or a step of a retry-safe tool
+/// (`create_sandbox`, `delete_sandbox`, listings).
 pub(crate) fn store_failure(job: &Job, error: StoreError) -> Outcome {
+    if error.is_unavailable() {
+        tracing::warn!(job_id = %job.id, tool = %job.tool, error = %error,
+            "database unavailable while running a job; it will be retried");
+        return Outcome::Transient {
+            error: JobError::new(
+                ErrorReason::Internal,
+                "the database was unavailable while this job started",
+            ),
+        };
+    }
     tracing::error!(job_id = %job.id, tool = %job.tool, error = %error,
         "database error while running a job");
     failed(ErrorReason::Internal, INTERNAL_FAILURE)
