@@ -82,6 +82,19 @@ async fn local_sandbox_jobs_run_on_their_node_and_wake_callers_elsewhere() {
         assert_eq!(done["result"]["stdout"], dir.as_str(), "{done}");
         assert_eq!(done["node"], node.as_str(), "{done}");
     }
+    // Listing runs on any node and shows the other node's sandboxes as their rows say, never
+    // `missing` for want of their files here.
+    for node in [&a, &b] {
+        let (status, list) = node.call("/list_sandboxes", json!({})).await;
+        assert_eq!(status, 200, "{list}");
+        let statuses: Vec<&str> = list["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["running", "running"], "{list}");
+    }
     // A job without a sandbox is bound to no node.
     let listed = b.submit("list_sandboxes", json!({})).await;
     assert_eq!(a.wait(&listed).await["node"], serde_json::Value::Null);
