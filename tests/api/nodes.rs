@@ -241,3 +241,30 @@ async fn a_surviving_node_rescues_a_dead_nodes_expired_leases() {
         "the execution never ran again: {files}"
     );
 }
+
+/// A cancel accepted by one node kills the job running on another at once (the cancel's
+/// notification), well before that node's next heartbeat would tell it.
+#[actix_web::test]
+async fn a_cancel_through_one_node_kills_the_job_on_another() {
+    let Some((a, b)) = two_nodes(|c| c.queue.heartbeat_s = 30).await else {
+        return;
+    };
+    let on_b = b.sandbox("cancel-me").await;
+    let job = a
+        .submit(
+            "execute_shell",
+            json!({"sandbox_id": on_b, "command": "sleep 60"}),
+        )
+        .await;
+    a.wait_for_state(&job, "running").await;
+    let started = Instant::now();
+    let (status, body) = a.call(&format!("/v1/jobs/{job}/cancel"), json!({})).await;
+    assert!(status < 300, "{status}: {body}");
+    let done = a.wait(&job).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}: the heartbeat, not the notification, carried the cancel",
+        started.elapsed()
+    );
+}
