@@ -210,6 +210,13 @@ async fn a_database_restart_is_survived_without_losing_accepted_jobs() {
         within(10, async || status_of(&app, "/readyz").await == 503).await,
         "/readyz did not report the outage"
     );
+    // Metrics keep answering and say the database is down.
+    let metrics = app.metrics().await;
+    assert_eq!(
+        crate::helpers::sample(&metrics, "daytona_mcp_database_up"),
+        Some(0.0),
+        "database_up during the outage"
+    );
     for (path, body) in [
         (
             "/execute_shell",
