@@ -735,7 +735,8 @@ pub async fn audit_log_filters_and_is_append_only(t: TestStore) {
             tenant: tenant.to_string(),
             key_id: Some(format!("k{i}")),
             request_id: Some(format!("r{i}")),
-            client_addr: Some("127.0.0.1".into()),
+            address: Some("127.0.0.1".into()),
+            ..Caller::default()
         }
         .entry(
             if i == 1 {
