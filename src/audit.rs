@@ -76,12 +76,6 @@ impl Caller {
         self.role >= role
     }
 
-    /// The tenant whose jobs a lookup is scoped to: the caller's own, or every tenant (`None`)
-    /// for an admin.
-    pub fn scope(&self) -> Option<&str> {
-        (self.role < Role::Admin).then_some(self.tenant.as_str())
-    }
-
     /// An audit row for `action` by this caller.
     pub fn entry(
         &self,

@@ -23,6 +23,7 @@ pub async fn stream(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
+    query: web::Query<super::jobs::TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_job_id(&id)?;
     let after = req
@@ -31,7 +32,10 @@ pub async fn stream(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0);
-    let followed = state.jobs().follow(&caller_of(&req), id, after).await?;
+    let followed = state
+        .jobs()
+        .follow_in(&caller_of(&req), query.tenant.as_deref(), id, after)
+        .await?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     actix_rt::spawn(relay(followed, tx));
     Ok(sse::response(rx))

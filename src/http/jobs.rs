@@ -86,6 +86,14 @@ pub async fn create(
 #[derive(Debug, Deserialize)]
 pub struct GetQuery {
     wait: Option<f64>,
+    /// Another tenant's job, or `*` for any tenant (admins only).
+    tenant: Option<String>,
+}
+
+/// `?tenant=` of the routes of one job.
+#[derive(Debug, Deserialize)]
+pub struct TenantQuery {
+    pub(crate) tenant: Option<String>,
 }
 
 /// `GET /v1/jobs/{id}[?wait=SECONDS]`.
@@ -98,7 +106,9 @@ pub async fn get(
     let id = parse_job_id(&id)?;
     let jobs = state.jobs();
     let wait = jobs.check_wait("wait", query.wait)?;
-    let job = jobs.get(&caller_of(&req), id, wait).await?;
+    let job = jobs
+        .get_in(&caller_of(&req), query.tenant.as_deref(), id, wait)
+        .await?;
     Ok(HttpResponse::Ok().json(job_view(&job)))
 }
 
@@ -143,9 +153,13 @@ pub async fn cancel(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
+    query: web::Query<TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_job_id(&id)?;
-    let outcome = state.jobs().cancel(&caller_of(&req), id).await?;
+    let outcome = state
+        .jobs()
+        .cancel_in(&caller_of(&req), query.tenant.as_deref(), id)
+        .await?;
     let (status, job, message) = match &outcome {
         CancelOutcome::Cancelled(job) => (StatusCode::OK, job, "cancelled before it started"),
         CancelOutcome::Requested(job) => (

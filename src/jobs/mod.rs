@@ -6,8 +6,9 @@
 //! Each method takes the request's [`Caller`] and does, in one place:
 //! - the role check (reading is a viewer's, cancelling a developer's; a refusal is audited);
 //! - the tenant scope: a caller sees only its tenant's jobs, and another tenant's job is
-//!   [`JobsError::NotFound`], never "forbidden", so that nothing says it exists; an admin sees
-//!   every tenant (and may narrow a listing to one);
+//!   [`JobsError::NotFound`], never "forbidden", so that nothing says it exists; an admin may
+//!   ask for another tenant's jobs, or every tenant's ([`ALL_TENANTS`]), with the `tenant`
+//!   argument of the `*_in` methods (the jobs API's `?tenant=`);
 //! - the audit row: a cancel's row is written in the same transaction as the state change
 //!   ([`Queue::cancel_audited`]), as an enqueue's is.
 //!
@@ -28,6 +29,9 @@ use crate::tools::{InvalidInput, workspace_key};
 pub const MAX_PAGE: u32 = 200;
 /// Jobs in a page unless the caller asks for another number.
 pub const DEFAULT_PAGE: u32 = 50;
+
+/// The `tenant` an admin names to reach every tenant's jobs.
+pub const ALL_TENANTS: &str = "*";
 
 /// The audit action of a cancel, whichever transport asked for it.
 pub const CANCEL_ACTION: &str = "jobs.cancel";
@@ -136,15 +140,45 @@ impl Jobs {
         Err(JobsError::Forbidden { action, required })
     }
 
+    /// The tenant a lookup is scoped to (`None`: every tenant): the caller's own unless an
+    /// admin asked for another one, or for every one with [`ALL_TENANTS`].
+    async fn scope(
+        &self,
+        caller: &Caller,
+        action: &'static str,
+        asked: Option<&str>,
+    ) -> Result<Option<String>, JobsError> {
+        match asked {
+            None => Ok(Some(caller.tenant.clone())),
+            Some(own) if own == caller.tenant => Ok(Some(own.to_string())),
+            Some(other) => {
+                self.require(caller, action, Role::Admin, None).await?;
+                Ok((other != ALL_TENANTS).then(|| other.to_string()))
+            }
+        }
+    }
+
     /// The caller's job `id`, as it is now, or after waiting up to `wait` for it to end.
     pub async fn get(&self, caller: &Caller, id: Uuid, wait: Duration) -> Result<Job, JobsError> {
+        self.get_in(caller, None, id, wait).await
+    }
+
+    /// [`Jobs::get`] in tenant `tenant` (see [`Jobs::scope`]).
+    pub async fn get_in(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        id: Uuid,
+        wait: Duration,
+    ) -> Result<Job, JobsError> {
         self.require(caller, "jobs.get", Role::Viewer, Some(id))
             .await?;
+        let scope = self.scope(caller, "jobs.get", tenant).await?;
         let job = if wait.is_zero() {
-            self.queue.store().job(caller.scope(), id).await?
+            self.queue.store().job(scope.as_deref(), id).await?
         } else {
             self.queue
-                .wait(caller.scope(), id, wait.min(self.max_wait))
+                .wait(scope.as_deref(), id, wait.min(self.max_wait))
                 .await?
         };
         job.ok_or(JobsError::NotFound(id))
@@ -168,15 +202,9 @@ impl Jobs {
             )
             .into());
         }
-        let tenant = match (&request.tenant, caller.scope()) {
-            (Some(asked), Some(own)) if asked != own => {
-                // A caller with a scope is not an admin: this refuses, with its audit row.
-                self.require(caller, "jobs.list", Role::Admin, None).await?;
-                Some(asked.clone())
-            }
-            (Some(asked), _) => Some(asked.clone()),
-            (None, scope) => scope.map(str::to_string),
-        };
+        let tenant = self
+            .scope(caller, "jobs.list", request.tenant.as_deref())
+            .await?;
         let state = request
             .state
             .as_deref()
@@ -240,9 +268,20 @@ impl Jobs {
     /// Cancels the caller's job: a queued one at once, a running one by killing its command.
     /// Needs the developer role; the audit row is written with the state change.
     pub async fn cancel(&self, caller: &Caller, id: Uuid) -> Result<CancelOutcome, JobsError> {
+        self.cancel_in(caller, None, id).await
+    }
+
+    /// [`Jobs::cancel`] in tenant `tenant` (see [`Jobs::scope`]).
+    pub async fn cancel_in(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        id: Uuid,
+    ) -> Result<CancelOutcome, JobsError> {
         self.require(caller, CANCEL_ACTION, Role::Developer, Some(id))
             .await?;
-        self.cancel_unchecked(caller, id).await
+        let scope = self.scope(caller, CANCEL_ACTION, tenant).await?;
+        self.cancel_scoped(caller, scope.as_deref(), id).await
     }
 
     /// Cancels a call the caller itself started and then abandoned (it closed its stream, or
@@ -253,17 +292,18 @@ impl Jobs {
         caller: &Caller,
         id: Uuid,
     ) -> Result<CancelOutcome, JobsError> {
-        self.cancel_unchecked(caller, id).await
+        self.cancel_scoped(caller, Some(&caller.tenant), id).await
     }
 
-    async fn cancel_unchecked(
+    async fn cancel_scoped(
         &self,
         caller: &Caller,
+        scope: Option<&str>,
         id: Uuid,
     ) -> Result<CancelOutcome, JobsError> {
         let audit = caller.entry(CANCEL_ACTION, None, Some(id), "accepted", None);
         self.queue
-            .cancel_audited(caller.scope(), id, audit)
+            .cancel_audited(scope, id, audit)
             .await?
             .ok_or(JobsError::NotFound(id))
     }
@@ -276,14 +316,26 @@ impl Jobs {
         id: Uuid,
         after: i64,
     ) -> Result<mpsc::Receiver<Followed>, JobsError> {
+        self.follow_in(caller, None, id, after).await
+    }
+
+    /// [`Jobs::follow`] in tenant `tenant` (see [`Jobs::scope`]).
+    pub async fn follow_in(
+        &self,
+        caller: &Caller,
+        tenant: Option<&str>,
+        id: Uuid,
+        after: i64,
+    ) -> Result<mpsc::Receiver<Followed>, JobsError> {
         self.require(caller, "jobs.events", Role::Viewer, Some(id))
             .await?;
+        let scope = self.scope(caller, "jobs.events", tenant).await?;
         // Subscribe before reading, so nothing between the read and the subscription is missed.
         let events = self.queue.events().subscribe(id);
         let job = self
             .queue
             .store()
-            .job(caller.scope(), id)
+            .job(scope.as_deref(), id)
             .await?
             .ok_or(JobsError::NotFound(id))?;
         let tenant = job.tenant.clone();
