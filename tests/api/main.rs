@@ -6,7 +6,9 @@ mod support;
 
 mod helpers;
 
+mod access;
 mod actors;
+mod audit_api;
 mod bad_input;
 mod cancel;
 mod cli;
@@ -38,10 +40,12 @@ mod nul_output;
 mod prometheus_scrape;
 mod quota;
 mod restart;
+mod roles;
 mod schemas;
 mod serialization;
 mod stdio;
 mod stored_env;
+mod tenants;
 
 /// Runs an `async fn(Db)` test once per database.
 #[macro_export]
