@@ -200,6 +200,10 @@ fn tool_table(sandbox: &str) -> BTreeMap<&'static str, Vec<(Value, &'static str)
     ])
 }
 
+/// A route's template and method, the request's path and body, and the status a viewer, a
+/// developer and an admin get.
+type RouteCase = (&'static str, &'static str, String, Option<Value>, [u16; 3]);
+
 fn allows(role: &str, needed: &str) -> bool {
     let rank = |r: &str| {
         ["viewer", "developer", "admin"]
@@ -282,7 +286,7 @@ async fn each_tool_and_route_needs_its_role(db: Db) {
         )
         .await;
     keyed.app.wait(&job).await;
-    let routes: Vec<(&str, &str, String, Option<Value>, [u16; 3])> = vec![
+    let routes: Vec<RouteCase> = vec![
         ("/schema", "GET", "/schema".into(), None, [200, 200, 200]),
         (
             "/{tool}/schema",
