@@ -538,3 +538,25 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
     // Four refused tool calls in each revision, and one tasks/cancel.
     assert_eq!(viewer_denials, 4 * 2 + 1);
 }
+
+/// A keys file that holds a key instead of its digest stops the server at start-up, naming the
+/// file and the entry, and without repeating the key.
+#[actix_web::test]
+async fn a_keys_file_with_a_plain_key_stops_the_server() {
+    let (mut config, dir) = crate::helpers::test_config(Db::Sqlite).await.unwrap();
+    let path = dir.path().join("keys.toml");
+    std::fs::write(
+        &path,
+        "[[keys]]\nname = \"ci\"\ntenant = \"team-a\"\nrole = \"developer\"\n\
+         sha256 = \"dmcp_plain_key_0123456789\"\n",
+    )
+    .unwrap();
+    config.auth.keys_file = path.display().to_string();
+    let error = match daytona_mcp::app::Application::build(config).await {
+        Ok(_) => panic!("the server started with a plain key in its keys file"),
+        Err(error) => format!("{error:#}"),
+    };
+    assert!(error.contains("keys.toml"), "{error}");
+    assert!(error.contains("keys[0] (`ci`): sha256"), "{error}");
+    assert!(!error.contains("dmcp_plain_key_0123456789"), "{error}");
+}
