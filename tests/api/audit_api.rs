@@ -271,3 +271,153 @@ async fn the_audit_api_filters_pages_and_keeps_no_secret(db: Db) {
         }
     }
 }
+
+on_both_databases!(every_cancel_path_writes_one_audit_row);
+
+/// The running job of sandbox `name`, once there is one.
+async fn running_in(keyed: &Keyed, name: &str) -> String {
+    for _ in 0..1200 {
+        let (_, page) = keyed
+            .send_as(
+                DEVELOPER,
+                "GET",
+                &format!("/v1/jobs?sandbox={name}&state=running"),
+                None,
+            )
+            .await;
+        if let Some(job) = page["jobs"].as_array().and_then(|j| j.first()) {
+            return job["job_id"].as_str().unwrap().to_string();
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    panic!("nothing ran in {name}");
+}
+
+/// Each way a job gets cancelled (the jobs API, `cancel_job`, `tasks/cancel`,
+/// `notifications/cancelled`, a 2026-07-28 client that closes its JSON request or its stream)
+/// writes one `jobs.cancel` row, with the job and the caller.
+async fn every_cancel_path_writes_one_audit_row(db: Db) {
+    use futures::StreamExt;
+
+    let Some(mut keyed) = spawn_keyed(db).await else {
+        return;
+    };
+    keyed.act_as(DEVELOPER);
+    for name in ["c-rest", "c-tool", "c-task", "c-note", "c-json", "c-sse"] {
+        keyed.app.sandbox(name).await;
+    }
+    let sleep = |name: &str| json!({"sandbox_id": name, "command": "sleep 600"});
+    let mut cancelled = Vec::new();
+
+    // The jobs API.
+    let job = keyed
+        .submit_as(DEVELOPER, "execute_shell", sleep("c-rest"))
+        .await;
+    running_in(&keyed, "c-rest").await;
+    let (status, _) = keyed
+        .send_as(
+            DEVELOPER,
+            "POST",
+            &format!("/v1/jobs/{job}/cancel"),
+            Some(&json!({})),
+        )
+        .await;
+    assert_eq!(status, 202);
+    cancelled.push(job);
+
+    // The cancel_job tool and tasks/cancel.
+    let session = keyed.app.mcp_session("2025-11-25").await;
+    let job = keyed
+        .submit_as(DEVELOPER, "execute_shell", sleep("c-tool"))
+        .await;
+    running_in(&keyed, "c-tool").await;
+    let result = session.tool(1, "cancel_job", json!({"job_id": job})).await;
+    assert_eq!(result["structuredContent"]["cancelled"], true, "{result}");
+    cancelled.push(job);
+    let job = keyed
+        .submit_as(DEVELOPER, "execute_shell", sleep("c-task"))
+        .await;
+    running_in(&keyed, "c-task").await;
+    let task = session
+        .call(2, "tasks/cancel", json!({"taskId": job}))
+        .await;
+    assert_eq!(task.result()["status"], "cancelled", "{:?}", task.body);
+    cancelled.push(job);
+
+    // notifications/cancelled for a synchronous call in flight.
+    let request = session.request(&json!({"jsonrpc": "2.0", "id": 42, "method": "tools/call",
+        "params": {"name": "execute_shell", "arguments": sleep("c-note")}}));
+    let call = tokio::spawn(async move { request.send().await.unwrap().status() });
+    let job = running_in(&keyed, "c-note").await;
+    let note = session
+        .send(
+            &json!({"jsonrpc": "2.0", "method": "notifications/cancelled",
+                       "params": {"requestId": 42}}),
+        )
+        .await;
+    assert_eq!(note.status, 202);
+    assert_eq!(keyed.app.wait(&job).await["status"], "cancelled");
+    call.await.unwrap();
+    cancelled.push(job);
+
+    // A 2026-07-28 JSON call whose connection closes.
+    let request = keyed.app.modern_request(
+        json!(3),
+        "tools/call",
+        json!({"name": "execute_shell", "arguments": sleep("c-json")}),
+    );
+    let call = tokio::spawn(async move { request.send().await });
+    let job = running_in(&keyed, "c-json").await;
+    call.abort();
+    assert_eq!(keyed.app.wait(&job).await["status"], "cancelled");
+    cancelled.push(job);
+
+    // A 2026-07-28 streamed call whose stream closes.
+    let response = keyed
+        .app
+        .modern_request(
+            json!(4),
+            "tools/call",
+            json!({"name": "execute_shell", "arguments": sleep("c-sse"),
+                   "_meta": {"progressToken": "p"}}),
+        )
+        .send()
+        .await
+        .unwrap();
+    let job = running_in(&keyed, "c-sse").await;
+    let mut stream = response.bytes_stream();
+    let mut seen = String::new();
+    while !seen.contains("running") {
+        let chunk = tokio::time::timeout(std::time::Duration::from_secs(30), stream.next())
+            .await
+            .expect("progress arrives")
+            .expect("the stream is open")
+            .unwrap();
+        seen.push_str(&String::from_utf8_lossy(&chunk));
+    }
+    drop(stream);
+    assert_eq!(keyed.app.wait(&job).await["status"], "cancelled");
+    cancelled.push(job);
+
+    let rows = keyed.audit().await;
+    for job in &cancelled {
+        let mine: Vec<_> = rows
+            .iter()
+            .filter(|r| {
+                r.entry.action == "jobs.cancel"
+                    && r.entry.job_id.map(|j| j.to_string()).as_deref() == Some(job.as_str())
+            })
+            .collect();
+        assert_eq!(mine.len(), 1, "job {job}: {mine:#?}");
+        assert_eq!(mine[0].entry.key_id.as_deref(), Some("developer-key"));
+        assert_eq!(mine[0].entry.tenant, "default");
+        assert!(
+            matches!(
+                mine[0].entry.outcome.as_str(),
+                "cancelled" | "cancel_requested"
+            ),
+            "{:?}",
+            mine[0].entry
+        );
+    }
+}
