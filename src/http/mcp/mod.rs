@@ -44,6 +44,7 @@ use self::protocol::{
     META_SERVER_INFO, Message, Revision, RpcError, decode_header_value, failure, header,
     is_handshake_version, parse_message, success,
 };
+use self::results::Outcome;
 use self::session::{Session, Sessions};
 use super::AppState;
 use super::auth::caller_of;
@@ -104,8 +105,6 @@ impl Ctx {
         self.scope.clone()
     }
 }
-
-use self::results::Outcome;
 
 /// The server's description.
 fn server_info() -> Value {
