@@ -85,6 +85,13 @@ impl Authenticator {
             let listed = crate::keys_file::load(Path::new(&config.keys_file))
                 .map_err(std::io::Error::other)?;
             for entry in listed {
+                if entry.digest == keys[0].digest {
+                    // One key, two identities: refuse rather than pick one silently.
+                    return Err(std::io::Error::other(format!(
+                        "the keys file {} lists the admin key (auth.api_key or admin.key) as `{}`",
+                        config.keys_file, entry.name
+                    )));
+                }
                 keys.push(Key {
                     digest: entry.digest,
                     caller: Caller::authenticated(entry.tenant, entry.name, entry.role),
@@ -279,6 +286,94 @@ mod tests {
         );
         Authenticator::new(&config, dir.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+    }
+
+    fn keys_file(dir: &Path, entries: &[(&str, &str, &str, &str, Option<&str>)]) -> String {
+        let mut text = String::new();
+        for (name, tenant, role, key, expires) in entries {
+            text.push_str(&format!(
+                "[[keys]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nrole = \"{role}\"\n\
+                 sha256 = \"{}\"\n",
+                hex::encode(digest(key))
+            ));
+            if let Some(expires) = expires {
+                text.push_str(&format!("expires = \"{expires}\"\n"));
+            }
+        }
+        let path = dir.join("keys.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn bearer(key: &str) -> ServiceRequest {
+        actix_web::test::TestRequest::default()
+            .insert_header(("authorization", format!("Bearer {key}")))
+            .to_srv_request()
+    }
+
+    #[test]
+    fn keys_file_keys_carry_their_tenant_and_role_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig {
+            api_key: "the-admin-key".into(),
+            keys_file: keys_file(
+                dir.path(),
+                &[
+                    ("ci", "team-a", "developer", "ci-secret", None),
+                    (
+                        "old",
+                        "team-a",
+                        "admin",
+                        "old-secret",
+                        Some("2020-01-01T00:00:00Z"),
+                    ),
+                    (
+                        "later",
+                        "team-b",
+                        "viewer",
+                        "later-secret",
+                        Some("2999-01-01T00:00:00Z"),
+                    ),
+                ],
+            ),
+            ..AuthConfig::default()
+        };
+        let (auth, _) = Authenticator::new(&config, dir.path()).unwrap();
+        let ci = auth.authenticate(&bearer("ci-secret")).unwrap();
+        assert_eq!(
+            (ci.tenant.as_str(), ci.role, ci.key_id.as_deref()),
+            ("team-a", Role::Developer, Some("ci"))
+        );
+        let later = actix_web::test::TestRequest::default()
+            .insert_header(("x-api-key", "later-secret"))
+            .to_srv_request();
+        assert_eq!(auth.authenticate(&later).unwrap().role, Role::Viewer);
+        let admin = auth.authenticate(&bearer("the-admin-key")).unwrap();
+        assert_eq!(
+            (admin.tenant.as_str(), admin.role),
+            ("default", Role::Admin)
+        );
+        for (key, why) in [("old-secret", "expired"), ("nope", "not valid")] {
+            let error = auth.authenticate(&bearer(key)).unwrap_err();
+            let (status, code, message, _) = error.parts().unwrap();
+            assert_eq!(
+                (status, code),
+                (StatusCode::UNAUTHORIZED, "unauthenticated")
+            );
+            assert!(message.contains(why), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_keys_file_that_lists_the_admin_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig {
+            api_key: "the-admin-key".into(),
+            keys_file: keys_file(dir.path(), &[("dup", "t", "viewer", "the-admin-key", None)]),
+            ..AuthConfig::default()
+        };
+        let error = Authenticator::new(&config, dir.path()).unwrap_err();
+        assert!(error.to_string().contains("`dup`"), "{error}");
     }
 
     #[test]
