@@ -1,6 +1,10 @@
 //! Authentication: every route but health and metrics needs an API key, sent as
 //! `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are kept only as SHA-256 digests and
-//! compared in constant time.
+//! compared in constant time: the admin key of tenant `default` (`auth.api_key`, or the generated
+//! `admin.key`) and the keys of `auth.keys_file` (see [`crate::keys_file`]), each with its tenant,
+//! role and optional expiry. A valid key becomes the request's [`Caller`] ([`caller_for`]), which
+//! the handlers read back with [`caller_of`]; every refusal is a 401 with
+//! `WWW-Authenticate: Bearer` and an audit row.
 
 use std::path::{Path, PathBuf};
 

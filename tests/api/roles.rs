@@ -70,6 +70,10 @@ async fn every_route_and_mcp_method_refuses_a_missing_bad_or_expired_key(db: Db)
             let (status, answer, challenge) =
                 keyed.send_with(key, method, &path, body.as_ref()).await;
             assert_eq!(status, 401, "{method} {template} with {what}: {answer}");
+            // The MCP routes answer in JSON-RPC, the others in the REST error shape.
+            let coded =
+                answer["error"]["code"] == "unauthenticated" || answer["error"]["code"].is_i64();
+            assert!(coded, "{method} {template} with {what}: {answer}");
             assert!(
                 challenge
                     .as_deref()
