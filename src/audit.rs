@@ -6,24 +6,74 @@ use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use crate::auth::Role;
 use crate::store::AuditEntry;
 
-/// Who is asking, as the HTTP layer established it.
-#[derive(Clone, Debug, Default, PartialEq)]
+/// The tenant of keys from the environment or the generated key file.
+pub const DEFAULT_TENANT: &str = "default";
+
+/// Who is asking: the one identity of a request, whatever transport it came over and however
+/// it was authenticated. The HTTP layer's authentication middleware builds it (see
+/// `http::auth::caller_for`, the one place that turns an authenticated key into a `Caller` for
+/// a request) and puts it into the request's extensions; the tools, the jobs service and the
+/// audit log read it from there.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Caller {
+    /// Whose sandboxes and jobs the caller sees and creates.
     pub tenant: String,
+    /// A non-secret name of the key (or token) that authenticated the caller, for audit rows.
     pub key_id: Option<String>,
+    /// What the caller may do.
+    pub role: Role,
+    /// The client's IP address.
+    pub address: Option<String>,
+    /// The request's id (`X-Request-Id`), carried into jobs and audit rows.
     pub request_id: Option<String>,
-    pub client_addr: Option<String>,
+}
+
+impl Default for Caller {
+    /// Nobody in particular: the `default` tenant with the least role. Only a base for
+    /// struct-update syntax; authenticated callers come from [`Caller::authenticated`].
+    fn default() -> Caller {
+        Caller {
+            tenant: DEFAULT_TENANT.into(),
+            key_id: None,
+            role: Role::Viewer,
+            address: None,
+            request_id: None,
+        }
+    }
 }
 
 impl Caller {
-    /// A caller for work that did not come over HTTP (tests, benchmarks, the CLI).
+    /// The caller a valid key (or token) stands for, before the request's own details
+    /// (address, request id) are added: what every authenticator produces.
+    pub fn authenticated(
+        tenant: impl Into<String>,
+        key_id: impl Into<String>,
+        role: Role,
+    ) -> Caller {
+        Caller {
+            tenant: tenant.into(),
+            key_id: Some(key_id.into()),
+            role,
+            ..Caller::default()
+        }
+    }
+
+    /// A caller for work that did not come over HTTP (tests, benchmarks, the CLI): trusted, so
+    /// an admin of `tenant`.
     pub fn internal(tenant: impl Into<String>) -> Caller {
         Caller {
             tenant: tenant.into(),
+            role: Role::Admin,
             ..Caller::default()
         }
+    }
+
+    /// Whether the caller's role is at least `role`.
+    pub fn may(&self, role: Role) -> bool {
+        self.role >= role
     }
 
     /// An audit row for `action` by this caller.
@@ -40,7 +90,7 @@ impl Caller {
             request_id: self.request_id.clone(),
             tenant: self.tenant.clone(),
             key_id: self.key_id.clone(),
-            client_addr: self.client_addr.clone(),
+            client_addr: self.address.clone(),
             action: action.to_string(),
             workspace,
             job_id,

@@ -59,6 +59,21 @@ pub enum AuditCommand {
         /// Only rows before this time (RFC 3339).
         #[arg(long)]
         until: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only rows of this key id (the `actor` of `GET /v1/audit`).
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only rows of this tenant.
+        #[arg(long)]
+        tenant: Option<String>,
+        /// Only rows of the sandbox of this name (in any tenant unless --tenant is given).
+        #[arg(long)]
+        sandbox: Option<String>,
+        /// Only rows of this action: a tool, `jobs.cancel`, `METHOD /path` of a refusal.
+        #[arg(long)]
+        tool: Option<String>,
+        /// Only rows with this outcome (accepted, denied, cancelled, …).
+        #[arg(long)]
+        outcome: Option<String>,
     },
 }
 
@@ -205,8 +220,20 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     common,
                     since,
                     until,
+                    actor,
+                    tenant,
+                    sandbox,
+                    tool,
+                    outcome,
                 },
         } => {
+            // The same filters as `GET /v1/audit`: a name with a tenant is that workspace.
+            let (workspace, sandbox) = match (&tenant, sandbox) {
+                (Some(tenant), Some(name)) => {
+                    (Some(crate::tools::workspace_key(tenant, &name)), None)
+                }
+                (_, sandbox) => (None, sandbox),
+            };
             let config = load(&common, None, None)?;
             let store = open_store(&config).await?;
             let mut out = std::io::stdout().lock();
@@ -214,11 +241,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             loop {
                 let page = store
                     .list_audit(&AuditFilter {
+                        tenant: tenant.clone(),
                         since,
                         until,
+                        key_id: actor.clone(),
+                        workspace: workspace.clone(),
+                        action: tool.clone(),
+                        sandbox: sandbox.clone(),
+                        outcome: outcome.clone(),
                         after_id,
                         limit: 1000,
-                        ..AuditFilter::default()
                     })
                     .await?;
                 for row in &page {

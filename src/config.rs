@@ -321,6 +321,9 @@ pub struct AuthConfig {
     /// only (names, descriptions, JSON schemas), nothing of sandboxes or jobs; LangSwarm's REST
     /// helper reads `/schema` without headers.
     pub public_schemas: bool,
+    /// A file of static API keys (TOML, or JSON when named `*.json`), each with its tenant, role,
+    /// name, optional expiry and the key's SHA-256 (see `keys_file.rs`). Empty: none.
+    pub keys_file: String,
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -329,6 +332,7 @@ impl std::fmt::Debug for AuthConfig {
             .field("api_key", &if self.api_key.is_empty() { "" } else { "***" })
             .field("disabled", &self.disabled)
             .field("public_schemas", &self.public_schemas)
+            .field("keys_file", &self.keys_file)
             .finish()
     }
 }

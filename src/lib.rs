@@ -9,6 +9,8 @@ pub mod cli;
 pub mod config;
 pub mod drivers;
 pub mod http;
+pub mod jobs;
+pub mod keys_file;
 pub mod logging;
 pub mod metrics;
 pub mod output;

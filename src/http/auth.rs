@@ -1,6 +1,10 @@
 //! Authentication: every route but health and metrics needs an API key, sent as
 //! `Authorization: Bearer <key>` or `X-API-Key: <key>`. Keys are kept only as SHA-256 digests and
-//! compared in constant time.
+//! compared in constant time: the admin key of tenant `default` (`auth.api_key`, or the generated
+//! `admin.key`) and the keys of `auth.keys_file` (see [`crate::keys_file`]), each with its tenant,
+//! role and optional expiry. A valid key becomes the request's [`Caller`] ([`caller_for`]), which
+//! the handlers read back with [`caller_of`]; every refusal is a 401 with
+//! `WWW-Authenticate: Bearer` and an audit row.
 
 use std::path::{Path, PathBuf};
 
@@ -14,25 +18,16 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::error::ApiError;
 use super::telemetry::RequestId;
-use crate::audit::Caller;
-use crate::auth::Role;
+pub use crate::audit::DEFAULT_TENANT;
+use crate::audit::{Caller, Role};
 use crate::config::AuthConfig;
-
-/// The tenant of keys from the environment or the generated key file.
-pub const DEFAULT_TENANT: &str = "default";
-
-/// Who made a request, once authenticated.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Identity {
-    pub tenant: String,
-    pub role: Role,
-    /// A non-secret name for the key, for audit rows.
-    pub key_id: String,
-}
 
 struct Key {
     digest: [u8; 32],
-    identity: Identity,
+    /// Who the key stands for (without a request's details).
+    caller: Caller,
+    /// After this the key is refused (keys file entries may have one).
+    expires: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// Checks presented keys against the configured ones.
@@ -58,9 +53,14 @@ fn constant_time_eq(a: &[u8; 32], b: &[u8; 32]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+fn unauthenticated(message: &str) -> ApiError {
+    ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
+}
+
 impl Authenticator {
     /// Uses the configured key, or the key in `<data_dir>/admin.key`, creating that file with a
-    /// fresh random key on first start. Returns the file's path when the key came from it.
+    /// fresh random key on first start (one admin key of tenant `default` either way), plus the
+    /// keys of `auth.keys_file`. Returns the admin key file's path when the key came from it.
     pub fn new(
         config: &AuthConfig,
         data_dir: &Path,
@@ -80,17 +80,32 @@ impl Authenticator {
         } else {
             (config.api_key.clone(), "env-api-key", None)
         };
-        let key = Key {
+        let mut keys = vec![Key {
             digest: digest(&key),
-            identity: Identity {
-                tenant: DEFAULT_TENANT.into(),
-                role: Role::Admin,
-                key_id: key_id.into(),
-            },
-        };
+            caller: Caller::authenticated(DEFAULT_TENANT, key_id, Role::Admin),
+            expires: None,
+        }];
+        if !config.keys_file.is_empty() {
+            let listed = crate::keys_file::load(Path::new(&config.keys_file))
+                .map_err(std::io::Error::other)?;
+            for entry in listed {
+                if entry.digest == keys[0].digest {
+                    // One key, two identities: refuse rather than pick one silently.
+                    return Err(std::io::Error::other(format!(
+                        "the keys file {} lists the admin key (auth.api_key or admin.key) as `{}`",
+                        config.keys_file, entry.name
+                    )));
+                }
+                keys.push(Key {
+                    digest: entry.digest,
+                    caller: Caller::authenticated(entry.tenant, entry.name, entry.role),
+                    expires: entry.expires,
+                });
+            }
+        }
         Ok((
             Authenticator {
-                keys: vec![key],
+                keys,
                 disabled: false,
             },
             file,
@@ -101,14 +116,15 @@ impl Authenticator {
         self.disabled
     }
 
-    /// The identity behind the request's key.
-    pub fn authenticate(&self, req: &ServiceRequest) -> Result<Identity, ApiError> {
+    /// The caller behind the request's key, without the request's details (see
+    /// [`caller_for`]).
+    pub fn authenticate(&self, req: &ServiceRequest) -> Result<Caller, ApiError> {
         if self.disabled {
-            return Ok(Identity {
-                tenant: DEFAULT_TENANT.into(),
-                role: Role::Admin,
-                key_id: "anonymous".into(),
-            });
+            return Ok(Caller::authenticated(
+                DEFAULT_TENANT,
+                "anonymous",
+                Role::Admin,
+            ));
         }
         let headers = req.headers();
         let presented = headers
@@ -121,24 +137,27 @@ impl Authenticator {
             .or_else(|| headers.get("x-api-key").and_then(|v| v.to_str().ok()))
             .map(str::trim);
         let Some(presented) = presented.filter(|k| !k.is_empty()) else {
-            return Err(ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthenticated",
+            return Err(unauthenticated(
                 "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
             ));
         };
         let presented = digest(presented);
-        self.keys
+        // Every key is compared, so that the time taken says nothing of which one matched.
+        let found = self
+            .keys
             .iter()
-            .find(|k| constant_time_eq(&k.digest, &presented))
-            .map(|k| k.identity.clone())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "the API key is not valid",
-                )
+            .fold(None, |found, k| {
+                if constant_time_eq(&k.digest, &presented) {
+                    Some(k)
+                } else {
+                    found
+                }
             })
+            .ok_or_else(|| unauthenticated("the API key is not valid"))?;
+        if found.expires.is_some_and(|at| at <= chrono::Utc::now()) {
+            return Err(unauthenticated("the API key has expired"));
+        }
+        Ok(found.caller.clone())
     }
 }
 
@@ -167,15 +186,27 @@ fn load_or_create_key(path: &Path) -> std::io::Result<String> {
     Ok(key)
 }
 
-/// The caller of a request, for submissions and audit rows.
+/// The caller of `authenticated` making request `req`: the one place a request's [`Caller`] is
+/// completed (its address and request id). Every way of authenticating ends here.
+pub fn caller_for(req: &ServiceRequest, authenticated: Caller) -> Caller {
+    Caller {
+        address: req.peer_addr().map(|a| a.ip().to_string()),
+        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
+        ..authenticated
+    }
+}
+
+/// The caller of a request, as the authentication middleware recorded it. A request that
+/// passed no authentication (the public schema routes) is nobody: the least role.
 pub fn caller_of(req: &actix_web::HttpRequest) -> Caller {
     let extensions = req.extensions();
-    let identity = extensions.get::<Identity>();
-    Caller {
-        tenant: identity.map_or_else(|| DEFAULT_TENANT.to_string(), |i| i.tenant.clone()),
-        key_id: identity.map(|i| i.key_id.clone()),
-        request_id: extensions.get::<RequestId>().map(|r| r.0.clone()),
-        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
+    match extensions.get::<Caller>() {
+        Some(caller) => caller.clone(),
+        None => Caller {
+            address: req.peer_addr().map(|a| a.ip().to_string()),
+            request_id: extensions.get::<RequestId>().map(|r| r.0.clone()),
+            ..Caller::default()
+        },
     }
 }
 
@@ -183,26 +214,22 @@ pub fn caller_of(req: &actix_web::HttpRequest) -> Caller {
 /// [`DenialLog`](super::denials::DenialLog)); `why` (with a leading space when present) is
 /// appended to the action, e.g. `" (origin refused)"`.
 pub(crate) async fn audit_denied(state: &AppState, req: &ServiceRequest, why: &str) {
-    let caller = Caller {
-        tenant: DEFAULT_TENANT.into(),
-        key_id: None,
-        request_id: req.extensions().get::<RequestId>().map(|r| r.0.clone()),
-        client_addr: req.peer_addr().map(|a| a.ip().to_string()),
-    };
+    let caller = caller_for(req, Caller::default());
     let action = super::denials::action(req.method().as_str(), req.path(), why);
     let entry = caller.entry(&action, None, None, "denied", None);
     state.denials.record(entry).await;
 }
 
-/// Authenticates a request and records the identity on it; a refusal is audited. Shared by
+/// Authenticates a request and records its [`Caller`] on it; a refusal is audited. Shared by
 /// [`require_key`] and the MCP endpoint, which answers in JSON-RPC.
 pub(crate) async fn authenticate_request(
     state: &AppState,
     req: &ServiceRequest,
 ) -> Result<(), ApiError> {
     match state.auth.authenticate(req) {
-        Ok(identity) => {
-            req.extensions_mut().insert(identity);
+        Ok(authenticated) => {
+            let caller = caller_for(req, authenticated);
+            req.extensions_mut().insert(caller);
             Ok(())
         }
         Err(error) => {
@@ -263,6 +290,94 @@ mod tests {
         );
         Authenticator::new(&config, dir.path()).unwrap();
         assert_eq!(std::fs::read_to_string(&file).unwrap(), first);
+    }
+
+    fn keys_file(dir: &Path, entries: &[(&str, &str, &str, &str, Option<&str>)]) -> String {
+        let mut text = String::new();
+        for (name, tenant, role, key, expires) in entries {
+            text.push_str(&format!(
+                "[[keys]]\nname = \"{name}\"\ntenant = \"{tenant}\"\nrole = \"{role}\"\n\
+                 sha256 = \"{}\"\n",
+                hex::encode(digest(key))
+            ));
+            if let Some(expires) = expires {
+                text.push_str(&format!("expires = \"{expires}\"\n"));
+            }
+        }
+        let path = dir.join("keys.toml");
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    }
+
+    fn bearer(key: &str) -> ServiceRequest {
+        actix_web::test::TestRequest::default()
+            .insert_header(("authorization", format!("Bearer {key}")))
+            .to_srv_request()
+    }
+
+    #[test]
+    fn keys_file_keys_carry_their_tenant_and_role_until_they_expire() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig {
+            api_key: "the-admin-key".into(),
+            keys_file: keys_file(
+                dir.path(),
+                &[
+                    ("ci", "team-a", "developer", "ci-secret", None),
+                    (
+                        "old",
+                        "team-a",
+                        "admin",
+                        "old-secret",
+                        Some("2020-01-01T00:00:00Z"),
+                    ),
+                    (
+                        "later",
+                        "team-b",
+                        "viewer",
+                        "later-secret",
+                        Some("2999-01-01T00:00:00Z"),
+                    ),
+                ],
+            ),
+            ..AuthConfig::default()
+        };
+        let (auth, _) = Authenticator::new(&config, dir.path()).unwrap();
+        let ci = auth.authenticate(&bearer("ci-secret")).unwrap();
+        assert_eq!(
+            (ci.tenant.as_str(), ci.role, ci.key_id.as_deref()),
+            ("team-a", Role::Developer, Some("ci"))
+        );
+        let later = actix_web::test::TestRequest::default()
+            .insert_header(("x-api-key", "later-secret"))
+            .to_srv_request();
+        assert_eq!(auth.authenticate(&later).unwrap().role, Role::Viewer);
+        let admin = auth.authenticate(&bearer("the-admin-key")).unwrap();
+        assert_eq!(
+            (admin.tenant.as_str(), admin.role),
+            ("default", Role::Admin)
+        );
+        for (key, why) in [("old-secret", "expired"), ("nope", "not valid")] {
+            let error = auth.authenticate(&bearer(key)).unwrap_err();
+            let (status, code, message, _) = error.parts().unwrap();
+            assert_eq!(
+                (status, code),
+                (StatusCode::UNAUTHORIZED, "unauthenticated")
+            );
+            assert!(message.contains(why), "{message}");
+        }
+    }
+
+    #[test]
+    fn a_keys_file_that_lists_the_admin_key_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = AuthConfig {
+            api_key: "the-admin-key".into(),
+            keys_file: keys_file(dir.path(), &[("dup", "t", "viewer", "the-admin-key", None)]),
+            ..AuthConfig::default()
+        };
+        let error = Authenticator::new(&config, dir.path()).unwrap_err();
+        assert!(error.to_string().contains("`dup`"), "{error}");
     }
 
     #[test]

@@ -186,7 +186,7 @@ impl DenialLog {
         for (addr, suppressed) in rows {
             let caller = Caller {
                 tenant: crate::http::auth::DEFAULT_TENANT.into(),
-                client_addr: addr.clone(),
+                address: addr.clone(),
                 ..Caller::default()
             };
             let args = json!({
@@ -253,7 +253,7 @@ mod tests {
 
     fn refusal(addr: &str, at: DateTime<Utc>) -> AuditEntry {
         let caller = Caller {
-            client_addr: Some(addr.into()),
+            address: Some(addr.into()),
             ..Caller::internal("default")
         };
         let mut entry = caller.entry("POST /x", None, None, "denied", None);

@@ -1,6 +1,13 @@
 //! Errors as HTTP responses: a status and `{"error": {"code", "message", "field"?}}`. Caller
 //! mistakes are 4xx with a message that says what to fix; server faults are a 500 that names
 //! the request id and never carries internals.
+//!
+//! This is the one table of error codes: REST, the jobs API and MCP (whose tool errors carry
+//! the same `code` as `reason`) all turn [`SubmitError`] and [`JobsError`] into an
+//! [`ApiError`] here. The vocabulary (README "Errors"): `invalid_argument`, `invalid_json`,
+//! `not_found` (with `field` naming what was not found: `sandbox_id`, `job_id`),
+//! `unknown_tool`, `unauthenticated` (401), `forbidden` (403), `conflict`, `already_finished`,
+//! `payload_too_large`, `internal`, and the reasons of failed jobs.
 
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
@@ -9,6 +16,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::telemetry::current_request_id;
+use crate::jobs::JobsError;
 use crate::store::{ErrorReason, JobError, StoreError};
 use crate::tools::SubmitError;
 
@@ -87,6 +95,24 @@ impl ApiError {
         ApiError::new(StatusCode::NOT_FOUND, code, message)
     }
 
+    /// 403: the caller is known, its role is too low.
+    pub fn forbidden(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", message)
+    }
+
+    /// The code, message and field of a caller error (`None` for a server fault).
+    pub fn parts(&self) -> Option<(StatusCode, &'static str, &str, Option<&str>)> {
+        match self {
+            ApiError::Client {
+                status,
+                code,
+                message,
+                field,
+            } => Some((*status, code, message, field.as_deref())),
+            ApiError::Unexpected(_) => None,
+        }
+    }
+
     /// The answer for a job that ended without a result. A server fault is logged with the
     /// request id and answered without its text.
     pub fn from_job_error(job_id: Uuid, error: &JobError) -> ApiError {
@@ -139,10 +165,14 @@ impl From<SubmitError> for ApiError {
             },
             SubmitError::SandboxNotFound(reference) => ApiError::Client {
                 status: StatusCode::NOT_FOUND,
-                code: "sandbox_not_found",
+                code: "not_found",
                 message: format!("sandbox `{reference}` not found"),
                 field: Some("sandbox_id".into()),
             },
+            SubmitError::Forbidden { tool, required } => ApiError::forbidden(format!(
+                "`{tool}` with these arguments needs the {} role",
+                required.as_str()
+            )),
             SubmitError::SandboxExists(name) => ApiError::new(
                 StatusCode::CONFLICT,
                 "conflict",
@@ -158,6 +188,39 @@ pub(crate) const DATABASE_UNAVAILABLE: &str = "database_unavailable";
 
 /// Seconds a caller is asked to wait when the database is unavailable.
 const RETRY_AFTER_S: &str = "5";
+impl From<JobsError> for ApiError {
+    fn from(e: JobsError) -> ApiError {
+        match e {
+            JobsError::NotFound(id) => ApiError::Client {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: format!("job {id} not found"),
+                field: Some("job_id".into()),
+            },
+            JobsError::Forbidden { action, required } => {
+                ApiError::forbidden(format!("{action} needs the {} role", required.as_str()))
+            }
+            JobsError::Invalid(invalid) => ApiError::Client {
+                status: StatusCode::BAD_REQUEST,
+                code: "invalid_argument",
+                message: invalid.message,
+                field: invalid.field,
+            },
+            JobsError::Store(e) => ApiError::from(e),
+        }
+    }
+}
+
+impl From<crate::tools::InvalidInput> for ApiError {
+    fn from(invalid: crate::tools::InvalidInput) -> ApiError {
+        ApiError::Client {
+            status: StatusCode::BAD_REQUEST,
+            code: "invalid_argument",
+            message: invalid.message,
+            field: invalid.field,
+        }
+    }
+}
 
 impl From<StoreError> for ApiError {
     fn from(e: StoreError) -> ApiError {
@@ -208,6 +271,10 @@ impl ResponseError for ApiError {
                 let mut response = HttpResponse::build(*status);
                 if *code == DATABASE_UNAVAILABLE {
                     response.insert_header((actix_web::http::header::RETRY_AFTER, RETRY_AFTER_S));
+                }
+                if *status == StatusCode::UNAUTHORIZED {
+                    // Every 401, on every route, says how to authenticate (RFC 6750).
+                    response.insert_header((actix_web::http::header::WWW_AUTHENTICATE, "Bearer"));
                 }
                 response.json(json!({ "error": error }))
             }

@@ -5,8 +5,6 @@
 //! Events: `state` (the job), `output` (`{seq, stream, text}` or `{seq, stream, base64}` when a
 //! chunk is not UTF-8), and a final `end` (the finished job) before the stream closes.
 
-use std::time::Duration;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use bytes::Bytes;
@@ -16,54 +14,35 @@ use tokio::sync::mpsc;
 use super::AppState;
 use super::auth::caller_of;
 use super::error::ApiError;
-use super::jobs::{job_view, parse_job_id};
+use super::sse::{self, KEEPALIVE};
+use super::views::{job_view, parse_job_id};
 use crate::output::Stream;
-use crate::queue::{Followed, follow};
-
-/// After this long without an event, the stream sends a comment so proxies keep the connection
-/// (and a client that went away is noticed).
-const KEEPALIVE: Duration = Duration::from_secs(15);
+use crate::queue::Followed;
 
 pub async fn stream(
     state: web::Data<AppState>,
     req: HttpRequest,
     id: web::Path<String>,
+    query: web::Query<super::jobs::TenantQuery>,
 ) -> Result<HttpResponse, ApiError> {
     let id = parse_job_id(&id)?;
-    let tenant = caller_of(&req).tenant;
     let after = req
         .headers()
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<i64>().ok())
         .unwrap_or(0);
-    // Subscribe before reading, so nothing between the read and the subscription is missed.
-    let events = state.queue.events().subscribe(id);
-    let job = state
-        .queue
-        .store()
-        .job(Some(&tenant), id)
-        .await?
-        .ok_or_else(|| ApiError::not_found("job_not_found", format!("job {id} not found")))?;
-    let followed = follow(state.queue.clone(), tenant, job, events, after);
+    let followed = state
+        .jobs()
+        .follow_in(&caller_of(&req), query.tenant.as_deref(), id, after)
+        .await?;
     let (tx, rx) = mpsc::channel::<Bytes>(64);
     actix_rt::spawn(relay(followed, tx));
-    Ok(HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, actix_web::Error>)))
+    Ok(sse::response(rx))
 }
 
-use futures::StreamExt;
-
 fn frame(event: &str, id: Option<i64>, data: &Value) -> Bytes {
-    let mut text = String::new();
-    if let Some(id) = id {
-        text.push_str(&format!("id: {id}\n"));
-    }
-    text.push_str(&format!("event: {event}\ndata: {data}\n\n"));
-    Bytes::from(text)
+    sse::event(Some(event), id.map(|i| i.to_string()).as_deref(), data)
 }
 
 fn output_data(seq: i64, stream: Stream, data: &[u8]) -> Value {
@@ -91,11 +70,7 @@ async fn relay(mut followed: mpsc::Receiver<Followed>, tx: mpsc::Sender<Bytes>) 
             // The follower stopped (store failure): end the stream.
             Ok(None) => return,
             Err(_) => {
-                if tx
-                    .send(Bytes::from_static(b": keep-alive\n\n"))
-                    .await
-                    .is_err()
-                {
+                if tx.send(sse::keep_alive()).await.is_err() {
                     return;
                 }
                 continue;

@@ -3,6 +3,7 @@
 //! Architecture invariant: only this module knows HTTP and MCP/JSON-RPC. Handlers turn
 //! requests into [`Submission`](crate::tools::Submission)s and job ids into responses.
 
+mod audit_api;
 pub mod auth;
 pub mod cross_site;
 pub mod denials;
@@ -12,7 +13,9 @@ mod jobs;
 pub mod mcp;
 mod ops;
 mod rest;
+mod sse;
 pub mod telemetry;
+mod views;
 
 use std::sync::Arc;
 
@@ -53,6 +56,16 @@ pub struct AppState {
     pub denials: Arc<denials::DenialLog>,
 }
 
+impl AppState {
+    /// The jobs service over this server's queue.
+    pub(crate) fn jobs(&self) -> crate::jobs::Jobs {
+        crate::jobs::Jobs::new(
+            self.queue.clone(),
+            std::time::Duration::from_secs(self.config.server.sync_wait_max_s),
+        )
+    }
+}
+
 /// Registers every route. Health and metrics are open; everything else needs a key.
 pub fn configure(cfg: &mut web::ServiceConfig, metrics_on_main: bool) {
     cfg.route("/healthz", web::get().to(ops::healthz))
@@ -84,6 +97,7 @@ pub fn configure(cfg: &mut web::ServiceConfig, metrics_on_main: bool) {
             .route("/v1/jobs/{id}", web::get().to(jobs::get))
             .route("/v1/jobs/{id}/cancel", web::post().to(jobs::cancel))
             .route("/v1/jobs/{id}/events", web::get().to(events::stream))
+            .route("/v1/audit", web::get().to(audit_api::list))
             .route("/{tool}/schema", web::get().to(rest::tool_schema))
             .route("/{tool}", web::post().to(rest::call_tool))
             .default_service(web::to(not_found)),

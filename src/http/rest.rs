@@ -1,7 +1,5 @@
 //! The LangSwarm-style REST routes: `GET /schema`, `GET /<tool>/schema`, `POST /<tool>`.
 
-use std::time::Duration;
-
 use actix_web::{HttpRequest, HttpResponse, web};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -9,6 +7,7 @@ use serde_json::{Value, json};
 use super::auth::caller_of;
 use super::error::ApiError;
 use super::{AppState, accepted, idempotency_header, parse_object, read_body};
+use crate::jobs::take_background;
 use crate::store::{Job, JobState};
 use crate::tools::Submission;
 
@@ -70,18 +69,6 @@ fn prefers_async(req: &HttpRequest) -> bool {
     })
 }
 
-/// Removes `background` from the arguments and returns it.
-pub(crate) fn take_background(args: &mut Value) -> Result<bool, ApiError> {
-    match args.as_object_mut().and_then(|o| o.remove("background")) {
-        None | Some(Value::Null) => Ok(false),
-        Some(Value::Bool(b)) => Ok(b),
-        Some(_) => Err(ApiError::bad_request(
-            "background",
-            "background must be a boolean",
-        )),
-    }
-}
-
 /// `POST /<tool>`: runs the tool and answers its output (or 202 with the job id).
 pub async fn call_tool(
     state: web::Data<AppState>,
@@ -102,13 +89,12 @@ pub async fn call_tool(
     let background = take_background(&mut arguments)?;
     let respond_async = background || query.asynchronous.unwrap_or(false) || prefers_async(&req);
     let caller = caller_of(&req);
-    let tenant = caller.tenant.clone();
     let enqueued = state
         .tools
         .submit(Submission {
             tool,
             arguments,
-            caller,
+            caller: caller.clone(),
             idempotency_key: idempotency_header(&req)?,
             priority: 0,
             timeout_s: None,
@@ -117,12 +103,13 @@ pub async fn call_tool(
     if respond_async {
         return Ok(accepted(&enqueued.job, !enqueued.created));
     }
-    let wait = Duration::from_secs(state.config.server.sync_wait_max_s);
-    let job = state
-        .queue
-        .wait(Some(&tenant), enqueued.job.id, wait)
-        .await?
-        .unwrap_or(enqueued.job);
+    let jobs = state.jobs();
+    let job = match jobs.wait(&caller, enqueued.job.id, jobs.max_wait()).await {
+        Ok(job) => job,
+        // Pruned meanwhile (retention): answer what was enqueued.
+        Err(crate::jobs::JobsError::NotFound(_)) => enqueued.job,
+        Err(e) => return Err(e.into()),
+    };
     Ok(result_response(&job))
 }
 

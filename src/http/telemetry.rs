@@ -71,6 +71,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("/v1/jobs/{id}", "GET"),
     ("/v1/jobs/{id}/cancel", "POST"),
     ("/v1/jobs/{id}/events", "GET"),
+    ("/v1/audit", "GET"),
     ("/{tool}/schema", "GET"),
     ("/{tool}", "POST"),
 ];

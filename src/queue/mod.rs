@@ -148,7 +148,30 @@ impl Queue {
     /// notification listener or its next heartbeat).
     pub async fn cancel(&self, tenant: &str, id: Uuid) -> store::Result<Option<CancelOutcome>> {
         let outcome = self.store.cancel(tenant, id, Utc::now()).await?;
-        match &outcome {
+        self.cancelled(id, &outcome);
+        Ok(outcome)
+    }
+
+    /// [`Queue::cancel`] with its audit row written in the same transaction as the state change
+    /// (see [`Store::cancel_audited`]); `tenant: None` reaches every tenant's job (an admin).
+    pub async fn cancel_audited(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        audit: AuditEntry,
+    ) -> store::Result<Option<CancelOutcome>> {
+        let outcome = self
+            .store
+            .cancel_audited(tenant, id, Utc::now(), audit)
+            .await?;
+        self.cancelled(id, &outcome);
+        Ok(outcome)
+    }
+
+    /// What follows a cancel's commit on this node: waiters learn of a cancelled job, the
+    /// dispatcher looks again, a running job here is killed.
+    fn cancelled(&self, id: Uuid, outcome: &Option<CancelOutcome>) {
+        match outcome {
             Some(CancelOutcome::Cancelled(job)) => {
                 self.events
                     .publish(id, JobEvent::Finished(Arc::new(job.clone())));
@@ -160,7 +183,6 @@ impl Queue {
             }
             _ => {}
         }
-        Ok(outcome)
     }
 
     /// Waits until the job is terminal or `timeout` passes, and returns it as it then is.

@@ -42,6 +42,11 @@ pub struct AuditFilter {
     pub key_id: Option<String>,
     pub workspace: Option<String>,
     pub action: Option<String>,
+    /// Only rows of a sandbox of this name, in any tenant (the name part of the workspace key
+    /// `<tenant>/<name>`).
+    pub sandbox: Option<String>,
+    /// Only rows with this outcome (`accepted`, `denied`, `cancelled`, …).
+    pub outcome: Option<String>,
     /// Only rows with an id greater than this (the cursor of the previous page).
     pub after_id: Option<i64>,
     pub limit: u32,

@@ -207,6 +207,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         now: DateTime<Utc>,
     ) -> Result<Option<CancelOutcome>>;
 
+    /// [`Store::cancel`] of a job of `tenant` (any tenant when `None`) that also inserts
+    /// `audit` in the same transaction, when the job exists: the row gets the job's id and
+    /// workspace, and as outcome what the cancel did (`cancelled`, `cancel_requested` or
+    /// `already_finished`). Nothing is written for a job that does not exist.
+    async fn cancel_audited(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditEntry,
+    ) -> Result<Option<CancelOutcome>>;
+
     /// One job of `tenant` (any tenant when `None`).
     async fn job(&self, tenant: Option<&str>, id: Uuid) -> Result<Option<Job>>;
 
@@ -472,6 +484,19 @@ pub(crate) fn node_gone_error(node: &str, last_seen: Option<DateTime<Utc>>) -> J
              the sandbox anew"
         ),
     )
+}
+
+/// The audit row of a cancel, completed with what the cancel did (shared by both backends).
+pub(crate) fn cancel_audit_entry(mut audit: AuditEntry, outcome: &CancelOutcome) -> AuditEntry {
+    let (job, what) = match outcome {
+        CancelOutcome::Cancelled(job) => (job, "cancelled"),
+        CancelOutcome::Requested(job) => (job, "cancel_requested"),
+        CancelOutcome::AlreadyFinished(job) => (job, "already_finished"),
+    };
+    audit.job_id = Some(job.id);
+    audit.workspace = job.workspace.clone();
+    audit.outcome = what.to_string();
+    audit
 }
 
 /// The error recorded on a queued job that a caller cancelled.

@@ -114,6 +114,63 @@ pub struct PgStore {
 }
 
 impl PgStore {
+    /// A cancel of a job of `tenant` (any tenant when `None`), with `audit` inserted in the
+    /// same transaction when the job exists.
+    async fn cancel_with(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: Option<AuditEntry>,
+    ) -> Result<Option<CancelOutcome>> {
+        let mut tx = self.pool.begin().await?;
+        let Some(row) = sqlx::query(
+            "SELECT * FROM jobs WHERE id = $1 AND ($2::text IS NULL OR tenant = $2) FOR UPDATE",
+        )
+        .bind(id)
+        .bind(tenant)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_from_row(&row)?;
+        let outcome = match job.state {
+            JobState::Queued => {
+                let row = sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = $1, error = $2 \
+                     WHERE id = $3 RETURNING *",
+                )
+                .bind(now)
+                .bind(Json(super::cancelled_error()))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+                // The cancelled job may have been the head of its workspace.
+                notify(&mut tx, CHANNEL_JOBS, "").await?;
+                CancelOutcome::Cancelled(job_from_row(&row)?)
+            }
+            JobState::Running => {
+                let row = sqlx::query(
+                    "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 RETURNING *",
+                )
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
+                notify(&mut tx, CHANNEL_CANCEL, &id.to_string()).await?;
+                CancelOutcome::Requested(job_from_row(&row)?)
+            }
+            _ => CancelOutcome::AlreadyFinished(job),
+        };
+        if let Some(audit) = audit {
+            insert_audit(&mut tx, &super::cancel_audit_entry(audit, &outcome)).await?;
+        }
+        tx.commit().await?;
+        Ok(Some(outcome))
+    }
+
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
         PgStore::connect_with(url, max_connections, super::DEFAULT_ACQUIRE_TIMEOUT).await
     }
@@ -653,47 +710,17 @@ impl Store for PgStore {
         id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<CancelOutcome>> {
-        let mut tx = self.pool.begin().await?;
-        let Some(row) = sqlx::query("SELECT * FROM jobs WHERE id = $1 AND tenant = $2 FOR UPDATE")
-            .bind(id)
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let job = job_from_row(&row)?;
-        let outcome = match job.state {
-            JobState::Queued => {
-                let row = sqlx::query(
-                    "UPDATE jobs SET state = 'cancelled', finished_at = $1, error = $2 \
-                     WHERE id = $3 RETURNING *",
-                )
-                .bind(now)
-                .bind(Json(super::cancelled_error()))
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-                notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
-                // The cancelled job may have been the head of its workspace.
-                notify(&mut tx, CHANNEL_JOBS, "").await?;
-                CancelOutcome::Cancelled(job_from_row(&row)?)
-            }
-            JobState::Running => {
-                let row = sqlx::query(
-                    "UPDATE jobs SET cancel_requested = TRUE WHERE id = $1 RETURNING *",
-                )
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-                notify(&mut tx, CHANNEL_DONE, &id.to_string()).await?;
-                notify(&mut tx, CHANNEL_CANCEL, &id.to_string()).await?;
-                CancelOutcome::Requested(job_from_row(&row)?)
-            }
-            _ => CancelOutcome::AlreadyFinished(job),
-        };
-        tx.commit().await?;
-        Ok(Some(outcome))
+        self.cancel_with(Some(tenant), id, now, None).await
+    }
+
+    async fn cancel_audited(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditEntry,
+    ) -> Result<Option<CancelOutcome>> {
+        self.cancel_with(tenant, id, now, Some(audit)).await
     }
 
     async fn job(&self, tenant: Option<&str>, id: Uuid) -> Result<Option<Job>> {
@@ -1031,6 +1058,8 @@ impl Store for PgStore {
                AND ($3::timestamptz IS NULL OR at < $3) AND ($4::text IS NULL OR key_id = $4) \
                AND ($5::text IS NULL OR workspace = $5) AND ($6::text IS NULL OR action = $6) \
                AND ($7::bigint IS NULL OR id > $7) \
+               AND ($9::text IS NULL OR right(workspace, length($9) + 1) = '/' || $9) \
+               AND ($10::text IS NULL OR outcome = $10) \
              ORDER BY id LIMIT $8",
         )
         .bind(&filter.tenant)
@@ -1041,6 +1070,8 @@ impl Store for PgStore {
         .bind(&filter.action)
         .bind(filter.after_id)
         .bind(i64::from(filter.limit))
+        .bind(&filter.sandbox)
+        .bind(&filter.outcome)
         .fetch_all(&self.pool)
         .await?;
         rows.iter().map(audit_from_row).collect()

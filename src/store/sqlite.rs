@@ -70,6 +70,68 @@ fn private_files(db: &std::path::Path) -> std::io::Result<()> {
 }
 
 impl SqliteStore {
+    /// A cancel of a job of `tenant` (any tenant when `None`), with `audit` inserted in the
+    /// same transaction when the job exists.
+    async fn cancel_with(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: Option<AuditEntry>,
+    ) -> Result<Option<CancelOutcome>> {
+        let mut tx = self.begin().await?;
+        let Some(row) =
+            sqlx::query("SELECT * FROM jobs WHERE id = ? AND (? IS NULL OR tenant = ?)")
+                .bind(id.to_string())
+                .bind(tenant)
+                .bind(tenant)
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(None);
+        };
+        let job = job_from_row(&row)?;
+        let outcome = match job.state {
+            JobState::Queued => {
+                let row = sqlx::query(
+                    "UPDATE jobs SET state = 'cancelled', finished_at = ?, error = ? \
+                     WHERE id = ? RETURNING *",
+                )
+                .bind(ts(now))
+                .bind(json_text(&super::cancelled_error()))
+                .bind(id.to_string())
+                .fetch_one(&mut *tx)
+                .await?;
+                CancelOutcome::Cancelled(job_from_row(&row)?)
+            }
+            JobState::Running => {
+                let row =
+                    sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *")
+                        .bind(id.to_string())
+                        .fetch_one(&mut *tx)
+                        .await?;
+                CancelOutcome::Requested(job_from_row(&row)?)
+            }
+            _ => CancelOutcome::AlreadyFinished(job),
+        };
+        if let Some(audit) = audit {
+            insert_audit(&mut tx, &super::cancel_audit_entry(audit, &outcome)).await?;
+        }
+        tx.commit().await?;
+        match &outcome {
+            CancelOutcome::Cancelled(_) => {
+                self.signals.hub.send(Signal::JobChanged(id));
+                self.signals.hub.send(Signal::JobsReady);
+            }
+            CancelOutcome::Requested(_) => {
+                self.signals.hub.send(Signal::JobChanged(id));
+                self.signals.hub.send(Signal::CancelRequested(id));
+            }
+            CancelOutcome::AlreadyFinished(_) => {}
+        }
+        Ok(Some(outcome))
+    }
+
     /// Opens (creating if needed) the database file named by `url`.
     pub async fn connect(url: &str, max_connections: u32) -> Result<SqliteStore> {
         let options = SqliteConnectOptions::from_str(url)?
@@ -588,52 +650,17 @@ impl Store for SqliteStore {
         id: Uuid,
         now: DateTime<Utc>,
     ) -> Result<Option<CancelOutcome>> {
-        let mut tx = self.begin().await?;
-        let Some(row) = sqlx::query("SELECT * FROM jobs WHERE id = ? AND tenant = ?")
-            .bind(id.to_string())
-            .bind(tenant)
-            .fetch_optional(&mut *tx)
-            .await?
-        else {
-            return Ok(None);
-        };
-        let job = job_from_row(&row)?;
-        let outcome = match job.state {
-            JobState::Queued => {
-                let row = sqlx::query(
-                    "UPDATE jobs SET state = 'cancelled', finished_at = ?, error = ? \
-                     WHERE id = ? RETURNING *",
-                )
-                .bind(ts(now))
-                .bind(json_text(&super::cancelled_error()))
-                .bind(id.to_string())
-                .fetch_one(&mut *tx)
-                .await?;
-                CancelOutcome::Cancelled(job_from_row(&row)?)
-            }
-            JobState::Running => {
-                let row =
-                    sqlx::query("UPDATE jobs SET cancel_requested = 1 WHERE id = ? RETURNING *")
-                        .bind(id.to_string())
-                        .fetch_one(&mut *tx)
-                        .await?;
-                CancelOutcome::Requested(job_from_row(&row)?)
-            }
-            _ => CancelOutcome::AlreadyFinished(job),
-        };
-        tx.commit().await?;
-        match &outcome {
-            CancelOutcome::Cancelled(_) => {
-                self.signals.hub.send(Signal::JobChanged(id));
-                self.signals.hub.send(Signal::JobsReady);
-            }
-            CancelOutcome::Requested(_) => {
-                self.signals.hub.send(Signal::JobChanged(id));
-                self.signals.hub.send(Signal::CancelRequested(id));
-            }
-            CancelOutcome::AlreadyFinished(_) => {}
-        }
-        Ok(Some(outcome))
+        self.cancel_with(Some(tenant), id, now, None).await
+    }
+
+    async fn cancel_audited(
+        &self,
+        tenant: Option<&str>,
+        id: Uuid,
+        now: DateTime<Utc>,
+        audit: AuditEntry,
+    ) -> Result<Option<CancelOutcome>> {
+        self.cancel_with(tenant, id, now, Some(audit)).await
     }
 
     async fn job(&self, tenant: Option<&str>, id: Uuid) -> Result<Option<Job>> {
@@ -971,6 +998,8 @@ impl Store for SqliteStore {
                AND (?3 IS NULL OR at < ?3) AND (?4 IS NULL OR key_id = ?4) \
                AND (?5 IS NULL OR workspace = ?5) AND (?6 IS NULL OR action = ?6) \
                AND (?7 IS NULL OR id > ?7) \
+               AND (?9 IS NULL OR substr(workspace, -(length(?9) + 1)) = '/' || ?9) \
+               AND (?10 IS NULL OR outcome = ?10) \
              ORDER BY id LIMIT ?8",
         )
         .bind(&filter.tenant)
@@ -981,6 +1010,8 @@ impl Store for SqliteStore {
         .bind(&filter.action)
         .bind(filter.after_id)
         .bind(i64::from(filter.limit))
+        .bind(&filter.sandbox)
+        .bind(&filter.outcome)
         .fetch_all(&self.reader)
         .await?;
         rows.iter().map(audit_from_row).collect()

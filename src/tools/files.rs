@@ -50,7 +50,8 @@ impl FileOperationTool {
                     idempotent_hint: false,
                     open_world_hint: false,
                 },
-                min_role: Role::Developer,
+                // Reads (read, list, stat, exists) are a viewer's; see `required_role`.
+                min_role: Role::Viewer,
             },
         }
     }
@@ -197,6 +198,13 @@ impl Tool for FileOperationTool {
             secret: None,
             sandbox: None,
         })
+    }
+
+    fn required_role(&self, arguments: &Value) -> Role {
+        match args::parse::<FileOperationArgs>(arguments) {
+            Ok(a) if a.operation.is_read_only() => Role::Viewer,
+            _ => Role::Developer,
+        }
     }
 
     async fn run(&self, env: &ToolEnv, job: &Job, ctx: JobContext) -> Outcome {

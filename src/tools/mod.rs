@@ -224,6 +224,13 @@ pub trait Tool: Send + Sync + 'static {
     /// Validates the arguments and decides scheduling. Runs before anything is stored.
     fn plan(&self, arguments: Value, config: &ToolsConfig) -> Result<Plan, InvalidInput>;
 
+    /// The least role allowed to make this call, given its validated arguments: the spec's
+    /// `min_role` unless some operations of the tool need more (a `file_operation` read is a
+    /// viewer's, a write a developer's).
+    fn required_role(&self, _arguments: &Value) -> Role {
+        self.spec().min_role
+    }
+
     /// Runs the job.
     async fn run(&self, env: &ToolEnv, job: &Job, ctx: JobContext) -> Outcome;
 }
@@ -249,6 +256,9 @@ pub enum SubmitError {
     Invalid(#[from] InvalidInput),
     #[error("sandbox `{0}` not found")]
     SandboxNotFound(String),
+    /// The caller's role is below what the call needs (the refusal is audited).
+    #[error("`{tool}` needs the {} role", required.as_str())]
+    Forbidden { tool: String, required: Role },
     /// `create_sandbox` with a name the tenant already has.
     #[error("a sandbox named `{0}` already exists")]
     SandboxExists(String),
@@ -334,12 +344,25 @@ impl Tools {
             .get(submission.tool.as_str())
             .ok_or_else(|| SubmitError::UnknownTool(submission.tool.clone()))?;
         let config = &self.env.config;
+        let caller = &submission.caller;
+        let spec = tool.spec();
+        if !caller.may(spec.min_role) {
+            return Err(self
+                .deny(caller, spec.name, spec.min_role, &submission.arguments)
+                .await);
+        }
         // Only a keyed submission needs to be recognised again.
         let args_digest = submission
             .idempotency_key
             .is_some()
             .then(|| idempotency::arguments_digest(tool.spec().name, &submission.arguments));
         let plan = tool.plan(submission.arguments, config)?;
+        let required = tool.required_role(&plan.arguments);
+        if !caller.may(required) {
+            return Err(self
+                .deny(caller, spec.name, required, &plan.arguments)
+                .await);
+        }
         let tenant = submission.caller.tenant.as_str();
         // The node that must run the job: the one holding its sandbox, if the sandbox is
         // node-local (a new sandbox's is decided below, from its driver).
@@ -402,6 +425,25 @@ impl Tools {
         match (enqueued, created_name) {
             (Err(StoreError::Conflict(_)), Some(name)) => Err(SubmitError::SandboxExists(name)),
             (enqueued, _) => Ok(enqueued?),
+        }
+    }
+
+    /// Records a call refused for the caller's role (an audit row with outcome `denied`, the
+    /// arguments as digest and redacted summary) and returns the refusal.
+    async fn deny(
+        &self,
+        caller: &Caller,
+        tool: &'static str,
+        required: Role,
+        arguments: &Value,
+    ) -> SubmitError {
+        let entry = caller.entry(tool, None, None, "denied", Some(arguments));
+        if let Err(e) = self.env.store.append_audit(&entry).await {
+            tracing::error!(error = %e, tool, "cannot write the audit row of a refused call");
+        }
+        SubmitError::Forbidden {
+            tool: tool.to_string(),
+            required,
         }
     }
 

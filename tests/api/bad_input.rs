@@ -66,7 +66,7 @@ async fn tool_calls_with_bad_input_are_refused_with_the_field_named() {
             json!({"sandbox_id": "nope", "command": "ls"}),
         )
         .await;
-    assert_error(s, &b, 404, "sandbox_not_found", Some("sandbox_id"));
+    assert_error(s, &b, 404, "not_found", Some("sandbox_id"));
     let (s, b) = app
         .call(
             "/execute_code",
@@ -151,11 +151,11 @@ async fn jobs_api_and_auth_errors() {
     assert_error(s, &b, 400, "invalid_argument", Some("id"));
     let missing = uuid::Uuid::now_v7();
     let (s, b) = app.get_json(&format!("/v1/jobs/{missing}")).await;
-    assert_error(s, &b, 404, "job_not_found", None);
+    assert_error(s, &b, 404, "not_found", Some("job_id"));
     let (s, b) = app
         .call(&format!("/v1/jobs/{missing}/cancel"), json!({}))
         .await;
-    assert_error(s, &b, 404, "job_not_found", None);
+    assert_error(s, &b, 404, "not_found", Some("job_id"));
     let (s, b) = app.get_json(&format!("/v1/jobs/{missing}?wait=-1")).await;
     assert_error(s, &b, 400, "invalid_argument", Some("wait"));
     let (s, b) = app.get_json("/v1/jobs?state=sleeping").await;

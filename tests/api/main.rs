@@ -6,7 +6,9 @@ mod support;
 
 mod helpers;
 
+mod access;
 mod actors;
+mod audit_api;
 mod bad_input;
 mod cancel;
 mod cli;
@@ -42,10 +44,12 @@ mod prometheus_scrape;
 mod quota;
 mod restart;
 mod retention;
+mod roles;
 mod schemas;
 mod serialization;
 mod stdio;
 mod stored_env;
+mod tenants;
 
 /// Runs an `async fn(Db)` test once per database.
 #[macro_export]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
-    AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
-    Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret,
-    Signal, Store, StoreError, Stream,
+    AuditEntry, AuditFilter, AuditRecord, Backend, CREATING, CancelOutcome, Completion,
+    ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter,
+    SandboxRecord, Secret, Signal, Store, StoreError, Stream,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -736,7 +736,8 @@ pub async fn audit_log_filters_and_is_append_only(t: TestStore) {
             tenant: tenant.to_string(),
             key_id: Some(format!("k{i}")),
             request_id: Some(format!("r{i}")),
-            client_addr: Some("127.0.0.1".into()),
+            address: Some("127.0.0.1".into()),
+            ..Caller::default()
         }
         .entry(
             if i == 1 {
@@ -1622,4 +1623,138 @@ pub async fn prune_goes_in_bounded_batches_and_frees_idempotency_keys(t: TestSto
     let mut reuse = job("t1", None);
     reuse.idempotency_key = Some("key-0".into());
     assert!(s.enqueue(reuse, audit("t1")).await.unwrap().created);
+/// Every audit row of `store`, oldest first.
+async fn all_audit(s: &dyn Store) -> Vec<AuditRecord> {
+    s.list_audit(&AuditFilter {
+        limit: 10_000,
+        ..AuditFilter::default()
+    })
+    .await
+    .unwrap()
+}
+
+pub async fn cancel_audited_writes_its_row_with_the_state_change(t: TestStore) {
+    let s = t.store.as_ref();
+    let running = put(s, job("t1", Some("t1/a"))).await;
+    let queued = put(s, job("t1", Some("t1/a"))).await;
+    claim(s, "n1", 10).await;
+    let before = all_audit(s).await.len();
+    let entry = |tenant: &str| {
+        Caller {
+            key_id: Some("k".into()),
+            ..Caller::internal(tenant)
+        }
+        .entry("jobs.cancel", None, None, "accepted", None)
+    };
+    // Another tenant's job: nothing changes, nothing is written.
+    assert!(
+        s.cancel_audited(Some("t2"), queued.id, Utc::now(), entry("t2"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(all_audit(s).await.len(), before);
+    // Unknown job, every tenant: the same.
+    assert!(
+        s.cancel_audited(None, Uuid::now_v7(), Utc::now(), entry("t1"))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(all_audit(s).await.len(), before);
+    let outcome = s
+        .cancel_audited(Some("t1"), queued.id, Utc::now(), entry("t1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, CancelOutcome::Cancelled(_)),
+        "{outcome:?}"
+    );
+    // Every tenant (an admin) reaches the running job.
+    let outcome = s
+        .cancel_audited(None, running.id, Utc::now(), entry("t1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, CancelOutcome::Requested(_)),
+        "{outcome:?}"
+    );
+    let outcome = s
+        .cancel_audited(Some("t1"), queued.id, Utc::now(), entry("t1"))
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(
+        matches!(outcome, CancelOutcome::AlreadyFinished(_)),
+        "{outcome:?}"
+    );
+    let rows = all_audit(s).await;
+    let rows = &rows[before..];
+    let seen: Vec<(Option<Uuid>, Option<&str>, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.entry.job_id,
+                r.entry.workspace.as_deref(),
+                r.entry.outcome.as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        vec![
+            (Some(queued.id), Some("t1/a"), "cancelled"),
+            (Some(running.id), Some("t1/a"), "cancel_requested"),
+            (Some(queued.id), Some("t1/a"), "already_finished"),
+        ]
+    );
+    assert!(rows.iter().all(|r| r.entry.action == "jobs.cancel"));
+    assert!(rows.iter().all(|r| r.entry.key_id.as_deref() == Some("k")));
+}
+
+pub async fn audit_log_filters_by_sandbox_and_outcome(t: TestStore) {
+    let s = t.store.as_ref();
+    for (tenant, workspace, outcome) in [
+        ("t1", Some("t1/web"), "accepted"),
+        ("t2", Some("t2/web"), "denied"),
+        ("t1", Some("t1/webapp"), "accepted"),
+        ("t1", Some("t1/x-web"), "accepted"),
+        ("t1", None, "denied"),
+    ] {
+        let e = Caller::internal(tenant).entry(
+            "execute_shell",
+            workspace.map(str::to_string),
+            None,
+            outcome,
+            None,
+        );
+        s.append_audit(&e).await.unwrap();
+    }
+    let find = |sandbox: Option<&str>, outcome: Option<&str>| AuditFilter {
+        sandbox: sandbox.map(str::to_string),
+        outcome: outcome.map(str::to_string),
+        limit: 100,
+        ..AuditFilter::default()
+    };
+    let web = s.list_audit(&find(Some("web"), None)).await.unwrap();
+    let workspaces: Vec<_> = web
+        .iter()
+        .map(|r| r.entry.workspace.clone().unwrap())
+        .collect();
+    assert_eq!(
+        workspaces,
+        ["t1/web", "t2/web"],
+        "the name, in every tenant"
+    );
+    let denied = s.list_audit(&find(None, Some("denied"))).await.unwrap();
+    assert_eq!(denied.len(), 2);
+    assert!(denied.iter().all(|r| r.entry.outcome == "denied"));
+    let both = s
+        .list_audit(&find(Some("web"), Some("accepted")))
+        .await
+        .unwrap();
+    assert_eq!(both.len(), 1);
+    assert_eq!(both[0].entry.workspace.as_deref(), Some("t1/web"));
 }

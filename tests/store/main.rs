@@ -90,6 +90,8 @@ conformance!(
     sandboxes_are_per_tenant,
     sandboxes_keep_the_drivers_handle,
     audit_log_filters_and_is_append_only,
+    audit_log_filters_by_sandbox_and_outcome,
+    cancel_audited_writes_its_row_with_the_state_change,
     audit_prune_is_the_only_way_rows_leave,
     prune_deletes_old_finished_jobs,
     concurrent_claimers_never_share_a_job_or_a_workspace,

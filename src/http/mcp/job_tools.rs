@@ -1,18 +1,18 @@
 //! The job tools: `get_job`, `cancel_job` and `list_jobs`, for MCP clients without task
-//! support. They read and cancel the caller's jobs directly (they are not jobs themselves), so
-//! they answer at once and never run in the background.
-
-use std::time::Duration;
+//! support. They translate to the jobs service (they are not jobs themselves), so they answer
+//! at once and never run in the background.
 
 use serde::Deserialize;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+use super::Ctx;
 use super::protocol::RpcError;
-use super::tools::{error_result, refused, structured_result};
-use super::{Ctx, Outcome};
+use super::results::{Outcome, refused_with, structured_result};
+use crate::audit::{Caller, Role};
 use crate::http::error::ApiError;
-use crate::http::jobs::{ListQuery, job_view, list_page};
+use crate::http::views::job_view;
+use crate::jobs::ListRequest;
 use crate::store::CancelOutcome;
 use crate::tools::args;
 
@@ -50,8 +50,22 @@ fn job_schema() -> Value {
     })
 }
 
-/// The job tools as `tools/list` shows them.
-pub(crate) fn descriptors() -> Vec<Value> {
+/// The least role of each job tool (the jobs service checks it again on every call).
+fn min_role(name: &str) -> Role {
+    match name {
+        CANCEL_JOB => Role::Developer,
+        _ => Role::Viewer,
+    }
+}
+
+/// The job tools as `tools/list` shows them to `caller`: those its role may call.
+pub(crate) fn descriptors(caller: &Caller) -> Vec<Value> {
+    let mut tools = all_descriptors();
+    tools.retain(|t| t["name"].as_str().is_some_and(|n| caller.may(min_role(n))));
+    tools
+}
+
+fn all_descriptors() -> Vec<Value> {
     let hints = |read_only: bool| {
         json!({
             "readOnlyHint": read_only,
@@ -160,45 +174,12 @@ struct ListJobsArgs {
     cursor: Option<String>,
 }
 
-/// Why a job tool could not do what was asked, before it touched anything.
-struct Refusal {
-    reason: &'static str,
-    message: String,
-    field: Option<String>,
-}
-
-impl Refusal {
-    fn invalid(field: &str, message: impl Into<String>) -> Refusal {
-        Refusal {
-            reason: "invalid_argument",
-            message: message.into(),
-            field: Some(field.to_string()),
-        }
-    }
-}
-
-impl From<args::InvalidInput> for Refusal {
-    fn from(e: args::InvalidInput) -> Refusal {
-        Refusal {
-            reason: "invalid_argument",
-            message: e.message,
-            field: e.field,
-        }
-    }
-}
-
-fn parse_id(raw: &str) -> Result<Uuid, Refusal> {
+fn parse_id(raw: &str) -> Result<Uuid, ApiError> {
     Uuid::parse_str(raw)
-        .map_err(|_| Refusal::invalid("job_id", format!("`{raw}` is not a job id (a UUID)")))
+        .map_err(|_| ApiError::bad_request("job_id", format!("`{raw}` is not a job id (a UUID)")))
 }
 
-fn not_found(id: Uuid) -> Outcome {
-    Outcome::Json(error_result(&json!({
-        "error": {"reason": "not_found", "message": format!("job {id} not found"), "field": "job_id"}
-    })))
-}
-
-/// Runs a job tool.
+/// Runs a job tool: its refusals are tool errors with the codes of the shared table.
 pub(crate) async fn call(ctx: &Ctx, name: &str, arguments: Value) -> Result<Outcome, RpcError> {
     let run = match name {
         GET_JOB => get_job(ctx, &arguments).await,
@@ -206,64 +187,24 @@ pub(crate) async fn call(ctx: &Ctx, name: &str, arguments: Value) -> Result<Outc
         _ => list_jobs(ctx, &arguments).await,
     };
     match run {
-        Ok(outcome) => Ok(outcome),
-        Err(Ok(refusal)) => Ok(refused(ctx, refusal.reason, refusal.message, refusal.field)),
-        Err(Err(e)) => Err(e),
+        Ok(result) => Ok(Outcome::Json(structured_result(&result, false))),
+        Err(error) => refused_with(ctx.revision, error, ctx.caller.request_id.as_deref()),
     }
 }
 
-/// A job tool's failure: a refusal of the arguments, or a protocol error.
-type ToolError = Result<Refusal, RpcError>;
-
-fn store_failure(ctx: &Ctx, e: impl std::fmt::Display) -> ToolError {
-    tracing::error!(error = %e, "a job tool failed");
-    Err(RpcError::internal(ctx.caller.request_id.as_deref()))
+async fn get_job(ctx: &Ctx, arguments: &Value) -> Result<Value, ApiError> {
+    let a: GetJobArgs = args::parse(arguments)?;
+    let id = parse_id(&a.job_id)?;
+    let jobs = ctx.state.jobs();
+    let wait = jobs.check_wait("wait_s", a.wait_s)?;
+    let job = jobs.get(&ctx.caller, id, wait).await?;
+    Ok(job_view(&job))
 }
 
-async fn get_job(ctx: &Ctx, arguments: &Value) -> Result<Outcome, ToolError> {
-    let a: GetJobArgs = args::parse(arguments).map_err(|e| Ok(e.into()))?;
-    let id = parse_id(&a.job_id).map_err(Ok)?;
-    let max = ctx.state.config.server.sync_wait_max_s as f64;
-    let wait = match a.wait_s {
-        None => 0.0,
-        Some(w) if (0.0..=max).contains(&w) => w,
-        Some(_) => {
-            return Err(Ok(Refusal::invalid(
-                "wait_s",
-                format!("wait_s must be between 0 and {max} seconds"),
-            )));
-        }
-    };
-    let tenant = ctx.caller.tenant.as_str();
-    let job = if wait > 0.0 {
-        ctx.state
-            .queue
-            .wait(Some(tenant), id, Duration::from_secs_f64(wait))
-            .await
-    } else {
-        ctx.state.queue.store().job(Some(tenant), id).await
-    };
-    match job {
-        Ok(Some(job)) => Ok(Outcome::Json(structured_result(&job_view(&job), false))),
-        Ok(None) => Ok(not_found(id)),
-        Err(e) => Err(store_failure(ctx, e)),
-    }
-}
-
-async fn cancel_job(ctx: &Ctx, arguments: &Value) -> Result<Outcome, ToolError> {
-    let a: CancelJobArgs = args::parse(arguments).map_err(|e| Ok(e.into()))?;
-    let id = parse_id(&a.job_id).map_err(Ok)?;
-    let outcome = match ctx.state.queue.cancel(&ctx.caller.tenant, id).await {
-        Ok(Some(outcome)) => outcome,
-        Ok(None) => return Ok(not_found(id)),
-        Err(e) => return Err(store_failure(ctx, e)),
-    };
-    let entry = ctx
-        .caller
-        .entry("jobs.cancel", None, Some(id), "accepted", None);
-    if let Err(e) = ctx.state.queue.store().append_audit(&entry).await {
-        tracing::error!(error = %e, "cannot write audit row for a cancel");
-    }
+async fn cancel_job(ctx: &Ctx, arguments: &Value) -> Result<Value, ApiError> {
+    let a: CancelJobArgs = args::parse(arguments)?;
+    let id = parse_id(&a.job_id)?;
+    let outcome = ctx.state.jobs().cancel(&ctx.caller, id).await?;
     let (job, cancelled, message) = match &outcome {
         CancelOutcome::Cancelled(job) => (job, true, "cancelled before it started".to_string()),
         CancelOutcome::Requested(job) => (
@@ -277,36 +218,22 @@ async fn cancel_job(ctx: &Ctx, arguments: &Value) -> Result<Outcome, ToolError> 
             format!("already finished as {}; nothing to cancel", job.state),
         ),
     };
-    Ok(Outcome::Json(structured_result(
-        &json!({"job_id": job.id, "status": job.state, "cancelled": cancelled, "message": message}),
-        false,
-    )))
+    Ok(json!({"job_id": job.id, "status": job.state, "cancelled": cancelled, "message": message}))
 }
 
-async fn list_jobs(ctx: &Ctx, arguments: &Value) -> Result<Outcome, ToolError> {
-    let a: ListJobsArgs = args::parse(arguments).map_err(|e| Ok(e.into()))?;
-    let query = ListQuery {
+async fn list_jobs(ctx: &Ctx, arguments: &Value) -> Result<Value, ApiError> {
+    let a: ListJobsArgs = args::parse(arguments)?;
+    let request = ListRequest {
         sandbox: a.sandbox_id,
         state: a.state,
         tool: a.tool,
         limit: a.limit,
         cursor: a.cursor,
-        ..ListQuery::default()
+        tenant: None,
     };
-    match list_page(&ctx.state, &ctx.caller.tenant, &query).await {
-        Ok(page) => Ok(Outcome::Json(structured_result(&page, false))),
-        Err(ApiError::Client { message, field, .. }) => Err(Ok(Refusal {
-            reason: "invalid_argument",
-            // The jobs API names its query parameter; the tool's argument is `sandbox_id`.
-            field: field.map(|f| {
-                if f == "sandbox" {
-                    "sandbox_id".into()
-                } else {
-                    f
-                }
-            }),
-            message,
-        })),
-        Err(e) => Err(store_failure(ctx, e)),
-    }
+    let page = ctx.state.jobs().list(&ctx.caller, &request).await?;
+    Ok(json!({
+        "jobs": page.jobs.iter().map(job_view).collect::<Vec<_>>(),
+        "next_cursor": page.next_cursor,
+    }))
 }

@@ -21,6 +21,7 @@ pub mod guard;
 mod inflight;
 mod job_tools;
 pub mod protocol;
+mod results;
 pub mod session;
 mod sse;
 mod tasks;
@@ -43,6 +44,7 @@ use self::protocol::{
     META_SERVER_INFO, Message, Revision, RpcError, decode_header_value, failure, header,
     is_handshake_version, parse_message, success,
 };
+use self::results::Outcome;
 use self::session::{Session, Sessions};
 use super::AppState;
 use super::auth::caller_of;
@@ -102,16 +104,6 @@ impl Ctx {
     pub fn scope(&self) -> String {
         self.scope.clone()
     }
-}
-
-/// What a method handler answers.
-pub(crate) enum Outcome {
-    /// A result, wrapped into the JSON-RPC answer.
-    Json(Value),
-    /// A protocol error.
-    Error(RpcError),
-    /// A response already built (an SSE stream).
-    Http(HttpResponse),
 }
 
 /// The server's description.
@@ -312,7 +304,7 @@ fn sessionless_scope(caller: &Caller) -> String {
         "caller:{}|{}|{}",
         caller.tenant,
         caller.key_id.as_deref().unwrap_or(""),
-        caller.client_addr.as_deref().unwrap_or("")
+        caller.address.as_deref().unwrap_or("")
     )
 }
 
@@ -481,7 +473,12 @@ async fn cancel_request(ctx: &Ctx, params: &Map<String, Value>) {
         return;
     };
     tracing::info!(job_id = %job, "notifications/cancelled: cancelling the call's job");
-    if let Err(e) = ctx.state.queue.cancel(&tenant, job).await {
+    // The in-flight entry is this caller's own call (its scope holds tenant and key).
+    let caller = crate::audit::Caller {
+        tenant,
+        ..ctx.caller.clone()
+    };
+    if let Err(e) = ctx.state.jobs().cancel_abandoned(&caller, job).await {
         tracing::warn!(error = %e, job_id = %job, "cannot cancel a job for notifications/cancelled");
     }
 }
@@ -695,7 +692,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
     let session = Arc::downgrade(&session);
     actix_rt::spawn(async move {
         if tx
-            .send(Bytes::from_static(b": stream open\n\n"))
+            .send(crate::http::sse::comment("stream open"))
             .await
             .is_err()
         {
@@ -705,12 +702,7 @@ pub async fn get(state: web::Data<AppState>, req: HttpRequest) -> HttpResponse {
             tokio::time::sleep(sse::KEEPALIVE).await;
             // The stream ends with its session, or when a newer GET replaced it.
             let current = session.upgrade().is_some_and(|s| s.is_standalone(&tx));
-            if !current
-                || tx
-                    .send(Bytes::from_static(b": keep-alive\n\n"))
-                    .await
-                    .is_err()
-            {
+            if !current || tx.send(crate::http::sse::keep_alive()).await.is_err() {
                 return;
             }
         }

@@ -397,11 +397,7 @@ impl EventLog {
                 Ok(Ok(())) => {}
                 Ok(Err(_)) => return,
                 Err(_) => {
-                    if tx
-                        .send(Bytes::from_static(b": keep-alive\n\n"))
-                        .await
-                        .is_err()
-                    {
+                    if tx.send(crate::http::sse::keep_alive()).await.is_err() {
                         return;
                     }
                 }

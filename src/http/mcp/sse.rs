@@ -10,51 +10,38 @@
 //! revision requires.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix_web::{HttpResponse, web};
 use bytes::Bytes;
-use futures::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::inflight::InFlightGuard;
 use super::protocol::{LogLevel, Revision, RpcError, failure, notification, success};
+use super::results::job_result;
 use super::session::EventLog;
-use super::tools::job_result;
 use super::{Ctx, decorate};
+use crate::audit::Caller;
 use crate::http::AppState;
+pub(crate) use crate::http::sse::{KEEPALIVE, response};
+use crate::http::sse::{event, keep_alive};
+use crate::jobs::JobsError;
 use crate::output::Stream;
-use crate::queue::{Followed, follow};
+use crate::queue::Followed;
 
-/// After this long without an event, a stream sends a comment: proxies keep the connection,
-/// and a client that went away is noticed.
-pub(crate) const KEEPALIVE: Duration = Duration::from_secs(15);
 /// How soon a client should reconnect after its stream dropped (sent with the priming event).
 const RETRY_MS: u64 = 1000;
 
 /// One SSE event carrying a JSON-RPC message.
 pub(crate) fn frame(id: Option<&str>, message: &Value) -> Bytes {
-    match id {
-        Some(id) => Bytes::from(format!("id: {id}\ndata: {message}\n\n")),
-        None => Bytes::from(format!("data: {message}\n\n")),
-    }
+    event(None, id, message)
 }
 
 /// The priming event of a 2025-11-25 stream: an id to resume from, the reconnection delay, no
 /// message.
 fn priming(id: &str) -> Bytes {
-    Bytes::from(format!("id: {id}\nretry: {RETRY_MS}\ndata: \n\n"))
-}
-
-/// An SSE response reading from `rx`.
-pub(crate) fn response(rx: mpsc::Receiver<Bytes>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/event-stream")
-        .insert_header(("cache-control", "no-cache"))
-        .insert_header(("x-accel-buffering", "no"))
-        .streaming(tokio_stream::wrappers::ReceiverStream::new(rx).map(Ok::<_, actix_web::Error>))
+    crate::http::sse::priming(id, RETRY_MS)
 }
 
 /// Where a streamed call's events go.
@@ -80,10 +67,7 @@ impl Sink {
     /// Keeps a direct stream alive; `false` when the client went away.
     async fn keepalive(&self) -> bool {
         match self {
-            Sink::Direct(tx) => tx
-                .send(Bytes::from_static(b": keep-alive\n\n"))
-                .await
-                .is_ok(),
+            Sink::Direct(tx) => tx.send(keep_alive()).await.is_ok(),
             // The relay of each reader keeps its own connection alive.
             Sink::Log(_) => true,
         }
@@ -155,7 +139,7 @@ impl Reporter {
 /// Everything the producer of a streamed call needs, owned (it outlives the request handler).
 struct Producer {
     state: web::Data<AppState>,
-    tenant: String,
+    caller: Caller,
     revision: Revision,
     job: Uuid,
     request: Value,
@@ -186,7 +170,7 @@ pub(crate) fn stream_call(
     };
     let producer = Producer {
         state: ctx.state.clone(),
-        tenant: ctx.caller.tenant.clone(),
+        caller: ctx.caller.clone(),
         revision: ctx.revision,
         job: job.id,
         request: id.clone(),
@@ -213,7 +197,8 @@ impl Producer {
     async fn run(mut self) {
         if !self.stream().await && self.revision.is_modern() {
             tracing::info!(job_id = %self.job, "the client closed its stream; cancelling its call");
-            if let Err(e) = self.state.queue.cancel(&self.tenant, self.job).await {
+            let jobs = self.state.jobs();
+            if let Err(e) = jobs.cancel_abandoned(&self.caller, self.job).await {
                 tracing::warn!(error = %e, job_id = %self.job, "cannot cancel an abandoned call");
             }
         }
@@ -222,35 +207,20 @@ impl Producer {
 
     /// Streams until the result is sent (`true`) or the client went away (`false`).
     async fn stream(&mut self) -> bool {
-        // Subscribe before reading, so that an end between the two is not missed.
-        let events = self.state.queue.events().subscribe(self.job);
-        let job = match self
-            .state
-            .queue
-            .store()
-            .job(Some(&self.tenant), self.job)
-            .await
-        {
-            Ok(Some(job)) => job,
-            Ok(None) => {
+        let mut followed = match self.state.jobs().follow(&self.caller, self.job, 0).await {
+            Ok(followed) => followed,
+            Err(JobsError::NotFound(_)) => {
                 return self
                     .fail(RpcError::invalid_params("the job disappeared"))
                     .await;
             }
             Err(e) => {
-                tracing::error!(error = %e, "cannot read a streamed call's job");
+                tracing::error!(error = %e, "cannot follow a streamed call's job");
                 return self
                     .fail(RpcError::internal(self.request_id.as_deref()))
                     .await;
             }
         };
-        let mut followed = follow(
-            self.state.queue.clone(),
-            self.tenant.clone(),
-            job,
-            events,
-            0,
-        );
         loop {
             // The response is dropped as soon as actix sees the connection close, even while the
             // command is silent: `closed` notices that at once.

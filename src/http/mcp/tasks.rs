@@ -19,11 +19,14 @@ use base64::Engine;
 use serde_json::{Map, Value, json};
 use uuid::Uuid;
 
+use super::Ctx;
 use super::protocol::{META_RELATED_TASK, Revision, RpcError, TASKS_EXTENSION, notification};
+use super::results::{job_result, rpc_error};
 use super::session::Session;
-use super::tools::job_result;
-use super::{Ctx, sse};
-use crate::store::{Job, JobFilter, JobState};
+use crate::http::error::ApiError;
+use crate::http::sse;
+use crate::jobs::{JobsError, ListRequest};
+use crate::store::{CancelOutcome, Job, JobState};
 
 /// How often a client should poll a working task.
 const POLL_INTERVAL_MS: u64 = 1000;
@@ -118,17 +121,13 @@ fn watch(ctx: &Ctx, session: &Arc<Session>, id: Uuid) {
         return;
     }
     let session = Arc::downgrade(session);
-    let state = ctx.state.clone();
+    let jobs = ctx.state.jobs();
     let ctx_ttl = ttl_ms(ctx);
-    let tenant = ctx.caller.tenant.clone();
+    let caller = ctx.caller.clone();
     actix_rt::spawn(async move {
         loop {
-            let job = match state
-                .queue
-                .wait(Some(&tenant), id, Duration::from_secs(60))
-                .await
-            {
-                Ok(Some(job)) => job,
+            let job = match jobs.get(&caller, id, Duration::from_secs(60)).await {
+                Ok(job) => job,
                 _ => return,
             };
             let Some(session) = session.upgrade() else {
@@ -144,7 +143,8 @@ fn watch(ctx: &Ctx, session: &Arc<Session>, id: Uuid) {
                     "pollInterval": POLL_INTERVAL_MS,
                 });
                 task["ttl"] = ctx_ttl;
-                session.send_standalone(sse::frame(
+                session.send_standalone(sse::event(
+                    None,
                     None,
                     &notification("notifications/tasks/status", task),
                 ));
@@ -167,20 +167,21 @@ fn not_found() -> RpcError {
     RpcError::invalid_params("Failed to retrieve task: Task not found")
 }
 
-fn store_failure(ctx: &Ctx, e: impl std::fmt::Display) -> RpcError {
-    tracing::error!(error = %e, "a task request failed");
-    RpcError::internal(ctx.caller.request_id.as_deref())
+/// A jobs service refusal as a task method's error: another tenant's task is "not found".
+fn refusal(ctx: &Ctx, error: JobsError) -> RpcError {
+    match error {
+        JobsError::NotFound(_) => not_found(),
+        other => rpc_error(ApiError::from(other), ctx.caller.request_id.as_deref()),
+    }
 }
 
-/// The caller's task.
-async fn load(ctx: &Ctx, id: Uuid) -> Result<Job, RpcError> {
+/// The caller's task, after waiting up to `wait` for it to end.
+async fn load(ctx: &Ctx, id: Uuid, wait: Duration) -> Result<Job, RpcError> {
     ctx.state
-        .queue
-        .store()
-        .job(Some(&ctx.caller.tenant), id)
+        .jobs()
+        .get(&ctx.caller, id, wait)
         .await
-        .map_err(|e| store_failure(ctx, e))?
-        .ok_or_else(not_found)
+        .map_err(|e| refusal(ctx, e))
 }
 
 /// On 2026-07-28, task methods need the extension in the request's capabilities.
@@ -197,7 +198,7 @@ fn require_extension(ctx: &Ctx) -> Result<(), RpcError> {
 /// `tasks/get`.
 pub(crate) async fn get(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value, RpcError> {
     require_extension(ctx)?;
-    let job = load(ctx, task_id(params)?).await?;
+    let job = load(ctx, task_id(params)?, Duration::ZERO).await?;
     if !ctx.revision.is_modern() {
         return Ok(task_2025(ctx, &job));
     }
@@ -223,15 +224,8 @@ pub(crate) async fn get(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value,
 /// have answered.
 pub(crate) async fn result(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value, RpcError> {
     let id = task_id(params)?;
-    load(ctx, id).await?;
-    let wait = Duration::from_secs(ctx.state.config.server.sync_wait_max_s);
-    let job = ctx
-        .state
-        .queue
-        .wait(Some(&ctx.caller.tenant), id, wait)
-        .await
-        .map_err(|e| store_failure(ctx, e))?
-        .ok_or_else(not_found)?;
+    let wait = ctx.state.jobs().max_wait();
+    let job = load(ctx, id, wait).await?;
     if !job.state.is_terminal() {
         return Err(RpcError::new(
             StatusCode::OK,
@@ -272,19 +266,19 @@ pub(crate) async fn list(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value
         ),
         Some(_) => return Err(RpcError::invalid_params("cursor must be a string")),
     };
-    let limit = ctx.state.config.mcp.page_size.min(200) as u32;
+    let limit = ctx.state.config.mcp.page_size.clamp(1, 200) as u32;
+    let request = ListRequest {
+        limit: Some(limit),
+        cursor: before_seq.map(|seq| seq.to_string()),
+        ..ListRequest::default()
+    };
     let jobs = ctx
         .state
-        .queue
-        .store()
-        .list_jobs(&JobFilter {
-            tenant: Some(ctx.caller.tenant.clone()),
-            before_seq,
-            limit,
-            ..JobFilter::default()
-        })
+        .jobs()
+        .list(&ctx.caller, &request)
         .await
-        .map_err(|e| store_failure(ctx, e))?;
+        .map_err(|e| refusal(ctx, e))?
+        .jobs;
     let mut result = json!({
         "tasks": jobs.iter().map(|j| task_2025(ctx, j)).collect::<Vec<_>>(),
     });
@@ -300,33 +294,27 @@ pub(crate) async fn list(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value
 pub(crate) async fn cancel(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value, RpcError> {
     require_extension(ctx)?;
     let id = task_id(params)?;
-    let job = load(ctx, id).await?;
-    if job.state.is_terminal() {
+    let outcome = ctx
+        .state
+        .jobs()
+        .cancel(&ctx.caller, id)
+        .await
+        .map_err(|e| refusal(ctx, e))?;
+    if let CancelOutcome::AlreadyFinished(job) = &outcome {
         if ctx.revision.is_modern() {
             // Cancelling is cooperative and idempotent in the extension: nothing to do.
             return Ok(json!({}));
         }
         return Err(RpcError::invalid_params(format!(
             "Cannot cancel task: already in terminal status '{}'",
-            status(&job)
+            status(job)
         )));
     }
-    ctx.state
-        .queue
-        .cancel(&ctx.caller.tenant, id)
-        .await
-        .map_err(|e| store_failure(ctx, e))?;
     if ctx.revision.is_modern() {
         return Ok(json!({}));
     }
     // 2025-11-25: the answer shows the task cancelled, so wait for the kill to land.
-    let job = ctx
-        .state
-        .queue
-        .wait(Some(&ctx.caller.tenant), id, CANCEL_WAIT)
-        .await
-        .map_err(|e| store_failure(ctx, e))?
-        .ok_or_else(not_found)?;
+    let job = load(ctx, id, CANCEL_WAIT).await?;
     Ok(task_2025(ctx, &job))
 }
 
@@ -334,7 +322,7 @@ pub(crate) async fn cancel(ctx: &Ctx, params: &Map<String, Value>) -> Result<Val
 /// server ever asks for input, so the answer says so instead of silently dropping the input.
 pub(crate) async fn update(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value, RpcError> {
     require_extension(ctx)?;
-    let job = load(ctx, task_id(params)?).await?;
+    let job = load(ctx, task_id(params)?, Duration::ZERO).await?;
     Err(RpcError::invalid_params(format!(
         "task {} is not waiting for input (status: {}): this server's tools never ask for \
          input, so there is nothing to update",

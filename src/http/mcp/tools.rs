@@ -11,16 +11,16 @@
 //! `-32602` error in 2025-06-18 and an `isError` result from 2025-11-25 on (SEP-1303), so a
 //! model can read the message and correct itself. A non-zero exit code is a normal result.
 
-use std::time::Duration;
-
 use base64::Engine;
 use serde_json::{Map, Value, json};
 
 use super::job_tools;
 use super::protocol::{Revision, RpcError, TASKS_EXTENSION};
-use super::{Ctx, Outcome, sse, tasks};
-use crate::http::rest::take_background;
-use crate::store::{Job, JobState, StoreError};
+use super::results::{Outcome, job_handle, job_result, refused, refused_with, structured_result};
+use super::{Ctx, sse, tasks};
+use crate::http::error::ApiError;
+use crate::jobs::take_background;
+use crate::store::Job;
 use crate::tools::{Submission, SubmitError, ToolSpec};
 
 /// The JSON schema of the handle a background call (or a call still running when the
@@ -108,13 +108,15 @@ fn output_schema(spec: &ToolSpec) -> Value {
     schema
 }
 
-/// The tools as `tools/list` shows them in `revision`, in name order.
+/// The tools as `tools/list` shows them in `revision` to the caller, in name order: only the
+/// tools the caller's role may call (a tool some of whose operations it may call is listed).
 pub(crate) fn descriptors(ctx: &Ctx) -> Vec<Value> {
     let task_support = ctx.revision == Revision::V2025_11_25;
     let mut tools: Vec<Value> = ctx
         .state
         .tools
         .specs()
+        .filter(|spec| ctx.caller.may(spec.min_role))
         .map(|spec| {
             let mut tool = json!({
                 "name": spec.name,
@@ -129,7 +131,7 @@ pub(crate) fn descriptors(ctx: &Ctx) -> Vec<Value> {
             tool
         })
         .collect();
-    for mut tool in job_tools::descriptors() {
+    for mut tool in job_tools::descriptors(&ctx.caller) {
         if task_support {
             tool["execution"] = json!({"taskSupport": "forbidden"});
         }
@@ -188,65 +190,6 @@ pub(crate) fn list(ctx: &Ctx, params: &Map<String, Value>) -> Result<Value, RpcE
     Ok(result)
 }
 
-/// A tool result with structured content (which must match the tool's output schema) and the
-/// same JSON as text.
-pub(crate) fn structured_result(structured: &Value, is_error: bool) -> Value {
-    json!({
-        "content": [{"type": "text", "text": structured.to_string()}],
-        "structuredContent": structured,
-        "isError": is_error,
-    })
-}
-
-/// A failure without output that matches the schema: text only (clients validate structured
-/// content against the output schema even on errors).
-pub(crate) fn error_result(error: &Value) -> Value {
-    json!({
-        "content": [{"type": "text", "text": error.to_string()}],
-        "isError": true,
-    })
-}
-
-/// The handle of a job that is not finished.
-fn job_handle(job: &Job, message: &str) -> Value {
-    json!({"job_id": job.id, "status": job.state, "message": message})
-}
-
-/// What a call that ran as `job` answers: its output, an `isError` result for what the tool
-/// could not do, or a protocol error when the server itself failed.
-pub(crate) fn job_result(job: &Job) -> Result<Value, RpcError> {
-    if !job.state.is_terminal() {
-        return Ok(structured_result(
-            &job_handle(
-                job,
-                "still running after the longest synchronous wait; read the result with get_job",
-            ),
-            false,
-        ));
-    }
-    if let Some(error) = &job.error
-        && crate::http::error::is_fault(error)
-    {
-        // The fault's text stays with the operator (see `public_job_error`).
-        return Err(RpcError::new(
-            actix_web::http::StatusCode::OK,
-            -32603,
-            crate::http::error::public_job_error(job.id, error).message,
-        ));
-    }
-    match (job.state, &job.result) {
-        (JobState::Succeeded, Some(result)) => Ok(structured_result(result, false)),
-        (_, Some(result)) => Ok(structured_result(result, true)),
-        (state, None) => {
-            let error = match &job.error {
-                Some(error) => json!(error),
-                None => json!({"reason": state.as_str(), "message": format!("the job {state}")}),
-            };
-            Ok(error_result(&json!({"job_id": job.id, "error": error})))
-        }
-    }
-}
-
 /// How a tools/call asks to run.
 enum Mode {
     /// Wait for the result.
@@ -255,23 +198,6 @@ enum Mode {
     Background,
     /// Answer a task (2025-11-25 `params.task`, or a 2026 client with the tasks extension).
     Task,
-}
-
-/// The answer to arguments the tool refused: a protocol error in 2025-06-18, a tool result the
-/// model can read later.
-pub(crate) fn refused(ctx: &Ctx, reason: &str, message: String, field: Option<String>) -> Outcome {
-    if ctx.revision == Revision::V2025_06_18 && reason == "invalid_argument" {
-        let mut error = RpcError::invalid_params(message);
-        if let Some(field) = field {
-            error = error.with_data(json!({ "field": field }));
-        }
-        return Outcome::Error(error);
-    }
-    let mut error = json!({"reason": reason, "message": message});
-    if let Some(field) = field {
-        error["field"] = json!(field);
-    }
-    Outcome::Json(error_result(&json!({ "error": error })))
 }
 
 /// `tools/call`.
@@ -322,7 +248,7 @@ pub(crate) async fn call(
         Ok(b) => b,
         Err(_) => {
             return Ok(refused(
-                ctx,
+                ctx.revision,
                 "invalid_argument",
                 "background must be a boolean".into(),
                 Some("background".into()),
@@ -350,43 +276,8 @@ pub(crate) async fn call(
         .await;
     let job = match submitted {
         Ok(enqueued) => enqueued.job,
-        Err(SubmitError::Invalid(invalid)) => {
-            return Ok(refused(
-                ctx,
-                "invalid_argument",
-                invalid.message,
-                invalid.field,
-            ));
-        }
-        Err(SubmitError::SandboxNotFound(reference)) => {
-            return Ok(refused(
-                ctx,
-                "not_found",
-                format!("sandbox `{reference}` not found"),
-                Some("sandbox_id".into()),
-            ));
-        }
-        Err(SubmitError::SandboxExists(name)) => {
-            return Ok(refused(
-                ctx,
-                "conflict",
-                format!("a sandbox named `{name}` already exists"),
-                None,
-            ));
-        }
         Err(SubmitError::UnknownTool(name)) => {
             return Err(RpcError::invalid_params(format!("Unknown tool: {name}")));
-        }
-        Err(SubmitError::Store(StoreError::IdempotencyMismatch { key, job_id })) => {
-            return Ok(refused(
-                ctx,
-                "idempotency_key_reused",
-                format!(
-                    "the idempotency key `{key}` was already used for job {job_id} with other \
-                     arguments or another tool; use a new key for a different request"
-                ),
-                Some("idempotency_key".into()),
-            ));
         }
         Err(SubmitError::Store(e)) if e.is_unavailable() => {
             tracing::warn!(error = %e, "cannot enqueue an MCP tool call: the database is unavailable");
@@ -396,9 +287,14 @@ pub(crate) async fn call(
                 "the database is unavailable; retry in a few seconds",
             ));
         }
-        Err(SubmitError::Store(e)) => {
-            tracing::error!(error = %e, "cannot enqueue an MCP tool call");
-            return Err(RpcError::internal(ctx.caller.request_id.as_deref()));
+        // The same codes as REST (`invalid_argument`, `not_found`, `conflict`, `forbidden`,
+        // `idempotency_key_reused`).
+        Err(e) => {
+            return refused_with(
+                ctx.revision,
+                ApiError::from(e),
+                ctx.caller.request_id.as_deref(),
+            );
         }
     };
     match mode {
@@ -427,16 +323,15 @@ async fn wait(ctx: &Ctx, id: &Value, job: Job) -> Result<Outcome, RpcError> {
         .revision
         .is_modern()
         .then(|| CancelOnDrop::new(ctx, job.id));
-    let wait = Duration::from_secs(ctx.state.config.server.sync_wait_max_s);
-    let tenant = ctx.caller.tenant.clone();
-    let waited = ctx.state.queue.wait(Some(&tenant), job.id, wait).await;
+    let jobs = ctx.state.jobs();
+    let waited = jobs.wait(&ctx.caller, job.id, jobs.max_wait()).await;
     if let Some(guard) = cancel_on_drop {
         guard.disarm();
     }
     drop(in_flight);
     match waited {
-        Ok(Some(job)) => job_result(&job).map(Outcome::Json),
-        Ok(None) => Err(RpcError::invalid_params(format!(
+        Ok(job) => job_result(&job).map(Outcome::Json),
+        Err(crate::jobs::JobsError::NotFound(_)) => Err(RpcError::invalid_params(format!(
             "job {} disappeared (pruned)",
             job.id
         ))),
@@ -449,8 +344,8 @@ async fn wait(ctx: &Ctx, id: &Value, job: Job) -> Result<Outcome, RpcError> {
 
 /// Cancels a job when dropped armed: the request that waited for it was abandoned.
 pub(crate) struct CancelOnDrop {
-    queue: crate::queue::Queue,
-    tenant: String,
+    jobs: crate::jobs::Jobs,
+    caller: crate::audit::Caller,
     id: uuid::Uuid,
     armed: bool,
 }
@@ -458,8 +353,8 @@ pub(crate) struct CancelOnDrop {
 impl CancelOnDrop {
     pub(crate) fn new(ctx: &Ctx, id: uuid::Uuid) -> CancelOnDrop {
         CancelOnDrop {
-            queue: ctx.state.queue.clone(),
-            tenant: ctx.caller.tenant.clone(),
+            jobs: ctx.state.jobs(),
+            caller: ctx.caller.clone(),
             id,
             armed: true,
         }
@@ -475,8 +370,8 @@ impl Drop for CancelOnDrop {
         if !self.armed {
             return;
         }
-        let queue = self.queue.clone();
-        let tenant = std::mem::take(&mut self.tenant);
+        let jobs = self.jobs.clone();
+        let caller = self.caller.clone();
         let id = self.id;
         // A plain tokio task: this may run while a worker's local task set is being torn down,
         // where spawning a local task would panic. Without a runtime there is nobody to cancel
@@ -486,7 +381,7 @@ impl Drop for CancelOnDrop {
         };
         tracing::info!(job_id = %id, "the client went away; cancelling its call");
         runtime.spawn(async move {
-            if let Err(e) = queue.cancel(&tenant, id).await {
+            if let Err(e) = jobs.cancel_abandoned(&caller, id).await {
                 tracing::warn!(error = %e, job_id = %id, "cannot cancel an abandoned call");
             }
         });

@@ -70,7 +70,9 @@ impl GitOperationTool {
                     idempotent_hint: false,
                     open_world_hint: true,
                 },
-                min_role: Role::Developer,
+                // Read-only operations (status, log, diff, listing branches) are a viewer's; see
+                // `required_role`.
+                min_role: Role::Viewer,
             },
         }
     }
@@ -98,6 +100,14 @@ pub(crate) fn call_token(
     }
 }
 
+/// Whether the operation only reads the repository: status, log, diff, and listing branches.
+fn is_read_only(a: &GitOperationArgs) -> bool {
+    matches!(
+        a.operation,
+        GitOperation::Status | GitOperation::Log | GitOperation::Diff
+    ) || (a.operation == GitOperation::Branch && a.branch.is_none())
+}
+
 #[async_trait]
 impl Tool for GitOperationTool {
     fn spec(&self) -> &ToolSpec {
@@ -107,10 +117,7 @@ impl Tool for GitOperationTool {
     fn plan(&self, arguments: Value, _config: &ToolsConfig) -> Result<Plan, InvalidInput> {
         let a: GitOperationArgs = args::parse(&arguments)?;
         let secret = validate(&a)?;
-        let retry_safe = matches!(
-            a.operation,
-            GitOperation::Status | GitOperation::Log | GitOperation::Diff
-        ) || (a.operation == GitOperation::Branch && a.branch.is_none());
+        let retry_safe = is_read_only(&a);
         let mut plan = Plan {
             arguments,
             target: Target::Sandbox(a.sandbox_id.clone()),
@@ -132,6 +139,13 @@ impl Tool for GitOperationTool {
             secrets::hold(&mut plan, "token", secret);
         }
         Ok(plan)
+    }
+
+    fn required_role(&self, arguments: &Value) -> Role {
+        match args::parse::<GitOperationArgs>(arguments) {
+            Ok(a) if is_read_only(&a) => Role::Viewer,
+            _ => Role::Developer,
+        }
     }
 
     async fn run(&self, env: &ToolEnv, job: &Job, ctx: JobContext) -> Outcome {
