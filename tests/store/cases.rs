@@ -1623,6 +1623,8 @@ pub async fn prune_goes_in_bounded_batches_and_frees_idempotency_keys(t: TestSto
     let mut reuse = job("t1", None);
     reuse.idempotency_key = Some("key-0".into());
     assert!(s.enqueue(reuse, audit("t1")).await.unwrap().created);
+}
+
 /// Every audit row of `store`, oldest first.
 async fn all_audit(s: &dyn Store) -> Vec<AuditRecord> {
     s.list_audit(&AuditFilter {
