@@ -15,4 +15,5 @@ pub mod output;
 pub mod queue;
 pub mod stdio;
 pub mod store;
+pub mod tls;
 pub mod tools;

@@ -3,6 +3,7 @@
 //! compared in constant time.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -16,7 +17,10 @@ use super::error::ApiError;
 use super::telemetry::RequestId;
 use crate::audit::Caller;
 use crate::auth::Role;
+use crate::auth::oidc::{OidcVerifier, TokenRefusal};
+use crate::auth::rate::RateLimiter;
 use crate::config::AuthConfig;
+use crate::store::Store;
 
 /// The tenant of keys from the environment or the generated key file.
 pub const DEFAULT_TENANT: &str = "default";
@@ -35,10 +39,15 @@ struct Key {
     identity: Identity,
 }
 
-/// Checks presented keys against the configured ones.
+/// Checks presented credentials: the configured keys here, keys stored in the database and
+/// SSO tokens through [`crate::auth`], then the key's request rate.
 pub struct Authenticator {
     keys: Vec<Key>,
     disabled: bool,
+    /// Where `daytona-mcp keys create` stores keys; looked up on every request.
+    store: Option<Arc<dyn Store>>,
+    oidc: Option<OidcVerifier>,
+    rate: RateLimiter,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -46,6 +55,8 @@ impl std::fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("keys", &self.keys.len())
             .field("disabled", &self.disabled)
+            .field("stored_keys", &self.store.is_some())
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -70,6 +81,9 @@ impl Authenticator {
                 Authenticator {
                     keys: Vec::new(),
                     disabled: true,
+                    store: None,
+                    oidc: None,
+                    rate: RateLimiter::new(0),
                 },
                 None,
             ));
@@ -88,21 +102,57 @@ impl Authenticator {
                 key_id: key_id.into(),
             },
         };
+        let oidc = (!config.oidc.issuer.is_empty()).then(|| OidcVerifier::new(config.oidc.clone()));
         Ok((
             Authenticator {
                 keys: vec![key],
                 disabled: false,
+                store: None,
+                oidc,
+                rate: RateLimiter::new(config.rate_limit_per_minute),
             },
             file,
         ))
+    }
+
+    /// Also accepts the keys stored in `store` (`daytona-mcp keys create`).
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Authenticator {
+        self.store = Some(store);
+        self
+    }
+
+    /// The SSO verifier, when `auth.oidc.issuer` is set.
+    pub fn oidc(&self) -> Option<&OidcVerifier> {
+        self.oidc.as_ref()
     }
 
     pub fn is_disabled(&self) -> bool {
         self.disabled
     }
 
-    /// The identity behind the request's key.
-    pub fn authenticate(&self, req: &ServiceRequest) -> Result<Identity, ApiError> {
+    /// The identity behind the request's credential, within its request rate.
+    pub async fn authenticate(&self, req: &ServiceRequest) -> Result<Identity, ApiError> {
+        let identity = self.identify(req).await?;
+        if let Err(retry_after_s) = self.rate.check(&identity.key_id) {
+            return Err(ApiError::Limited {
+                code: "rate_limited",
+                message: format!(
+                    "too many requests with this key: at most {} a minute; retry in \
+                     {retry_after_s} s",
+                    self.rate_per_minute()
+                ),
+                retry_after_s,
+            });
+        }
+        Ok(identity)
+    }
+
+    fn rate_per_minute(&self) -> u32 {
+        self.rate.per_minute()
+    }
+
+    /// The identity behind the request's credential.
+    async fn identify(&self, req: &ServiceRequest) -> Result<Identity, ApiError> {
         if self.disabled {
             return Ok(Identity {
                 tenant: DEFAULT_TENANT.into(),
@@ -127,18 +177,53 @@ impl Authenticator {
                 "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
             ));
         };
-        let presented = digest(presented);
-        self.keys
+        let unauthenticated =
+            |message: String| ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", message);
+        let presented_digest = digest(presented);
+        if let Some(key) = self
+            .keys
             .iter()
-            .find(|k| constant_time_eq(&k.digest, &presented))
-            .map(|k| k.identity.clone())
-            .ok_or_else(|| {
-                ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthenticated",
-                    "the API key is not valid",
-                )
-            })
+            .find(|k| constant_time_eq(&k.digest, &presented_digest))
+        {
+            return Ok(key.identity.clone());
+        }
+        if let (Some(store), Some(_)) = (&self.store, crate::auth::keys::id_of(presented)) {
+            return match crate::auth::keys::verify(store.as_ref(), presented, chrono::Utc::now())
+                .await
+                .map_err(|e| ApiError::Unexpected(e.into()))?
+            {
+                Ok(owner) => Ok(Identity {
+                    tenant: owner.tenant,
+                    role: owner.role,
+                    key_id: owner.id,
+                }),
+                Err(refusal) => Err(unauthenticated(refusal.to_string())),
+            };
+        }
+        if let Some(oidc) = self
+            .oidc
+            .as_ref()
+            .filter(|_| crate::auth::oidc::looks_like_jwt(presented))
+        {
+            return match oidc.verify(presented).await {
+                Ok(owner) => Ok(Identity {
+                    tenant: owner.tenant,
+                    role: owner.role,
+                    key_id: owner.key_id,
+                }),
+                Err(TokenRefusal::Provider(e)) => {
+                    tracing::warn!(error = %e, "a bearer token could not be checked");
+                    Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "identity_provider_unavailable",
+                        "the identity provider's signing keys cannot be fetched right now; \
+                         retry later or use an API key",
+                    ))
+                }
+                Err(refusal) => Err(unauthenticated(refusal.to_string())),
+            };
+        }
+        Err(unauthenticated("the API key is not valid".into()))
     }
 }
 
@@ -200,7 +285,7 @@ pub(crate) async fn authenticate_request(
     state: &AppState,
     req: &ServiceRequest,
 ) -> Result<(), ApiError> {
-    match state.auth.authenticate(req) {
+    match state.auth.authenticate(req).await {
         Ok(identity) => {
             req.extensions_mut().insert(identity);
             Ok(())
@@ -210,6 +295,27 @@ pub(crate) async fn authenticate_request(
             Err(error)
         }
     }
+}
+
+/// The `WWW-Authenticate` value of a 401: `Bearer`, with `resource_metadata` pointing at
+/// `/.well-known/oauth-protected-resource` when SSO is configured, so that MCP clients that
+/// speak OAuth find the issuer (RFC 9728, as the MCP authorization spec uses it).
+pub(crate) fn www_authenticate(
+    state: &AppState,
+    req: &ServiceRequest,
+) -> actix_web::http::header::HeaderValue {
+    use actix_web::http::header::HeaderValue;
+    if state.auth.oidc().is_none() {
+        return HeaderValue::from_static("Bearer");
+    }
+    let info = req.connection_info();
+    let value = format!(
+        "Bearer resource_metadata=\"{}://{}{}\"",
+        info.scheme(),
+        info.host(),
+        super::well_known::PROTECTED_RESOURCE
+    );
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }
 
 /// Whether a request reads a schema route: `GET /schema` or `GET /<tool>/schema`.
@@ -238,7 +344,13 @@ pub async fn require_key(
     match authenticate_request(&state, &req).await {
         Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
         Err(error) => {
-            let response = error.error_response();
+            let mut response = error.error_response();
+            if response.status() == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    www_authenticate(&state, &req),
+                );
+            }
             Ok(req.into_response(response).map_into_right_body())
         }
     }

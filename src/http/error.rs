@@ -59,6 +59,13 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// 429: a rate or quota exceeded; answered with `Retry-After`.
+    #[error("{message}")]
+    Limited {
+        code: &'static str,
+        message: String,
+        retry_after_s: u64,
+    },
     /// A server fault; logged with details, answered without them.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -162,6 +169,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Client { status, .. } => *status,
+            ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -180,6 +188,13 @@ impl ResponseError for ApiError {
                 }
                 HttpResponse::build(*status).json(json!({ "error": error }))
             }
+            ApiError::Limited {
+                code,
+                message,
+                retry_after_s,
+            } => HttpResponse::TooManyRequests()
+                .insert_header(("retry-after", retry_after_s.to_string()))
+                .json(json!({"error": {"code": code, "message": message}})),
             ApiError::Unexpected(e) => {
                 tracing::error!(error = ?e, "request failed");
                 HttpResponse::InternalServerError().json(json!({

@@ -13,6 +13,7 @@ pub mod mcp;
 mod ops;
 mod rest;
 pub mod telemetry;
+pub mod well_known;
 
 use std::sync::Arc;
 
@@ -56,7 +57,15 @@ pub struct AppState {
 /// Registers every route. Health and metrics are open; everything else needs a key.
 pub fn configure(cfg: &mut web::ServiceConfig, metrics_on_main: bool) {
     cfg.route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz));
+        .route("/readyz", web::get().to(ops::readyz))
+        .route(
+            well_known::PROTECTED_RESOURCE,
+            web::get().to(well_known::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            web::get().to(well_known::protected_resource),
+        );
     if metrics_on_main {
         cfg.route("/metrics", web::get().to(ops::metrics));
     }

@@ -7,6 +7,7 @@
 //! Architecture invariant: the store knows nothing of tools, HTTP or drivers. It stores what it is
 //! given and enforces the queue's rules (one running job per workspace, FIFO claims, leases) in SQL.
 
+pub mod api_key;
 pub mod audit;
 pub mod job;
 pub mod postgres;
@@ -21,6 +22,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use api_key::ApiKeyRecord;
 pub use audit::{AuditEntry, AuditFilter, AuditRecord};
 pub use job::{
     CancelOutcome, Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob,
@@ -213,6 +215,23 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// audit log: the database refuses every other delete and every update. The horizon is set
     /// inside this method's transaction and does not outlive it.
     async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    // ---- API keys ----------------------------------------------------------------------------
+
+    /// Inserts a key and its audit row in one transaction; [`StoreError::Conflict`] (nothing
+    /// inserted) when the id is taken.
+    async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<()>;
+
+    /// One key by id, revoked and expired ones included (the caller decides).
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>>;
+
+    /// Every key, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+
+    /// Marks a key revoked at `at` and writes its audit row, in one transaction; `false` (and
+    /// no audit row) when there is no such key or it was revoked already.
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>, audit: &AuditEntry)
+    -> Result<bool>;
 }
 
 /// A database URL whose `Debug` and `Display` hide the password.
