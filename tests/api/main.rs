@@ -23,6 +23,7 @@ mod git_token;
 mod internals;
 mod isolation;
 mod job_errors;
+mod keys;
 mod landlock;
 mod languages;
 mod limits;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
-    AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
+    ApiKeyRecord, AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
     Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret,
     Store, StoreError, Stream,
 };
@@ -1277,4 +1277,120 @@ pub async fn oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retr
     put(s, other).await;
     let oldest = s.oldest_runnable(now).await.unwrap().unwrap();
     assert_eq!(oldest.timestamp(), free.run_after.timestamp());
+}
+
+fn api_key(id: &str, tenant: &str, role: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        role: role.into(),
+        name: Some(format!("{id} name")),
+        digest: format!("{:0>64}", id),
+        created_at: Utc::now() - chrono::Duration::minutes(1),
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+fn key_audit(action: &str, key_id: &str) -> AuditEntry {
+    let mut entry = Caller::internal("t1").entry(action, None, None, "succeeded", None);
+    entry.args_summary = Some(json!({ "key_id": key_id }));
+    entry
+}
+
+async fn key_audit_rows(s: &dyn Store, action: &str) -> usize {
+    s.list_audit(&AuditFilter {
+        action: Some(action.into()),
+        limit: 100,
+        ..AuditFilter::default()
+    })
+    .await
+    .unwrap()
+    .len()
+}
+
+pub async fn api_keys_are_stored_listed_and_revoked_with_audit_rows(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut first = api_key("aaaaaaaaaaaa", "t1", "viewer");
+    first.expires_at = Some(Utc::now() + chrono::Duration::days(30));
+    s.insert_api_key(&first, &key_audit("keys.create", &first.id))
+        .await
+        .unwrap();
+    let second = api_key("bbbbbbbbbbbb", "t2", "admin");
+    s.insert_api_key(&second, &key_audit("keys.create", &second.id))
+        .await
+        .unwrap();
+
+    // Read back as stored (timestamps to the microsecond on both backends).
+    let got = s.api_key(&first.id).await.unwrap().unwrap();
+    assert_eq!(got.tenant, "t1");
+    assert_eq!(got.role, "viewer");
+    assert_eq!(got.digest, first.digest);
+    assert_eq!(got.name, first.name);
+    assert_eq!(
+        got.expires_at.map(|t| t.timestamp_micros()),
+        first.expires_at.map(|t| t.timestamp_micros())
+    );
+    assert!(got.revoked_at.is_none());
+    assert!(s.api_key("cccccccccccc").await.unwrap().is_none());
+    let listed: Vec<String> = s
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, [first.id.clone(), second.id.clone()]);
+    assert_eq!(key_audit_rows(s, "keys.create").await, 2);
+
+    // A taken id is a conflict, and neither the key nor its audit row goes in.
+    let clash = api_key("aaaaaaaaaaaa", "t9", "admin");
+    assert!(matches!(
+        s.insert_api_key(&clash, &key_audit("keys.create", &clash.id))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.api_key(&first.id).await.unwrap().unwrap().tenant, "t1");
+    assert_eq!(key_audit_rows(s, "keys.create").await, 2);
+
+    // The database refuses roles it does not know.
+    let mut bad = api_key("dddddddddddd", "t1", "root");
+    bad.role = "root".into();
+    assert!(
+        s.insert_api_key(&bad, &key_audit("keys.create", &bad.id))
+            .await
+            .is_err()
+    );
+
+    // Revocation: once, with one audit row; a second or unknown revoke changes nothing.
+    let at = Utc::now();
+    assert!(
+        s.revoke_api_key(&first.id, at, &key_audit("keys.revoke", &first.id))
+            .await
+            .unwrap()
+    );
+    let revoked = s.api_key(&first.id).await.unwrap().unwrap();
+    assert_eq!(
+        revoked.revoked_at.map(|t| t.timestamp_micros()),
+        Some(at.timestamp_micros())
+    );
+    assert!(
+        !s.revoke_api_key(&first.id, Utc::now(), &key_audit("keys.revoke", &first.id))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.revoke_api_key("cccccccccccc", Utc::now(), &key_audit("keys.revoke", "x"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(key_audit_rows(s, "keys.revoke").await, 1);
+    assert!(
+        s.api_key(&second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
 }
