@@ -83,6 +83,18 @@ fn asymmetric(alg: Algorithm) -> bool {
     !matches!(alg, Algorithm::HS256 | Algorithm::HS384 | Algorithm::HS512)
 }
 
+/// The `alg` of a token whose header is JSON but names no algorithm this verifier knows.
+fn unknown_algorithm(token: &str) -> Option<String> {
+    use base64::Engine;
+    let header = token.split('.').next()?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(header.trim_end_matches('='))
+        .ok()?;
+    let header: Value = serde_json::from_slice(&bytes).ok()?;
+    let alg = header.get("alg")?.as_str()?;
+    alg.parse::<Algorithm>().is_err().then(|| alg.to_string())
+}
+
 /// Whether `text` looks like a JWT (three base64url parts), as opposed to an API key.
 pub fn looks_like_jwt(text: &str) -> bool {
     let parts: Vec<&str> = text.split('.').collect();
@@ -123,8 +135,14 @@ impl OidcVerifier {
 
     /// Checks a token and maps its claims.
     pub async fn verify(&self, token: &str) -> Result<TokenOwner, TokenRefusal> {
-        let header = jsonwebtoken::decode_header(token)
-            .map_err(|e| TokenRefusal::Malformed(e.to_string()))?;
+        let header = jsonwebtoken::decode_header(token).map_err(|e| {
+            // A header naming an algorithm the crate does not even know (`none`) is refused
+            // as an algorithm, which says more than a parse error.
+            match unknown_algorithm(token) {
+                Some(alg) => TokenRefusal::Algorithm(alg),
+                None => TokenRefusal::Malformed(e.to_string()),
+            }
+        })?;
         if !asymmetric(header.alg) {
             return Err(TokenRefusal::Algorithm(format!("{:?}", header.alg)));
         }

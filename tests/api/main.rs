@@ -36,6 +36,7 @@ mod mcp_tasks;
 mod mcp_transport;
 mod monitoring;
 mod nul_output;
+mod oidc;
 mod prometheus_scrape;
 mod quota;
 mod restart;
