@@ -44,6 +44,7 @@ mod schemas;
 mod serialization;
 mod stdio;
 mod stored_env;
+mod tls;
 
 /// Runs an `async fn(Db)` test once per database.
 #[macro_export]
