@@ -332,7 +332,8 @@ impl Application {
                 secrets: Default::default(),
             },
             queue.clone(),
-        );
+        )
+        .with_quotas(config.quotas.clone());
         let tool_names: Vec<&str> = tools.specs().map(|spec| spec.name).collect();
         let driver_names: Vec<&str> = drivers.iter().map(|d| d.name()).collect();
         metrics.init_known_labels(&tool_names, &driver_names);

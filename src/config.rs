@@ -98,6 +98,41 @@ pub struct Config {
     pub log: LogConfig,
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
+    pub quotas: QuotaConfig,
+}
+
+/// `[quotas]`: per-tenant limits, with per-tenant overrides in `[quotas.tenants.NAME]`. Beyond
+/// one, a submission gets 429 with `Retry-After` and nothing is created. 0: no limit.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Most sandboxes a tenant may have (those being created included).
+    pub max_sandboxes: u64,
+    /// Most queued and running jobs a tenant may have.
+    pub max_active_jobs: u64,
+    /// Tenants with other limits (unset fields take the ones above).
+    pub tenants: std::collections::BTreeMap<String, TenantQuotaConfig>,
+}
+
+/// `[quotas.tenants.NAME]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantQuotaConfig {
+    pub max_sandboxes: Option<u64>,
+    pub max_active_jobs: Option<u64>,
+}
+
+impl QuotaConfig {
+    /// The limits of `tenant`; `None` when it has none.
+    pub fn for_tenant(&self, tenant: &str) -> Option<crate::store::Quota> {
+        let own = self.tenants.get(tenant);
+        let limit = |own: Option<u64>, default: u64| Some(own.unwrap_or(default)).filter(|n| *n > 0);
+        let quota = crate::store::Quota {
+            max_sandboxes: limit(own.and_then(|t| t.max_sandboxes), self.max_sandboxes),
+            max_active_jobs: limit(own.and_then(|t| t.max_active_jobs), self.max_active_jobs),
+        };
+        (quota != crate::store::Quota::default()).then_some(quota)
+    }
 }
 
 /// HTTPS on the main listener: both set, or neither (plain HTTP).
@@ -416,6 +451,7 @@ impl Default for Config {
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
             tls: TlsConfig::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }

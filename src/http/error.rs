@@ -154,6 +154,14 @@ impl From<SubmitError> for ApiError {
                 "conflict",
                 format!("a sandbox named `{name}` already exists"),
             ),
+            SubmitError::QuotaExceeded { kind, limit } => {
+                let (message, retry_after_s) = SubmitError::quota_answer(kind, limit);
+                ApiError::Limited {
+                    code: "quota_exceeded",
+                    message,
+                    retry_after_s,
+                }
+            }
             SubmitError::Store(e) => ApiError::Unexpected(e.into()),
         }
     }

@@ -196,6 +196,8 @@ pub struct NewJob {
     /// The id of the request that submitted the job (`X-Request-Id`), kept with it so that
     /// the request, the job and their log lines share one id.
     pub request_id: Option<String>,
+    /// The tenant's limits, checked inside the enqueue transaction; `None`: unlimited.
+    pub quota: Option<super::Quota>,
 }
 
 impl NewJob {
@@ -215,6 +217,7 @@ impl NewJob {
             idempotency_key: None,
             sandbox: None,
             request_id: None,
+            quota: None,
         }
     }
 }

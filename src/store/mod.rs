@@ -11,6 +11,7 @@ pub mod api_key;
 pub mod audit;
 pub mod job;
 pub mod postgres;
+pub mod quota;
 pub mod sandbox;
 pub mod sqlite;
 
@@ -28,6 +29,7 @@ pub use job::{
     CancelOutcome, Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob,
     OutputChunk, Rescued, Stream,
 };
+pub use quota::{Quota, QuotaKind};
 pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
 
 /// Errors of the persistence layer.
@@ -45,6 +47,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database url `{0}`: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),
+    /// The enqueue would take the tenant beyond a [`Quota`]; nothing was inserted.
+    #[error("the tenant has reached its limit of {limit} {}", kind.what())]
+    QuotaExceeded { kind: QuotaKind, limit: u64 },
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -99,7 +104,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// Inserts the job, its audit row and its sandbox row (`NewJob::sandbox`) in one
     /// transaction. With an idempotency key already used by the tenant, inserts only the audit
     /// row and returns the earlier job with `created: false`; [`StoreError::Conflict`] (nothing
-    /// inserted) when the sandbox's name is taken.
+    /// inserted) when the sandbox's name is taken; [`StoreError::QuotaExceeded`] (nothing
+    /// inserted) when a new job would exceed `NewJob::quota`, checked in the same transaction
+    /// under a per-tenant lock (a replay is never refused).
     async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued>;
 
     /// Inserts many jobs in one transaction (no audit rows, no sandbox rows, no idempotency keys

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
-    JobError, JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount,
+    JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result, SandboxCount,
     SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
 };
 
@@ -333,6 +333,14 @@ impl Store for PgStore {
     async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
+        if job.quota.is_some() {
+            // Serialises the quota checks of one tenant's enqueues (taken before the workspace
+            // lock, always in this order, so the two locks cannot deadlock).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+                .bind(format!("tenant-quota:{}", job.tenant))
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(workspace) = &job.workspace {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(workspace)
@@ -354,6 +362,9 @@ impl Store for PgStore {
                 (job_from_row(&row)?, false)
             }
         };
+        if let (true, Some(quota)) = (created, &job.quota) {
+            check_quota(&mut tx, &job, quota).await?;
+        }
         if let (true, Some(sandbox)) = (created, &job.sandbox) {
             // An error drops (rolls back) the transaction: no job without its sandbox row.
             insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
@@ -945,6 +956,39 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(revoked)
     }
+}
+
+/// Refuses an enqueue beyond the tenant's quota (under the tenant's advisory lock); runs after
+/// the job's insert and before its sandbox's, so the new job is counted and the new sandbox is
+/// not.
+async fn check_quota(conn: &mut PgConnection, job: &NewJob, quota: &Quota) -> Result<()> {
+    if let (Some(limit), Some(_)) = (quota.max_sandboxes, &job.sandbox) {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sandboxes WHERE tenant = $1")
+            .bind(&job.tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+        if n as u64 >= limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::Sandboxes,
+                limit,
+            });
+        }
+    }
+    if let Some(limit) = quota.max_active_jobs {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE tenant = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(&job.tenant)
+        .fetch_one(&mut *conn)
+        .await?;
+        if n as u64 > limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::ActiveJobs,
+                limit,
+            });
+        }
+    }
+    Ok(())
 }
 
 fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord> {

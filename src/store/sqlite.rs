@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
-    JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount, SandboxFilter,
+    JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result, SandboxCount, SandboxFilter,
     SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
 };
 
@@ -332,6 +332,38 @@ async fn insert_sandbox_row(
     }
 }
 
+/// Refuses an enqueue beyond the tenant's quota; runs after the job's insert and before its
+/// sandbox's, so the new job is counted and the new sandbox is not.
+async fn check_quota(conn: &mut SqliteConnection, job: &NewJob, quota: &Quota) -> Result<()> {
+    if let (Some(limit), Some(_)) = (quota.max_sandboxes, &job.sandbox) {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sandboxes WHERE tenant = ?")
+            .bind(&job.tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+        if n as u64 >= limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::Sandboxes,
+                limit,
+            });
+        }
+    }
+    if let Some(limit) = quota.max_active_jobs {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state IN ('queued', 'running')",
+        )
+        .bind(&job.tenant)
+        .fetch_one(&mut *conn)
+        .await?;
+        if n as u64 > limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::ActiveJobs,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Applies the rescue rule to each running job in `jobs`.
 async fn rescue_jobs(
     conn: &mut SqliteConnection,
@@ -397,6 +429,10 @@ impl Store for SqliteStore {
                 (job_from_row(&row)?, false)
             }
         };
+        if let (true, Some(quota)) = (created, &job.quota) {
+            // BEGIN IMMEDIATE holds the write lock: no other enqueue counts meanwhile.
+            check_quota(&mut tx, &job, quota).await?;
+        }
         if let (true, Some(sandbox)) = (created, &job.sandbox) {
             // An error drops (rolls back) the transaction: no job without its sandbox row.
             insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;

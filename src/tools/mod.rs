@@ -239,8 +239,34 @@ pub enum SubmitError {
     /// `create_sandbox` with a name the tenant already has.
     #[error("a sandbox named `{0}` already exists")]
     SandboxExists(String),
+    /// The tenant is at a quota (`[quotas]`); nothing was enqueued.
+    #[error("the tenant has reached its limit of {limit} {}", kind.what())]
+    QuotaExceeded {
+        kind: crate::store::QuotaKind,
+        limit: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl SubmitError {
+    /// For a quota refusal: the message callers see and the seconds after which a retry may
+    /// succeed (jobs finish on their own; sandboxes only go when deleted).
+    pub fn quota_answer(kind: crate::store::QuotaKind, limit: u64) -> (String, u64) {
+        use crate::store::QuotaKind;
+        let (retry_after_s, how) = match kind {
+            QuotaKind::Sandboxes => (60, "delete a sandbox (delete_sandbox) first"),
+            QuotaKind::ActiveJobs => (5, "wait for some of its jobs to finish, or cancel some"),
+        };
+        (
+            format!(
+                "quota exceeded: this tenant may have at most {limit} {} ({}); {how}, then retry",
+                kind.what(),
+                kind.setting()
+            ),
+            retry_after_s,
+        )
+    }
 }
 
 type Registry = BTreeMap<&'static str, Arc<dyn Tool>>;
@@ -251,6 +277,8 @@ pub struct Tools {
     registry: Arc<Registry>,
     env: Arc<ToolEnv>,
     queue: Queue,
+    /// Per-tenant limits, checked by the store inside the enqueue transaction.
+    quotas: Arc<crate::config::QuotaConfig>,
 }
 
 impl std::fmt::Debug for Tools {
@@ -286,7 +314,14 @@ impl Tools {
             registry: Arc::new(registry),
             env: Arc::new(env),
             queue,
+            quotas: Default::default(),
         }
+    }
+
+    /// Enforces `quotas` on submissions (`[quotas]`).
+    pub fn with_quotas(mut self, quotas: crate::config::QuotaConfig) -> Tools {
+        self.quotas = Arc::new(quotas);
+        self
     }
 
     /// Every tool's spec, in name order (deterministic for `tools/list` and `/schema`).
@@ -356,6 +391,7 @@ impl Tools {
         job.timeout_s = timeout_s as i64;
         job.idempotency_key = submission.idempotency_key;
         job.request_id = submission.caller.request_id.clone();
+        job.quota = self.quotas.for_tenant(tenant);
         let audit = submission.caller.entry(
             tool.spec().name,
             workspace,
@@ -369,12 +405,23 @@ impl Tools {
         if let Some(secret) = secret {
             self.env.secrets.put(job_id, secret);
         }
+        let mut denied = audit.clone();
         let enqueued = self.queue.enqueue(job, audit).await;
         if !matches!(&enqueued, Ok(e) if e.created) {
             self.env.secrets.remove(job_id);
         }
         match (enqueued, created_name) {
             (Err(StoreError::Conflict(_)), Some(name)) => Err(SubmitError::SandboxExists(name)),
+            (Err(StoreError::QuotaExceeded { kind, limit }), _) => {
+                // The refused enqueue rolled back its own audit row; the refusal gets one.
+                denied.outcome = "denied".into();
+                denied.job_id = None;
+                denied.action = format!("{} (quota: {})", denied.action, kind.setting());
+                if let Err(e) = self.env.store.append_audit(&denied).await {
+                    tracing::warn!(error = %e, "cannot audit a quota refusal");
+                }
+                Err(SubmitError::QuotaExceeded { kind, limit })
+            }
             (enqueued, _) => Ok(enqueued?),
         }
     }

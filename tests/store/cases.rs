@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
     ApiKeyRecord, AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
-    Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter, SandboxRecord, Secret,
+    Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, SandboxFilter, SandboxRecord, Secret,
     Store, StoreError, Stream,
 };
 use serde_json::json;
@@ -1393,4 +1393,140 @@ pub async fn api_keys_are_stored_listed_and_revoked_with_audit_rows(t: TestStore
             .revoked_at
             .is_none()
     );
+}
+
+fn with_quota(mut j: NewJob, quota: Quota) -> NewJob {
+    j.quota = Some(quota);
+    j
+}
+
+/// Many submissions race for the last places of a quota: exactly the quota's worth go in, the
+/// rest are refused with nothing inserted (no job, no sandbox row, no audit row), a replay is
+/// never refused, and places come back as jobs end and sandboxes go.
+pub async fn quotas_hold_under_concurrent_enqueues(t: TestStore) {
+    let s = t.store.clone();
+    let jobs_quota = Quota {
+        max_active_jobs: Some(5),
+        ..Quota::default()
+    };
+    let mut racers = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        let quota = jobs_quota.clone();
+        racers.push(tokio::spawn(async move {
+            let mut j = with_quota(job("qt", Some(&format!("qt/w{i}"))), quota);
+            j.idempotency_key = Some(format!("k{i}"));
+            s.enqueue(j, audit("qt")).await
+        }));
+    }
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(e) => accepted.push(e.job),
+            Err(StoreError::QuotaExceeded { kind, limit }) => {
+                assert_eq!((kind, limit), (QuotaKind::ActiveJobs, 5));
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((accepted.len(), refused), (5, 15));
+    let listed = s
+        .list_jobs(&JobFilter {
+            tenant: Some("qt".into()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 5);
+    let audited = s
+        .list_audit(&AuditFilter {
+            tenant: Some("qt".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audited.len(), 5, "refused enqueues left audit rows");
+    // A replay of an accepted job is answered, not refused, even at the limit.
+    let first_key = accepted[0].idempotency_key.clone().unwrap();
+    let mut replay = with_quota(job("qt", Some("qt/again")), jobs_quota.clone());
+    replay.idempotency_key = Some(first_key);
+    let replayed = s.enqueue(replay, audit("qt")).await.unwrap();
+    assert!(!replayed.created);
+    // Other tenants are not counted.
+    s.enqueue(with_quota(job("other", None), jobs_quota.clone()), audit("other"))
+        .await
+        .unwrap();
+    // A finished job frees its place.
+    let claimed = s.claim("n1", 1, Utc::now(), LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(matches!(
+        s.enqueue(with_quota(job("qt", None), jobs_quota.clone()), audit("qt"))
+            .await,
+        Err(StoreError::QuotaExceeded { .. })
+    ));
+    s.complete("n1", &[ok(claimed[0].id)], Utc::now())
+        .await
+        .unwrap();
+    s.enqueue(with_quota(job("qt", None), jobs_quota.clone()), audit("qt"))
+        .await
+        .unwrap();
+
+    // Sandboxes: eight racing creations for three places.
+    let sandbox_quota = Quota {
+        max_sandboxes: Some(3),
+        ..Quota::default()
+    };
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        let quota = sandbox_quota.clone();
+        racers.push(tokio::spawn(async move {
+            let j = with_quota(creating("qs", &format!("box{i}")), quota);
+            s.enqueue(j, audit("qs")).await
+        }));
+    }
+    let mut made = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(StoreError::QuotaExceeded { kind, .. }) => {
+                assert_eq!(kind, QuotaKind::Sandboxes)
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(made, 3);
+    let boxes = s
+        .list_sandboxes(&SandboxFilter {
+            tenant: "qs".into(),
+            ..SandboxFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(boxes.len(), 3);
+    let qs_jobs = s
+        .list_jobs(&JobFilter {
+            tenant: Some("qs".into()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(qs_jobs.len(), 3, "a refused creation left its job");
+    // A job that creates no sandbox is not held back by the sandbox quota.
+    s.enqueue(with_quota(job("qs", None), sandbox_quota.clone()), audit("qs"))
+        .await
+        .unwrap();
+    // Deleting a sandbox frees its place.
+    assert!(s.delete_sandbox(&boxes[0].id).await.unwrap());
+    s.enqueue(
+        with_quota(creating("qs", "box-after"), sandbox_quota),
+        audit("qs"),
+    )
+    .await
+    .unwrap();
 }

@@ -100,6 +100,7 @@ conformance!(
     jobs_keep_the_request_id_that_submitted_them,
     oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retries,
     api_keys_are_stored_listed_and_revoked_with_audit_rows,
+    quotas_hold_under_concurrent_enqueues,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
