@@ -44,6 +44,7 @@ mod schemas;
 mod serialization;
 mod stdio;
 mod stored_env;
+mod tenant_limits;
 mod tls;
 
 /// Runs an `async fn(Db)` test once per database.
