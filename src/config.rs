@@ -126,7 +126,8 @@ impl QuotaConfig {
     /// The limits of `tenant`; `None` when it has none.
     pub fn for_tenant(&self, tenant: &str) -> Option<crate::store::Quota> {
         let own = self.tenants.get(tenant);
-        let limit = |own: Option<u64>, default: u64| Some(own.unwrap_or(default)).filter(|n| *n > 0);
+        let limit =
+            |own: Option<u64>, default: u64| Some(own.unwrap_or(default)).filter(|n| *n > 0);
         let quota = crate::store::Quota {
             max_sandboxes: limit(own.and_then(|t| t.max_sandboxes), self.max_sandboxes),
             max_active_jobs: limit(own.and_then(|t| t.max_active_jobs), self.max_active_jobs),
@@ -650,7 +651,10 @@ fn set_nested(
             .or_insert_with(|| toml::Value::Table(toml::Table::new()))
             .as_table_mut()
             .ok_or_else(|| {
-                ConfigError::Invalid(format!("{} is a setting, not a section", path[..=depth].join(".")))
+                ConfigError::Invalid(format!(
+                    "{} is a setting, not a section",
+                    path[..=depth].join(".")
+                ))
             })?;
     }
     target.insert(key.to_string(), value);
@@ -1131,9 +1135,15 @@ mod tests {
     #[test]
     fn sso_settings_have_environment_twins() {
         let e = env(&[
-            ("DAYTONA_MCP_AUTH__OIDC__ISSUER", "https://sso.example.com/realms/dev"),
+            (
+                "DAYTONA_MCP_AUTH__OIDC__ISSUER",
+                "https://sso.example.com/realms/dev",
+            ),
             ("DAYTONA_MCP_AUTH__OIDC__AUDIENCE", "daytona-mcp"),
-            ("DAYTONA_MCP_AUTH__OIDC__JWKS_URL", "https://sso.example.com/certs"),
+            (
+                "DAYTONA_MCP_AUTH__OIDC__JWKS_URL",
+                "https://sso.example.com/certs",
+            ),
             ("DAYTONA_MCP_AUTH__OIDC__TENANT_CLAIM", "org"),
             ("DAYTONA_MCP_AUTH__OIDC__ROLE_CLAIM", "groups"),
             (

@@ -186,7 +186,11 @@ mod tests {
         let key = generate("t", Role::Viewer, None, None, now);
         assert_eq!(id_of(&key.key), Some(key.record.id.as_str()));
         assert_eq!(key.record.digest, digest_hex(&key.key));
-        assert!(!key.record.digest.contains(&key.key[PREFIX.len() + ID_LEN + 1..]));
+        assert!(
+            !key.record
+                .digest
+                .contains(&key.key[PREFIX.len() + ID_LEN + 1..])
+        );
         assert!(!format!("{key:?}").contains(&key.key));
         // Other keys (the admin key file's `dmcp_<64 hex>`, anything else) are not of this form.
         assert_eq!(id_of(&format!("dmcp_{}", "a".repeat(64))), None);

@@ -97,7 +97,11 @@ mod tests {
             limiter.check_at("a", start + Duration::from_secs(20)),
             Ok(())
         );
-        assert!(limiter.check_at("a", start + Duration::from_secs(21)).is_err());
+        assert!(
+            limiter
+                .check_at("a", start + Duration::from_secs(21))
+                .is_err()
+        );
     }
 
     #[test]

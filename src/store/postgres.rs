@@ -17,9 +17,10 @@ use sqlx::types::Json;
 use uuid::Uuid;
 
 use super::{
-    ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
-    JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result, SandboxCount,
-    SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
+    ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
+    Enqueued, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued,
+    Result, SandboxCount, SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError,
+    Stream,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -941,15 +942,14 @@ impl Store for PgStore {
         audit: &AuditEntry,
     ) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
-        let revoked = sqlx::query(
-            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL",
-        )
-        .bind(at)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?
-        .rows_affected()
-            == 1;
+        let revoked =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
         if revoked {
             insert_audit(&mut tx, audit).await?;
         }

@@ -17,9 +17,9 @@ use sqlx::{Row, SqliteConnection};
 use uuid::Uuid;
 
 use super::{
-    ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
-    JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result, SandboxCount, SandboxFilter,
-    SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
+    ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
+    Enqueued, Job, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result,
+    SandboxCount, SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

@@ -55,7 +55,10 @@ async fn with_key(app: &TestApp, key: &str, path: &str) -> (u16, Value) {
 
 async fn spawn(db: Db) -> Option<(TestApp, CliDatabase)> {
     let (config, dir) = test_config(db).await?;
-    let mut args = vec!["--data-dir".to_string(), config.data_dir.display().to_string()];
+    let mut args = vec![
+        "--data-dir".to_string(),
+        config.data_dir.display().to_string(),
+    ];
     if !config.database.url.is_empty() {
         args.extend(["--database-url".to_string(), config.database.url.clone()]);
     }
@@ -105,7 +108,15 @@ async fn stored_keys_work_until_revoked_or_expired(db: Db) {
     };
     let key = keys(
         &database,
-        &["create", "--tenant", "acme", "--role", "developer", "--name", "ci"],
+        &[
+            "create",
+            "--tenant",
+            "acme",
+            "--role",
+            "developer",
+            "--name",
+            "ci",
+        ],
     );
     let key = key.trim().to_string();
     assert!(key.starts_with("dmcp_"), "{key}");
@@ -167,7 +178,15 @@ async fn stored_keys_work_until_revoked_or_expired(db: Db) {
     // Expired: works until its time, then refused.
     let short = keys(
         &database,
-        &["create", "--tenant", "acme", "--role", "viewer", "--expires", "2s"],
+        &[
+            "create",
+            "--tenant",
+            "acme",
+            "--role",
+            "viewer",
+            "--expires",
+            "2s",
+        ],
     );
     let short = short.trim().to_string();
     assert_eq!(with_key(&app, &short, "/v1/jobs").await.0, 200);
@@ -205,7 +224,15 @@ async fn bad_key_commands_say_what_is_wrong(db: Db) {
             "no API key with id `0123456789ab`",
         ),
         (
-            vec!["create", "--tenant", "a", "--role", "viewer", "--expires", "soon"],
+            vec![
+                "create",
+                "--tenant",
+                "a",
+                "--role",
+                "viewer",
+                "--expires",
+                "soon",
+            ],
             "--expires: `soon`",
         ),
         (

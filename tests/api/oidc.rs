@@ -62,8 +62,7 @@ impl Idp {
         let issuer = format!("http://127.0.0.1:{}", listener.local_addr().unwrap().port());
         let jwks = Arc::new(Mutex::new(keys));
         let fetches = Arc::new(AtomicUsize::new(0));
-        let (served_issuer, served_jwks, counted) =
-            (issuer.clone(), jwks.clone(), fetches.clone());
+        let (served_issuer, served_jwks, counted) = (issuer.clone(), jwks.clone(), fetches.clone());
         let server = HttpServer::new(move || {
             let (issuer, jwks, fetches) =
                 (served_issuer.clone(), served_jwks.clone(), counted.clone());
@@ -336,7 +335,12 @@ async fn protected_resource_metadata_names_the_issuer(db: Db) {
         .await
         .unwrap();
     assert_eq!(response.status().as_u16(), 404);
-    let response = plain.client.get(plain.url("/v1/jobs")).send().await.unwrap();
+    let response = plain
+        .client
+        .get(plain.url("/v1/jobs"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(response.status().as_u16(), 401);
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
 }

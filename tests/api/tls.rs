@@ -52,9 +52,11 @@ async fn https_end_to_end(db: Db) {
         .post(format!("{base}/mcp"))
         .bearer_auth(&app.key)
         .header("accept", "application/json, text/event-stream")
-        .json(&serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        .json(
+            &serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
-            "clientInfo": {"name": "tls-test", "version": "1"}}}))
+            "clientInfo": {"name": "tls-test", "version": "1"}}}),
+        )
         .send()
         .await
         .unwrap();
@@ -158,7 +160,11 @@ fn unusable_certificate_files_are_named_with_what_is_wrong() {
             other_key_path.as_str(),
             "cannot be used together".to_string(),
         ),
-        (cert_path.as_str(), "", "tls.cert and tls.key go together".into()),
+        (
+            cert_path.as_str(),
+            "",
+            "tls.cert and tls.key go together".into(),
+        ),
     ] {
         let mut command = serve(dir.path(), "127.0.0.1:0");
         command

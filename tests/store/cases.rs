@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
-    ApiKeyRecord, AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion, ErrorReason, Finish,
-    Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, SandboxFilter, SandboxRecord, Secret,
-    Store, StoreError, Stream,
+    ApiKeyRecord, AuditEntry, AuditFilter, Backend, CREATING, CancelOutcome, Completion,
+    ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind,
+    SandboxFilter, SandboxRecord, Secret, Store, StoreError, Stream,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -1457,9 +1457,12 @@ pub async fn quotas_hold_under_concurrent_enqueues(t: TestStore) {
     let replayed = s.enqueue(replay, audit("qt")).await.unwrap();
     assert!(!replayed.created);
     // Other tenants are not counted.
-    s.enqueue(with_quota(job("other", None), jobs_quota.clone()), audit("other"))
-        .await
-        .unwrap();
+    s.enqueue(
+        with_quota(job("other", None), jobs_quota.clone()),
+        audit("other"),
+    )
+    .await
+    .unwrap();
     // A finished job frees its place.
     let claimed = s.claim("n1", 1, Utc::now(), LEASE).await.unwrap();
     assert_eq!(claimed.len(), 1);
@@ -1518,9 +1521,12 @@ pub async fn quotas_hold_under_concurrent_enqueues(t: TestStore) {
         .unwrap();
     assert_eq!(qs_jobs.len(), 3, "a refused creation left its job");
     // A job that creates no sandbox is not held back by the sandbox quota.
-    s.enqueue(with_quota(job("qs", None), sandbox_quota.clone()), audit("qs"))
-        .await
-        .unwrap();
+    s.enqueue(
+        with_quota(job("qs", None), sandbox_quota.clone()),
+        audit("qs"),
+    )
+    .await
+    .unwrap();
     // Deleting a sandbox frees its place.
     assert!(s.delete_sandbox(&boxes[0].id).await.unwrap());
     s.enqueue(
