@@ -373,6 +373,7 @@ impl Application {
                 rescue_interval: Duration::from_secs(config.queue.rescue_interval_s),
                 actor_idle: Duration::from_secs(config.queue.actor_idle_s),
                 stored_output_limit: config.sandbox.stored_output_limit_bytes,
+                running_limits: crate::quota::RunningLimits::from_config(&config.quotas),
                 ..PoolConfig::default()
             },
             pg_listen_pool,

@@ -110,6 +110,9 @@ pub struct QuotaConfig {
     pub max_sandboxes: u64,
     /// Most queued and running jobs a tenant may have.
     pub max_active_jobs: u64,
+    /// Most jobs of a tenant running at once (over all nodes); the others wait in the queue,
+    /// each still in its sandbox's order.
+    pub max_running_jobs: u64,
     /// Tenants with other limits (unset fields take the ones above).
     pub tenants: std::collections::BTreeMap<String, TenantQuotaConfig>,
 }
@@ -120,6 +123,7 @@ pub struct QuotaConfig {
 pub struct TenantQuotaConfig {
     pub max_sandboxes: Option<u64>,
     pub max_active_jobs: Option<u64>,
+    pub max_running_jobs: Option<u64>,
 }
 
 impl QuotaConfig {

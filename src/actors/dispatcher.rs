@@ -41,6 +41,7 @@ pub(crate) struct Dispatcher {
     lease: Duration,
     poll_interval: Duration,
     actor_idle: Duration,
+    running_limits: crate::quota::RunningLimits,
 }
 
 impl Dispatcher {
@@ -66,6 +67,7 @@ impl Dispatcher {
             lease: config.lease,
             poll_interval: config.poll_interval,
             actor_idle: config.actor_idle,
+            running_limits: config.running_limits.clone(),
         }
     }
 
@@ -117,6 +119,22 @@ impl Dispatcher {
             }
         };
         let full = jobs.len() == free;
+        let store = self.queue.store();
+        let limits = &self.running_limits;
+        let jobs = if limits.is_empty() {
+            jobs
+        } else {
+            let claimed = jobs.clone();
+            match crate::quota::admit(store.as_ref(), &self.node, limits, jobs, Utc::now()).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    // Claimed is claimed: running them beats leaving them unstarted until
+                    // their leases run out.
+                    tracing::error!(error = %e, "cannot apply the tenants' running limits");
+                    claimed
+                }
+            }
+        };
         for job in jobs {
             let permit = self
                 .permits

@@ -239,6 +239,22 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// no audit row) when there is no such key or it was revoked already.
     async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>, audit: &AuditEntry)
     -> Result<bool>;
+
+    // ---- per-tenant running limit -------------------------------------------------------------
+
+    /// How many jobs of `tenant` are running (on any node).
+    async fn running_jobs(&self, tenant: &str) -> Result<u64>;
+
+    /// Puts jobs that `node` has just claimed back in the queue as if never claimed (attempt
+    /// and start undone, lease cleared), not to run before `run_after`. Their `seq`, and so
+    /// their place in their workspace's order, is kept. Jobs no longer running under `node`'s
+    /// lease are left alone. Returns the ids put back.
+    async fn unclaim(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        run_after: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>>;
 }
 
 /// A database URL whose `Debug` and `Display` hide the password.

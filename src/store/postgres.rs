@@ -956,6 +956,37 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(revoked)
     }
+    async fn running_jobs(&self, tenant: &str) -> Result<u64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE tenant = $1 AND state = 'running'")
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n as u64)
+    }
+
+    async fn unclaim(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        run_after: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = attempts - 1, started_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
+             WHERE state = 'running' AND lease_owner = $2 AND id = ANY($3) \
+             RETURNING id",
+        )
+        .bind(run_after)
+        .bind(node)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
 }
 
 /// Refuses an enqueue beyond the tenant's quota (under the tenant's advisory lock); runs after

@@ -971,6 +971,43 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(revoked)
     }
+    async fn running_jobs(&self, tenant: &str) -> Result<u64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state = 'running'")
+                .bind(tenant)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(n as u64)
+    }
+
+    async fn unclaim(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        run_after: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = attempts - 1, started_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, run_after = ? \
+             WHERE state = 'running' AND lease_owner = ? \
+               AND id IN (SELECT value FROM json_each(?)) \
+             RETURNING id",
+        )
+        .bind(ts(run_after))
+        .bind(node)
+        .bind(ids_json(ids))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
 }
 
 fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord> {

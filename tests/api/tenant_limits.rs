@@ -256,7 +256,58 @@ async fn request_rate_is_limited_per_key_and_recovers(db: Db) {
     assert_eq!(app.get("/v1/jobs").await.status().as_u16(), 200);
 }
 
+/// With `max_running_jobs = 1`, a tenant's jobs in two sandboxes never run at the same time,
+/// every one still runs, and each sandbox keeps its order; another tenant is not held back.
+async fn running_jobs_of_a_tenant_are_limited(db: Db) {
+    let Some((app, _store)) = spawn(db, |c| {
+        c.quotas.max_running_jobs = 1;
+        c.queue.poll_interval_ms = 200;
+    })
+    .await
+    else {
+        return;
+    };
+    let a = app.sandbox("a").await;
+    let b = app.sandbox("b").await;
+    let mut ids = Vec::new();
+    for (sandbox, command) in [
+        (&a, "sleep 1; echo a1"),
+        (&b, "sleep 1; echo b1"),
+        (&a, "echo a2"),
+        (&b, "echo b2"),
+    ] {
+        ids.push(
+            app.submit(
+                "execute_shell",
+                json!({"sandbox_id": sandbox, "command": command}),
+            )
+            .await,
+        );
+    }
+    let mut jobs = Vec::new();
+    for id in &ids {
+        let job = app.wait(id).await;
+        assert_eq!(job["status"], "succeeded", "{job}");
+        jobs.push(job);
+    }
+    let time = |job: &Value, field: &str| {
+        chrono::DateTime::parse_from_rfc3339(job[field].as_str().unwrap()).unwrap()
+    };
+    // No two of the tenant's jobs overlapped.
+    for (i, x) in jobs.iter().enumerate() {
+        for y in &jobs[i + 1..] {
+            let apart = time(x, "finished_at") <= time(y, "started_at")
+                || time(y, "finished_at") <= time(x, "started_at");
+            assert!(apart, "overlapping jobs:\n{x}\n{y}");
+        }
+    }
+    // Each sandbox kept its order.
+    assert!(time(&jobs[0], "finished_at") <= time(&jobs[2], "started_at"));
+    assert!(time(&jobs[1], "finished_at") <= time(&jobs[3], "started_at"));
+}
+
 crate::on_both_databases!(
+    running_jobs_of_a_tenant_are_limited,
     sandbox_quota_refuses_then_recovers,
     active_job_quota_holds_for_concurrent_submissions,
     request_rate_is_limited_per_key_and_recovers

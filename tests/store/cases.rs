@@ -1536,3 +1536,45 @@ pub async fn quotas_hold_under_concurrent_enqueues(t: TestStore) {
     .await
     .unwrap();
 }
+
+/// A claimed job put back (`unclaim`, for a tenant's running limit) is queued as if never
+/// claimed, keeps its place at the head of its workspace, and waits for its `run_after`.
+pub async fn unclaim_puts_jobs_back_in_their_place(t: TestStore) {
+    let s = t.store.as_ref();
+    let first = put(s, job("t1", Some("t1/w"))).await;
+    let second = put(s, job("t1", Some("t1/w"))).await;
+    let free = put(s, job("t1", None)).await;
+    put(s, job("t2", None)).await;
+    let claimed = claim(s, "n1", 10).await;
+    let ids: HashSet<Uuid> = claimed.iter().map(|j| j.id).collect();
+    assert!(ids.contains(&first.id) && ids.contains(&free.id) && !ids.contains(&second.id));
+    assert_eq!(s.running_jobs("t1").await.unwrap(), 2);
+    assert_eq!(s.running_jobs("t2").await.unwrap(), 1);
+    assert_eq!(s.running_jobs("t3").await.unwrap(), 0);
+
+    // Another node's unclaim changes nothing.
+    let later = Utc::now() + chrono::Duration::milliseconds(600);
+    assert!(
+        s.unclaim("n2", &[first.id], later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.unclaim("n1", &[first.id], later).await.unwrap(),
+        [first.id]
+    );
+    let back = s.job(None, first.id).await.unwrap().unwrap();
+    assert_eq!(back.state, JobState::Queued);
+    assert_eq!(back.attempts, 0);
+    assert!(back.started_at.is_none());
+    assert_eq!(back.seq, first.seq);
+    assert_eq!(s.running_jobs("t1").await.unwrap(), 1);
+    // Until its run_after, its workspace waits: the second job does not overtake it.
+    assert!(claim(s, "n1", 10).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let again = claim(s, "n1", 10).await;
+    assert_eq!(again.iter().map(|j| j.id).collect::<Vec<_>>(), [first.id]);
+    assert_eq!(again[0].attempts, 1);
+    assert!(s.unclaim("n1", &[], later).await.unwrap().is_empty());
+}

@@ -101,6 +101,7 @@ conformance!(
     oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retries,
     api_keys_are_stored_listed_and_revoked_with_audit_rows,
     quotas_hold_under_concurrent_enqueues,
+    unclaim_puts_jobs_back_in_their_place,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
