@@ -113,6 +113,9 @@ pub struct QuotaConfig {
     /// Most jobs of a tenant running at once (over all nodes); the others wait in the queue,
     /// each still in its sandbox's order.
     pub max_running_jobs: u64,
+    /// Most disk quota a tenant's sandboxes may have in total, e.g. "200g" (each sandbox counts
+    /// its `resources.disk_gb`, else `sandbox.disk_limit`); empty: no limit.
+    pub max_disk: String,
     /// Tenants with other limits (unset fields take the ones above).
     pub tenants: std::collections::BTreeMap<String, TenantQuotaConfig>,
 }
@@ -124,6 +127,8 @@ pub struct TenantQuotaConfig {
     pub max_sandboxes: Option<u64>,
     pub max_active_jobs: Option<u64>,
     pub max_running_jobs: Option<u64>,
+    /// `"none"` lifts the default limit for this tenant.
+    pub max_disk: Option<String>,
 }
 
 impl QuotaConfig {
@@ -132,11 +137,35 @@ impl QuotaConfig {
         let own = self.tenants.get(tenant);
         let limit =
             |own: Option<u64>, default: u64| Some(own.unwrap_or(default)).filter(|n| *n > 0);
+        let disk = own
+            .and_then(|t| t.max_disk.as_deref())
+            .unwrap_or(&self.max_disk);
         let quota = crate::store::Quota {
             max_sandboxes: limit(own.and_then(|t| t.max_sandboxes), self.max_sandboxes),
             max_active_jobs: limit(own.and_then(|t| t.max_active_jobs), self.max_active_jobs),
+            // Checked at load (`validate`), so a bad size cannot reach here.
+            max_disk_bytes: Self::disk_limit("quotas.max_disk", disk).ok().flatten(),
+            default_disk_bytes: None,
         };
-        (quota != crate::store::Quota::default()).then_some(quota)
+        quota.limits_anything().then_some(quota)
+    }
+
+    /// A `max_disk` setting: empty or `none` is no limit.
+    fn disk_limit(field: &str, text: &str) -> Result<Option<u64>, ConfigError> {
+        match text.trim() {
+            "" | "none" => Ok(None),
+            text => parse_size(field, text).map(Some),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        Self::disk_limit("quotas.max_disk", &self.max_disk)?;
+        for (name, tenant) in &self.tenants {
+            if let Some(disk) = &tenant.max_disk {
+                Self::disk_limit(&format!("quotas.tenants.{name}.max_disk"), disk)?;
+            }
+        }
+        Ok(())
     }
 }
 
@@ -954,6 +983,7 @@ impl Config {
                 )));
             }
         }
+        self.quotas.validate()?;
         if self.tls.cert.is_empty() != self.tls.key.is_empty() {
             return Err(ConfigError::Invalid(
                 "tls.cert and tls.key go together: set both for HTTPS, or neither".into(),
@@ -1183,6 +1213,33 @@ mod tests {
                 "{bad_key}={bad_value} accepted"
             );
         }
+    }
+
+    #[test]
+    fn quotas_have_defaults_and_per_tenant_overrides() {
+        let e = env(&[
+            ("DAYTONA_MCP_QUOTAS__MAX_SANDBOXES", "10"),
+            ("DAYTONA_MCP_QUOTAS__MAX_DISK", "100g"),
+            ("DAYTONA_MCP_QUOTAS__MAX_RUNNING_JOBS", "4"),
+            ("DAYTONA_MCP_QUOTAS__TENANTS__ACME__MAX_SANDBOXES", "2"),
+            ("DAYTONA_MCP_QUOTAS__TENANTS__ACME__MAX_DISK", "none"),
+            ("DAYTONA_MCP_QUOTAS__TENANTS__BIG__MAX_RUNNING_JOBS", "0"),
+        ]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        let acme = c.quotas.for_tenant("acme").unwrap();
+        assert_eq!(acme.max_sandboxes, Some(2));
+        assert_eq!(acme.max_disk_bytes, None);
+        let other = c.quotas.for_tenant("other").unwrap();
+        assert_eq!(other.max_sandboxes, Some(10));
+        assert_eq!(other.max_disk_bytes, Some(100 << 30));
+        assert_eq!(other.max_active_jobs, None);
+        let running = crate::quota::RunningLimits::from_config(&c.quotas);
+        assert_eq!(running.of("acme"), Some(4));
+        assert_eq!(running.of("big"), None);
+        assert!(Config::default().quotas.for_tenant("acme").is_none());
+        assert!(crate::quota::RunningLimits::from_config(&Config::default().quotas).is_empty());
+        let bad = env(&[("DAYTONA_MCP_QUOTAS__TENANTS__ACME__MAX_DISK", "lots")]);
+        assert!(Config::load(None, &bad, &Overrides::default()).is_err());
     }
 
     #[test]

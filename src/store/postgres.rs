@@ -1005,6 +1005,23 @@ async fn check_quota(conn: &mut PgConnection, job: &NewJob, quota: &Quota) -> Re
             });
         }
     }
+    if let (Some(limit), Some(sandbox)) = (quota.max_disk_bytes, &job.sandbox) {
+        let rows: Vec<(Json<Value>,)> =
+            sqlx::query_as("SELECT resources FROM sandboxes WHERE tenant = $1")
+                .bind(&job.tenant)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut total = quota.disk_bytes_of(&sandbox.resources);
+        for (Json(resources),) in rows {
+            total = total.saturating_add(quota.disk_bytes_of(&resources));
+        }
+        if total > limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::Disk,
+                limit,
+            });
+        }
+    }
     if let Some(limit) = quota.max_active_jobs {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM jobs WHERE tenant = $1 AND state IN ('queued', 'running')",

@@ -347,6 +347,24 @@ async fn check_quota(conn: &mut SqliteConnection, job: &NewJob, quota: &Quota) -
             });
         }
     }
+    if let (Some(limit), Some(sandbox)) = (quota.max_disk_bytes, &job.sandbox) {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT resources FROM sandboxes WHERE tenant = ?")
+                .bind(&job.tenant)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut total = quota.disk_bytes_of(&sandbox.resources);
+        for (resources,) in rows {
+            let resources = serde_json::from_str(&resources).unwrap_or(serde_json::Value::Null);
+            total = total.saturating_add(quota.disk_bytes_of(&resources));
+        }
+        if total > limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::Disk,
+                limit,
+            });
+        }
+    }
     if let Some(limit) = quota.max_active_jobs {
         let (n,): (i64,) = sqlx::query_as(
             "SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state IN ('queued', 'running')",

@@ -257,11 +257,21 @@ impl SubmitError {
         let (retry_after_s, how) = match kind {
             QuotaKind::Sandboxes => (60, "delete a sandbox (delete_sandbox) first"),
             QuotaKind::ActiveJobs => (5, "wait for some of its jobs to finish, or cancel some"),
+            QuotaKind::Disk => (
+                60,
+                "delete a sandbox, or ask for a smaller disk (resources.disk_gb)",
+            ),
+        };
+        let amount = match kind {
+            QuotaKind::Disk => format!(
+                "{:.1} GiB of sandbox disk quota in total",
+                limit as f64 / (1u64 << 30) as f64
+            ),
+            _ => format!("{limit} {}", kind.what()),
         };
         (
             format!(
-                "quota exceeded: this tenant may have at most {limit} {} ({}); {how}, then retry",
-                kind.what(),
+                "quota exceeded: this tenant may have at most {amount} ({}); {how}, then retry",
                 kind.setting()
             ),
             retry_after_s,
@@ -391,7 +401,20 @@ impl Tools {
         job.timeout_s = timeout_s as i64;
         job.idempotency_key = submission.idempotency_key;
         job.request_id = submission.caller.request_id.clone();
-        job.quota = self.quotas.for_tenant(tenant);
+        job.quota = self.quotas.for_tenant(tenant).map(|mut quota| {
+            quota.default_disk_bytes = config.resources.default_disk_bytes;
+            quota
+        });
+        if let (Some(quota), Some(sandbox)) = (&job.quota, &job.sandbox) {
+            // A sandbox without a disk quota would make the tenant's total meaningless.
+            if quota.max_disk_bytes.is_some() && quota.disk_bytes_of(&sandbox.resources) == 0 {
+                return Err(SubmitError::Invalid(InvalidInput::field(
+                    "resources.disk_gb",
+                    "this tenant's sandboxes share a disk limit (quotas.max_disk), so each needs \
+                     a disk quota: ask for one with resources.disk_gb",
+                )));
+            }
+        }
         let audit = submission.caller.entry(
             tool.spec().name,
             workspace,

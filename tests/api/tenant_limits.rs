@@ -306,7 +306,46 @@ async fn running_jobs_of_a_tenant_are_limited(db: Db) {
     assert!(time(&jobs[1], "finished_at") <= time(&jobs[3], "started_at"));
 }
 
+/// `quotas.max_disk` bounds the sum of a tenant's sandbox disk quotas.
+async fn disk_quota_bounds_the_tenants_sandboxes(db: Db) {
+    let Some((app, _store)) = spawn(db, |c| {
+        c.sandbox.disk_limit = "1g".into();
+        c.quotas.max_disk = "3g".into();
+    })
+    .await
+    else {
+        return;
+    };
+    app.sandbox("d1").await;
+    let (status, body) = app
+        .call(
+            "/create_sandbox",
+            json!({"name": "d2", "resources": {"disk_gb": 2}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let refused = create(&app, "d3").await;
+    assert_eq!(refused.status().as_u16(), 429);
+    assert_eq!(retry_after(&refused), "60");
+    let body: Value = refused.json().await.unwrap();
+    let message = body["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("3.0 GiB") && message.contains("quotas.max_disk"),
+        "{message}"
+    );
+    let (status, _) = app
+        .call("/get_sandbox_info", json!({"sandbox_id": "d3"}))
+        .await;
+    assert_eq!(status, 404);
+    let (status, body) = app
+        .call("/delete_sandbox", json!({"sandbox_id": "d2"}))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    app.sandbox("d3").await;
+}
+
 crate::on_both_databases!(
+    disk_quota_bounds_the_tenants_sandboxes,
     running_jobs_of_a_tenant_are_limited,
     sandbox_quota_refuses_then_recovers,
     active_job_quota_holds_for_concurrent_submissions,
