@@ -59,6 +59,8 @@ struct Cache {
     keys: HashMap<String, (DecodingKey, Option<Algorithm>)>,
     fetched_at: Option<Instant>,
     jwks_url: Option<String>,
+    /// Why the last fetch failed, until one succeeds.
+    last_error: Option<String>,
 }
 
 /// Verifies bearer tokens of one issuer.
@@ -244,7 +246,10 @@ impl OidcVerifier {
                     return Ok(found);
                 }
             } else if age.is_some_and(|a| a < min_refetch) {
-                return Err(TokenRefusal::UnknownKey(kid.to_string()));
+                return Err(match &cache.last_error {
+                    Some(e) => TokenRefusal::Provider(e.clone()),
+                    None => TokenRefusal::UnknownKey(kid.to_string()),
+                });
             }
         }
         match self.fetch().await {
@@ -253,7 +258,12 @@ impl OidcVerifier {
                 tracing::warn!(issuer = %self.config.issuer, error = %e,
                     "cannot fetch the identity provider's JWKS");
                 // A stale cache still serves while the provider is away.
-                let cache = self.cache.read().expect("jwks cache lock");
+                let mut cache = self.cache.write().expect("jwks cache lock");
+                if cache.fetched_at.is_none() {
+                    // Discovery failed before the fetch was counted: count it now.
+                    cache.fetched_at = Some(Instant::now());
+                }
+                cache.last_error = Some(e.clone());
                 return lookup(&cache).ok_or(TokenRefusal::Provider(e));
             }
         }
@@ -294,6 +304,7 @@ impl OidcVerifier {
         let mut cache = self.cache.write().expect("jwks cache lock");
         cache.keys = keys;
         cache.jwks_url = Some(url);
+        cache.last_error = None;
         Ok(())
     }
 

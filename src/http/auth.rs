@@ -190,7 +190,7 @@ impl Authenticator {
         if let (Some(store), Some(_)) = (&self.store, crate::auth::keys::id_of(presented)) {
             return match crate::auth::keys::verify(store.as_ref(), presented, chrono::Utc::now())
                 .await
-                .map_err(|e| ApiError::Unexpected(e.into()))?
+                .map_err(ApiError::from)?
             {
                 Ok(owner) => Ok(Identity {
                     tenant: owner.tenant,
@@ -291,7 +291,11 @@ pub(crate) async fn authenticate_request(
             Ok(())
         }
         Err(error) => {
-            audit_denied(state, req, "").await;
+            let why = match &error {
+                ApiError::Limited { .. } => " (rate limited)",
+                _ => "",
+            };
+            audit_denied(state, req, why).await;
             Err(error)
         }
     }

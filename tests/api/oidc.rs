@@ -345,7 +345,35 @@ async fn protected_resource_metadata_names_the_issuer(db: Db) {
     assert_eq!(response.headers()["www-authenticate"], "Bearer");
 }
 
+/// An identity provider that cannot be reached: 503 saying so (not a misleading 401), and API
+/// keys keep working.
+async fn an_unreachable_provider_is_a_503(db: Db) {
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let (mut config, dir) = match test_config(db).await {
+        Some(found) => found,
+        None => return,
+    };
+    let issuer = format!("http://127.0.0.1:{port}");
+    config.auth.oidc.issuer = issuer.clone();
+    config.auth.oidc.audience = AUDIENCE.into();
+    let app = spawn_with(config, dir).await;
+    let token = SigningKey::new("k1").sign(&claims(&issuer));
+    for _ in 0..2 {
+        let (status, body) = get_with(&app, &token, "/v1/jobs").await;
+        assert_eq!(status, 503, "{body}");
+        assert_eq!(
+            body["error"]["code"], "identity_provider_unavailable",
+            "{body}"
+        );
+    }
+    assert_eq!(app.get_json("/v1/jobs").await.0, 200);
+}
+
 crate::on_both_databases!(
+    an_unreachable_provider_is_a_503,
     tokens_of_the_issuer_are_accepted_and_forgeries_refused,
     protected_resource_metadata_names_the_issuer
 );

@@ -269,12 +269,16 @@ async fn running_jobs_of_a_tenant_are_limited(db: Db) {
     };
     let a = app.sandbox("a").await;
     let b = app.sandbox("b").await;
+    // Each command prints when it really started and ended (nanoseconds, in the sandbox):
+    // the job rows' timestamps are taken around database writes and may skew by milliseconds.
+    let timed =
+        |name: &str, sleep: &str| format!("date +%s%N; sleep {sleep}; echo {name}; date +%s%N");
     let mut ids = Vec::new();
     for (sandbox, command) in [
-        (&a, "sleep 1; echo a1"),
-        (&b, "sleep 1; echo b1"),
-        (&a, "echo a2"),
-        (&b, "echo b2"),
+        (&a, timed("a1", "1")),
+        (&b, timed("b1", "1")),
+        (&a, timed("a2", "0")),
+        (&b, timed("b2", "0")),
     ] {
         ids.push(
             app.submit(
@@ -284,26 +288,24 @@ async fn running_jobs_of_a_tenant_are_limited(db: Db) {
             .await,
         );
     }
-    let mut jobs = Vec::new();
+    let mut spans = Vec::new();
     for id in &ids {
         let job = app.wait(id).await;
         assert_eq!(job["status"], "succeeded", "{job}");
-        jobs.push(job);
+        let stdout = job["result"]["stdout"].as_str().unwrap().to_string();
+        let lines: Vec<&str> = stdout.lines().collect();
+        let at = |i: usize| lines[i].parse::<u128>().unwrap();
+        spans.push((lines[1].to_string(), at(0), at(2)));
     }
-    let time = |job: &Value, field: &str| {
-        chrono::DateTime::parse_from_rfc3339(job[field].as_str().unwrap()).unwrap()
-    };
-    // No two of the tenant's jobs overlapped.
-    for (i, x) in jobs.iter().enumerate() {
-        for y in &jobs[i + 1..] {
-            let apart = time(x, "finished_at") <= time(y, "started_at")
-                || time(y, "finished_at") <= time(x, "started_at");
-            assert!(apart, "overlapping jobs:\n{x}\n{y}");
+    // No two of the tenant's commands overlapped.
+    for (i, x) in spans.iter().enumerate() {
+        for y in &spans[i + 1..] {
+            assert!(x.2 <= y.1 || y.2 <= x.1, "overlapping: {x:?} {y:?}");
         }
     }
     // Each sandbox kept its order.
-    assert!(time(&jobs[0], "finished_at") <= time(&jobs[2], "started_at"));
-    assert!(time(&jobs[1], "finished_at") <= time(&jobs[3], "started_at"));
+    assert!(spans[0].2 <= spans[2].1, "{spans:?}");
+    assert!(spans[1].2 <= spans[3].1, "{spans:?}");
 }
 
 /// `quotas.max_disk` bounds the sum of a tenant's sandbox disk quotas.
