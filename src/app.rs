@@ -283,6 +283,23 @@ impl Application {
                 "DAYTONA_MCP_SERVER__METRICS_LISTEN=ADDR:PORT",
             )?)
         };
+        let local = listener.local_addr()?;
+        if config.auth.disabled && !local.ip().is_loopback() {
+            anyhow::bail!(
+                "auth.disabled is only allowed on a loopback listener, not {local}: anyone who \
+                 can reach {local} could run commands on this machine; listen on 127.0.0.1, or \
+                 turn authentication on (unset auth.disabled) and give clients a key \
+                 (`daytona-mcp keys create`)"
+            );
+        }
+        let tls = if config.tls.cert.is_empty() {
+            None
+        } else {
+            Some(crate::tls::server_config(
+                Path::new(&config.tls.cert),
+                Path::new(&config.tls.key),
+            )?)
+        };
         prepare_data_dir(&config.data_dir)?;
         let data_dir_lock = lock_data_dir(&config.data_dir)?;
         // Sandboxed commands run with another working directory; every path must be absolute.
@@ -320,12 +337,14 @@ impl Application {
                 node_id: node_id.clone(),
             },
             queue.clone(),
-        );
+        )
+        .with_quotas(config.quotas.clone());
         let tool_names: Vec<&str> = tools.specs().map(|spec| spec.name).collect();
         let driver_names: Vec<&str> = drivers.iter().map(|d| d.name()).collect();
         metrics.init_known_labels(&tool_names, &driver_names);
         let (auth, key_file) =
             Authenticator::new(&config.auth, &config.data_dir).context("cannot set up API keys")?;
+        let auth = auth.with_store(store.clone());
         if auth.is_disabled() {
             warnings.push("authentication is disabled".to_string());
             tracing::warn!("authentication is disabled (auth.disabled = true)");
@@ -349,6 +368,7 @@ impl Application {
                 rescue_interval: Duration::from_secs(config.queue.rescue_interval_s),
                 actor_idle: Duration::from_secs(config.queue.actor_idle_s),
                 stored_output_limit: config.sandbox.stored_output_limit_bytes,
+                running_limits: crate::quota::RunningLimits::from_config(&config.quotas),
                 ..PoolConfig::default()
             },
         )
@@ -409,8 +429,11 @@ impl Application {
         // is how an abandoned 2026-07-28 MCP call gets cancelled. (Half-closed HTTP/1.1
         // clients, which shut down writing and still wait for an answer, are not supported.)
         .h1_allow_half_closed(false)
-        .shutdown_timeout(grace.as_secs())
-        .listen(listener)?
+        .shutdown_timeout(grace.as_secs());
+        let server = match tls {
+            Some(tls) => server.listen_rustls_0_23(listener, tls)?,
+            None => server.listen(listener)?,
+        }
         .run();
 
         let (metrics_server, metrics_port) = if let Some(listener) = metrics_listener {

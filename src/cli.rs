@@ -1,4 +1,4 @@
-//! The command line: `serve`, `stdio`, `migrate`, `audit export`, `config check`.
+//! The command line: `serve`, `stdio`, `migrate`, `audit export`, `config check`, `keys`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -37,6 +37,46 @@ pub enum Command {
     Config {
         #[command(subcommand)]
         command: ConfigCommand,
+    },
+    /// Manage the API keys stored in the database (a running server honours changes at once).
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it once (only its SHA-256 digest is stored).
+    Create {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// The tenant whose sandboxes and jobs the key reaches.
+        #[arg(long)]
+        tenant: String,
+        /// What the key may do.
+        #[arg(long, value_parser = ["viewer", "developer", "admin"])]
+        role: String,
+        /// A label for `keys list` (who or what uses the key).
+        #[arg(long)]
+        name: Option<String>,
+        /// When the key stops working: RFC 3339, or a duration from now (30d, 12h, 90m).
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List the keys (ids, tenants, roles, state; never the keys themselves).
+    List {
+        #[command(flatten)]
+        common: CommonArgs,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key by its id (as `keys list` shows it).
+    Revoke {
+        #[command(flatten)]
+        common: CommonArgs,
+        id: String,
     },
 }
 
@@ -214,6 +254,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
             write!(out, "{}", config.to_redacted_toml())?;
             Ok(())
         }
+        Command::Keys { command } => keys(command).await,
         Command::Audit {
             command:
                 AuditCommand::Export {
@@ -261,6 +302,134 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     _ => return Ok(()),
                 }
             }
+        }
+    }
+}
+
+/// `daytona-mcp keys …`. Each change writes its audit row in the same transaction.
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    use crate::auth::{Role, keys};
+    let actor = crate::audit::Caller {
+        key_id: Some("cli".into()),
+        ..crate::audit::Caller::internal("")
+    };
+    match command {
+        KeysCommand::Create {
+            common,
+            tenant,
+            role,
+            name,
+            expires,
+        } => {
+            let tenant = tenant.trim().to_string();
+            if tenant.is_empty() || tenant.len() > 128 || tenant.chars().any(char::is_control) {
+                anyhow::bail!("--tenant must be 1-128 printable characters");
+            }
+            let role = Role::parse(&role).context("--role is viewer, developer or admin")?;
+            let now = chrono::Utc::now();
+            let expires_at = expires
+                .as_deref()
+                .map(|text| keys::parse_expiry(text, now))
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--expires: {e}"))?;
+            let config = load(&common, None, None)?;
+            let store = open_store(&config).await?;
+            let key = keys::generate(&tenant, role, name, expires_at, now);
+            // The summary names the key by id; none of these values is secret.
+            let summary = serde_json::json!({
+                "key_id": key.record.id,
+                "role": key.record.role,
+                "name": key.record.name,
+                "expires_at": key.record.expires_at,
+            });
+            let mut audit = crate::audit::Caller {
+                tenant: tenant.clone(),
+                ..actor
+            }
+            .entry("keys.create", None, None, "succeeded", Some(&summary));
+            audit.args_summary = Some(summary);
+            audit.at = now;
+            store.insert_api_key(&key.record, &audit).await?;
+            let mut out = std::io::stdout().lock();
+            writeln!(out, "{}", key.key).context("stdout closed")?;
+            eprintln!(
+                "created key {} for tenant {} with role {}{}; it is shown only this once",
+                key.record.id,
+                key.record.tenant,
+                key.record.role,
+                key.record
+                    .expires_at
+                    .map(|at| format!(", expiring {}", at.to_rfc3339()))
+                    .unwrap_or_default()
+            );
+            Ok(())
+        }
+        KeysCommand::List { common, json } => {
+            let config = load(&common, None, None)?;
+            let store = open_store(&config).await?;
+            let now = chrono::Utc::now();
+            let mut out = std::io::stdout().lock();
+            let records = store.list_api_keys().await?;
+            if !json {
+                writeln!(
+                    out,
+                    "{:<12}  {:<16}  {:<9}  {:<8}  {:<25}  NAME",
+                    "ID", "TENANT", "ROLE", "STATE", "EXPIRES"
+                )?;
+            }
+            for record in records {
+                let state = if record.revoked_at.is_some() {
+                    "revoked"
+                } else if record.expires_at.is_some_and(|at| at <= now) {
+                    "expired"
+                } else {
+                    "active"
+                };
+                if json {
+                    let mut value = serde_json::to_value(&record)?;
+                    value["state"] = state.into();
+                    writeln!(out, "{value}").context("stdout closed")?;
+                } else {
+                    writeln!(
+                        out,
+                        "{:<12}  {:<16}  {:<9}  {:<8}  {:<25}  {}",
+                        record.id,
+                        record.tenant,
+                        record.role,
+                        state,
+                        record
+                            .expires_at
+                            .map(|at| at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                            .unwrap_or_else(|| "never".into()),
+                        record.name.unwrap_or_default()
+                    )
+                    .context("stdout closed")?;
+                }
+            }
+            Ok(())
+        }
+        KeysCommand::Revoke { common, id } => {
+            let config = load(&common, None, None)?;
+            let store = open_store(&config).await?;
+            let Some(record) = store.api_key(&id).await? else {
+                anyhow::bail!("no API key with id `{id}` (`daytona-mcp keys list` shows them)");
+            };
+            let summary = serde_json::json!({"key_id": id});
+            let mut audit = crate::audit::Caller {
+                tenant: record.tenant.clone(),
+                ..actor
+            }
+            .entry("keys.revoke", None, None, "succeeded", Some(&summary));
+            audit.args_summary = Some(summary);
+            if store
+                .revoke_api_key(&id, chrono::Utc::now(), &audit)
+                .await?
+            {
+                println!("revoked key {id}");
+            } else {
+                println!("key {id} was already revoked");
+            }
+            Ok(())
         }
     }
 }

@@ -97,6 +97,86 @@ pub struct Config {
     pub audit: AuditConfig,
     pub log: LogConfig,
     pub metrics: MetricsConfig,
+    pub tls: TlsConfig,
+    pub quotas: QuotaConfig,
+}
+
+/// `[quotas]`: per-tenant limits, with per-tenant overrides in `[quotas.tenants.NAME]`. Beyond
+/// one, a submission gets 429 with `Retry-After` and nothing is created. 0: no limit.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QuotaConfig {
+    /// Most sandboxes a tenant may have (those being created included).
+    pub max_sandboxes: u64,
+    /// Most queued and running jobs a tenant may have.
+    pub max_active_jobs: u64,
+    /// Most jobs of a tenant running at once (over all nodes); the others wait in the queue,
+    /// each still in its sandbox's order.
+    pub max_running_jobs: u64,
+    /// Most disk quota a tenant's sandboxes may have in total, e.g. "200g" (each sandbox counts
+    /// its `resources.disk_gb`, else `sandbox.disk_limit`); empty: no limit.
+    pub max_disk: String,
+    /// Tenants with other limits (unset fields take the ones above).
+    pub tenants: std::collections::BTreeMap<String, TenantQuotaConfig>,
+}
+
+/// `[quotas.tenants.NAME]`.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TenantQuotaConfig {
+    pub max_sandboxes: Option<u64>,
+    pub max_active_jobs: Option<u64>,
+    pub max_running_jobs: Option<u64>,
+    /// `"none"` lifts the default limit for this tenant.
+    pub max_disk: Option<String>,
+}
+
+impl QuotaConfig {
+    /// The limits of `tenant`; `None` when it has none.
+    pub fn for_tenant(&self, tenant: &str) -> Option<crate::store::Quota> {
+        let own = self.tenants.get(tenant);
+        let limit =
+            |own: Option<u64>, default: u64| Some(own.unwrap_or(default)).filter(|n| *n > 0);
+        let disk = own
+            .and_then(|t| t.max_disk.as_deref())
+            .unwrap_or(&self.max_disk);
+        let quota = crate::store::Quota {
+            max_sandboxes: limit(own.and_then(|t| t.max_sandboxes), self.max_sandboxes),
+            max_active_jobs: limit(own.and_then(|t| t.max_active_jobs), self.max_active_jobs),
+            // Checked at load (`validate`), so a bad size cannot reach here.
+            max_disk_bytes: Self::disk_limit("quotas.max_disk", disk).ok().flatten(),
+            default_disk_bytes: None,
+        };
+        quota.limits_anything().then_some(quota)
+    }
+
+    /// A `max_disk` setting: empty or `none` is no limit.
+    fn disk_limit(field: &str, text: &str) -> Result<Option<u64>, ConfigError> {
+        match text.trim() {
+            "" | "none" => Ok(None),
+            text => parse_size(field, text).map(Some),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        Self::disk_limit("quotas.max_disk", &self.max_disk)?;
+        for (name, tenant) in &self.tenants {
+            if let Some(disk) = &tenant.max_disk {
+                Self::disk_limit(&format!("quotas.tenants.{name}.max_disk"), disk)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// HTTPS on the main listener: both set, or neither (plain HTTP).
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file with the certificate chain, leaf first.
+    pub cert: String,
+    /// PEM file with the private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
 }
 
 /// `/metrics`: bounds on what it exports.
@@ -324,6 +404,57 @@ pub struct AuthConfig {
     /// A file of static API keys (TOML, or JSON when named `*.json`), each with its tenant, role,
     /// name, optional expiry and the key's SHA-256 (see `keys_file.rs`). Empty: none.
     pub keys_file: String,
+    /// Requests per minute one key (or SSO subject) may make, on each node; beyond it the
+    /// answer is 429 with `Retry-After`. 0: no limit.
+    pub rate_limit_per_minute: u32,
+    /// Single sign-on with OIDC/OAuth2 bearer tokens; off while `issuer` is empty.
+    pub oidc: OidcConfig,
+}
+
+/// `[auth.oidc]`: which identity provider's tokens are accepted, and how their claims map to a
+/// tenant and a role (see `auth/oidc.rs`).
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OidcConfig {
+    /// The issuer URL, exactly as in the tokens' `iss` (e.g. Keycloak's
+    /// `https://sso.example.com/realms/dev`). Empty: SSO is off.
+    pub issuer: String,
+    /// The JWKS URL; empty: the `jwks_uri` of `<issuer>/.well-known/openid-configuration`.
+    pub jwks_url: String,
+    /// The audience tokens must carry in `aud` (required with `issuer`).
+    pub audience: String,
+    /// The claim naming the tenant (a dotted path reaches into objects).
+    pub tenant_claim: String,
+    /// The claim naming the role: a string or a list of strings (e.g. `groups`).
+    pub role_claim: String,
+    /// Claim value → role (`viewer`, `developer`, `admin`); empty: the values are role names.
+    pub role_map: std::collections::BTreeMap<String, String>,
+    /// This server's resource URL in `/.well-known/oauth-protected-resource` (e.g.
+    /// `https://mcp.example.com/mcp`); empty: `<scheme>://<host>/mcp` of the request.
+    pub resource: String,
+    /// Longest the fetched JWKS is used before it is fetched again.
+    pub jwks_refresh_s: u64,
+    /// Shortest time between two fetches caused by tokens with an unknown `kid`.
+    pub jwks_min_refetch_s: u64,
+    /// Clock skew allowed on `exp` and `nbf`, in seconds.
+    pub leeway_s: u64,
+}
+
+impl Default for OidcConfig {
+    fn default() -> OidcConfig {
+        OidcConfig {
+            issuer: String::new(),
+            jwks_url: String::new(),
+            audience: String::new(),
+            tenant_claim: "tenant".into(),
+            role_claim: "role".into(),
+            role_map: Default::default(),
+            resource: String::new(),
+            jwks_refresh_s: 3600,
+            jwks_min_refetch_s: 10,
+            leeway_s: 30,
+        }
+    }
 }
 
 impl std::fmt::Debug for AuthConfig {
@@ -333,6 +464,8 @@ impl std::fmt::Debug for AuthConfig {
             .field("disabled", &self.disabled)
             .field("public_schemas", &self.public_schemas)
             .field("keys_file", &self.keys_file)
+            .field("rate_limit_per_minute", &self.rate_limit_per_minute)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -362,6 +495,8 @@ impl Default for Config {
             audit: AuditConfig::default(),
             log: LogConfig::default(),
             metrics: MetricsConfig::default(),
+            tls: TlsConfig::default(),
+            quotas: QuotaConfig::default(),
         }
     }
 }
@@ -548,6 +683,41 @@ fn set(table: &mut toml::Table, section: Option<&str>, key: &str, value: toml::V
     target.insert(key.to_string(), value);
 }
 
+/// Sets `table[path…][key] = value`, creating the sections; a setting in the way is an error.
+fn set_nested(
+    table: &mut toml::Table,
+    path: &[String],
+    key: &str,
+    value: toml::Value,
+) -> Result<(), ConfigError> {
+    let mut target = table;
+    for (depth, section) in path.iter().enumerate() {
+        target = target
+            .entry(section.clone())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "{} is a setting, not a section",
+                    path[..=depth].join(".")
+                ))
+            })?;
+    }
+    target.insert(key.to_string(), value);
+    Ok(())
+}
+
+/// An environment value for a map setting (`auth.oidc.role_map`): an inline TOML table such as
+/// `{ "mcp-admins" = "admin" }`; anything else stays a string (and is refused as such).
+fn map_value(raw: &str) -> toml::Value {
+    match format!("v = {raw}").parse::<toml::Table>() {
+        Ok(mut t) if matches!(t.get("v"), Some(toml::Value::Table(_))) => {
+            t.remove("v").expect("just parsed")
+        }
+        _ => toml::Value::String(raw.to_string()),
+    }
+}
+
 /// An environment value as TOML: numbers and booleans as such, anything else as a string.
 fn env_value(raw: &str) -> toml::Value {
     match format!("v = {raw}").parse::<toml::Table>() {
@@ -630,12 +800,18 @@ impl Config {
         for (var, value) in overrides_env {
             let rest = &var["DAYTONA_MCP_".len()..];
             let (section, key) = rest.split_once("__").expect("filtered on __");
-            set(
-                &mut table,
-                Some(&section.to_ascii_lowercase()),
-                &key.to_ascii_lowercase(),
-                env_value(value),
-            );
+            // Deeper sections nest: DAYTONA_MCP_AUTH__OIDC__ISSUER is `[auth.oidc] issuer`.
+            let mut path: Vec<String> = std::iter::once(section)
+                .chain(key.split("__"))
+                .map(str::to_ascii_lowercase)
+                .collect();
+            let key = path.pop().expect("at least section and key");
+            let value = if key == "role_map" {
+                map_value(value)
+            } else {
+                env_value(value)
+            };
+            set_nested(&mut table, &path, &key, value)?;
         }
 
         // Flags (and their environment twins, resolved by the CLI).
@@ -674,9 +850,12 @@ impl Config {
         }
         if self.auth.disabled && !listen.ip().is_loopback() {
             return Err(ConfigError::Invalid(format!(
-                "auth.disabled is only allowed on a loopback listener, not {listen}"
+                "auth.disabled is only allowed on a loopback listener, not {listen}: anyone who \
+                 can reach it could run commands on this machine; listen on 127.0.0.1, or turn \
+                 authentication on and give clients a key (`daytona-mcp keys create`)"
             )));
         }
+        self.validate_auth_edge()?;
         if !matches!(self.sandbox.driver.as_str(), "local" | "daytona") {
             return Err(ConfigError::Invalid(format!(
                 "sandbox.driver: `{}` is not a driver (local, daytona)",
@@ -783,6 +962,51 @@ impl Config {
         if self.queue.default_timeout_s > self.queue.max_timeout_s {
             return Err(ConfigError::Invalid(
                 "queue.default_timeout_s must not exceed queue.max_timeout_s".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The SSO, rate and TLS settings.
+    fn validate_auth_edge(&self) -> Result<(), ConfigError> {
+        let oidc = &self.auth.oidc;
+        if !oidc.issuer.is_empty() {
+            if !(oidc.issuer.starts_with("https://") || oidc.issuer.starts_with("http://")) {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.oidc.issuer: `{}` is not an http(s) URL",
+                    oidc.issuer
+                )));
+            }
+            if oidc.audience.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "auth.oidc.audience is required with auth.oidc.issuer: tokens issued for \
+                     other services must not be accepted here"
+                        .into(),
+                ));
+            }
+            if oidc.tenant_claim.is_empty() || oidc.role_claim.is_empty() {
+                return Err(ConfigError::Invalid(
+                    "auth.oidc.tenant_claim and auth.oidc.role_claim must not be empty".into(),
+                ));
+            }
+            if oidc.jwks_refresh_s == 0 {
+                return Err(ConfigError::Invalid(
+                    "auth.oidc.jwks_refresh_s must be more than 0".into(),
+                ));
+            }
+        }
+        for (value, role) in &oidc.role_map {
+            if crate::auth::Role::parse(role).is_none() {
+                return Err(ConfigError::Invalid(format!(
+                    "auth.oidc.role_map: `{value}` maps to `{role}`, which is not a role \
+                     (viewer, developer, admin)"
+                )));
+            }
+        }
+        self.quotas.validate()?;
+        if self.tls.cert.is_empty() != self.tls.key.is_empty() {
+            return Err(ConfigError::Invalid(
+                "tls.cert and tls.key go together: set both for HTTPS, or neither".into(),
             ));
         }
         Ok(())
@@ -960,6 +1184,82 @@ mod tests {
         assert!(Config::load(None, &e, &Overrides::default()).is_err());
         let e = env(&[("DAYTONA_MCP_AUTH__DISABLED", "true")]);
         assert!(Config::load(None, &e, &Overrides::default()).is_ok());
+    }
+
+    #[test]
+    fn sso_settings_have_environment_twins() {
+        let e = env(&[
+            (
+                "DAYTONA_MCP_AUTH__OIDC__ISSUER",
+                "https://sso.example.com/realms/dev",
+            ),
+            ("DAYTONA_MCP_AUTH__OIDC__AUDIENCE", "daytona-mcp"),
+            (
+                "DAYTONA_MCP_AUTH__OIDC__JWKS_URL",
+                "https://sso.example.com/certs",
+            ),
+            ("DAYTONA_MCP_AUTH__OIDC__TENANT_CLAIM", "org"),
+            ("DAYTONA_MCP_AUTH__OIDC__ROLE_CLAIM", "groups"),
+            (
+                "DAYTONA_MCP_AUTH__OIDC__ROLE_MAP",
+                r#"{ "/mcp-admins" = "admin", "mcp-devs" = "developer" }"#,
+            ),
+            ("DAYTONA_MCP_AUTH__RATE_LIMIT_PER_MINUTE", "120"),
+            ("DAYTONA_MCP_TLS__CERT", "/etc/mcp/cert.pem"),
+            ("DAYTONA_MCP_TLS__KEY", "/etc/mcp/key.pem"),
+        ]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        assert_eq!(c.auth.oidc.issuer, "https://sso.example.com/realms/dev");
+        assert_eq!(c.auth.oidc.audience, "daytona-mcp");
+        assert_eq!(c.auth.oidc.jwks_url, "https://sso.example.com/certs");
+        assert_eq!(c.auth.oidc.tenant_claim, "org");
+        assert_eq!(c.auth.oidc.role_claim, "groups");
+        assert_eq!(c.auth.oidc.role_map["/mcp-admins"], "admin");
+        assert_eq!(c.auth.oidc.role_map["mcp-devs"], "developer");
+        assert_eq!(c.auth.rate_limit_per_minute, 120);
+        assert_eq!(c.tls.cert, "/etc/mcp/cert.pem");
+        for (bad_key, bad_value) in [
+            // An issuer without an audience would accept tokens minted for any service.
+            ("DAYTONA_MCP_AUTH__OIDC__AUDIENCE", ""),
+            ("DAYTONA_MCP_AUTH__OIDC__ROLE_MAP", r#"{ "g" = "root" }"#),
+            ("DAYTONA_MCP_AUTH__OIDC__ISSUER", "sso.example.com"),
+            ("DAYTONA_MCP_TLS__KEY", ""),
+            ("DAYTONA_MCP_AUTH__OIDC__ISUER", "https://x"),
+        ] {
+            let mut e = e.clone();
+            e.insert(bad_key.into(), bad_value.into());
+            assert!(
+                Config::load(None, &e, &Overrides::default()).is_err(),
+                "{bad_key}={bad_value} accepted"
+            );
+        }
+    }
+
+    #[test]
+    fn quotas_have_defaults_and_per_tenant_overrides() {
+        let e = env(&[
+            ("DAYTONA_MCP_QUOTAS__MAX_SANDBOXES", "10"),
+            ("DAYTONA_MCP_QUOTAS__MAX_DISK", "100g"),
+            ("DAYTONA_MCP_QUOTAS__MAX_RUNNING_JOBS", "4"),
+            ("DAYTONA_MCP_QUOTAS__TENANTS__ACME__MAX_SANDBOXES", "2"),
+            ("DAYTONA_MCP_QUOTAS__TENANTS__ACME__MAX_DISK", "none"),
+            ("DAYTONA_MCP_QUOTAS__TENANTS__BIG__MAX_RUNNING_JOBS", "0"),
+        ]);
+        let c = Config::load(None, &e, &Overrides::default()).unwrap();
+        let acme = c.quotas.for_tenant("acme").unwrap();
+        assert_eq!(acme.max_sandboxes, Some(2));
+        assert_eq!(acme.max_disk_bytes, None);
+        let other = c.quotas.for_tenant("other").unwrap();
+        assert_eq!(other.max_sandboxes, Some(10));
+        assert_eq!(other.max_disk_bytes, Some(100 << 30));
+        assert_eq!(other.max_active_jobs, None);
+        let running = crate::quota::RunningLimits::from_config(&c.quotas);
+        assert_eq!(running.of("acme"), Some(4));
+        assert_eq!(running.of("big"), None);
+        assert!(Config::default().quotas.for_tenant("acme").is_none());
+        assert!(crate::quota::RunningLimits::from_config(&Config::default().quotas).is_empty());
+        let bad = env(&[("DAYTONA_MCP_QUOTAS__TENANTS__ACME__MAX_DISK", "lots")]);
+        assert!(Config::load(None, &bad, &Overrides::default()).is_err());
     }
 
     #[test]

@@ -15,6 +15,8 @@ pub mod logging;
 pub mod metrics;
 pub mod output;
 pub mod queue;
+pub mod quota;
 pub mod stdio;
 pub mod store;
+pub mod tls;
 pub mod tools;

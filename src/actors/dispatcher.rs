@@ -43,6 +43,7 @@ pub(crate) struct Dispatcher {
     actor_idle: Duration,
     /// The pause after the last failed claim (zero after a success).
     claim_backoff: Duration,
+    running_limits: crate::quota::RunningLimits,
 }
 
 impl Dispatcher {
@@ -69,6 +70,7 @@ impl Dispatcher {
             poll_interval: config.poll_interval,
             actor_idle: config.actor_idle,
             claim_backoff: Duration::ZERO,
+            running_limits: config.running_limits.clone(),
         }
     }
 
@@ -129,6 +131,22 @@ impl Dispatcher {
         };
         self.claim_backoff = Duration::ZERO;
         let full = jobs.len() == free;
+        let store = self.queue.store();
+        let limits = &self.running_limits;
+        let jobs = if limits.is_empty() {
+            jobs
+        } else {
+            let claimed = jobs.clone();
+            match crate::quota::admit(store.as_ref(), &self.node, limits, jobs, Utc::now()).await {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    // Claimed is claimed: running them beats leaving them unstarted until
+                    // their leases run out.
+                    tracing::error!(error = %e, "cannot apply the tenants' running limits");
+                    claimed
+                }
+            }
+        };
         for job in jobs {
             let permit = self
                 .permits

@@ -92,6 +92,8 @@ pub struct PoolConfig {
     pub timeout_grace: Duration,
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Per-tenant running limits applied to each claim (`quotas.max_running_jobs`).
+    pub running_limits: crate::quota::RunningLimits,
 }
 
 impl Default for PoolConfig {
@@ -110,6 +112,7 @@ impl Default for PoolConfig {
             timeout_grace: Duration::from_secs(15),
             backoff_base: Duration::from_secs(1),
             backoff_max: Duration::from_secs(300),
+            running_limits: Default::default(),
         }
     }
 }

@@ -7,6 +7,7 @@
 //! `WWW-Authenticate: Bearer` and an audit row.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use actix_web::body::{EitherBody, MessageBody};
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -20,7 +21,10 @@ use super::error::ApiError;
 use super::telemetry::RequestId;
 pub use crate::audit::DEFAULT_TENANT;
 use crate::audit::{Caller, Role};
+use crate::auth::oidc::{OidcVerifier, TokenRefusal};
+use crate::auth::rate::RateLimiter;
 use crate::config::AuthConfig;
+use crate::store::Store;
 
 struct Key {
     digest: [u8; 32],
@@ -30,10 +34,15 @@ struct Key {
     expires: Option<chrono::DateTime<chrono::Utc>>,
 }
 
-/// Checks presented keys against the configured ones.
+/// Checks presented credentials: the configured keys here, keys stored in the database and
+/// SSO tokens through [`crate::auth`], then the key's request rate.
 pub struct Authenticator {
     keys: Vec<Key>,
     disabled: bool,
+    /// Where `daytona-mcp keys create` stores keys; looked up on every request.
+    store: Option<Arc<dyn Store>>,
+    oidc: Option<OidcVerifier>,
+    rate: RateLimiter,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -41,6 +50,8 @@ impl std::fmt::Debug for Authenticator {
         f.debug_struct("Authenticator")
             .field("keys", &self.keys.len())
             .field("disabled", &self.disabled)
+            .field("stored_keys", &self.store.is_some())
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -70,6 +81,9 @@ impl Authenticator {
                 Authenticator {
                     keys: Vec::new(),
                     disabled: true,
+                    store: None,
+                    oidc: None,
+                    rate: RateLimiter::new(0),
                 },
                 None,
             ));
@@ -103,22 +117,59 @@ impl Authenticator {
                 });
             }
         }
+        let oidc = (!config.oidc.issuer.is_empty()).then(|| OidcVerifier::new(config.oidc.clone()));
         Ok((
             Authenticator {
                 keys,
                 disabled: false,
+                store: None,
+                oidc,
+                rate: RateLimiter::new(config.rate_limit_per_minute),
             },
             file,
         ))
+    }
+
+    /// Also accepts the keys stored in `store` (`daytona-mcp keys create`).
+    pub fn with_store(mut self, store: Arc<dyn Store>) -> Authenticator {
+        self.store = Some(store);
+        self
+    }
+
+    /// The SSO verifier, when `auth.oidc.issuer` is set.
+    pub fn oidc(&self) -> Option<&OidcVerifier> {
+        self.oidc.as_ref()
     }
 
     pub fn is_disabled(&self) -> bool {
         self.disabled
     }
 
-    /// The caller behind the request's key, without the request's details (see
-    /// [`caller_for`]).
-    pub fn authenticate(&self, req: &ServiceRequest) -> Result<Caller, ApiError> {
+    /// The caller behind the request's credential, without the request's details (see
+    /// [`caller_for`]), within its request rate.
+    pub async fn authenticate(&self, req: &ServiceRequest) -> Result<Caller, ApiError> {
+        let caller = self.identify(req).await?;
+        let key_id = caller.key_id.as_deref().unwrap_or_default();
+        if let Err(retry_after_s) = self.rate.check(key_id) {
+            return Err(ApiError::Limited {
+                code: "rate_limited",
+                message: format!(
+                    "too many requests with this key: at most {} a minute; retry in \
+                     {retry_after_s} s",
+                    self.rate_per_minute()
+                ),
+                retry_after_s,
+            });
+        }
+        Ok(caller)
+    }
+
+    fn rate_per_minute(&self) -> u32 {
+        self.rate.per_minute()
+    }
+
+    /// The caller behind the request's credential.
+    async fn identify(&self, req: &ServiceRequest) -> Result<Caller, ApiError> {
         if self.disabled {
             return Ok(Caller::authenticated(
                 DEFAULT_TENANT,
@@ -141,23 +192,51 @@ impl Authenticator {
                 "an API key is required: send `Authorization: Bearer <key>` or `X-API-Key: <key>`",
             ));
         };
-        let presented = digest(presented);
-        // Every key is compared, so that the time taken says nothing of which one matched.
-        let found = self
-            .keys
-            .iter()
-            .fold(None, |found, k| {
-                if constant_time_eq(&k.digest, &presented) {
-                    Some(k)
-                } else {
-                    found
-                }
-            })
-            .ok_or_else(|| unauthenticated("the API key is not valid"))?;
-        if found.expires.is_some_and(|at| at <= chrono::Utc::now()) {
-            return Err(unauthenticated("the API key has expired"));
+        let presented_digest = digest(presented);
+        // Every configured key is compared, so that the time taken says nothing of which one
+        // matched.
+        let found = self.keys.iter().fold(None, |found, k| {
+            if constant_time_eq(&k.digest, &presented_digest) {
+                Some(k)
+            } else {
+                found
+            }
+        });
+        if let Some(found) = found {
+            if found.expires.is_some_and(|at| at <= chrono::Utc::now()) {
+                return Err(unauthenticated("the API key has expired"));
+            }
+            return Ok(found.caller.clone());
         }
-        Ok(found.caller.clone())
+        if let (Some(store), Some(_)) = (&self.store, crate::auth::keys::id_of(presented)) {
+            return match crate::auth::keys::verify(store.as_ref(), presented, chrono::Utc::now())
+                .await
+                .map_err(ApiError::from)?
+            {
+                Ok(owner) => Ok(Caller::authenticated(owner.tenant, owner.id, owner.role)),
+                Err(refusal) => Err(unauthenticated(&refusal.to_string())),
+            };
+        }
+        if let Some(oidc) = self
+            .oidc
+            .as_ref()
+            .filter(|_| crate::auth::oidc::looks_like_jwt(presented))
+        {
+            return match oidc.verify(presented).await {
+                Ok(owner) => Ok(Caller::authenticated(owner.tenant, owner.key_id, owner.role)),
+                Err(TokenRefusal::Provider(e)) => {
+                    tracing::warn!(error = %e, "a bearer token could not be checked");
+                    Err(ApiError::new(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "identity_provider_unavailable",
+                        "the identity provider's signing keys cannot be fetched right now; \
+                         retry later or use an API key",
+                    ))
+                }
+                Err(refusal) => Err(unauthenticated(&refusal.to_string())),
+            };
+        }
+        Err(unauthenticated("the API key is not valid"))
     }
 }
 
@@ -226,17 +305,42 @@ pub(crate) async fn authenticate_request(
     state: &AppState,
     req: &ServiceRequest,
 ) -> Result<(), ApiError> {
-    match state.auth.authenticate(req) {
+    match state.auth.authenticate(req).await {
         Ok(authenticated) => {
             let caller = caller_for(req, authenticated);
             req.extensions_mut().insert(caller);
             Ok(())
         }
         Err(error) => {
-            audit_denied(state, req, "").await;
+            let why = match &error {
+                ApiError::Limited { .. } => " (rate limited)",
+                _ => "",
+            };
+            audit_denied(state, req, why).await;
             Err(error)
         }
     }
+}
+
+/// The `WWW-Authenticate` value of a 401: `Bearer`, with `resource_metadata` pointing at
+/// `/.well-known/oauth-protected-resource` when SSO is configured, so that MCP clients that
+/// speak OAuth find the issuer (RFC 9728, as the MCP authorization spec uses it).
+pub(crate) fn www_authenticate(
+    state: &AppState,
+    req: &ServiceRequest,
+) -> actix_web::http::header::HeaderValue {
+    use actix_web::http::header::HeaderValue;
+    if state.auth.oidc().is_none() {
+        return HeaderValue::from_static("Bearer");
+    }
+    let info = req.connection_info();
+    let value = format!(
+        "Bearer resource_metadata=\"{}://{}{}\"",
+        info.scheme(),
+        info.host(),
+        super::well_known::PROTECTED_RESOURCE
+    );
+    HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static("Bearer"))
 }
 
 /// Whether a request reads a schema route: `GET /schema` or `GET /<tool>/schema`.
@@ -265,7 +369,13 @@ pub async fn require_key(
     match authenticate_request(&state, &req).await {
         Ok(()) => Ok(next.call(req).await?.map_into_left_body()),
         Err(error) => {
-            let response = error.error_response();
+            let mut response = error.error_response();
+            if response.status() == StatusCode::UNAUTHORIZED {
+                response.headers_mut().insert(
+                    actix_web::http::header::WWW_AUTHENTICATE,
+                    www_authenticate(&state, &req),
+                );
+            }
             Ok(req.into_response(response).map_into_right_body())
         }
     }
@@ -315,8 +425,8 @@ mod tests {
             .to_srv_request()
     }
 
-    #[test]
-    fn keys_file_keys_carry_their_tenant_and_role_until_they_expire() {
+    #[tokio::test]
+    async fn keys_file_keys_carry_their_tenant_and_role_until_they_expire() {
         let dir = tempfile::tempdir().unwrap();
         let config = AuthConfig {
             api_key: "the-admin-key".into(),
@@ -343,7 +453,7 @@ mod tests {
             ..AuthConfig::default()
         };
         let (auth, _) = Authenticator::new(&config, dir.path()).unwrap();
-        let ci = auth.authenticate(&bearer("ci-secret")).unwrap();
+        let ci = auth.authenticate(&bearer("ci-secret")).await.unwrap();
         assert_eq!(
             (ci.tenant.as_str(), ci.role, ci.key_id.as_deref()),
             ("team-a", Role::Developer, Some("ci"))
@@ -351,14 +461,14 @@ mod tests {
         let later = actix_web::test::TestRequest::default()
             .insert_header(("x-api-key", "later-secret"))
             .to_srv_request();
-        assert_eq!(auth.authenticate(&later).unwrap().role, Role::Viewer);
-        let admin = auth.authenticate(&bearer("the-admin-key")).unwrap();
+        assert_eq!(auth.authenticate(&later).await.unwrap().role, Role::Viewer);
+        let admin = auth.authenticate(&bearer("the-admin-key")).await.unwrap();
         assert_eq!(
             (admin.tenant.as_str(), admin.role),
             ("default", Role::Admin)
         );
         for (key, why) in [("old-secret", "expired"), ("nope", "not valid")] {
-            let error = auth.authenticate(&bearer(key)).unwrap_err();
+            let error = auth.authenticate(&bearer(key)).await.unwrap_err();
             let (status, code, message, _) = error.parts().unwrap();
             assert_eq!(
                 (status, code),

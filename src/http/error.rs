@@ -67,6 +67,13 @@ pub enum ApiError {
         message: String,
         field: Option<String>,
     },
+    /// 429: a rate or quota exceeded; answered with `Retry-After`.
+    #[error("{message}")]
+    Limited {
+        code: &'static str,
+        message: String,
+        retry_after_s: u64,
+    },
     /// A server fault; logged with details, answered without them.
     #[error(transparent)]
     Unexpected(#[from] anyhow::Error),
@@ -109,6 +116,9 @@ impl ApiError {
                 message,
                 field,
             } => Some((*status, code, message, field.as_deref())),
+            ApiError::Limited { code, message, .. } => {
+                Some((StatusCode::TOO_MANY_REQUESTS, code, message, None))
+            }
             ApiError::Unexpected(_) => None,
         }
     }
@@ -178,6 +188,14 @@ impl From<SubmitError> for ApiError {
                 "conflict",
                 format!("a sandbox named `{name}` already exists"),
             ),
+            SubmitError::QuotaExceeded { kind, limit } => {
+                let (message, retry_after_s) = SubmitError::quota_answer(kind, limit);
+                ApiError::Limited {
+                    code: "quota_exceeded",
+                    message,
+                    retry_after_s,
+                }
+            }
             SubmitError::Store(e) => e.into(),
         }
     }
@@ -252,6 +270,7 @@ impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Client { status, .. } => *status,
+            ApiError::Limited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unexpected(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -278,6 +297,13 @@ impl ResponseError for ApiError {
                 }
                 response.json(json!({ "error": error }))
             }
+            ApiError::Limited {
+                code,
+                message,
+                retry_after_s,
+            } => HttpResponse::TooManyRequests()
+                .insert_header(("retry-after", retry_after_s.to_string()))
+                .json(json!({"error": {"code": code, "message": message}})),
             ApiError::Unexpected(e) => {
                 tracing::error!(error = ?e, "request failed");
                 HttpResponse::InternalServerError().json(json!({

@@ -16,6 +16,7 @@ mod rest;
 mod sse;
 pub mod telemetry;
 mod views;
+pub mod well_known;
 
 use std::sync::Arc;
 
@@ -69,7 +70,15 @@ impl AppState {
 /// Registers every route. Health and metrics are open; everything else needs a key.
 pub fn configure(cfg: &mut web::ServiceConfig, metrics_on_main: bool) {
     cfg.route("/healthz", web::get().to(ops::healthz))
-        .route("/readyz", web::get().to(ops::readyz));
+        .route("/readyz", web::get().to(ops::readyz))
+        .route(
+            well_known::PROTECTED_RESOURCE,
+            web::get().to(well_known::protected_resource),
+        )
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            web::get().to(well_known::protected_resource),
+        );
     if metrics_on_main {
         cfg.route("/metrics", web::get().to(ops::metrics));
     }

@@ -207,6 +207,8 @@ pub struct NewJob {
     /// What the caller asked for, as a digest (tool and canonical arguments): a repeated
     /// idempotency key replays the earlier job only when its digest is the same (or unknown).
     pub args_digest: Option<String>,
+    /// The tenant's limits, checked inside the enqueue transaction; `None`: unlimited.
+    pub quota: Option<super::Quota>,
 }
 
 impl NewJob {
@@ -228,6 +230,7 @@ impl NewJob {
             request_id: None,
             node: None,
             args_digest: None,
+            quota: None,
         }
     }
 }

@@ -7,9 +7,11 @@
 //! Architecture invariant: the store knows nothing of tools, HTTP or drivers. It stores what it is
 //! given and enforces the queue's rules (one running job per workspace, FIFO claims, leases) in SQL.
 
+pub mod api_key;
 pub mod audit;
 pub mod job;
 pub mod postgres;
+pub mod quota;
 pub mod sandbox;
 pub mod signals;
 pub mod sqlite;
@@ -22,11 +24,13 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use uuid::Uuid;
 
+pub use api_key::ApiKeyRecord;
 pub use audit::{AuditEntry, AuditFilter, AuditRecord};
 pub use job::{
     CancelOutcome, Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob,
     OutputChunk, Rescued, Stream,
 };
+pub use quota::{Quota, QuotaKind};
 pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
 pub use signals::Signal;
 
@@ -53,6 +57,9 @@ pub enum StoreError {
     Corrupt(String),
     #[error("unsupported database url `{0}`: expected sqlite://… or postgres://…")]
     UnsupportedUrl(String),
+    /// The enqueue would take the tenant beyond a [`Quota`]; nothing was inserted.
+    #[error("the tenant has reached its limit of {limit} {}", kind.what())]
+    QuotaExceeded { kind: QuotaKind, limit: u64 },
 }
 
 /// The one place where sqlx errors are sorted: connection-class failures become
@@ -159,8 +166,10 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// transaction. With an idempotency key already used by the tenant, inserts only the audit
     /// row and returns the earlier job with `created: false`, unless both jobs have an
     /// `args_digest` and they differ: then [`StoreError::IdempotencyMismatch`], nothing
-    /// inserted. [`StoreError::Conflict`] (nothing inserted) when the sandbox's name is taken.
-    /// The unique index decides between concurrent submitters, on any node.
+    /// inserted. [`StoreError::Conflict`] (nothing inserted) when the sandbox's name is taken;
+    /// [`StoreError::QuotaExceeded`] (nothing inserted) when a new job would exceed
+    /// `NewJob::quota`, checked in the same transaction under a per-tenant lock (a replay is
+    /// never refused). The unique index decides between concurrent submitters, on any node.
     async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued>;
 
     /// Inserts many jobs in one transaction (no audit rows, no sandbox rows, no idempotency keys
@@ -304,6 +313,39 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// audit log: the database refuses every other delete and every update. The horizon is set
     /// inside this method's transaction and does not outlive it.
     async fn prune_audit(&self, before: DateTime<Utc>) -> Result<u64>;
+
+    // ---- API keys ----------------------------------------------------------------------------
+
+    /// Inserts a key and its audit row in one transaction; [`StoreError::Conflict`] (nothing
+    /// inserted) when the id is taken.
+    async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<()>;
+
+    /// One key by id, revoked and expired ones included (the caller decides).
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>>;
+
+    /// Every key, oldest first.
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>>;
+
+    /// Marks a key revoked at `at` and writes its audit row, in one transaction; `false` (and
+    /// no audit row) when there is no such key or it was revoked already.
+    async fn revoke_api_key(&self, id: &str, at: DateTime<Utc>, audit: &AuditEntry)
+    -> Result<bool>;
+
+    // ---- per-tenant running limit -------------------------------------------------------------
+
+    /// How many jobs of `tenant` are running (on any node).
+    async fn running_jobs(&self, tenant: &str) -> Result<u64>;
+
+    /// Puts jobs that `node` has just claimed back in the queue as if never claimed (attempt
+    /// and start undone, lease cleared), not to run before `run_after`. Their `seq`, and so
+    /// their place in their workspace's order, is kept. Jobs no longer running under `node`'s
+    /// lease are left alone. Returns the ids put back.
+    async fn unclaim(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        run_after: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>>;
 }
 
 /// A database URL whose `Debug` and `Display` hide the password.

@@ -21,9 +21,10 @@ use uuid::Uuid;
 use super::signals::{SharedSignals, Signal, SignalHub, next_backoff};
 
 use super::{
-    AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
-    JobError, JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount,
-    SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
+    ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
+    Enqueued, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued,
+    Result, SandboxCount, SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError,
+    Stream,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -494,6 +495,14 @@ impl Store for PgStore {
     async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
+        if job.quota.is_some() {
+            // Serialises the quota checks of one tenant's enqueues (taken before the workspace
+            // lock, always in this order, so the two locks cannot deadlock).
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+                .bind(format!("tenant-quota:{}", job.tenant))
+                .execute(&mut *tx)
+                .await?;
+        }
         if let Some(workspace) = &job.workspace {
             sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 0))")
                 .bind(workspace)
@@ -517,6 +526,9 @@ impl Store for PgStore {
                 (earlier, false)
             }
         };
+        if let (true, Some(quota)) = (created, &job.quota) {
+            check_quota(&mut tx, &job, quota).await?;
+        }
         if let (true, Some(sandbox)) = (created, &job.sandbox) {
             // An error drops (rolls back) the transaction: no job without its sandbox row.
             insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
@@ -1093,4 +1105,163 @@ impl Store for PgStore {
         tx.commit().await?;
         Ok(deleted)
     }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO api_keys (id, tenant, role, name, digest, created_at, expires_at, \
+                 revoked_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(&key.id)
+        .bind(&key.tenant)
+        .bind(&key.role)
+        .bind(&key.name)
+        .bind(&key.digest)
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.revoked_at)
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("API key `{}`", key.id)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let mut tx = self.pool.begin().await?;
+        let revoked =
+            sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(at)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        if revoked {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+    async fn running_jobs(&self, tenant: &str) -> Result<u64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE tenant = $1 AND state = 'running'")
+                .bind(tenant)
+                .fetch_one(&self.pool)
+                .await?;
+        Ok(n as u64)
+    }
+
+    async fn unclaim(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        run_after: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = attempts - 1, started_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, run_after = $1 \
+             WHERE state = 'running' AND lease_owner = $2 AND id = ANY($3) \
+             RETURNING id",
+        )
+        .bind(run_after)
+        .bind(node)
+        .bind(ids)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(|row| Ok(row.try_get("id")?)).collect()
+    }
+}
+
+/// Refuses an enqueue beyond the tenant's quota (under the tenant's advisory lock); runs after
+/// the job's insert and before its sandbox's, so the new job is counted and the new sandbox is
+/// not.
+async fn check_quota(conn: &mut PgConnection, job: &NewJob, quota: &Quota) -> Result<()> {
+    if let (Some(limit), Some(_)) = (quota.max_sandboxes, &job.sandbox) {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sandboxes WHERE tenant = $1")
+            .bind(&job.tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+        if n as u64 >= limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::Sandboxes,
+                limit,
+            });
+        }
+    }
+    if let (Some(limit), Some(sandbox)) = (quota.max_disk_bytes, &job.sandbox) {
+        let rows: Vec<(Json<Value>,)> =
+            sqlx::query_as("SELECT resources FROM sandboxes WHERE tenant = $1")
+                .bind(&job.tenant)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut total = quota.disk_bytes_of(&sandbox.resources);
+        for (Json(resources),) in rows {
+            total = total.saturating_add(quota.disk_bytes_of(&resources));
+        }
+        if total > limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::Disk,
+                limit,
+            });
+        }
+    }
+    if let Some(limit) = quota.max_active_jobs {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE tenant = $1 AND state IN ('queued', 'running')",
+        )
+        .bind(&job.tenant)
+        .fetch_one(&mut *conn)
+        .await?;
+        if n as u64 > limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::ActiveJobs,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        role: row.try_get("role")?,
+        name: row.try_get("name")?,
+        digest: row.try_get("digest")?,
+        created_at: row.try_get("created_at")?,
+        expires_at: row.try_get("expires_at")?,
+        revoked_at: row.try_get("revoked_at")?,
+    })
 }

@@ -20,9 +20,9 @@ use uuid::Uuid;
 use super::signals::{SharedSignals, Signal};
 
 use super::{
-    AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion, Enqueued, Job,
-    JobFilter, JobState, NewJob, OutputChunk, Rescued, Result, SandboxCount, SandboxFilter,
-    SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
+    ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
+    Enqueued, Job, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result,
+    SandboxCount, SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -418,6 +418,56 @@ async fn insert_sandbox_row(
     }
 }
 
+/// Refuses an enqueue beyond the tenant's quota; runs after the job's insert and before its
+/// sandbox's, so the new job is counted and the new sandbox is not.
+async fn check_quota(conn: &mut SqliteConnection, job: &NewJob, quota: &Quota) -> Result<()> {
+    if let (Some(limit), Some(_)) = (quota.max_sandboxes, &job.sandbox) {
+        let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM sandboxes WHERE tenant = ?")
+            .bind(&job.tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+        if n as u64 >= limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::Sandboxes,
+                limit,
+            });
+        }
+    }
+    if let (Some(limit), Some(sandbox)) = (quota.max_disk_bytes, &job.sandbox) {
+        let rows: Vec<(String,)> =
+            sqlx::query_as("SELECT resources FROM sandboxes WHERE tenant = ?")
+                .bind(&job.tenant)
+                .fetch_all(&mut *conn)
+                .await?;
+        let mut total = quota.disk_bytes_of(&sandbox.resources);
+        for (resources,) in rows {
+            let resources = serde_json::from_str(&resources).unwrap_or(serde_json::Value::Null);
+            total = total.saturating_add(quota.disk_bytes_of(&resources));
+        }
+        if total > limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::Disk,
+                limit,
+            });
+        }
+    }
+    if let Some(limit) = quota.max_active_jobs {
+        let (n,): (i64,) = sqlx::query_as(
+            "SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state IN ('queued', 'running')",
+        )
+        .bind(&job.tenant)
+        .fetch_one(&mut *conn)
+        .await?;
+        if n as u64 > limit {
+            return Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::ActiveJobs,
+                limit,
+            });
+        }
+    }
+    Ok(())
+}
+
 /// Applies the rescue rule to each running job in `jobs`.
 async fn rescue_jobs(
     conn: &mut SqliteConnection,
@@ -492,6 +542,10 @@ impl Store for SqliteStore {
                 (earlier, false)
             }
         };
+        if let (true, Some(quota)) = (created, &job.quota) {
+            // BEGIN IMMEDIATE holds the write lock: no other enqueue counts meanwhile.
+            check_quota(&mut tx, &job, quota).await?;
+        }
         if let (true, Some(sandbox)) = (created, &job.sandbox) {
             // An error drops (rolls back) the transaction: no job without its sandbox row.
             insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
@@ -1035,4 +1089,119 @@ impl Store for SqliteStore {
         tx.commit().await?;
         Ok(deleted)
     }
+
+    async fn insert_api_key(&self, key: &ApiKeyRecord, audit: &AuditEntry) -> Result<()> {
+        let mut tx = self.begin().await?;
+        let result = sqlx::query(
+            "INSERT INTO api_keys (id, tenant, role, name, digest, created_at, expires_at, \
+                 revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&key.id)
+        .bind(&key.tenant)
+        .bind(&key.role)
+        .bind(&key.name)
+        .bind(&key.digest)
+        .bind(ts(key.created_at))
+        .bind(key.expires_at.map(ts))
+        .bind(key.revoked_at.map(ts))
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("API key `{}`", key.id)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        insert_audit(&mut tx, audit).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn api_key(&self, id: &str) -> Result<Option<ApiKeyRecord>> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(api_key_from_row).transpose()
+    }
+
+    async fn list_api_keys(&self) -> Result<Vec<ApiKeyRecord>> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, id")
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(api_key_from_row).collect()
+    }
+
+    async fn revoke_api_key(
+        &self,
+        id: &str,
+        at: DateTime<Utc>,
+        audit: &AuditEntry,
+    ) -> Result<bool> {
+        let mut tx = self.begin().await?;
+        let revoked =
+            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+                .bind(ts(at))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected()
+                == 1;
+        if revoked {
+            insert_audit(&mut tx, audit).await?;
+        }
+        tx.commit().await?;
+        Ok(revoked)
+    }
+    async fn running_jobs(&self, tenant: &str) -> Result<u64> {
+        let (n,): (i64,) =
+            sqlx::query_as("SELECT COUNT(*) FROM jobs WHERE tenant = ? AND state = 'running'")
+                .bind(tenant)
+                .fetch_one(&self.reader)
+                .await?;
+        Ok(n as u64)
+    }
+
+    async fn unclaim(
+        &self,
+        node: &str,
+        ids: &[Uuid],
+        run_after: DateTime<Utc>,
+    ) -> Result<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = sqlx::query(
+            "UPDATE jobs SET state = 'queued', attempts = attempts - 1, started_at = NULL, \
+                 lease_owner = NULL, lease_expires_at = NULL, run_after = ? \
+             WHERE state = 'running' AND lease_owner = ? \
+               AND id IN (SELECT value FROM json_each(?)) \
+             RETURNING id",
+        )
+        .bind(ts(run_after))
+        .bind(node)
+        .bind(ids_json(ids))
+        .fetch_all(&self.writer)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.try_get("id")?;
+                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))
+            })
+            .collect()
+    }
+}
+
+fn api_key_from_row(row: &SqliteRow) -> Result<ApiKeyRecord> {
+    Ok(ApiKeyRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        role: row.try_get("role")?,
+        name: row.try_get("name")?,
+        digest: row.try_get("digest")?,
+        created_at: from_ts(row.try_get("created_at")?),
+        expires_at: row.try_get::<Option<i64>, _>("expires_at")?.map(from_ts),
+        revoked_at: row.try_get::<Option<i64>, _>("revoked_at")?.map(from_ts),
+    })
 }

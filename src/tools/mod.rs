@@ -262,8 +262,44 @@ pub enum SubmitError {
     /// `create_sandbox` with a name the tenant already has.
     #[error("a sandbox named `{0}` already exists")]
     SandboxExists(String),
+    /// The tenant is at a quota (`[quotas]`); nothing was enqueued.
+    #[error("the tenant has reached its limit of {limit} {}", kind.what())]
+    QuotaExceeded {
+        kind: crate::store::QuotaKind,
+        limit: u64,
+    },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+impl SubmitError {
+    /// For a quota refusal: the message callers see and the seconds after which a retry may
+    /// succeed (jobs finish on their own; sandboxes only go when deleted).
+    pub fn quota_answer(kind: crate::store::QuotaKind, limit: u64) -> (String, u64) {
+        use crate::store::QuotaKind;
+        let (retry_after_s, how) = match kind {
+            QuotaKind::Sandboxes => (60, "delete a sandbox (delete_sandbox) first"),
+            QuotaKind::ActiveJobs => (5, "wait for some of its jobs to finish, or cancel some"),
+            QuotaKind::Disk => (
+                60,
+                "delete a sandbox, or ask for a smaller disk (resources.disk_gb)",
+            ),
+        };
+        let amount = match kind {
+            QuotaKind::Disk => format!(
+                "{:.1} GiB of sandbox disk quota in total",
+                limit as f64 / (1u64 << 30) as f64
+            ),
+            _ => format!("{limit} {}", kind.what()),
+        };
+        (
+            format!(
+                "quota exceeded: this tenant may have at most {amount} ({}); {how}, then retry",
+                kind.setting()
+            ),
+            retry_after_s,
+        )
+    }
 }
 
 type Registry = BTreeMap<&'static str, Arc<dyn Tool>>;
@@ -274,6 +310,8 @@ pub struct Tools {
     registry: Arc<Registry>,
     env: Arc<ToolEnv>,
     queue: Queue,
+    /// Per-tenant limits, checked by the store inside the enqueue transaction.
+    quotas: Arc<crate::config::QuotaConfig>,
 }
 
 impl std::fmt::Debug for Tools {
@@ -309,7 +347,14 @@ impl Tools {
             registry: Arc::new(registry),
             env: Arc::new(env),
             queue,
+            quotas: Default::default(),
         }
+    }
+
+    /// Enforces `quotas` on submissions (`[quotas]`).
+    pub fn with_quotas(mut self, quotas: crate::config::QuotaConfig) -> Tools {
+        self.quotas = Arc::new(quotas);
+        self
     }
 
     /// Every tool's spec, in name order (deterministic for `tools/list` and `/schema`).
@@ -405,6 +450,20 @@ impl Tools {
         job.request_id = submission.caller.request_id.clone();
         job.node = node;
         job.args_digest = args_digest;
+        job.quota = self.quotas.for_tenant(tenant).map(|mut quota| {
+            quota.default_disk_bytes = config.resources.default_disk_bytes;
+            quota
+        });
+        if let (Some(quota), Some(sandbox)) = (&job.quota, &job.sandbox) {
+            // A sandbox without a disk quota would make the tenant's total meaningless.
+            if quota.max_disk_bytes.is_some() && quota.disk_bytes_of(&sandbox.resources) == 0 {
+                return Err(SubmitError::Invalid(InvalidInput::field(
+                    "resources.disk_gb",
+                    "this tenant's sandboxes share a disk limit (quotas.max_disk), so each needs \
+                     a disk quota: ask for one with resources.disk_gb",
+                )));
+            }
+        }
         let audit = submission.caller.entry(
             tool.spec().name,
             workspace,
@@ -418,12 +477,23 @@ impl Tools {
         if let Some(secret) = secret {
             self.env.secrets.put(job_id, secret);
         }
+        let mut denied = audit.clone();
         let enqueued = self.queue.enqueue(job, audit).await;
         if !matches!(&enqueued, Ok(e) if e.created) {
             self.env.secrets.remove(job_id);
         }
         match (enqueued, created_name) {
             (Err(StoreError::Conflict(_)), Some(name)) => Err(SubmitError::SandboxExists(name)),
+            (Err(StoreError::QuotaExceeded { kind, limit }), _) => {
+                // The refused enqueue rolled back its own audit row; the refusal gets one.
+                denied.outcome = "denied".into();
+                denied.job_id = None;
+                denied.action = format!("{} (quota: {})", denied.action, kind.setting());
+                if let Err(e) = self.env.store.append_audit(&denied).await {
+                    tracing::warn!(error = %e, "cannot audit a quota refusal");
+                }
+                Err(SubmitError::QuotaExceeded { kind, limit })
+            }
             (enqueued, _) => Ok(enqueued?),
         }
     }

@@ -27,6 +27,7 @@ mod idempotency;
 mod internals;
 mod isolation;
 mod job_errors;
+mod keys;
 mod landlock;
 mod languages;
 mod limits;
@@ -40,6 +41,7 @@ mod mcp_transport;
 mod monitoring;
 mod nodes;
 mod nul_output;
+mod oidc;
 mod prometheus_scrape;
 mod quota;
 mod restart;
@@ -50,6 +52,8 @@ mod serialization;
 mod stdio;
 mod stored_env;
 mod tenants;
+mod tenant_limits;
+mod tls;
 
 /// Runs an `async fn(Db)` test once per database.
 #[macro_export]

@@ -6,9 +6,9 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
-    AuditEntry, AuditFilter, AuditRecord, Backend, CREATING, CancelOutcome, Completion,
-    ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, SandboxFilter,
-    SandboxRecord, Secret, Signal, Store, StoreError, Stream,
+    ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CREATING, CancelOutcome,
+    Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob, OutputChunk,
+    Quota, QuotaKind, SandboxFilter, SandboxRecord, Secret, Signal, Store, StoreError, Stream,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -1759,4 +1759,304 @@ pub async fn audit_log_filters_by_sandbox_and_outcome(t: TestStore) {
         .unwrap();
     assert_eq!(both.len(), 1);
     assert_eq!(both[0].entry.workspace.as_deref(), Some("t1/web"));
+}
+
+fn api_key(id: &str, tenant: &str, role: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        role: role.into(),
+        name: Some(format!("{id} name")),
+        digest: format!("{:0>64}", id),
+        created_at: Utc::now() - chrono::Duration::minutes(1),
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+fn key_audit(action: &str, key_id: &str) -> AuditEntry {
+    let mut entry = Caller::internal("t1").entry(action, None, None, "succeeded", None);
+    entry.args_summary = Some(json!({ "key_id": key_id }));
+    entry
+}
+
+async fn key_audit_rows(s: &dyn Store, action: &str) -> usize {
+    s.list_audit(&AuditFilter {
+        action: Some(action.into()),
+        limit: 100,
+        ..AuditFilter::default()
+    })
+    .await
+    .unwrap()
+    .len()
+}
+
+pub async fn api_keys_are_stored_listed_and_revoked_with_audit_rows(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut first = api_key("aaaaaaaaaaaa", "t1", "viewer");
+    first.expires_at = Some(Utc::now() + chrono::Duration::days(30));
+    s.insert_api_key(&first, &key_audit("keys.create", &first.id))
+        .await
+        .unwrap();
+    let second = api_key("bbbbbbbbbbbb", "t2", "admin");
+    s.insert_api_key(&second, &key_audit("keys.create", &second.id))
+        .await
+        .unwrap();
+
+    // Read back as stored (timestamps to the microsecond on both backends).
+    let got = s.api_key(&first.id).await.unwrap().unwrap();
+    assert_eq!(got.tenant, "t1");
+    assert_eq!(got.role, "viewer");
+    assert_eq!(got.digest, first.digest);
+    assert_eq!(got.name, first.name);
+    assert_eq!(
+        got.expires_at.map(|t| t.timestamp_micros()),
+        first.expires_at.map(|t| t.timestamp_micros())
+    );
+    assert!(got.revoked_at.is_none());
+    assert!(s.api_key("cccccccccccc").await.unwrap().is_none());
+    let listed: Vec<String> = s
+        .list_api_keys()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|k| k.id)
+        .collect();
+    assert_eq!(listed, [first.id.clone(), second.id.clone()]);
+    assert_eq!(key_audit_rows(s, "keys.create").await, 2);
+
+    // A taken id is a conflict, and neither the key nor its audit row goes in.
+    let clash = api_key("aaaaaaaaaaaa", "t9", "admin");
+    assert!(matches!(
+        s.insert_api_key(&clash, &key_audit("keys.create", &clash.id))
+            .await,
+        Err(StoreError::Conflict(_))
+    ));
+    assert_eq!(s.api_key(&first.id).await.unwrap().unwrap().tenant, "t1");
+    assert_eq!(key_audit_rows(s, "keys.create").await, 2);
+
+    // The database refuses roles it does not know.
+    let mut bad = api_key("dddddddddddd", "t1", "root");
+    bad.role = "root".into();
+    assert!(
+        s.insert_api_key(&bad, &key_audit("keys.create", &bad.id))
+            .await
+            .is_err()
+    );
+
+    // Revocation: once, with one audit row; a second or unknown revoke changes nothing.
+    let at = Utc::now();
+    assert!(
+        s.revoke_api_key(&first.id, at, &key_audit("keys.revoke", &first.id))
+            .await
+            .unwrap()
+    );
+    let revoked = s.api_key(&first.id).await.unwrap().unwrap();
+    assert_eq!(
+        revoked.revoked_at.map(|t| t.timestamp_micros()),
+        Some(at.timestamp_micros())
+    );
+    assert!(
+        !s.revoke_api_key(&first.id, Utc::now(), &key_audit("keys.revoke", &first.id))
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.revoke_api_key("cccccccccccc", Utc::now(), &key_audit("keys.revoke", "x"))
+            .await
+            .unwrap()
+    );
+    assert_eq!(key_audit_rows(s, "keys.revoke").await, 1);
+    assert!(
+        s.api_key(&second.id)
+            .await
+            .unwrap()
+            .unwrap()
+            .revoked_at
+            .is_none()
+    );
+}
+
+fn with_quota(mut j: NewJob, quota: Quota) -> NewJob {
+    j.quota = Some(quota);
+    j
+}
+
+/// Many submissions race for the last places of a quota: exactly the quota's worth go in, the
+/// rest are refused with nothing inserted (no job, no sandbox row, no audit row), a replay is
+/// never refused, and places come back as jobs end and sandboxes go.
+pub async fn quotas_hold_under_concurrent_enqueues(t: TestStore) {
+    let s = t.store.clone();
+    let jobs_quota = Quota {
+        max_active_jobs: Some(5),
+        ..Quota::default()
+    };
+    let mut racers = Vec::new();
+    for i in 0..20 {
+        let s = s.clone();
+        let quota = jobs_quota.clone();
+        racers.push(tokio::spawn(async move {
+            let mut j = with_quota(job("qt", Some(&format!("qt/w{i}"))), quota);
+            j.idempotency_key = Some(format!("k{i}"));
+            s.enqueue(j, audit("qt")).await
+        }));
+    }
+    let mut accepted = Vec::new();
+    let mut refused = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(e) => accepted.push(e.job),
+            Err(StoreError::QuotaExceeded { kind, limit }) => {
+                assert_eq!((kind, limit), (QuotaKind::ActiveJobs, 5));
+                refused += 1;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!((accepted.len(), refused), (5, 15));
+    let listed = s
+        .list_jobs(&JobFilter {
+            tenant: Some("qt".into()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(listed.len(), 5);
+    let audited = s
+        .list_audit(&AuditFilter {
+            tenant: Some("qt".into()),
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(audited.len(), 5, "refused enqueues left audit rows");
+    // A replay of an accepted job is answered, not refused, even at the limit.
+    let first_key = accepted[0].idempotency_key.clone().unwrap();
+    let mut replay = with_quota(job("qt", Some("qt/again")), jobs_quota.clone());
+    replay.idempotency_key = Some(first_key);
+    let replayed = s.enqueue(replay, audit("qt")).await.unwrap();
+    assert!(!replayed.created);
+    // Other tenants are not counted.
+    s.enqueue(
+        with_quota(job("other", None), jobs_quota.clone()),
+        audit("other"),
+    )
+    .await
+    .unwrap();
+    // A finished job frees its place.
+    let claimed = s.claim("n1", 1, Utc::now(), LEASE).await.unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert!(matches!(
+        s.enqueue(with_quota(job("qt", None), jobs_quota.clone()), audit("qt"))
+            .await,
+        Err(StoreError::QuotaExceeded { .. })
+    ));
+    s.complete("n1", &[ok(claimed[0].id)], Utc::now())
+        .await
+        .unwrap();
+    s.enqueue(with_quota(job("qt", None), jobs_quota.clone()), audit("qt"))
+        .await
+        .unwrap();
+
+    // Sandboxes: eight racing creations for three places.
+    let sandbox_quota = Quota {
+        max_sandboxes: Some(3),
+        ..Quota::default()
+    };
+    let mut racers = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        let quota = sandbox_quota.clone();
+        racers.push(tokio::spawn(async move {
+            let j = with_quota(creating("qs", &format!("box{i}")), quota);
+            s.enqueue(j, audit("qs")).await
+        }));
+    }
+    let mut made = 0;
+    for racer in racers {
+        match racer.await.unwrap() {
+            Ok(_) => made += 1,
+            Err(StoreError::QuotaExceeded { kind, .. }) => {
+                assert_eq!(kind, QuotaKind::Sandboxes)
+            }
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(made, 3);
+    let boxes = s
+        .list_sandboxes(&SandboxFilter {
+            tenant: "qs".into(),
+            ..SandboxFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(boxes.len(), 3);
+    let qs_jobs = s
+        .list_jobs(&JobFilter {
+            tenant: Some("qs".into()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(qs_jobs.len(), 3, "a refused creation left its job");
+    // A job that creates no sandbox is not held back by the sandbox quota.
+    s.enqueue(
+        with_quota(job("qs", None), sandbox_quota.clone()),
+        audit("qs"),
+    )
+    .await
+    .unwrap();
+    // Deleting a sandbox frees its place.
+    assert!(s.delete_sandbox(&boxes[0].id).await.unwrap());
+    s.enqueue(
+        with_quota(creating("qs", "box-after"), sandbox_quota),
+        audit("qs"),
+    )
+    .await
+    .unwrap();
+}
+
+/// A claimed job put back (`unclaim`, for a tenant's running limit) is queued as if never
+/// claimed, keeps its place at the head of its workspace, and waits for its `run_after`.
+pub async fn unclaim_puts_jobs_back_in_their_place(t: TestStore) {
+    let s = t.store.as_ref();
+    let first = put(s, job("t1", Some("t1/w"))).await;
+    let second = put(s, job("t1", Some("t1/w"))).await;
+    let free = put(s, job("t1", None)).await;
+    put(s, job("t2", None)).await;
+    let claimed = claim(s, "n1", 10).await;
+    let ids: HashSet<Uuid> = claimed.iter().map(|j| j.id).collect();
+    assert!(ids.contains(&first.id) && ids.contains(&free.id) && !ids.contains(&second.id));
+    assert_eq!(s.running_jobs("t1").await.unwrap(), 2);
+    assert_eq!(s.running_jobs("t2").await.unwrap(), 1);
+    assert_eq!(s.running_jobs("t3").await.unwrap(), 0);
+
+    // Another node's unclaim changes nothing.
+    let later = Utc::now() + chrono::Duration::milliseconds(600);
+    assert!(
+        s.unclaim("n2", &[first.id], later)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(
+        s.unclaim("n1", &[first.id], later).await.unwrap(),
+        [first.id]
+    );
+    let back = s.job(None, first.id).await.unwrap().unwrap();
+    assert_eq!(back.state, JobState::Queued);
+    assert_eq!(back.attempts, 0);
+    assert!(back.started_at.is_none());
+    assert_eq!(back.seq, first.seq);
+    assert_eq!(s.running_jobs("t1").await.unwrap(), 1);
+    // Until its run_after, its workspace waits: the second job does not overtake it.
+    assert!(claim(s, "n1", 10).await.is_empty());
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    let again = claim(s, "n1", 10).await;
+    assert_eq!(again.iter().map(|j| j.id).collect::<Vec<_>>(), [first.id]);
+    assert_eq!(again[0].attempts, 1);
+    assert!(s.unclaim("n1", &[], later).await.unwrap().is_empty());
 }

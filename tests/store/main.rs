@@ -106,6 +106,9 @@ conformance!(
     queued_jobs_of_gone_nodes_fail,
     a_reused_idempotency_key_with_other_arguments_is_refused,
     prune_goes_in_bounded_batches_and_frees_idempotency_keys,
+    api_keys_are_stored_listed_and_revoked_with_audit_rows,
+    quotas_hold_under_concurrent_enqueues,
+    unclaim_puts_jobs_back_in_their_place,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one

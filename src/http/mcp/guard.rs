@@ -32,9 +32,25 @@ pub async fn guard(
                 if *status == StatusCode::UNAUTHORIZED {
                     response.headers_mut().insert(
                         actix_web::http::header::WWW_AUTHENTICATE,
-                        actix_web::http::header::HeaderValue::from_static("Bearer"),
+                        crate::http::auth::www_authenticate(&state, &req),
                     );
                 }
+                response
+            }
+            ApiError::Limited {
+                message,
+                retry_after_s,
+                ..
+            } => {
+                let mut response = error_response(&RpcError::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    -32000,
+                    message.clone(),
+                ));
+                response.headers_mut().insert(
+                    actix_web::http::header::RETRY_AFTER,
+                    actix_web::http::header::HeaderValue::from(*retry_after_s),
+                );
                 response
             }
             ApiError::Unexpected(_) => error.error_response(),

@@ -279,6 +279,15 @@ pub(crate) async fn call(
         Err(SubmitError::UnknownTool(name)) => {
             return Err(RpcError::invalid_params(format!("Unknown tool: {name}")));
         }
+        Err(SubmitError::QuotaExceeded { kind, limit }) => {
+            let (message, retry_after_s) = SubmitError::quota_answer(kind, limit);
+            return Ok(refused(
+                ctx.revision,
+                "quota_exceeded",
+                format!("{message} (in {retry_after_s} s or later)"),
+                None,
+            ));
+        }
         Err(SubmitError::Store(e)) if e.is_unavailable() => {
             tracing::warn!(error = %e, "cannot enqueue an MCP tool call: the database is unavailable");
             return Err(RpcError::new(
