@@ -111,25 +111,45 @@ impl PrivateCluster {
             self.dir.path().display()
         );
         let log = self.dir.path().join("log").display().to_string();
-        let started = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &[
-                "-D",
-                &self.data(),
-                "-o",
-                &options,
-                "-l",
-                &log,
-                "-w",
-                "start",
-            ],
-        );
-        assert!(
-            started.status.success(),
-            "pg_ctl start: {}{}",
-            String::from_utf8_lossy(&started.stdout),
+        // On this shared machine a start now and then outlives pg_ctl's wait; it is tried again
+        // (a running server makes the next `start` fail fast, so `status` decides first).
+        let mut last = String::new();
+        for _ in 0..3 {
+            let started = as_postgres(
+                &self.bin.join("pg_ctl"),
+                &[
+                    "-D",
+                    &self.data(),
+                    "-o",
+                    &options,
+                    "-l",
+                    &log,
+                    "-w",
+                    "-t",
+                    "120",
+                    "start",
+                ],
+            );
+            if started.status.success() || self.running() {
+                return;
+            }
+            last = format!(
+                "{}{}",
+                String::from_utf8_lossy(&started.stdout),
+                String::from_utf8_lossy(&started.stderr)
+            );
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        panic!(
+            "pg_ctl start: {last}\n{}",
             std::fs::read_to_string(&log).unwrap_or_default()
         );
+    }
+
+    fn running(&self) -> bool {
+        as_postgres(&self.bin.join("pg_ctl"), &["-D", &self.data(), "status"])
+            .status
+            .success()
     }
 
     /// Starts the cluster again after [`PrivateCluster::stop`].
@@ -239,6 +259,17 @@ async fn a_database_restart_is_survived_without_losing_accepted_jobs() {
         assert!(retry_after.is_some_and(|s| s.parse::<u64>().is_ok()));
         assert!(body.get("job_id").is_none(), "{body}");
     }
+    // MCP: a JSON-RPC error with status 503, not an internal error.
+    let mcp = app
+        .modern(
+            json!(9),
+            "tools/call",
+            json!({"name": "execute_shell",
+                   "arguments": {"sandbox_id": sandbox, "command": "echo never"}}),
+        )
+        .await;
+    assert_eq!(mcp.status, 503, "{:?}", mcp.body);
+    assert_eq!(mcp.error_code(), -32000, "{:?}", mcp.body);
     // Reads of jobs fail the same way, not with a 500.
     let read = app.get(&format!("/v1/jobs/{accepted}")).await;
     assert_eq!(read.status().as_u16(), 503);
