@@ -57,6 +57,10 @@ pub struct Rescuer {
     /// How long a node may go without a heartbeat before its queued jobs fail `node_gone`;
     /// `None`: never.
     node_horizon: Option<Duration>,
+    /// This node and its lease length: its own running jobs' leases are renewed before each
+    /// pass, so that after a database outage longer than the lease this node's rescuer does not
+    /// fail the jobs it is still running (`None`: no renewal, as in tests of the rescuer alone).
+    own: Option<(String, Duration)>,
 }
 
 /// Counts the jobs a rescue failed (`failures_total`, reason `interrupted`).
@@ -72,7 +76,14 @@ impl Rescuer {
             queue,
             metrics,
             node_horizon: None,
+            own: None,
         }
+    }
+
+    /// Renews `node`'s running jobs' leases (by `lease`) before each pass.
+    pub fn with_own_leases(mut self, node: String, lease: Duration) -> Rescuer {
+        self.own = Some((node, lease));
+        self
     }
 
     /// Also fails the queued jobs of nodes silent for longer than `horizon`.
@@ -84,6 +95,19 @@ impl Rescuer {
     /// One pass, as of `now`: expired leases of any node, then (with a horizon) the queued jobs
     /// of gone nodes. Returns both.
     pub async fn run_once(&self, now: DateTime<Utc>) -> store::Result<Vec<Rescued>> {
+        if let Some((node, lease)) = &self.own {
+            let ids = self.queue.running().ids();
+            if !ids.is_empty() {
+                for id in self
+                    .queue
+                    .store()
+                    .heartbeat(node, &ids, now, *lease)
+                    .await?
+                {
+                    self.queue.running().cancel(id);
+                }
+            }
+        }
         let mut rescued = self.rescue_leases(now).await?;
         if let Some(horizon) = self.node_horizon {
             let gone_before = now - chrono::Duration::from_std(horizon).unwrap_or_default();

@@ -197,6 +197,7 @@ impl Pool {
             tokio::spawn(
                 lease::Rescuer::new(queue.clone(), metrics.clone())
                     .with_node_horizon(config.node_horizon)
+                    .with_own_leases(config.node_id.clone(), config.lease)
                     .run(config.rescue_interval, stop.clone()),
             ),
         ];

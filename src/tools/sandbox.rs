@@ -578,8 +578,10 @@ async fn observed(
         return (record.status.clone(), None);
     };
     let handle = record.driver_handle();
-    // Rows still being created or deleted say more than the driver can.
-    if record.status != RUNNING {
+    // Rows still being created or deleted say more than the driver can; a sandbox on another
+    // node's disk cannot be looked at from here (its own jobs run there), so its row speaks.
+    let elsewhere = record.node.as_deref().is_some_and(|n| n != env.node_id);
+    if record.status != RUNNING || elsewhere {
         return (record.status.clone(), None);
     }
     let status = match listed {

@@ -36,6 +36,9 @@ impl Executor for TestExecutor {
                 };
             }
         }
+        if let Some(ms) = args["sleep_ms"].as_u64() {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+        }
         if args["block"] == true {
             ctx.cancel.cancelled().await;
             return Outcome::Cancelled {
@@ -58,6 +61,16 @@ struct Harness {
 }
 
 async fn harness() -> Harness {
+    harness_with(PoolConfig {
+        node_id: "test-node".into(),
+        backoff_base: Duration::from_millis(10),
+        backoff_max: Duration::from_millis(50),
+        ..PoolConfig::default()
+    })
+    .await
+}
+
+async fn harness_with(config: PoolConfig) -> Harness {
     let dir = tempfile::tempdir().unwrap();
     let url = DatabaseUrl::new(format!("sqlite://{}", dir.path().join("q.db").display()));
     let store = store::connect(&url, 4).await.unwrap();
@@ -70,12 +83,7 @@ async fn harness() -> Harness {
             flaky_calls: AtomicUsize::new(0),
         }),
         metrics.clone(),
-        PoolConfig {
-            node_id: "test-node".into(),
-            backoff_base: Duration::from_millis(10),
-            backoff_max: Duration::from_millis(50),
-            ..PoolConfig::default()
-        },
+        config,
     )
     .await
     .unwrap();
@@ -256,4 +264,25 @@ async fn rescuer_resolves_expired_leases_and_wakes_waiters() {
         store.job(None, fresh).await.unwrap().unwrap().state,
         JobState::Running
     );
+}
+
+/// A node whose heartbeat could not renew its leases for longer than the lease (a database
+/// outage, here a heartbeat far slower than the lease): its own rescuer renews the leases of the
+/// jobs it is running before it looks for expired ones, so it never fails its own live work.
+#[actix_web::test]
+async fn a_nodes_rescuer_never_fails_the_jobs_it_is_running() {
+    let h = harness_with(PoolConfig {
+        node_id: "slow-heart".into(),
+        lease: Duration::from_secs(1),
+        heartbeat_interval: Duration::from_secs(30),
+        rescue_interval: Duration::from_millis(200),
+        ..PoolConfig::default()
+    })
+    .await;
+    let id = h
+        .enqueue(Some("w"), json!({"n": 7, "sleep_ms": 2500}), 1)
+        .await;
+    let job = h.finished(id).await;
+    assert_eq!(job.state, JobState::Succeeded, "{:?}", job.error);
+    assert_eq!(job.result, Some(json!({"n": 7})));
 }

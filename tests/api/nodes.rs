@@ -82,6 +82,19 @@ async fn local_sandbox_jobs_run_on_their_node_and_wake_callers_elsewhere() {
         assert_eq!(done["result"]["stdout"], dir.as_str(), "{done}");
         assert_eq!(done["node"], node.as_str(), "{done}");
     }
+    // Listing runs on any node and shows the other node's sandboxes as their rows say, never
+    // `missing` for want of their files here.
+    for node in [&a, &b] {
+        let (status, list) = node.call("/list_sandboxes", json!({})).await;
+        assert_eq!(status, 200, "{list}");
+        let statuses: Vec<&str> = list["sandboxes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["status"].as_str().unwrap())
+            .collect();
+        assert_eq!(statuses, ["running", "running"], "{list}");
+    }
     // A job without a sandbox is bound to no node.
     let listed = b.submit("list_sandboxes", json!({})).await;
     assert_eq!(a.wait(&listed).await["node"], serde_json::Value::Null);
@@ -226,5 +239,32 @@ async fn a_surviving_node_rescues_a_dead_nodes_expired_leases() {
     assert!(
         !files["stdout"].as_str().unwrap().contains("ran.txt"),
         "the execution never ran again: {files}"
+    );
+}
+
+/// A cancel accepted by one node kills the job running on another at once (the cancel's
+/// notification), well before that node's next heartbeat would tell it.
+#[actix_web::test]
+async fn a_cancel_through_one_node_kills_the_job_on_another() {
+    let Some((a, b)) = two_nodes(|c| c.queue.heartbeat_s = 30).await else {
+        return;
+    };
+    let on_b = b.sandbox("cancel-me").await;
+    let job = a
+        .submit(
+            "execute_shell",
+            json!({"sandbox_id": on_b, "command": "sleep 60"}),
+        )
+        .await;
+    a.wait_for_state(&job, "running").await;
+    let started = Instant::now();
+    let (status, body) = a.call(&format!("/v1/jobs/{job}/cancel"), json!({})).await;
+    assert!(status < 300, "{status}: {body}");
+    let done = a.wait(&job).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}: the heartbeat, not the notification, carried the cancel",
+        started.elapsed()
     );
 }
