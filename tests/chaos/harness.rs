@@ -412,3 +412,42 @@ pub fn lock_holders(data_dir: &Path) -> Vec<String> {
     }
     holders
 }
+
+/// The processes (pid: command line) whose environment contains `needle` (e.g. a run's
+/// `MARK=` prefix): the sandboxed commands of a test, found from the host.
+pub fn processes_with_env(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = entry.file_name().to_string_lossy().into_owned();
+        if !pid.bytes().all(|b| b.is_ascii_digit()) || pid == std::process::id().to_string() {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(entry.path().join("environ")) else {
+            continue;
+        };
+        if environ
+            .split(|b| *b == 0)
+            .any(|var| String::from_utf8_lossy(var).contains(needle))
+        {
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            found.push(format!(
+                "{pid}: {}",
+                String::from_utf8_lossy(&cmdline).replace('\0', " ")
+            ));
+        }
+    }
+    found
+}
+
+/// Waits up to `within` until no process's environment contains `needle`; returns the
+/// survivors (empty when all are gone).
+pub async fn wait_processes_gone(needle: &str, within: Duration) -> Vec<String> {
+    let started = Instant::now();
+    loop {
+        let left = processes_with_env(needle);
+        if left.is_empty() || started.elapsed() > within {
+            return left;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -292,6 +292,8 @@ fn classify(a: &Answer) -> Verdict {
             Some(id) => Verdict::Accepted(id.to_string()),
             None => Verdict::Violation(format!("{} without a job id: {}", a.status, a.body)),
         },
+        // The wait is capped at a second (the server asks for 5): a careful client honours
+        // the header, a test only needs to see it and keep its run short.
         503 => match a.retry_after.as_deref().map(str::parse::<u64>) {
             Some(Ok(s)) => {
                 Verdict::RetryAfter(Duration::from_secs(s.min(1)).max(Duration::from_millis(100)))

@@ -12,6 +12,7 @@ mod support;
 
 mod harness;
 mod load;
+mod orphans;
 mod pg_cluster;
 
 mod drain;

@@ -43,9 +43,21 @@ pub fn server_bindir() -> Option<PathBuf> {
     versions.pop()
 }
 
-/// Runs a PostgreSQL program as the `postgres` user (the tests run as root, and PostgreSQL
-/// refuses to run as root).
+/// Whether this process runs as root.
+fn is_root() -> bool {
+    // SAFETY: geteuid has no preconditions.
+    unsafe { libc::geteuid() == 0 }
+}
+
+/// Runs a PostgreSQL program as the `postgres` user when this process is root (PostgreSQL
+/// refuses to run as root), else as the current user.
 fn as_postgres(program: &Path, args: &[&str]) -> Output {
+    if !is_root() {
+        return Command::new(program)
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run {}: {e}", program.display()));
+    }
     Command::new("runuser")
         .args(["-u", "postgres", "--"])
         .arg(program)
@@ -72,13 +84,15 @@ impl PgCluster {
             .prefix("dmcp-pgcluster-")
             .tempdir()
             .expect("temporary directory");
-        // The postgres user owns the cluster's directory.
-        let chown = Command::new("chown")
-            .args(["-R", "postgres:postgres"])
-            .arg(dir.path())
-            .output()
-            .expect("chown");
-        check("chown of the cluster directory", chown);
+        // The postgres user owns the cluster's directory (when the programs run as it).
+        if is_root() {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres:postgres"])
+                .arg(dir.path())
+                .output()
+                .expect("chown");
+            check("chown of the cluster directory", chown);
+        }
         let cluster = PgCluster {
             dir,
             bindir,

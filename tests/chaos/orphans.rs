@@ -1,0 +1,66 @@
+//! Sandboxed commands of a SIGKILLed node never overlap what runs after its restart: 48
+//! sandboxes, each with a queue of `sleep 1.5` executions, the node killed while it starts and
+//! runs them, restarted at once, four times over. Once the restarted node is ready, no command
+//! of the killed one is left (the command dies with the server, and the start-up sweep of the
+//! local driver's command cgroups kills any that bubblewrap let escape while it was still
+//! setting up, which happens: the first version of this test found some 1 s after a kill).
+
+use std::time::Duration;
+
+use serde_json::json;
+
+use crate::harness::{Node, NodeSpec, Timing, new_key, processes_with_env};
+use crate::serial;
+
+const SANDBOXES: usize = 48;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_command_of_a_killed_node_outlives_its_restart() {
+    let _serial = serial().await;
+    let root = tempfile::tempdir().unwrap();
+    let key = new_key();
+    let mut node = Node::start(NodeSpec::new(
+        0,
+        root.path(),
+        None,
+        &key,
+        &Timing::default(),
+        &[("DAYTONA_MCP_QUEUE__CONCURRENCY".into(), "64".into())],
+    ))
+    .await;
+    for i in 0..SANDBOXES {
+        node.create_sandbox(&format!("o{i}")).await;
+    }
+    let mut seen_running = 0;
+    for round in 0..4 {
+        let mark = format!("orph{round}x{}", uuid::Uuid::new_v4().simple());
+        for i in 0..SANDBOXES {
+            for _ in 0..3 {
+                let a = node
+                    .post(
+                        "/v1/jobs",
+                        &json!({"tool": "execute_shell", "arguments": {
+                            "sandbox_id": format!("o{i}"), "command": "sleep 1.5",
+                            "env": {"MARK": mark}}}),
+                    )
+                    .await
+                    .unwrap();
+                assert_eq!(a.status, 202, "{}", a.body);
+            }
+        }
+        // Into the queue's run, at a different point each round.
+        tokio::time::sleep(Duration::from_millis(1500 + 173 * round)).await;
+        seen_running += processes_with_env(&format!("MARK={mark}")).len();
+        node.kill9();
+        node.restart().await;
+        let left = processes_with_env(&format!("MARK={mark}"));
+        assert!(
+            left.is_empty(),
+            "round {round}: commands of the killed node still run after its restart: {left:?}"
+        );
+    }
+    assert!(
+        seen_running > 0,
+        "no round killed the node while commands ran"
+    );
+}
