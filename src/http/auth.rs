@@ -223,7 +223,11 @@ impl Authenticator {
             .filter(|_| crate::auth::oidc::looks_like_jwt(presented))
         {
             return match oidc.verify(presented).await {
-                Ok(owner) => Ok(Caller::authenticated(owner.tenant, owner.key_id, owner.role)),
+                Ok(owner) => Ok(Caller::authenticated(
+                    owner.tenant,
+                    owner.key_id,
+                    owner.role,
+                )),
                 Err(TokenRefusal::Provider(e)) => {
                     tracing::warn!(error = %e, "a bearer token could not be checked");
                     Err(ApiError::new(

@@ -51,8 +51,8 @@ mod schemas;
 mod serialization;
 mod stdio;
 mod stored_env;
-mod tenants;
 mod tenant_limits;
+mod tenants;
 mod tls;
 
 /// Runs an `async fn(Db)` test once per database.
