@@ -96,7 +96,8 @@ const CORS_ALLOW_HEADERS: &str = "Authorization, X-API-Key, Content-Type, Accept
     Mcp-Session-Id, MCP-Protocol-Version, Mcp-Method, Mcp-Name, Last-Event-ID";
 /// The answer headers a page may read: the session, the negotiated version, and why a key
 /// was refused.
-const CORS_EXPOSE_HEADERS: &str = "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate";
+const CORS_EXPOSE_HEADERS: &str =
+    "Mcp-Session-Id, MCP-Protocol-Version, WWW-Authenticate, Retry-After";
 /// How long a browser may reuse a preflight's answer, in seconds.
 const CORS_MAX_AGE_S: &str = "600";
 

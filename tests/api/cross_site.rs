@@ -253,7 +253,12 @@ async fn cors_opens_the_mcp_endpoint_to_configured_origins_only() {
         Some(inspector)
     );
     let exposed = items(&response, "access-control-expose-headers");
-    for name in ["mcp-session-id", "mcp-protocol-version", "www-authenticate"] {
+    for name in [
+        "mcp-session-id",
+        "mcp-protocol-version",
+        "www-authenticate",
+        "retry-after",
+    ] {
         assert!(exposed.contains(&name.to_string()), "{exposed:?}");
     }
     let session = header(&response, "mcp-session-id").unwrap().to_string();
