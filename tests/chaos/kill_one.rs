@@ -6,7 +6,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::harness::{Node, NodeSpec, Timing, new_key, processes_with_env, wait_processes_gone};
+use crate::harness::{Node, NodeSpec, Timing, new_key};
 use crate::load::{Load, open_executions, plan, targets, verify, wait_terminal};
 use crate::{log_of, read_logs, serial, support};
 
@@ -69,22 +69,9 @@ async fn kill9_under_load(database_url: Option<String>) {
         );
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    // The check below sees sandboxed commands (it is not vacuous).
-    let running = processes_with_env(&format!("MARK=m{run}"));
-    assert!(
-        !running.is_empty(),
-        "no sandboxed command found from the host"
-    );
     node.kill9();
     to.write().unwrap()[0] = None;
     let accepted_at_kill = load.accepted();
-    // The sandboxed commands die with their node: none is left to overlap with what runs
-    // after the restart.
-    let left = wait_processes_gone(&format!("MARK=m{run}"), Duration::from_secs(10)).await;
-    assert!(
-        left.is_empty(),
-        "sandboxed commands outlived their node: {left:?}"
-    );
 
     node.restart().await;
     to.write().unwrap()[0] = Some(node.base.clone());

@@ -71,9 +71,9 @@ impl CgroupManager {
 
     /// Removes every command cgroup this instance left behind (a crash, or a stop before the
     /// background removals ran), killing what still runs in them: commands die with their
-    /// server, but one whose bubblewrap was still setting up when the server was SIGKILLed can
-    /// outlive it (the chaos test `orphans` kills nodes mid-spawn), and it must not overlap
-    /// the next job in its sandbox.
+    /// server through bubblewrap's `--die-with-parent`, but a few outlive a SIGKILL of the
+    /// server (the chaos test `orphans` kills nodes while they start commands), and they must
+    /// not overlap the next job in their sandbox.
     pub fn sweep(&self) {
         let Some(layout) = &self.layout else {
             return;

@@ -27,7 +27,7 @@ use super::process::Rlimits;
 const CHILD_STACK: usize = 64 * 1024;
 
 /// Which preparation step failed in the child, reported through the error pipe.
-const STEPS: [&str; 13] = [
+const STEPS: [&str; 12] = [
     "reset signals",
     "new session",
     "join cgroup",
@@ -40,7 +40,6 @@ const STEPS: [&str; 13] = [
     "apply the Landlock ruleset",
     "mark inherited descriptors close-on-exec",
     "pass descriptors",
-    "die with the server",
 ];
 
 /// The umask commands start with: the conventional one, not the server's private one.
@@ -277,8 +276,6 @@ struct ChildArgs<'a> {
     stderr: RawFd,
     errors: RawFd,
     devnull: &'a CString,
-    /// The server's pid, to tell whether it died before the child asked to die with it.
-    server: libc::pid_t,
 }
 
 /// Reports a failed step and exits. Only system calls.
@@ -395,25 +392,6 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
             fail(a.errors, 0);
         }
-        // The command dies with the server: a SIGKILL of the server (which runs no clean-up)
-        // sends SIGKILL to the child, also after `execve` (kept for programs that are not
-        // set-user-id, as bubblewrap is not here). Bubblewrap's `--die-with-parent` alone
-        // leaves a gap: a server killed while bubblewrap was still setting up left commands
-        // running, which the restarted node's next job in the sandbox would overlap (the chaos
-        // test `kill_one` found them). A server gone before this call is seen by `getppid`.
-        if libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        ) != 0
-        {
-            fail(a.errors, 12);
-        }
-        if libc::getppid() != a.server {
-            libc::_exit(127);
-        }
         // A session of its own (so a process group of its own, whose id is the child's pid):
         // kills reach the group, and without cgroups the session is how stragglers that moved
         // to another group are found (see `tree.rs`). It also leaves the server's controlling
@@ -501,8 +479,6 @@ pub fn spawn(cmd: &Prepared) -> io::Result<Child> {
         stderr: stderr_w.as_raw_fd(),
         errors: errors_w.as_raw_fd(),
         devnull: &devnull,
-        // SAFETY: getpid has no preconditions.
-        server: unsafe { libc::getpid() },
     };
     let mut stack = vec![0u8; CHILD_STACK];
     // The stack grows down; its top, 16-byte aligned.
