@@ -13,7 +13,7 @@
 
 #[path = "../tests/chaos/harness.rs"]
 mod harness;
-#[path = "../tests/chaos/pg_cluster.rs"]
+#[path = "../tests/support/pg_cluster.rs"]
 mod pg_cluster;
 
 use std::sync::Arc;

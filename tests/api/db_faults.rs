@@ -2,183 +2,13 @@
 //! shared server) stopped and started under a running server, and backends of a test database
 //! killed with `pg_terminate_backend`.
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
 
 use crate::helpers::{Db, TestApp, spawn_with, test_config};
 use crate::support;
-
-/// A PostgreSQL cluster of this test alone, run as the `postgres` user (the tests run as root,
-/// and PostgreSQL refuses to run as root). Stopped (immediately) and deleted when dropped.
-pub struct PrivateCluster {
-    dir: tempfile::TempDir,
-    bin: PathBuf,
-    pub port: u16,
-}
-
-/// The directory of `initdb` and `pg_ctl`, if PostgreSQL's server binaries are installed.
-fn postgres_bin() -> Option<PathBuf> {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .ok()?
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|bin| bin.join("initdb").exists() && bin.join("pg_ctl").exists())
-        .collect();
-    versions.sort();
-    versions.pop()
-}
-
-fn as_postgres(program: &Path, args: &[&str]) -> std::process::Output {
-    Command::new("runuser")
-        .args(["-u", "postgres", "--"])
-        .arg(program)
-        .args(args)
-        .output()
-        .expect("runuser runs")
-}
-
-impl PrivateCluster {
-    /// Initialises and starts a cluster on a free loopback port; `None` (a recorded skip) when
-    /// the binaries are missing or this process cannot switch to the `postgres` user.
-    pub fn start() -> Option<PrivateCluster> {
-        let Some(bin) = postgres_bin() else {
-            support::skipped(
-                support::Skip::Postgres,
-                "PostgreSQL server binaries (/usr/lib/postgresql/*/bin) are not installed",
-            );
-            return None;
-        };
-        // SAFETY: geteuid cannot fail.
-        if unsafe { libc::geteuid() } != 0 {
-            support::skipped(
-                support::Skip::Postgres,
-                "a private PostgreSQL cluster needs root (to run it as the postgres user)",
-            );
-            return None;
-        }
-        let dir = tempfile::Builder::new()
-            .prefix("dmcp-pg-")
-            .tempdir()
-            .unwrap();
-        let owner = Command::new("chown")
-            .args(["postgres:postgres"])
-            .arg(dir.path())
-            .status()
-            .unwrap();
-        assert!(owner.success());
-        let data = dir.path().join("data");
-        let init = as_postgres(
-            &bin.join("initdb"),
-            &[
-                "-D",
-                data.to_str().unwrap(),
-                "-A",
-                "trust",
-                "-U",
-                "postgres",
-                "--no-sync",
-            ],
-        );
-        assert!(
-            init.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&init.stderr)
-        );
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let cluster = PrivateCluster { dir, bin, port };
-        cluster.pg_ctl_start();
-        Some(cluster)
-    }
-
-    fn data(&self) -> String {
-        self.dir.path().join("data").display().to_string()
-    }
-
-    pub fn url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-
-    fn pg_ctl_start(&self) {
-        let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
-            self.port,
-            self.dir.path().display()
-        );
-        let log = self.dir.path().join("log").display().to_string();
-        // On this shared machine a start now and then outlives pg_ctl's wait; it is tried again
-        // (a running server makes the next `start` fail fast, so `status` decides first).
-        let mut last = String::new();
-        for _ in 0..3 {
-            let started = as_postgres(
-                &self.bin.join("pg_ctl"),
-                &[
-                    "-D",
-                    &self.data(),
-                    "-o",
-                    &options,
-                    "-l",
-                    &log,
-                    "-w",
-                    "-t",
-                    "120",
-                    "start",
-                ],
-            );
-            if started.status.success() || self.running() {
-                return;
-            }
-            last = format!(
-                "{}{}",
-                String::from_utf8_lossy(&started.stdout),
-                String::from_utf8_lossy(&started.stderr)
-            );
-            std::thread::sleep(Duration::from_millis(500));
-        }
-        panic!(
-            "pg_ctl start: {last}\n{}",
-            std::fs::read_to_string(&log).unwrap_or_default()
-        );
-    }
-
-    fn running(&self) -> bool {
-        as_postgres(&self.bin.join("pg_ctl"), &["-D", &self.data(), "status"])
-            .status
-            .success()
-    }
-
-    /// Starts the cluster again after [`PrivateCluster::stop`].
-    pub fn restart(&self) {
-        self.pg_ctl_start();
-    }
-
-    /// Stops the cluster: `fast` disconnects every client and shuts down cleanly.
-    pub fn stop(&self) {
-        let stopped = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", &self.data(), "-m", "fast", "-w", "stop"],
-        );
-        assert!(
-            stopped.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&stopped.stderr)
-        );
-    }
-}
-
-impl Drop for PrivateCluster {
-    fn drop(&mut self) {
-        let _ = as_postgres(
-            &self.bin.join("pg_ctl"),
-            &["-D", &self.data(), "-m", "immediate", "-w", "stop"],
-        );
-    }
-}
+use crate::support::pg_cluster::PgCluster;
 
 /// Polls `check` every 100 ms until it holds or `seconds` pass.
 async fn within(seconds: u64, mut check: impl AsyncFnMut() -> bool) -> bool {
@@ -207,11 +37,15 @@ async fn status_of(app: &TestApp, path: &str) -> u16 {
 /// finished during it) is not lost.
 #[actix_web::test]
 async fn a_database_restart_is_survived_without_losing_accepted_jobs() {
-    let Some(cluster) = PrivateCluster::start() else {
+    let Some(cluster) = PgCluster::start() else {
+        support::skipped(
+            support::Skip::Postgres,
+            "PostgreSQL's server programs (initdb, pg_ctl) are not installed",
+        );
         return;
     };
     let (mut config, dir) = test_config(Db::Sqlite).await.unwrap();
-    config.database.url = cluster.url();
+    config.database.url = cluster.url("postgres");
     config.database.acquire_timeout_ms = 1000;
     let app = spawn_with(config, dir).await;
     let sandbox = app.sandbox("outage").await;
@@ -224,7 +58,7 @@ async fn a_database_restart_is_survived_without_losing_accepted_jobs() {
         .await;
     app.wait_for_state(&accepted, "running").await;
 
-    cluster.stop();
+    cluster.pg_stop();
     assert_eq!(status_of(&app, "/healthz").await, 200);
     assert!(
         within(10, async || status_of(&app, "/readyz").await == 503).await,
@@ -277,7 +111,7 @@ async fn a_database_restart_is_survived_without_losing_accepted_jobs() {
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let outage = Instant::now();
-    cluster.restart();
+    cluster.pg_start();
     assert!(
         within(30, async || status_of(&app, "/readyz").await == 200).await,
         "the server did not reconnect"

@@ -13,7 +13,6 @@ mod support;
 mod harness;
 mod load;
 mod orphans;
-mod pg_cluster;
 
 mod drain;
 mod idempotency;

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::harness::{Node, NodeSpec, Timing, client, new_key};
 use crate::load::{Load, plan, targets, verify, wait_terminal};
-use crate::pg_cluster::PgCluster;
+use crate::support::pg_cluster::PgCluster;
 use crate::{log_of, read_logs, serial, support};
 
 const SANDBOXES: usize = 10;

@@ -16,6 +16,7 @@
 #![allow(dead_code)]
 
 pub mod git;
+pub mod pg_cluster;
 
 use std::io::Write;
 use std::sync::{Mutex, Once};

@@ -3,7 +3,8 @@
 //! with its socket in that directory. The shared cluster's lifecycle is never touched.
 //!
 //! The cluster is stopped (immediate mode) and its directory removed when the value is dropped,
-//! also while a failed test unwinds.
+//! also while a failed test unwinds. Used by the api tests (`db_faults`), the chaos tests and
+//! `benches/nodes.rs` (through `#[path]`, so it depends on nothing else of the test support).
 
 #![allow(dead_code)]
 
@@ -41,6 +42,15 @@ pub fn server_bindir() -> Option<PathBuf> {
         .collect();
     versions.sort();
     versions.pop()
+}
+
+/// A loopback port free at the time of asking.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// Whether this process runs as root.
@@ -96,7 +106,7 @@ impl PgCluster {
         let cluster = PgCluster {
             dir,
             bindir,
-            port: super::harness::free_port(),
+            port: free_port(),
         };
         let data = cluster.data_dir();
         check(
@@ -131,17 +141,37 @@ impl PgCluster {
         as_postgres(&self.bindir.join("pg_ctl"), &all)
     }
 
-    /// Starts the server and waits until it accepts connections.
+    /// Starts the server and waits until it accepts connections. On a loaded machine a start
+    /// now and then outlives pg_ctl's wait; it is tried again (a running server makes the next
+    /// `start` fail fast, so `status` decides first), and a final failure shows the log.
     pub fn pg_start(&self) {
         let options = format!(
             "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
             self.port,
             self.dir.path().display()
         );
-        check(
-            "pg_ctl start",
-            self.pg_ctl(&["-w", "-t", "60", "-o", &options, "start"]),
+        let mut last = None;
+        for _ in 0..3 {
+            let started = self.pg_ctl(&["-w", "-t", "60", "-o", &options, "start"]);
+            if started.status.success() || self.running() {
+                return;
+            }
+            last = Some(started);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("postgres.log")).unwrap_or_default();
+        let last = last.expect("three attempts");
+        panic!(
+            "pg_ctl start failed ({}):\n{}\n{}\n{log}",
+            last.status,
+            String::from_utf8_lossy(&last.stdout),
+            String::from_utf8_lossy(&last.stderr)
         );
+    }
+
+    /// Whether the server runs (`pg_ctl status`).
+    fn running(&self) -> bool {
+        self.pg_ctl(&["status"]).status.success()
     }
 
     /// Stops the server (fast mode: clients are disconnected, the shutdown checkpoint is
