@@ -75,6 +75,40 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// A copy of this error for each caller of a failed batch (sqlx errors are not `Clone`):
+    /// the same variant, so an outage still answers 503, with the same message.
+    pub fn shared(&self) -> StoreError {
+        let message = || match self {
+            StoreError::Unavailable(e) | StoreError::Database(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        match self {
+            StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
+            StoreError::Unavailable(_) => StoreError::Unavailable(sqlx::Error::Io(
+                std::io::Error::other(message()),
+            )),
+            StoreError::IdempotencyMismatch { key, job_id } => StoreError::IdempotencyMismatch {
+                key: key.clone(),
+                job_id: *job_id,
+            },
+            StoreError::QuotaExceeded { kind, limit } => StoreError::QuotaExceeded {
+                kind: *kind,
+                limit: *limit,
+            },
+            StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
+            StoreError::UnsupportedUrl(url) => StoreError::UnsupportedUrl(url.clone()),
+            StoreError::Database(_) | StoreError::Migrate(_) => {
+                StoreError::Database(sqlx::Error::Protocol(message()))
+            }
+        }
+    }
+
+    /// Whether a batched enqueue rolls back only this job (to its savepoint) and goes on with
+    /// the others: every error but an outage, which ends the whole batch.
+    pub(crate) fn is_per_job(&self) -> bool {
+        !self.is_unavailable()
+    }
+
     /// Whether the database was unavailable (retry later), rather than the request wrong.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
@@ -171,6 +205,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// `NewJob::quota`, checked in the same transaction under a per-tenant lock (a replay is
     /// never refused). The unique index decides between concurrent submitters, on any node.
     async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued>;
+
+    /// [`Store::enqueue`] of several submissions in one transaction (group commit), each with
+    /// the exact outcome it would have had alone, in order: a refusal of one
+    /// ([`StoreError::IdempotencyMismatch`], [`StoreError::Conflict`],
+    /// [`StoreError::QuotaExceeded`], another statement error) is rolled back to a savepoint
+    /// taken before that job and leaves the others in place. Jobs are inserted in the order
+    /// given, so a workspace's FIFO order is the order of the batch. The outer error (the
+    /// database unavailable, the commit failed) means that nothing of the batch is committed.
+    async fn enqueue_batch(
+        &self,
+        batch: Vec<(NewJob, AuditEntry)>,
+    ) -> Result<Vec<Result<Enqueued>>>;
 
     /// Inserts many jobs in one transaction (no audit rows, no sandbox rows, no idempotency keys
     /// honoured beyond the unique constraint). Meant for bulk loads and benchmarks.

@@ -464,6 +464,51 @@ async fn rescue_jobs(
     Ok(rescued)
 }
 
+/// One submission's rows, inside the caller's transaction (which holds the tenant and workspace
+/// locks): the job (or, for a used idempotency key, the earlier job), the quota check, the
+/// sandbox row and the audit row. An error leaves the transaction to be rolled back (whole, or
+/// to the job's savepoint in a batch).
+async fn enqueue_rows(
+    conn: &mut PgConnection,
+    job: NewJob,
+    mut audit: AuditEntry,
+    now: DateTime<Utc>,
+) -> Result<Enqueued> {
+    let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (stored, created) = match inserted {
+        Some(row) => (job_from_row(&row)?, true),
+        None => {
+            let row = sqlx::query("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2")
+                .bind(&job.tenant)
+                .bind(&job.idempotency_key)
+                .fetch_one(&mut *conn)
+                .await?;
+            let earlier = job_from_row(&row)?;
+            super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
+            (earlier, false)
+        }
+    };
+    if let (true, Some(quota)) = (created, &job.quota) {
+        check_quota(conn, &job, quota).await?;
+    }
+    if let (true, Some(sandbox)) = (created, &job.sandbox) {
+        // An error rolls back the transaction (or the job's savepoint): no job without its
+        // sandbox row.
+        insert_sandbox_row(conn, sandbox, Some(stored.id)).await?;
+    }
+    audit.job_id = Some(stored.id);
+    if !created {
+        audit.outcome = "replayed".into();
+    }
+    insert_audit(conn, &audit).await?;
+    Ok(Enqueued {
+        job: stored,
+        created,
+    })
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -492,7 +537,7 @@ impl Store for PgStore {
         rx
     }
 
-    async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
+    async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
         if job.quota.is_some() {
@@ -509,43 +554,79 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (stored, created) = match inserted {
-            Some(row) => (job_from_row(&row)?, true),
-            None => {
-                let row =
-                    sqlx::query("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2")
-                        .bind(&job.tenant)
-                        .bind(&job.idempotency_key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let earlier = job_from_row(&row)?;
-                super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
-                (earlier, false)
-            }
-        };
-        if let (true, Some(quota)) = (created, &job.quota) {
-            check_quota(&mut tx, &job, quota).await?;
-        }
-        if let (true, Some(sandbox)) = (created, &job.sandbox) {
-            // An error drops (rolls back) the transaction: no job without its sandbox row.
-            insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
-        }
-        audit.job_id = Some(stored.id);
-        if !created {
-            audit.outcome = "replayed".into();
-        }
-        insert_audit(&mut tx, &audit).await?;
-        if created {
+        let enqueued = enqueue_rows(&mut tx, job, audit, now).await?;
+        if enqueued.created {
             notify(&mut tx, CHANNEL_JOBS, "").await?;
         }
         tx.commit().await?;
-        Ok(Enqueued {
-            job: stored,
-            created,
-        })
+        Ok(enqueued)
+    }
+
+    async fn enqueue_batch(
+        &self,
+        batch: Vec<(NewJob, AuditEntry)>,
+    ) -> Result<Vec<Result<Enqueued>>> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        // The batch's advisory locks, all up front in one statement and in one global order:
+        // tenant quota locks before workspace locks (as a single enqueue takes them), each
+        // class sorted by lock key, so batches and single enqueues on any node cannot deadlock.
+        // The workspace locks keep "FIFO order is commit order" across nodes.
+        let mut tenants: Vec<String> = batch
+            .iter()
+            .filter(|(job, _)| job.quota.is_some())
+            .map(|(job, _)| format!("tenant-quota:{}", job.tenant))
+            .collect();
+        let mut workspaces: Vec<String> = batch
+            .iter()
+            .filter_map(|(job, _)| job.workspace.clone())
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        workspaces.sort();
+        workspaces.dedup();
+        if !tenants.is_empty() || !workspaces.is_empty() {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(k) FROM ( \
+                     SELECT class, k FROM ( \
+                         SELECT DISTINCT 0 AS class, hashtextextended(t, 1) AS k \
+                         FROM unnest($1::text[]) t \
+                         UNION \
+                         SELECT 1, hashtextextended(w, 0) FROM unnest($2::text[]) w) u \
+                     ORDER BY class, k OFFSET 0) ordered",
+            )
+            .bind(&tenants)
+            .bind(&workspaces)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (i, (job, audit)) in batch.into_iter().enumerate() {
+            // One round trip: release the previous job's savepoint and take this one's.
+            let savepoint = if i == 0 {
+                "SAVEPOINT batch_job"
+            } else {
+                "RELEASE batch_job; SAVEPOINT batch_job"
+            };
+            sqlx::raw_sql(savepoint).execute(&mut *tx).await?;
+            match enqueue_rows(&mut tx, job, audit, now).await {
+                Ok(enqueued) => outcomes.push(Ok(enqueued)),
+                // Undoes this job's rows only (its failed statement aborted just the
+                // subtransaction); the savepoint stays and is released by the next job.
+                Err(e) if e.is_per_job() => {
+                    sqlx::raw_sql("ROLLBACK TO batch_job")
+                        .execute(&mut *tx)
+                        .await?;
+                    outcomes.push(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        if outcomes.iter().any(|o| matches!(o, Ok(e) if e.created)) {
+            notify(&mut tx, CHANNEL_JOBS, "").await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<()> {

@@ -499,6 +499,51 @@ async fn rescue_jobs(
     Ok(rescued)
 }
 
+/// One submission's rows, inside the caller's transaction: the job (or, for a used idempotency
+/// key, the earlier job), the quota check, the sandbox row and the audit row. An error leaves
+/// the transaction to be rolled back (whole, or to the job's savepoint in a batch).
+async fn enqueue_rows(
+    conn: &mut SqliteConnection,
+    job: NewJob,
+    mut audit: AuditEntry,
+    now: DateTime<Utc>,
+) -> Result<Enqueued> {
+    let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (stored, created) = match inserted {
+        Some(row) => (job_from_row(&row)?, true),
+        None => {
+            let row = sqlx::query("SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?")
+                .bind(&job.tenant)
+                .bind(&job.idempotency_key)
+                .fetch_one(&mut *conn)
+                .await?;
+            let earlier = job_from_row(&row)?;
+            super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
+            (earlier, false)
+        }
+    };
+    if let (true, Some(quota)) = (created, &job.quota) {
+        // BEGIN IMMEDIATE holds the write lock: no other enqueue counts meanwhile.
+        check_quota(conn, &job, quota).await?;
+    }
+    if let (true, Some(sandbox)) = (created, &job.sandbox) {
+        // An error rolls back the transaction (or the job's savepoint): no job without its
+        // sandbox row.
+        insert_sandbox_row(conn, sandbox, Some(stored.id)).await?;
+    }
+    audit.job_id = Some(stored.id);
+    if !created {
+        audit.outcome = "replayed".into();
+    }
+    insert_audit(conn, &audit).await?;
+    Ok(Enqueued {
+        job: stored,
+        created,
+    })
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -522,47 +567,47 @@ impl Store for SqliteStore {
         self.signals.hub.subscribe()
     }
 
-    async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
-        let now = Utc::now();
+    async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued> {
         let mut tx = self.begin().await?;
-        let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (stored, created) = match inserted {
-            Some(row) => (job_from_row(&row)?, true),
-            None => {
-                let row =
-                    sqlx::query("SELECT * FROM jobs WHERE tenant = ? AND idempotency_key = ?")
-                        .bind(&job.tenant)
-                        .bind(&job.idempotency_key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let earlier = job_from_row(&row)?;
-                super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
-                (earlier, false)
-            }
-        };
-        if let (true, Some(quota)) = (created, &job.quota) {
-            // BEGIN IMMEDIATE holds the write lock: no other enqueue counts meanwhile.
-            check_quota(&mut tx, &job, quota).await?;
-        }
-        if let (true, Some(sandbox)) = (created, &job.sandbox) {
-            // An error drops (rolls back) the transaction: no job without its sandbox row.
-            insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
-        }
-        audit.job_id = Some(stored.id);
-        if !created {
-            audit.outcome = "replayed".into();
-        }
-        insert_audit(&mut tx, &audit).await?;
+        let enqueued = enqueue_rows(&mut tx, job, audit, Utc::now()).await?;
         tx.commit().await?;
-        if created {
+        if enqueued.created {
             self.signals.hub.send(Signal::JobsReady);
         }
-        Ok(Enqueued {
-            job: stored,
-            created,
-        })
+        Ok(enqueued)
+    }
+
+    async fn enqueue_batch(
+        &self,
+        batch: Vec<(NewJob, AuditEntry)>,
+    ) -> Result<Vec<Result<Enqueued>>> {
+        let now = Utc::now();
+        // BEGIN IMMEDIATE holds the write lock for the whole batch: the jobs commit together,
+        // in the batch's order, and no other writer counts quotas meanwhile.
+        let mut tx = self.begin().await?;
+        let mut outcomes = Vec::with_capacity(batch.len());
+        for (job, audit) in batch {
+            sqlx::raw_sql("SAVEPOINT batch_job").execute(&mut *tx).await?;
+            match enqueue_rows(&mut tx, job, audit, now).await {
+                Ok(enqueued) => {
+                    sqlx::raw_sql("RELEASE batch_job").execute(&mut *tx).await?;
+                    outcomes.push(Ok(enqueued));
+                }
+                Err(e) if e.is_per_job() => {
+                    // Undoes this job's rows only; the savepoint stays, released next.
+                    sqlx::raw_sql("ROLLBACK TO batch_job; RELEASE batch_job")
+                        .execute(&mut *tx)
+                        .await?;
+                    outcomes.push(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        if outcomes.iter().any(|o| matches!(o, Ok(e) if e.created)) {
+            self.signals.hub.send(Signal::JobsReady);
+        }
+        Ok(outcomes)
     }
 
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<()> {

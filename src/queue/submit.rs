@@ -1,0 +1,145 @@
+//! Group commit of submissions: concurrent enqueues share one transaction.
+//!
+//! Every submission (HTTP REST, MCP, the jobs API: all through `Tools::submit`) ends in
+//! [`Submitter::submit`]. The caller puts its job and audit row on a shared list and awaits a
+//! oneshot answer. When no flush is running, it starts one: a spawned task that takes whatever
+//! is waiting (up to `max_batch`), commits it with [`Store::enqueue_batch`] (one transaction,
+//! a savepoint per job), answers each caller with its own outcome after the commit, and goes on
+//! while submissions keep arriving; submissions that arrive during a commit wait for the next
+//! one, which is what groups them. A lone submission is committed at once by
+//! [`Store::enqueue`] (no savepoint, no delay), so a quiet server pays nothing for batching.
+//!
+//! What stays exact: an id is answered only after its row is committed; each job gets the
+//! outcome it would have had alone (replay, 409 mismatch, sandbox name conflict, quota), and one
+//! job's refusal does not fail the others; a failed transaction (the database unavailable, the
+//! commit failed) answers every caller of that batch with the same typed error, never an id.
+//! One flush runs at a time per node, in arrival order, so a workspace's FIFO order is the order
+//! of submission on this node and the order of commit (the store's workspace lock orders it
+//! across nodes). The flush is a spawned task, not the first caller's future, so a caller that
+//! goes away (a closed HTTP connection) cannot abandon the others' transaction.
+
+use std::sync::{Arc, Mutex};
+
+use tokio::sync::oneshot;
+
+use crate::store::{self, AuditEntry, Enqueued, NewJob, Store};
+
+/// The default of `queue.submit_batch`: the most submissions one transaction takes.
+pub const DEFAULT_MAX_BATCH: usize = 64;
+
+type Answer = oneshot::Sender<store::Result<Enqueued>>;
+
+/// Submissions waiting for the next flush, and whether a flush task is running.
+#[derive(Debug, Default)]
+struct Waiting {
+    jobs: Vec<(NewJob, AuditEntry, Answer)>,
+    flushing: bool,
+}
+
+/// The node's submission batcher (see the module documentation).
+#[derive(Debug)]
+pub struct Submitter {
+    store: Arc<dyn Store>,
+    /// The most submissions per transaction; 1 commits each submission on its own.
+    max_batch: usize,
+    waiting: Mutex<Waiting>,
+}
+
+impl Submitter {
+    pub fn new(store: Arc<dyn Store>, max_batch: usize) -> Arc<Submitter> {
+        Arc::new(Submitter {
+            store,
+            max_batch: max_batch.max(1),
+            waiting: Mutex::default(),
+        })
+    }
+
+    /// Commits the job and its audit row, possibly together with other callers' submissions,
+    /// and answers after the commit.
+    pub async fn submit(
+        self: &Arc<Self>,
+        job: NewJob,
+        audit: AuditEntry,
+    ) -> store::Result<Enqueued> {
+        if self.max_batch == 1 {
+            return self.store.enqueue(job, audit).await;
+        }
+        let (tx, rx) = oneshot::channel();
+        let start = {
+            let mut waiting = self.waiting.lock().expect("submitter lock poisoned");
+            waiting.jobs.push((job, audit, tx));
+            !std::mem::replace(&mut waiting.flushing, true)
+        };
+        if start {
+            let this = self.clone();
+            tokio::spawn(async move { this.flush().await });
+        }
+        match rx.await {
+            Ok(outcome) => outcome,
+            // The flush task ended without answering (it panicked): whether the job was
+            // committed is unknown, so no id; the caller may retry with its idempotency key.
+            Err(_) => Err(store::StoreError::Unavailable(sqlx::Error::WorkerCrashed)),
+        }
+    }
+
+    /// Commits batches until no submission is waiting.
+    async fn flush(&self) {
+        let _reset = FlushGuard(self);
+        loop {
+            let batch = {
+                let mut waiting = self.waiting.lock().expect("submitter lock poisoned");
+                if waiting.jobs.is_empty() {
+                    waiting.flushing = false;
+                    return;
+                }
+                let n = waiting.jobs.len().min(self.max_batch);
+                waiting.jobs.drain(..n).collect::<Vec<_>>()
+            };
+            self.commit(batch).await;
+        }
+    }
+
+    /// One transaction for the batch, then each caller's answer.
+    async fn commit(&self, mut batch: Vec<(NewJob, AuditEntry, Answer)>) {
+        if batch.len() == 1 {
+            let (job, audit, answer) = batch.pop().expect("one submission");
+            let _ = answer.send(self.store.enqueue(job, audit).await);
+            return;
+        }
+        let (rows, answers): (Vec<_>, Vec<_>) = batch
+            .into_iter()
+            .map(|(job, audit, answer)| ((job, audit), answer))
+            .unzip();
+        match self.store.enqueue_batch(rows).await {
+            Ok(outcomes) => {
+                for (answer, outcome) in answers.into_iter().zip(outcomes) {
+                    let _ = answer.send(outcome);
+                }
+            }
+            Err(e) => {
+                if e.is_unavailable() {
+                    tracing::warn!(error = %e, jobs = answers.len(), "a batch of submissions was not committed: the database is unavailable");
+                } else {
+                    tracing::error!(error = %e, jobs = answers.len(), "a batch of submissions was not committed");
+                }
+                for answer in answers {
+                    let _ = answer.send(Err(e.shared()));
+                }
+            }
+        }
+    }
+}
+
+/// Ends a flush that panicked cleanly: the callers still waiting get an error (their answers are
+/// dropped) and the next submission starts a fresh flush, instead of all hanging.
+struct FlushGuard<'a>(&'a Submitter);
+
+impl Drop for FlushGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let mut waiting = self.0.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            waiting.jobs.clear();
+            waiting.flushing = false;
+        }
+    }
+}
