@@ -100,10 +100,7 @@ async fn bench_enqueue(jobs: usize) {
             let url = match pg {
                 None => format!(
                     "sqlite://{}",
-                    dir.path()
-                        .join(format!("b{batch}.db"))
-                        .to_str()
-                        .unwrap()
+                    dir.path().join(format!("b{batch}.db")).to_str().unwrap()
                 ),
                 Some(()) => postgres_url().await.unwrap(),
             };
@@ -240,10 +237,7 @@ async fn bench_http(seconds: u64) {
                         .find(|l| l.starts_with("WRK "))
                         .unwrap_or_else(|| panic!("wrk printed no summary: {out}"))
                         .to_string();
-                    let f: Vec<f64> = line[4..]
-                        .split(' ')
-                        .map(|x| x.parse().unwrap())
-                        .collect();
+                    let f: Vec<f64> = line[4..].split(' ').map(|x| x.parse().unwrap()).collect();
                     (f[0] / (f[2] / 1e6), f[1] as usize, f[3] / 1e3, f[4] / 1e3)
                 }
                 None => {

@@ -109,14 +109,24 @@ impl Queue {
             running: Arc::new(CancelRegistry::default()),
             backstop,
             followers: Arc::default(),
-            submitter: submit::Submitter::new(store, submit::DEFAULT_MAX_BATCH),
+            submitter: submit::Submitter::new(
+                store,
+                submit::DEFAULT_MAX_BATCH,
+                submit::DEFAULT_WAIT,
+            ),
         }
     }
 
     /// Sets the most submissions one transaction takes (`queue.submit_batch`; 1: each
     /// submission commits on its own, as before group commit).
-    pub fn with_submit_batch(mut self, max_batch: usize) -> Queue {
-        self.submitter = submit::Submitter::new(self.store.clone(), max_batch);
+    pub fn with_submit_batch(self, max_batch: usize) -> Queue {
+        self.with_submitter(max_batch, submit::DEFAULT_WAIT)
+    }
+
+    /// [`Queue::with_submit_batch`], and how long a submission waits to be taken into a
+    /// transaction before it is refused as unavailable (`database.acquire_timeout_ms`).
+    pub fn with_submitter(mut self, max_batch: usize, wait: Duration) -> Queue {
+        self.submitter = submit::Submitter::new(self.store.clone(), max_batch, wait);
         self
     }
 

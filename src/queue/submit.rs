@@ -17,8 +17,15 @@
 //! of submission on this node and the order of commit (the store's workspace lock orders it
 //! across nodes). The flush is a spawned task, not the first caller's future, so a caller that
 //! goes away (a closed HTTP connection) cannot abandon the others' transaction.
+//!
+//! A submission waits for a place in a transaction no longer than a statement waits for a
+//! database connection (`database.acquire_timeout_ms`): when the flush is stuck (a locked table,
+//! a hung database), a submission not yet taken into a batch is withdrawn and answered with the
+//! typed outage (503), as an exhausted pool answers without batching; one already taken waits
+//! for its transaction's outcome, since it may commit.
 
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokio::sync::oneshot;
 
@@ -27,12 +34,18 @@ use crate::store::{self, AuditEntry, Enqueued, NewJob, Store};
 /// The default of `queue.submit_batch`: the most submissions one transaction takes.
 pub const DEFAULT_MAX_BATCH: usize = 64;
 
+/// How long a submission waits for a transaction to take it, unless set
+/// ([`Submitter::with_wait`]); the default of `database.acquire_timeout_ms`.
+pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
 type Answer = oneshot::Sender<store::Result<Enqueued>>;
 
-/// Submissions waiting for the next flush, and whether a flush task is running.
+/// Submissions waiting for the next flush (each with a ticket, to withdraw it), and whether a
+/// flush task is running.
 #[derive(Debug, Default)]
 struct Waiting {
-    jobs: Vec<(NewJob, AuditEntry, Answer)>,
+    jobs: Vec<(u64, NewJob, AuditEntry, Answer)>,
+    next_ticket: u64,
     flushing: bool,
 }
 
@@ -42,14 +55,17 @@ pub struct Submitter {
     store: Arc<dyn Store>,
     /// The most submissions per transaction; 1 commits each submission on its own.
     max_batch: usize,
+    /// The longest a submission waits to be taken into a transaction.
+    wait: Duration,
     waiting: Mutex<Waiting>,
 }
 
 impl Submitter {
-    pub fn new(store: Arc<dyn Store>, max_batch: usize) -> Arc<Submitter> {
+    pub fn new(store: Arc<dyn Store>, max_batch: usize, wait: Duration) -> Arc<Submitter> {
         Arc::new(Submitter {
             store,
             max_batch: max_batch.max(1),
+            wait,
             waiting: Mutex::default(),
         })
     }
@@ -64,16 +80,33 @@ impl Submitter {
         if self.max_batch == 1 {
             return self.store.enqueue(job, audit).await;
         }
-        let (tx, rx) = oneshot::channel();
-        let start = {
+        let (tx, mut rx) = oneshot::channel();
+        let (ticket, start) = {
             let mut waiting = self.waiting.lock().expect("submitter lock poisoned");
-            waiting.jobs.push((job, audit, tx));
-            !std::mem::replace(&mut waiting.flushing, true)
+            let ticket = waiting.next_ticket;
+            waiting.next_ticket += 1;
+            waiting.jobs.push((ticket, job, audit, tx));
+            (ticket, !std::mem::replace(&mut waiting.flushing, true))
         };
         if start {
             let this = self.clone();
             tokio::spawn(async move { this.flush().await });
         }
+        if let Ok(answer) = tokio::time::timeout(self.wait, &mut rx).await {
+            return match answer {
+                Ok(outcome) => outcome,
+                Err(_) => Err(store::StoreError::Unavailable(sqlx::Error::WorkerCrashed)),
+            };
+        }
+        {
+            let mut waiting = self.waiting.lock().expect("submitter lock poisoned");
+            if let Some(i) = waiting.jobs.iter().position(|(t, ..)| *t == ticket) {
+                // Never taken into a transaction: nothing of it can be committed.
+                waiting.jobs.remove(i);
+                return Err(store::StoreError::Unavailable(sqlx::Error::PoolTimedOut));
+            }
+        }
+        // Taken into a transaction that is still running: its outcome is the answer.
         match rx.await {
             Ok(outcome) => outcome,
             // The flush task ended without answering (it panicked): whether the job was
@@ -100,15 +133,15 @@ impl Submitter {
     }
 
     /// One transaction for the batch, then each caller's answer.
-    async fn commit(&self, mut batch: Vec<(NewJob, AuditEntry, Answer)>) {
+    async fn commit(&self, mut batch: Vec<(u64, NewJob, AuditEntry, Answer)>) {
         if batch.len() == 1 {
-            let (job, audit, answer) = batch.pop().expect("one submission");
+            let (_, job, audit, answer) = batch.pop().expect("one submission");
             let _ = answer.send(self.store.enqueue(job, audit).await);
             return;
         }
         let (rows, answers): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .map(|(job, audit, answer)| ((job, audit), answer))
+            .map(|(_, job, audit, answer)| ((job, audit), answer))
             .unzip();
         match self.store.enqueue_batch(rows).await {
             Ok(outcomes) => {

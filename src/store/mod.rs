@@ -84,9 +84,9 @@ impl StoreError {
         };
         match self {
             StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
-            StoreError::Unavailable(_) => StoreError::Unavailable(sqlx::Error::Io(
-                std::io::Error::other(message()),
-            )),
+            StoreError::Unavailable(_) => {
+                StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(message())))
+            }
             StoreError::IdempotencyMismatch { key, job_id } => StoreError::IdempotencyMismatch {
                 key: key.clone(),
                 job_id: *job_id,

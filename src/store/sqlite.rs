@@ -587,7 +587,9 @@ impl Store for SqliteStore {
         let mut tx = self.begin().await?;
         let mut outcomes = Vec::with_capacity(batch.len());
         for (job, audit) in batch {
-            sqlx::raw_sql("SAVEPOINT batch_job").execute(&mut *tx).await?;
+            sqlx::raw_sql("SAVEPOINT batch_job")
+                .execute(&mut *tx)
+                .await?;
             match enqueue_rows(&mut tx, job, audit, now).await {
                 Ok(enqueued) => {
                     sqlx::raw_sql("RELEASE batch_job").execute(&mut *tx).await?;

@@ -2109,7 +2109,11 @@ pub async fn enqueue_batch_gives_each_job_its_own_outcome(t: TestStore) {
         "{:?}",
         outcomes[2]
     );
-    assert!(matches!(&outcomes[3], Err(StoreError::Conflict(_))), "{:?}", outcomes[3]);
+    assert!(
+        matches!(&outcomes[3], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcomes[3]
+    );
     assert!(
         matches!(
             &outcomes[4],
