@@ -2220,3 +2220,60 @@ pub async fn concurrent_batches_with_the_same_key_make_one_job(t: TestStore) {
         .unwrap();
     assert_eq!(all.len(), 4);
 }
+
+/// 40 concurrent submitters through the queue's group commit (`Queue::enqueue`), each
+/// submitting five jobs one after another into a workspace shared with others, among them a
+/// refusal (a taken sandbox name) and a replay: every accepted id is committed when answered,
+/// the refusals fail alone, and each submitter's jobs keep their order in the workspace.
+pub async fn queue_group_commit_keeps_outcomes_and_order(t: TestStore) {
+    let s = t.store.clone();
+    s.enqueue(creating("g", "taken"), audit("g")).await.unwrap();
+    let queue = daytona_mcp::queue::Queue::new(s.clone(), Duration::from_secs(1));
+    let mut tasks = Vec::new();
+    for c in 0..40 {
+        let (queue, s) = (queue.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for k in 0..5 {
+                let j = match k {
+                    2 => creating("g", "taken"),
+                    _ => {
+                        let mut j = job("g", Some(&format!("g/w{}", c % 4)));
+                        // The first job's key is shared by all submitters: one job, replays.
+                        j.idempotency_key = (k == 0).then(|| "shared".to_string());
+                        j
+                    }
+                };
+                match queue.enqueue(j, audit("g")).await {
+                    Ok(e) => {
+                        // Answered means committed: another connection sees it.
+                        assert!(s.job(Some("g"), e.job.id).await.unwrap().is_some());
+                        if k > 0 {
+                            mine.push(e.job);
+                        }
+                    }
+                    Err(StoreError::Conflict(_)) => assert_eq!(k, 2),
+                    Err(e) => panic!("submission {k}: {e:?}"),
+                }
+            }
+            mine
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        let mine = task.await.unwrap();
+        assert_eq!(mine.len(), 3, "{mine:?}");
+        assert!(mine.windows(2).all(|w| w[0].seq < w[1].seq), "{mine:?}");
+        total += mine.len();
+    }
+    let all = s
+        .list_jobs(&JobFilter {
+            tenant: Some("g".into()),
+            limit: 1000,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    // The sandbox-creating job at the start, one shared-key job, three per submitter.
+    assert_eq!(all.len(), 1 + 1 + total);
+}

@@ -111,6 +111,7 @@ conformance!(
     unclaim_puts_jobs_back_in_their_place,
     enqueue_batch_gives_each_job_its_own_outcome,
     concurrent_batches_with_the_same_key_make_one_job,
+    queue_group_commit_keeps_outcomes_and_order,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
