@@ -210,8 +210,9 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// the exact outcome it would have had alone, in order: a refusal of one
     /// ([`StoreError::IdempotencyMismatch`], [`StoreError::Conflict`],
     /// [`StoreError::QuotaExceeded`], another statement error) is rolled back to a savepoint
-    /// taken before that job and leaves the others in place. Jobs are inserted in the order
-    /// given, so a workspace's FIFO order is the order of the batch. The outer error (the
+    /// taken before that job and leaves the others in place. The submissions of a batch are
+    /// concurrent: jobs that insert a sandbox row or carry a quota are written first, then the
+    /// plain ones in shared multi-row inserts, each group in the order given. The outer error (the
     /// database unavailable, the commit failed) means that nothing of the batch is committed.
     async fn enqueue_batch(
         &self,
@@ -536,6 +537,24 @@ pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
     } else {
         (JobState::Failed, Some(interrupted_error(&job.tool)))
     }
+}
+
+/// Splits a batch into its plain submissions (no sandbox row, no quota: checked by the unique
+/// idempotency index alone, so they can share multi-row inserts) and the others (each in its
+/// own savepoint), both with their indices in the batch. The others are written first: the
+/// submissions of one batch are concurrent (a caller waits for its answer before it submits
+/// again), so any order among them is an order they could have arrived in.
+#[allow(clippy::type_complexity)]
+pub(crate) fn split_plain(
+    batch: Vec<(NewJob, AuditEntry)>,
+) -> (
+    Vec<(usize, (NewJob, AuditEntry))>,
+    Vec<(usize, (NewJob, AuditEntry))>,
+) {
+    batch
+        .into_iter()
+        .enumerate()
+        .partition(|(_, (job, _))| job.sandbox.is_none() && job.quota.is_none())
 }
 
 /// Refuses to replay `earlier` for `job` (same tenant and idempotency key) when both digests are
