@@ -230,7 +230,16 @@ async fn bench_http(seconds: u64) {
                 String::new()
             };
             let base = start_server(&url, batch, dir.path()).await;
-            let (rate, bad, p50, p99) = match wrk.then(|| run_wrk(&base, seconds)).flatten() {
+            // wrk runs off this thread: the server's tasks share its runtime.
+            let wrk_out = if wrk {
+                let base = base.clone();
+                tokio::task::spawn_blocking(move || run_wrk(&base, seconds))
+                    .await
+                    .unwrap()
+            } else {
+                None
+            };
+            let (rate, bad, p50, p99) = match wrk_out {
                 Some(out) => {
                     let line = out
                         .lines()
@@ -270,5 +279,7 @@ fn main() {
         if matches!(mode, "http" | "all") {
             bench_http(n.unwrap_or(10) as u64).await;
         }
+        // The servers' pools must not be dropped after the runtime they live on.
+        std::process::exit(0);
     });
 }
