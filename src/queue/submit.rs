@@ -13,10 +13,13 @@
 //! outcome it would have had alone (replay, 409 mismatch, sandbox name conflict, quota), and one
 //! job's refusal does not fail the others; a failed transaction (the database unavailable, the
 //! commit failed) answers every caller of that batch with the same typed error, never an id.
-//! One flush runs at a time per node, in arrival order, so a workspace's FIFO order is the order
-//! of submission on this node and the order of commit (the store's workspace lock orders it
-//! across nodes). The flush is a spawned task, not the first caller's future, so a caller that
-//! goes away (a closed HTTP connection) cannot abandon the others' transaction.
+//! Order: a caller submits its next job only after the answer to its previous one, so its jobs
+//! are in successive batches, committed in that order; submissions in flight together are
+//! concurrent, and any order among them is one they could have arrived in. On SQLite one flush
+//! runs at a time; on PostgreSQL [`PG_FLUSHES`] run in parallel, and the store's workspace lock
+//! keeps a workspace's `seq` order its commit order, across nodes too. The flush is a spawned
+//! task, not the first caller's future, so a caller that goes away (a closed HTTP connection)
+//! cannot abandon the others' transaction.
 //!
 //! A submission waits for a place in a transaction no longer than a statement waits for a
 //! database connection (`database.acquire_timeout_ms`): when the flush is stuck (a locked table,
@@ -29,7 +32,7 @@ use std::time::Duration;
 
 use tokio::sync::oneshot;
 
-use crate::store::{self, AuditEntry, Enqueued, NewJob, Store};
+use crate::store::{self, AuditEntry, Backend, Enqueued, NewJob, Store};
 
 /// The default of `queue.submit_batch`: the most submissions one transaction takes.
 pub const DEFAULT_MAX_BATCH: usize = 64;
@@ -37,6 +40,12 @@ pub const DEFAULT_MAX_BATCH: usize = 64;
 /// How long a submission waits for a transaction to take it, unless set
 /// ([`Submitter::with_wait`]); the default of `database.acquire_timeout_ms`.
 pub const DEFAULT_WAIT: Duration = Duration::from_secs(10);
+
+/// Flushes in flight at once on PostgreSQL (each holds one pooled connection while it runs).
+/// Parallel batches keep every guarantee: a caller's next submission waits for the answer to
+/// its previous one, so it can never be in a batch that overtakes it, and the workspace lock
+/// orders commits of one workspace.
+pub const PG_FLUSHES: usize = 2;
 
 type Answer = oneshot::Sender<store::Result<Enqueued>>;
 
@@ -46,7 +55,8 @@ type Answer = oneshot::Sender<store::Result<Enqueued>>;
 struct Waiting {
     jobs: Vec<(u64, NewJob, AuditEntry, Answer)>,
     next_ticket: u64,
-    flushing: bool,
+    /// Flush tasks running now.
+    flushing: usize,
 }
 
 /// The node's submission batcher (see the module documentation).
@@ -57,13 +67,22 @@ pub struct Submitter {
     max_batch: usize,
     /// The longest a submission waits to be taken into a transaction.
     wait: Duration,
+    /// Flushes (transactions) in flight at once: 1 on SQLite, whose single writer would queue
+    /// more anyway; [`PG_FLUSHES`] on PostgreSQL, where batches of different workspaces commit
+    /// in parallel.
+    max_flushes: usize,
     waiting: Mutex<Waiting>,
 }
 
 impl Submitter {
     pub fn new(store: Arc<dyn Store>, max_batch: usize, wait: Duration) -> Arc<Submitter> {
+        let max_flushes = match store.backend() {
+            Backend::Sqlite => 1,
+            Backend::Postgres => PG_FLUSHES,
+        };
         Arc::new(Submitter {
             store,
+            max_flushes,
             max_batch: max_batch.max(1),
             wait,
             waiting: Mutex::default(),
@@ -86,7 +105,11 @@ impl Submitter {
             let ticket = waiting.next_ticket;
             waiting.next_ticket += 1;
             waiting.jobs.push((ticket, job, audit, tx));
-            (ticket, !std::mem::replace(&mut waiting.flushing, true))
+            let start = waiting.flushing < self.max_flushes;
+            if start {
+                waiting.flushing += 1;
+            }
+            (ticket, start)
         };
         if start {
             let this = self.clone();
@@ -122,7 +145,7 @@ impl Submitter {
             let batch = {
                 let mut waiting = self.waiting.lock().expect("submitter lock poisoned");
                 if waiting.jobs.is_empty() {
-                    waiting.flushing = false;
+                    waiting.flushing -= 1;
                     return;
                 }
                 let n = waiting.jobs.len().min(self.max_batch);
@@ -172,7 +195,7 @@ impl Drop for FlushGuard<'_> {
         if std::thread::panicking() {
             let mut waiting = self.0.waiting.lock().unwrap_or_else(|p| p.into_inner());
             waiting.jobs.clear();
-            waiting.flushing = false;
+            waiting.flushing -= 1;
         }
     }
 }
