@@ -317,7 +317,10 @@ impl Application {
         let mut warnings: Vec<String> = drivers.iter().flat_map(|d| d.warnings()).collect();
 
         let metrics = Metrics::with_sandbox_cap(config.metrics.max_sandbox_series);
-        let queue = Queue::new(store.clone(), Duration::from_secs(1));
+        let queue = Queue::new(store.clone(), Duration::from_secs(1)).with_submitter(
+            config.queue.submit_batch,
+            Duration::from_millis(config.database.acquire_timeout_ms),
+        );
         let tools = Tools::new(
             ToolEnv {
                 store: store.clone(),

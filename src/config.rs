@@ -285,6 +285,9 @@ pub struct QueueConfig {
     pub max_timeout_s: u64,
     /// Finished jobs and their output are deleted after this many hours (0 = keep forever).
     pub retention_hours: u64,
+    /// The most concurrent submissions committed in one transaction (group commit); 1 commits
+    /// each on its own.
+    pub submit_batch: usize,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -561,6 +564,7 @@ impl Default for QueueConfig {
             default_timeout_s: 300,
             max_timeout_s: 3600,
             retention_hours: 168,
+            submit_batch: crate::queue::submit::DEFAULT_MAX_BATCH,
         }
     }
 }
@@ -854,6 +858,12 @@ impl Config {
                  can reach it could run commands on this machine; listen on 127.0.0.1, or turn \
                  authentication on and give clients a key (`daytona-mcp keys create`)"
             )));
+        }
+        if self.queue.submit_batch == 0 {
+            return Err(ConfigError::Invalid(
+                "queue.submit_batch must be at least 1 (1 commits each submission on its own)"
+                    .into(),
+            ));
         }
         self.validate_auth_edge()?;
         if !matches!(self.sandbox.driver.as_str(), "local" | "daytona") {

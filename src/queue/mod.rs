@@ -10,6 +10,7 @@ pub mod events;
 pub mod follow;
 pub mod listen;
 pub mod retention;
+pub mod submit;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -95,18 +96,38 @@ pub struct Queue {
     backstop: Duration,
     /// The followers running on this node.
     followers: Arc<Followers>,
+    /// Groups concurrent submissions into shared transactions (see [`submit`]).
+    submitter: Arc<submit::Submitter>,
 }
 
 impl Queue {
     pub fn new(store: Arc<dyn Store>, backstop: Duration) -> Queue {
         Queue {
-            store,
+            store: store.clone(),
             events: Arc::new(EventHub::new()),
             wake: Arc::new(Notify::new()),
             running: Arc::new(CancelRegistry::default()),
             backstop,
             followers: Arc::default(),
+            submitter: submit::Submitter::new(
+                store,
+                submit::DEFAULT_MAX_BATCH,
+                submit::DEFAULT_WAIT,
+            ),
         }
+    }
+
+    /// Sets the most submissions one transaction takes (`queue.submit_batch`; 1: each
+    /// submission commits on its own, as before group commit).
+    pub fn with_submit_batch(self, max_batch: usize) -> Queue {
+        self.with_submitter(max_batch, submit::DEFAULT_WAIT)
+    }
+
+    /// [`Queue::with_submit_batch`], and how long a submission waits to be taken into a
+    /// transaction before it is refused as unavailable (`database.acquire_timeout_ms`).
+    pub fn with_submitter(mut self, max_batch: usize, wait: Duration) -> Queue {
+        self.submitter = submit::Submitter::new(self.store.clone(), max_batch, wait);
+        self
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -135,9 +156,10 @@ impl Queue {
     }
 
     /// Commits the job (and its audit row), then wakes the dispatcher. The id is only returned
-    /// after the commit.
+    /// after the commit. Concurrent calls share transactions (group commit, [`submit`]), each
+    /// with its own outcome.
     pub async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> store::Result<Enqueued> {
-        let enqueued = self.store.enqueue(job, audit).await?;
+        let enqueued = self.submitter.submit(job, audit).await?;
         if enqueued.created {
             self.wake();
         }

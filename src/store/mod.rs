@@ -75,6 +75,40 @@ impl From<sqlx::Error> for StoreError {
 }
 
 impl StoreError {
+    /// A copy of this error for each caller of a failed batch (sqlx errors are not `Clone`):
+    /// the same variant, so an outage still answers 503, with the same message.
+    pub fn shared(&self) -> StoreError {
+        let message = || match self {
+            StoreError::Unavailable(e) | StoreError::Database(e) => e.to_string(),
+            other => other.to_string(),
+        };
+        match self {
+            StoreError::Conflict(what) => StoreError::Conflict(what.clone()),
+            StoreError::Unavailable(_) => {
+                StoreError::Unavailable(sqlx::Error::Io(std::io::Error::other(message())))
+            }
+            StoreError::IdempotencyMismatch { key, job_id } => StoreError::IdempotencyMismatch {
+                key: key.clone(),
+                job_id: *job_id,
+            },
+            StoreError::QuotaExceeded { kind, limit } => StoreError::QuotaExceeded {
+                kind: *kind,
+                limit: *limit,
+            },
+            StoreError::Corrupt(what) => StoreError::Corrupt(what.clone()),
+            StoreError::UnsupportedUrl(url) => StoreError::UnsupportedUrl(url.clone()),
+            StoreError::Database(_) | StoreError::Migrate(_) => {
+                StoreError::Database(sqlx::Error::Protocol(message()))
+            }
+        }
+    }
+
+    /// Whether a batched enqueue rolls back only this job (to its savepoint) and goes on with
+    /// the others: every error but an outage, which ends the whole batch.
+    pub(crate) fn is_per_job(&self) -> bool {
+        !self.is_unavailable()
+    }
+
     /// Whether the database was unavailable (retry later), rather than the request wrong.
     pub fn is_unavailable(&self) -> bool {
         matches!(self, StoreError::Unavailable(_))
@@ -171,6 +205,19 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// `NewJob::quota`, checked in the same transaction under a per-tenant lock (a replay is
     /// never refused). The unique index decides between concurrent submitters, on any node.
     async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued>;
+
+    /// [`Store::enqueue`] of several submissions in one transaction (group commit), each with
+    /// the exact outcome it would have had alone, in order: a refusal of one
+    /// ([`StoreError::IdempotencyMismatch`], [`StoreError::Conflict`],
+    /// [`StoreError::QuotaExceeded`], another statement error) is rolled back to a savepoint
+    /// taken before that job and leaves the others in place. The submissions of a batch are
+    /// concurrent: jobs that insert a sandbox row or carry a quota are written first, then the
+    /// plain ones in shared multi-row inserts, each group in the order given. The outer error (the
+    /// database unavailable, the commit failed) means that nothing of the batch is committed.
+    async fn enqueue_batch(
+        &self,
+        batch: Vec<(NewJob, AuditEntry)>,
+    ) -> Result<Vec<Result<Enqueued>>>;
 
     /// Inserts many jobs in one transaction (no audit rows, no sandbox rows, no idempotency keys
     /// honoured beyond the unique constraint). Meant for bulk loads and benchmarks.
@@ -490,6 +537,24 @@ pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
     } else {
         (JobState::Failed, Some(interrupted_error(&job.tool)))
     }
+}
+
+/// Splits a batch into its plain submissions (no sandbox row, no quota: checked by the unique
+/// idempotency index alone, so they can share multi-row inserts) and the others (each in its
+/// own savepoint), both with their indices in the batch. The others are written first: the
+/// submissions of one batch are concurrent (a caller waits for its answer before it submits
+/// again), so any order among them is an order they could have arrived in.
+#[allow(clippy::type_complexity)]
+pub(crate) fn split_plain(
+    batch: Vec<(NewJob, AuditEntry)>,
+) -> (
+    Vec<(usize, (NewJob, AuditEntry))>,
+    Vec<(usize, (NewJob, AuditEntry))>,
+) {
+    batch
+        .into_iter()
+        .enumerate()
+        .partition(|(_, (job, _))| job.sandbox.is_none() && job.quota.is_none())
 }
 
 /// Refuses to replay `earlier` for `job` (same tenant and idempotency key) when both digests are

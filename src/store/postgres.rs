@@ -464,6 +464,181 @@ async fn rescue_jobs(
     Ok(rescued)
 }
 
+/// One submission's rows, inside the caller's transaction (which holds the tenant and workspace
+/// locks): the job (or, for a used idempotency key, the earlier job), the quota check, the
+/// sandbox row and the audit row. An error leaves the transaction to be rolled back (whole, or
+/// to the job's savepoint in a batch).
+async fn enqueue_rows(
+    conn: &mut PgConnection,
+    job: NewJob,
+    mut audit: AuditEntry,
+    now: DateTime<Utc>,
+) -> Result<Enqueued> {
+    let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
+        .fetch_optional(&mut *conn)
+        .await?;
+    let (stored, created) = match inserted {
+        Some(row) => (job_from_row(&row)?, true),
+        None => {
+            let row = sqlx::query("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2")
+                .bind(&job.tenant)
+                .bind(&job.idempotency_key)
+                .fetch_one(&mut *conn)
+                .await?;
+            let earlier = job_from_row(&row)?;
+            super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
+            (earlier, false)
+        }
+    };
+    if let (true, Some(quota)) = (created, &job.quota) {
+        check_quota(conn, &job, quota).await?;
+    }
+    if let (true, Some(sandbox)) = (created, &job.sandbox) {
+        // An error rolls back the transaction (or the job's savepoint): no job without its
+        // sandbox row.
+        insert_sandbox_row(conn, sandbox, Some(stored.id)).await?;
+    }
+    audit.job_id = Some(stored.id);
+    if !created {
+        audit.outcome = "replayed".into();
+    }
+    insert_audit(conn, &audit).await?;
+    Ok(Enqueued {
+        job: stored,
+        created,
+    })
+}
+
+/// Each submission in its own savepoint: a refusal undoes that job's rows alone and is its
+/// outcome; an outage ends the batch. Returns the outcomes with the submissions' indices.
+async fn enqueue_each(
+    conn: &mut PgConnection,
+    items: Vec<(usize, (NewJob, AuditEntry))>,
+    now: DateTime<Utc>,
+) -> Result<Vec<(usize, Result<Enqueued>)>> {
+    let mut outcomes = Vec::with_capacity(items.len());
+    for (n, (i, (job, audit))) in items.into_iter().enumerate() {
+        // One round trip: release the previous job's savepoint and take this one's.
+        let savepoint = if n == 0 {
+            "SAVEPOINT batch_job"
+        } else {
+            "RELEASE batch_job; SAVEPOINT batch_job"
+        };
+        sqlx::raw_sql(savepoint).execute(&mut *conn).await?;
+        match enqueue_rows(conn, job, audit, now).await {
+            Ok(enqueued) => outcomes.push((i, Ok(enqueued))),
+            // Undoes this job's rows only (its failed statement aborted just the
+            // subtransaction); the savepoint stays and is released by the next job.
+            Err(e) if e.is_per_job() => {
+                sqlx::raw_sql("ROLLBACK TO batch_job")
+                    .execute(&mut *conn)
+                    .await?;
+                outcomes.push((i, Err(e)));
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(outcomes)
+}
+
+/// The plain submissions of a batch (no sandbox row, no quota; see `super::split_plain`) in
+/// one multi-row job insert and one multi-row audit insert. A job whose idempotency key is taken
+/// (by an earlier job, by one before it in this insert, or by another node's transaction, which
+/// the unique index waits for) is not inserted; it is then a replay of that job, or, with other
+/// arguments, refused (`IdempotencyMismatch`) with no row of its own, so no savepoint is needed.
+/// Outcomes in the order of `plain`.
+async fn enqueue_plain(
+    conn: &mut PgConnection,
+    plain: &[(usize, (NewJob, AuditEntry))],
+    now: DateTime<Utc>,
+) -> Result<Vec<Result<Enqueued>>> {
+    let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+        "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, priority, attempts, \
+         max_attempts, retry_safe, timeout_s, run_after, created_at, idempotency_key, \
+         request_id, node, args_digest) ",
+    );
+    insert.push_values(plain, |mut b, (_, (job, _))| {
+        b.push_bind(job.id)
+            .push_bind(job.tenant.clone())
+            .push_bind(job.workspace.clone())
+            .push_bind(job.tool.clone())
+            .push_bind(jsonb_safe(job.arguments.clone()))
+            .push("'queued'")
+            .push_bind(job.priority)
+            .push("0")
+            .push_bind(job.max_attempts)
+            .push_bind(job.retry_safe)
+            .push_bind(job.timeout_s)
+            .push_bind(job.run_after)
+            .push_bind(now)
+            .push_bind(job.idempotency_key.clone())
+            .push_bind(job.request_id.clone())
+            .push_bind(job.node.clone())
+            .push_bind(job.args_digest.clone());
+    });
+    insert.push(" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *");
+    let rows = insert.build().fetch_all(&mut *conn).await?;
+    let mut inserted = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let job = job_from_row(row)?;
+        inserted.insert(job.id, job);
+    }
+    let mut outcomes = Vec::with_capacity(plain.len());
+    let mut audits = Vec::with_capacity(plain.len());
+    for (_, (job, audit)) in plain {
+        let outcome = match inserted.remove(&job.id) {
+            Some(stored) => Ok(Enqueued {
+                job: stored,
+                created: true,
+            }),
+            None => {
+                let row =
+                    sqlx::query("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2")
+                        .bind(&job.tenant)
+                        .bind(&job.idempotency_key)
+                        .fetch_one(&mut *conn)
+                        .await?;
+                let earlier = job_from_row(&row)?;
+                super::check_replay(job, &earlier, row.try_get("args_digest")?).map(|()| Enqueued {
+                    job: earlier,
+                    created: false,
+                })
+            }
+        };
+        if let Ok(enqueued) = &outcome {
+            let mut audit = audit.clone();
+            audit.job_id = Some(enqueued.job.id);
+            if !enqueued.created {
+                audit.outcome = "replayed".into();
+            }
+            audits.push(audit);
+        }
+        outcomes.push(outcome);
+    }
+    if !audits.is_empty() {
+        let mut insert = sqlx::QueryBuilder::<sqlx::Postgres>::new(
+            "INSERT INTO audit_log (at, request_id, tenant, key_id, client_addr, action, \
+             workspace, job_id, outcome, duration_ms, args_digest, args_summary) ",
+        );
+        insert.push_values(&audits, |mut b, entry| {
+            b.push_bind(entry.at)
+                .push_bind(entry.request_id.clone())
+                .push_bind(entry.tenant.clone())
+                .push_bind(entry.key_id.clone())
+                .push_bind(entry.client_addr.clone())
+                .push_bind(entry.action.clone())
+                .push_bind(entry.workspace.clone())
+                .push_bind(entry.job_id)
+                .push_bind(entry.outcome.clone())
+                .push_bind(entry.duration_ms)
+                .push_bind(entry.args_digest.clone())
+                .push_bind(entry.args_summary.clone().map(jsonb_safe));
+        });
+        insert.build().execute(&mut *conn).await?;
+    }
+    Ok(outcomes)
+}
+
 #[async_trait]
 impl Store for PgStore {
     fn backend(&self) -> Backend {
@@ -492,7 +667,7 @@ impl Store for PgStore {
         rx
     }
 
-    async fn enqueue(&self, job: NewJob, mut audit: AuditEntry) -> Result<Enqueued> {
+    async fn enqueue(&self, job: NewJob, audit: AuditEntry) -> Result<Enqueued> {
         let now = Utc::now();
         let mut tx = self.pool.begin().await?;
         if job.quota.is_some() {
@@ -509,43 +684,90 @@ impl Store for PgStore {
                 .execute(&mut *tx)
                 .await?;
         }
-        let inserted = bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), &job, now)
-            .fetch_optional(&mut *tx)
-            .await?;
-        let (stored, created) = match inserted {
-            Some(row) => (job_from_row(&row)?, true),
-            None => {
-                let row =
-                    sqlx::query("SELECT * FROM jobs WHERE tenant = $1 AND idempotency_key = $2")
-                        .bind(&job.tenant)
-                        .bind(&job.idempotency_key)
-                        .fetch_one(&mut *tx)
-                        .await?;
-                let earlier = job_from_row(&row)?;
-                super::check_replay(&job, &earlier, row.try_get("args_digest")?)?;
-                (earlier, false)
-            }
-        };
-        if let (true, Some(quota)) = (created, &job.quota) {
-            check_quota(&mut tx, &job, quota).await?;
-        }
-        if let (true, Some(sandbox)) = (created, &job.sandbox) {
-            // An error drops (rolls back) the transaction: no job without its sandbox row.
-            insert_sandbox_row(&mut tx, sandbox, Some(stored.id)).await?;
-        }
-        audit.job_id = Some(stored.id);
-        if !created {
-            audit.outcome = "replayed".into();
-        }
-        insert_audit(&mut tx, &audit).await?;
-        if created {
+        let enqueued = enqueue_rows(&mut tx, job, audit, now).await?;
+        if enqueued.created {
             notify(&mut tx, CHANNEL_JOBS, "").await?;
         }
         tx.commit().await?;
-        Ok(Enqueued {
-            job: stored,
-            created,
-        })
+        Ok(enqueued)
+    }
+
+    async fn enqueue_batch(
+        &self,
+        batch: Vec<(NewJob, AuditEntry)>,
+    ) -> Result<Vec<Result<Enqueued>>> {
+        let now = Utc::now();
+        let mut tx = self.pool.begin().await?;
+        // The batch's advisory locks, all up front in one statement and in one global order:
+        // tenant quota locks before workspace locks (as a single enqueue takes them), each
+        // class sorted by lock key, so batches and single enqueues on any node cannot deadlock.
+        // The workspace locks keep "FIFO order is commit order" across nodes.
+        let mut tenants: Vec<String> = batch
+            .iter()
+            .filter(|(job, _)| job.quota.is_some())
+            .map(|(job, _)| format!("tenant-quota:{}", job.tenant))
+            .collect();
+        let mut workspaces: Vec<String> = batch
+            .iter()
+            .filter_map(|(job, _)| job.workspace.clone())
+            .collect();
+        tenants.sort();
+        tenants.dedup();
+        workspaces.sort();
+        workspaces.dedup();
+        if !tenants.is_empty() || !workspaces.is_empty() {
+            sqlx::query(
+                "SELECT pg_advisory_xact_lock(k) FROM ( \
+                     SELECT class, k FROM ( \
+                         SELECT DISTINCT 0 AS class, hashtextextended(t, 1) AS k \
+                         FROM unnest($1::text[]) t \
+                         UNION \
+                         SELECT 1, hashtextextended(w, 0) FROM unnest($2::text[]) w) u \
+                     ORDER BY class, k OFFSET 0) ordered",
+            )
+            .bind(&tenants)
+            .bind(&workspaces)
+            .fetch_all(&mut *tx)
+            .await?;
+        }
+        let (plain, other) = super::split_plain(batch);
+        let mut outcomes: Vec<Option<Result<Enqueued>>> = Vec::new();
+        outcomes.resize_with(plain.len() + other.len(), || None);
+        for (i, outcome) in enqueue_each(&mut tx, other, now).await? {
+            outcomes[i] = Some(outcome);
+        }
+        if !plain.is_empty() {
+            sqlx::raw_sql("SAVEPOINT batch_plain")
+                .execute(&mut *tx)
+                .await?;
+            match enqueue_plain(&mut tx, &plain, now).await {
+                Ok(done) => {
+                    for ((i, _), outcome) in plain.iter().zip(done) {
+                        outcomes[*i] = Some(outcome);
+                    }
+                }
+                // A statement of the shared inserts failed (a bad value in one job): undo them
+                // and give each of these jobs its own savepoint instead.
+                Err(e) if e.is_per_job() => {
+                    sqlx::raw_sql("ROLLBACK TO batch_plain")
+                        .execute(&mut *tx)
+                        .await?;
+                    for (i, outcome) in enqueue_each(&mut tx, plain, now).await? {
+                        outcomes[i] = Some(outcome);
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        let outcomes: Vec<Result<Enqueued>> = outcomes
+            .into_iter()
+            .map(|o| o.expect("every submission has an outcome"))
+            .collect();
+        if outcomes.iter().any(|o| matches!(o, Ok(e) if e.created)) {
+            notify(&mut tx, CHANNEL_JOBS, "").await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
     }
 
     async fn enqueue_many(&self, jobs: Vec<NewJob>) -> Result<()> {

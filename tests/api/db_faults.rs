@@ -187,8 +187,9 @@ async fn killed_backends_are_replaced() {
 
 /// An exhausted pool (every connection stuck behind a lock this test holds on the jobs table)
 /// answers 503 `database_unavailable` with `Retry-After` once `database.acquire_timeout_ms`
-/// passes, never a 500; submissions that got a connection finish once the lock goes, and every
-/// id that was answered exists, none other.
+/// passes, never a 500 (also a submission waiting behind a stuck group commit); submissions that
+/// got a connection finish once the lock goes, and every id that was answered exists, none
+/// other.
 #[actix_web::test]
 async fn an_exhausted_pool_answers_503_and_accepts_nothing_it_did_not_answer() {
     let Some((mut config, dir)) = test_config(Db::Postgres).await else {
@@ -223,7 +224,13 @@ async fn an_exhausted_pool_answers_503_and_accepts_nothing_it_did_not_answer() {
         tokio::time::sleep(Duration::from_secs(4)).await;
         lock.rollback().await.unwrap();
     };
-    let (answers, ()) = tokio::join!(futures::future::join_all((0..6).map(|_| submit())), release);
+    // Staggered, so that later submissions arrive while earlier ones hold the connections or
+    // (with group commit) wait in a stuck transaction, and find no place within the timeout.
+    let staggered = (0..6u64).map(|i| async move {
+        tokio::time::sleep(Duration::from_millis(150 * i)).await;
+        submit().await
+    });
+    let (answers, ()) = tokio::join!(futures::future::join_all(staggered), release);
     let mut accepted = Vec::new();
     let mut refused = 0;
     for (status, retry_after, body) in &answers {

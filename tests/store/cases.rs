@@ -2060,3 +2060,220 @@ pub async fn unclaim_puts_jobs_back_in_their_place(t: TestStore) {
     assert_eq!(again[0].attempts, 1);
     assert!(s.unclaim("n1", &[], later).await.unwrap().is_empty());
 }
+
+/// One batch (group commit) with an accepted job, a replay, an idempotency mismatch, a sandbox
+/// name conflict, a quota refusal and two jobs of one workspace: each gets the outcome it would
+/// have had alone, the refused ones leave nothing behind (no job, no sandbox row, no audit row),
+/// the accepted ones are committed with their audit rows, and a workspace's jobs keep the
+/// batch's order.
+pub async fn enqueue_batch_gives_each_job_its_own_outcome(t: TestStore) {
+    let s = t.store.as_ref();
+    let mut earlier = job("b", None);
+    earlier.idempotency_key = Some("used".into());
+    earlier.args_digest = Some("digest-a".into());
+    let earlier = s.enqueue(earlier, audit("b")).await.unwrap().job;
+    s.enqueue(creating("b", "taken"), audit("b")).await.unwrap();
+    let full = Quota {
+        max_active_jobs: Some(1),
+        ..Quota::default()
+    };
+    s.enqueue(with_quota(job("q", None), full.clone()), audit("q"))
+        .await
+        .unwrap();
+    let before = audit_rows(s).await;
+
+    let mut replay = job("b", None);
+    replay.idempotency_key = Some("used".into());
+    replay.args_digest = Some("digest-a".into());
+    let mut mismatch = job("b", None);
+    mismatch.idempotency_key = Some("used".into());
+    mismatch.args_digest = Some("digest-b".into());
+    let batch = vec![
+        (job("b", Some("b/ws")), audit("b")),
+        (replay, audit("b")),
+        (mismatch, audit("b")),
+        (creating("b", "taken"), audit("b")),
+        (with_quota(job("q", None), full.clone()), audit("q")),
+        (creating("b", "fresh"), audit("b")),
+        (job("b", Some("b/ws")), audit("b")),
+    ];
+    let outcomes = s.enqueue_batch(batch).await.unwrap();
+    assert_eq!(outcomes.len(), 7);
+    let first = outcomes[0].as_ref().unwrap();
+    assert!(first.created);
+    let replayed = outcomes[1].as_ref().unwrap();
+    assert!(!replayed.created);
+    assert_eq!(replayed.job.id, earlier.id);
+    assert!(
+        matches!(&outcomes[2], Err(StoreError::IdempotencyMismatch { job_id, .. }) if *job_id == earlier.id),
+        "{:?}",
+        outcomes[2]
+    );
+    assert!(
+        matches!(&outcomes[3], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcomes[3]
+    );
+    assert!(
+        matches!(
+            &outcomes[4],
+            Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::ActiveJobs,
+                limit: 1
+            })
+        ),
+        "{:?}",
+        outcomes[4]
+    );
+    let fresh = outcomes[5].as_ref().unwrap();
+    assert!(fresh.created);
+    let last = outcomes[6].as_ref().unwrap();
+    assert!(last.created);
+    assert!(first.job.seq < last.job.seq);
+
+    // Committed: the three new jobs, the fresh sandbox, and an audit row for each accepted
+    // submission (the replay's marked `replayed`); nothing of the three refused ones.
+    for id in [first.job.id, fresh.job.id, last.job.id] {
+        assert!(s.job(Some("b"), id).await.unwrap().is_some());
+    }
+    assert_eq!(audit_rows(s).await, before + 4);
+    let names: Vec<String> = s
+        .list_sandboxes(&SandboxFilter {
+            tenant: "b".into(),
+            ..SandboxFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names.iter().filter(|n| *n == "taken").count(), 1);
+    assert_eq!(names.iter().filter(|n| *n == "fresh").count(), 1);
+    let q_jobs = s
+        .list_jobs(&JobFilter {
+            tenant: Some("q".into()),
+            limit: 10,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(q_jobs.len(), 1);
+    // The workspace's jobs run in the batch's order.
+    let claimed = claim(s, "n1", 10).await;
+    assert!(claimed.iter().any(|j| j.id == first.job.id));
+    assert!(!claimed.iter().any(|j| j.id == last.job.id));
+}
+
+/// Concurrent batches and single enqueues with the same idempotency keys, also twice in one
+/// batch: one job per key, every other submission a replay of it.
+pub async fn concurrent_batches_with_the_same_key_make_one_job(t: TestStore) {
+    let s = t.store.clone();
+    let mut tasks = Vec::new();
+    for i in 0..8 {
+        let s = s.clone();
+        tasks.push(tokio::spawn(async move {
+            let keyed = |k: usize| {
+                let mut j = job("k", Some(&format!("k/w{}", (i + k) % 3)));
+                j.idempotency_key = Some(format!("key{k}"));
+                j
+            };
+            if i % 2 == 0 {
+                let batch = (0..4)
+                    .flat_map(|k| [(keyed(k), audit("k")), (keyed(k), audit("k"))])
+                    .collect();
+                s.enqueue_batch(batch)
+                    .await
+                    .unwrap()
+                    .into_iter()
+                    .map(|o| o.unwrap())
+                    .collect::<Vec<_>>()
+            } else {
+                let mut out = Vec::new();
+                for k in 0..4 {
+                    out.push(s.enqueue(keyed(k), audit("k")).await.unwrap());
+                }
+                out
+            }
+        }));
+    }
+    let mut by_key: BTreeMap<String, HashSet<Uuid>> = BTreeMap::new();
+    let mut created = 0;
+    for task in tasks {
+        for e in task.await.unwrap() {
+            created += usize::from(e.created);
+            by_key
+                .entry(e.job.idempotency_key.clone().unwrap())
+                .or_default()
+                .insert(e.job.id);
+        }
+    }
+    assert_eq!(by_key.len(), 4);
+    assert!(by_key.values().all(|ids| ids.len() == 1), "{by_key:?}");
+    assert_eq!(created, 4);
+    let all = s
+        .list_jobs(&JobFilter {
+            tenant: Some("k".into()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all.len(), 4);
+}
+
+/// 40 concurrent submitters through the queue's group commit (`Queue::enqueue`), each
+/// submitting five jobs one after another into a workspace shared with others, among them a
+/// refusal (a taken sandbox name) and a replay: every accepted id is committed when answered,
+/// the refusals fail alone, and each submitter's jobs keep their order in the workspace.
+pub async fn queue_group_commit_keeps_outcomes_and_order(t: TestStore) {
+    let s = t.store.clone();
+    s.enqueue(creating("g", "taken"), audit("g")).await.unwrap();
+    let queue = daytona_mcp::queue::Queue::new(s.clone(), Duration::from_secs(1));
+    let mut tasks = Vec::new();
+    for c in 0..40 {
+        let (queue, s) = (queue.clone(), s.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut mine = Vec::new();
+            for k in 0..5 {
+                let j = match k {
+                    2 => creating("g", "taken"),
+                    _ => {
+                        let mut j = job("g", Some(&format!("g/w{}", c % 4)));
+                        // The first job's key is shared by all submitters: one job, replays.
+                        j.idempotency_key = (k == 0).then(|| "shared".to_string());
+                        j
+                    }
+                };
+                match queue.enqueue(j, audit("g")).await {
+                    Ok(e) => {
+                        // Answered means committed: another connection sees it.
+                        assert!(s.job(Some("g"), e.job.id).await.unwrap().is_some());
+                        if k > 0 {
+                            mine.push(e.job);
+                        }
+                    }
+                    Err(StoreError::Conflict(_)) => assert_eq!(k, 2),
+                    Err(e) => panic!("submission {k}: {e:?}"),
+                }
+            }
+            mine
+        }));
+    }
+    let mut total = 0;
+    for task in tasks {
+        let mine = task.await.unwrap();
+        assert_eq!(mine.len(), 3, "{mine:?}");
+        assert!(mine.windows(2).all(|w| w[0].seq < w[1].seq), "{mine:?}");
+        total += mine.len();
+    }
+    let all = s
+        .list_jobs(&JobFilter {
+            tenant: Some("g".into()),
+            limit: 1000,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    // The sandbox-creating job at the start, one shared-key job, three per submitter.
+    assert_eq!(all.len(), 1 + 1 + total);
+}

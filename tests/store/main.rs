@@ -109,6 +109,9 @@ conformance!(
     api_keys_are_stored_listed_and_revoked_with_audit_rows,
     quotas_hold_under_concurrent_enqueues,
     unclaim_puts_jobs_back_in_their_place,
+    enqueue_batch_gives_each_job_its_own_outcome,
+    concurrent_batches_with_the_same_key_make_one_job,
+    queue_group_commit_keeps_outcomes_and_order,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
