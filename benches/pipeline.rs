@@ -437,15 +437,18 @@ fn main() {
         .collect();
     let mode = args.first().map(String::as_str).unwrap_or("all");
     let n: Option<usize> = args.get(1).and_then(|s| s.parse().ok());
+    let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let backends = args
+        .get(3)
+        .cloned()
+        .unwrap_or_else(|| "sqlite,postgres".into());
     let system = actix_rt::System::new();
     system.block_on(async move {
         if matches!(mode, "queue" | "all") {
             bench_queue(n.unwrap_or(50_000)).await;
         }
         if mode == "peers" {
-            let runs = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
-            let backends = args.get(3).map_or("sqlite,postgres", String::as_str);
-            bench_peers(n.unwrap_or(20_000), runs, backends).await;
+            bench_peers(n.unwrap_or(20_000), runs, &backends).await;
         }
         if matches!(mode, "e2e" | "mcp" | "all") {
             bench_e2e(n.unwrap_or(300)).await;
