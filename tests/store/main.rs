@@ -109,6 +109,7 @@ conformance!(
     api_keys_are_stored_listed_and_revoked_with_audit_rows,
     quotas_hold_under_concurrent_enqueues,
     unclaim_puts_jobs_back_in_their_place,
+    small_claims_keep_the_global_order_past_a_busy_workspace,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
