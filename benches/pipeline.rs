@@ -212,15 +212,9 @@ async fn bench_peers(jobs: usize, runs: usize, backends: &str) {
                     };
                     let store = open(&url).await;
                     let vacuum = (backend == "postgres").then_some(url.as_str());
-                    let rate = queue_run_with(
-                        store,
-                        vacuum,
-                        jobs,
-                        workspaces,
-                        concurrency,
-                        claim_batch,
-                    )
-                    .await;
+                    let rate =
+                        queue_run_with(store, vacuum, jobs, workspaces, concurrency, claim_batch)
+                            .await;
                     println!(
                         "{}",
                         json!({

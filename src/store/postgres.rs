@@ -190,8 +190,11 @@ impl PgStore {
                 .replace("{heads}", CLAIM_HEADS_WINDOW)
                 .replace("{free}", CLAIM_FREE_WINDOW)
         });
-        static ALL: LazyLock<String> =
-            LazyLock::new(|| CLAIM.replace("{heads}", CLAIM_HEADS_ALL).replace("{free}", "TRUE"));
+        static ALL: LazyLock<String> = LazyLock::new(|| {
+            CLAIM
+                .replace("{heads}", CLAIM_HEADS_ALL)
+                .replace("{free}", "TRUE")
+        });
         let sql: &'static str = if window.is_some() { &WINDOW } else { &ALL };
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(now)
@@ -700,11 +703,15 @@ impl Store for PgStore {
         };
         if rows.len() < limit as usize {
             let rest = limit - rows.len() as u32;
-            if let Some(more) = self
-                .claim_with(node, rest, now, lease, None)
-                .await?
-            {
-                rows.extend(more);
+            match self.claim_with(node, rest, now, lease, None).await {
+                Ok(more) => rows.extend(more.unwrap_or_default()),
+                // The window's jobs are committed as claimed: returning an error now would strand
+                // them until their leases ran out, so they are returned and the walk waits for
+                // the next claim.
+                Err(e) if !rows.is_empty() => {
+                    tracing::warn!(error = %e, "claim: the walk after the window failed");
+                }
+                Err(e) => return Err(e),
             }
         }
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;

@@ -2078,9 +2078,17 @@ pub async fn small_claims_keep_the_global_order_past_a_busy_workspace(t: TestSto
     let f2 = put(s, job("t1", None)).await;
 
     let first: Vec<Uuid> = claim(s, "n1", 1).await.iter().map(|j| j.id).collect();
-    assert_eq!(first, vec![b1.id], "the older head beats the later unserialized job");
+    assert_eq!(
+        first,
+        vec![b1.id],
+        "the older head beats the later unserialized job"
+    );
     let next: Vec<Uuid> = claim(s, "n1", 2).await.iter().map(|j| j.id).collect();
-    assert_eq!(next, vec![f1.id, f2.id], "w/free is busy with b1; b2 waits behind it");
+    assert_eq!(
+        next,
+        vec![f1.id, f2.id],
+        "w/free is busy with b1; b2 waits behind it"
+    );
     s.complete("n1", &[ok(b1.id)], Utc::now()).await.unwrap();
     let last: Vec<Uuid> = claim(s, "n1", 5).await.iter().map(|j| j.id).collect();
     assert_eq!(last, vec![b2.id], "w/busy is still running its first job");
