@@ -4,7 +4,14 @@
 //! cargo bench --bench pipeline -- queue [JOBS]     # no-op jobs through store, dispatcher, actors
 //! cargo bench --bench pipeline -- e2e [CALLS]      # sync execute_shell `true`: REST, MCP, bare bwrap
 //! cargo bench --bench pipeline -- mcp [CALLS]      # the same (MCP rows included in both)
+//! cargo bench --bench pipeline -- peers [JOBS] [RUNS] [BACKENDS]  # the peers' workload
 //! ```
+//! `peers` is the workload of graphile-worker's and pg-boss's published benchmarks (and of
+//! `benches/peers/`): JOBS (20,000) no-op jobs inserted in bulk, then worked off, measured from
+//! the worker's start to the last job done; workload A without a workspace, workload B over
+//! 1,000 workspaces round-robin (at most one running job each); 50 jobs in flight (the peers'
+//! setting) and the tuned setting. BACKENDS is `sqlite,postgres` (default) or either one. Each
+//! run prints one JSON line, which `benches/peers/compare.sh` reads.
 //! PostgreSQL variants run when `DAYTONA_MCP_BENCH_POSTGRES` names a database URL the bench may
 //! create databases from (e.g. `postgres://postgres@127.0.0.1:5432/postgres`).
 
@@ -49,6 +56,19 @@ async fn postgres_url() -> Option<String> {
 /// Enqueues `jobs` no-op jobs (spread over `workspaces` workspaces, or none), then measures
 /// how long the pool takes to run them all.
 async fn queue_run(store: Arc<dyn Store>, jobs: usize, workspaces: usize) -> f64 {
+    queue_run_with(store, None, jobs, workspaces, 1024, 512).await
+}
+
+/// [`queue_run`] with the pool's concurrency and claim batch given; `vacuum` (a PostgreSQL
+/// URL) is vacuumed and analysed after the insert, as the peers' scripts do.
+async fn queue_run_with(
+    store: Arc<dyn Store>,
+    vacuum: Option<&str>,
+    jobs: usize,
+    workspaces: usize,
+    concurrency: usize,
+    claim_batch: u32,
+) -> f64 {
     let mut batch = Vec::with_capacity(1000);
     for i in 0..jobs {
         let mut job = NewJob::new("bench", "noop", json!({}));
@@ -64,6 +84,13 @@ async fn queue_run(store: Arc<dyn Store>, jobs: usize, workspaces: usize) -> f64
         }
     }
     store.enqueue_many(batch).await.unwrap();
+    if let Some(url) = vacuum {
+        let mut conn = sqlx::PgConnection::connect(url).await.unwrap();
+        sqlx::query("VACUUM ANALYZE jobs")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+    }
 
     let queue = Queue::new(store.clone(), Duration::from_secs(1));
     let started = Instant::now();
@@ -73,9 +100,8 @@ async fn queue_run(store: Arc<dyn Store>, jobs: usize, workspaces: usize) -> f64
         Metrics::new(),
         PoolConfig {
             node_id: format!("bench-{}", uuid::Uuid::new_v4().simple()),
-            // Room for two claims in flight, so claiming overlaps completing.
-            concurrency: 1024,
-            claim_batch: 512,
+            concurrency,
+            claim_batch,
             poll_interval: Duration::from_millis(50),
             ..PoolConfig::default()
         },
@@ -163,6 +189,69 @@ async fn bench_queue(jobs: usize) {
                  {rate:>9.0} jobs/s"
             );
         }
+    }
+}
+
+/// The peers' workload (see the module comment), one JSON line per run.
+async fn bench_peers(jobs: usize, runs: usize, backends: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    // 50 in flight as the peers' scripts run (graphile-worker `concurrency` 50, pg-boss 2 × 25),
+    // claimed 25 at a time so that a claim overlaps the previous batch's completion; and the
+    // tuned setting, room for two claims of 512 in flight.
+    let settings = [("50", 50usize, 25u32), ("tuned", 1024, 512)];
+    for run in 1..=runs {
+        for backend in ["postgres", "sqlite"] {
+            if !backends.split(',').any(|b| b == backend) {
+                continue;
+            }
+            for (workload, workspaces) in [("A", 0usize), ("B", 1000)] {
+                for (setting, concurrency, claim_batch) in settings {
+                    let Some(url) = fresh(backend, dir.path()).await else {
+                        eprintln!("peers {backend}: skipped (set DAYTONA_MCP_BENCH_POSTGRES)");
+                        break;
+                    };
+                    let store = open(&url).await;
+                    let vacuum = (backend == "postgres").then_some(url.as_str());
+                    let rate =
+                        queue_run_with(store, vacuum, jobs, workspaces, concurrency, claim_batch)
+                            .await;
+                    println!(
+                        "{}",
+                        json!({
+                            "system": "daytona-mcp",
+                            "backend": backend,
+                            "workload": workload,
+                            "jobs": jobs,
+                            "keys": (workspaces > 0).then_some(workspaces),
+                            "setting": setting,
+                            "concurrency": concurrency,
+                            "claim_batch": claim_batch,
+                            "work_per_s": (rate * 10.0).round() / 10.0,
+                            "run": run,
+                            "ok": true,
+                        })
+                    );
+                    if backend == "postgres" {
+                        drop_database(&url).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Drops a database [`postgres_url`] created, so that repeated runs do not fill the server.
+async fn drop_database(url: &str) {
+    let Ok(admin) = std::env::var("DAYTONA_MCP_BENCH_POSTGRES") else {
+        return;
+    };
+    let name = &url[url.rfind('/').unwrap() + 1..];
+    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
     }
 }
 
@@ -342,10 +431,18 @@ fn main() {
         .collect();
     let mode = args.first().map(String::as_str).unwrap_or("all");
     let n: Option<usize> = args.get(1).and_then(|s| s.parse().ok());
+    let runs: usize = args.get(2).and_then(|s| s.parse().ok()).unwrap_or(1);
+    let backends = args
+        .get(3)
+        .cloned()
+        .unwrap_or_else(|| "sqlite,postgres".into());
     let system = actix_rt::System::new();
     system.block_on(async move {
         if matches!(mode, "queue" | "all") {
             bench_queue(n.unwrap_or(50_000)).await;
+        }
+        if mode == "peers" {
+            bench_peers(n.unwrap_or(20_000), runs, &backends).await;
         }
         if matches!(mode, "e2e" | "mcp" | "all") {
             bench_e2e(n.unwrap_or(300)).await;

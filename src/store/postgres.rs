@@ -6,6 +6,7 @@
 //! `NOTIFY` so other nodes wake at once.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -172,6 +173,47 @@ impl PgStore {
         Ok(Some(outcome))
     }
 
+    /// One claim statement: with `window`, the heads of [`CLAIM_HEADS_WINDOW`] over that many
+    /// jobs, else every workspace's head ([`CLAIM_HEADS_ALL`]). `None` when two
+    /// nodes raced for the head of a workspace and the unique index refused the second running
+    /// job: the invariant held, and the loser simply claims again later.
+    async fn claim_with(
+        &self,
+        node: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+        window: Option<i64>,
+    ) -> Result<Option<Vec<PgRow>>> {
+        static WINDOW: LazyLock<String> = LazyLock::new(|| {
+            CLAIM
+                .replace("{heads}", CLAIM_HEADS_WINDOW)
+                .replace("{free}", CLAIM_FREE_WINDOW)
+        });
+        static ALL: LazyLock<String> = LazyLock::new(|| {
+            CLAIM
+                .replace("{heads}", CLAIM_HEADS_ALL)
+                .replace("{free}", "TRUE")
+        });
+        let sql: &'static str = if window.is_some() { &WINDOW } else { &ALL };
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(now)
+            .bind(node)
+            .bind(super::lease_until(now, lease))
+            .bind(i64::from(limit))
+            .bind(window.unwrap_or(0))
+            .fetch_all(&self.pool)
+            .await;
+        match rows {
+            Ok(rows) => Ok(Some(rows)),
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                tracing::debug!("claim lost a race for a workspace head: {e}");
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
         PgStore::connect_with(url, max_connections, super::DEFAULT_ACQUIRE_TIMEOUT).await
     }
@@ -327,6 +369,79 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
         },
     })
 }
+
+/// Largest claim that first tries [`CLAIM_HEADS_WINDOW`].
+const WINDOW_CLAIM_MAX: u32 = 128;
+
+/// The claim: candidates come from two index-ordered sources, ready jobs without a workspace and
+/// `{heads}` (the first queued job of each workspace that has no running job); the best `$4`
+/// of them are locked, skipping rows another node holds, and claimed. `$5` is the window of
+/// [`CLAIM_HEADS_WINDOW`]; `{free}` bounds the jobs without a workspace.
+const CLAIM: &str = "WITH {heads}, \
+     free AS ( \
+         SELECT seq, priority FROM jobs f \
+         WHERE state = 'queued' AND workspace IS NULL AND run_after <= $1 \
+           AND (node IS NULL OR node = $2) AND {free} \
+         ORDER BY priority DESC, seq LIMIT $4), \
+     candidates AS ( \
+         SELECT seq FROM (SELECT seq, priority FROM free \
+                          UNION ALL SELECT seq, priority FROM heads) c \
+         ORDER BY priority DESC, seq LIMIT $4), \
+     locked AS ( \
+         SELECT seq FROM jobs \
+         WHERE seq = ANY(ARRAY(SELECT seq FROM candidates)) AND state = 'queued' \
+         FOR UPDATE SKIP LOCKED) \
+     UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = $1, \
+         lease_owner = $2, lease_expires_at = $3 \
+     WHERE seq = ANY(ARRAY(SELECT seq FROM locked)) \
+     RETURNING *";
+
+/// Workspace heads among the `$5` oldest queued workspace jobs (index `jobs_queued_keyed`): a job
+/// of the window is a head when it is its workspace's first queued job. A few probes per job of
+/// the window, however many workspaces have queued jobs. A head outside a full window ranks
+/// after the window's last job, so jobs without a workspace are taken only up to that rank
+/// ([`CLAIM_FREE_WINDOW`]): every job this claim takes is then among the best, and the full
+/// walk claims whatever ranks after.
+const CLAIM_HEADS_WINDOW: &str = "win AS ( \
+         SELECT seq, priority, workspace, run_after, node FROM jobs \
+         WHERE state = 'queued' AND workspace IS NOT NULL \
+         ORDER BY priority DESC, seq LIMIT $5), \
+     heads AS ( \
+         SELECT w.seq, w.priority FROM win w \
+         WHERE w.run_after <= $1 AND (w.node IS NULL OR w.node = $2) \
+           AND w.seq = (SELECT h.seq FROM jobs h \
+                        WHERE h.workspace = w.workspace AND h.state = 'queued' \
+                        ORDER BY h.priority DESC, h.seq LIMIT 1) \
+           AND NOT EXISTS (SELECT 1 FROM jobs r \
+                           WHERE r.workspace = w.workspace AND r.state = 'running'))";
+
+/// Jobs without a workspace that rank before the last job of a full window.
+const CLAIM_FREE_WINDOW: &str = "((SELECT count(*) FROM win) < $5 \
+     OR EXISTS (SELECT 1 FROM (SELECT priority, seq FROM win \
+                               ORDER BY priority, seq DESC LIMIT 1) b \
+                WHERE f.priority > b.priority OR (f.priority = b.priority AND f.seq < b.seq)))";
+
+/// Every workspace's head, found by a loose index scan over the workspaces with queued jobs, so
+/// a long backlog in one workspace costs one probe, not a scan. (`$5` is unused.)
+const CLAIM_HEADS_ALL: &str = "RECURSIVE ws AS ( \
+         (SELECT workspace FROM jobs \
+          WHERE state = 'queued' AND workspace IS NOT NULL AND $5::bigint >= 0 \
+          ORDER BY workspace LIMIT 1) \
+         UNION ALL \
+         SELECT (SELECT j.workspace FROM jobs j \
+                 WHERE j.state = 'queued' AND j.workspace > ws.workspace \
+                 ORDER BY j.workspace LIMIT 1) \
+         FROM ws WHERE ws.workspace IS NOT NULL), \
+     heads AS ( \
+         SELECT h.seq, h.priority FROM ws \
+         CROSS JOIN LATERAL ( \
+             SELECT seq, priority, run_after, node FROM jobs \
+             WHERE workspace = ws.workspace AND state = 'queued' \
+             ORDER BY priority DESC, seq LIMIT 1) h \
+         WHERE ws.workspace IS NOT NULL AND h.run_after <= $1 \
+           AND (h.node IS NULL OR h.node = $2) \
+           AND NOT EXISTS (SELECT 1 FROM jobs r \
+                           WHERE r.workspace = ws.workspace AND r.state = 'running'))";
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
      priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
@@ -793,65 +908,34 @@ impl Store for PgStore {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        // Candidates come from two index-ordered sources: ready jobs without a workspace, and
-        // the first queued job of each workspace that has no running job (found by a loose
-        // index scan over the workspaces with queued jobs, so a long backlog in one workspace
-        // costs one probe, not a scan). The best `limit` of them are locked, skipping rows
-        // another node holds, and claimed.
-        let rows = sqlx::query(
-            "WITH RECURSIVE ws AS ( \
-                 (SELECT workspace FROM jobs \
-                  WHERE state = 'queued' AND workspace IS NOT NULL \
-                  ORDER BY workspace LIMIT 1) \
-                 UNION ALL \
-                 SELECT (SELECT j.workspace FROM jobs j \
-                         WHERE j.state = 'queued' AND j.workspace > ws.workspace \
-                         ORDER BY j.workspace LIMIT 1) \
-                 FROM ws WHERE ws.workspace IS NOT NULL), \
-             heads AS ( \
-                 SELECT h.seq, h.priority FROM ws \
-                 CROSS JOIN LATERAL ( \
-                     SELECT seq, priority, run_after, node FROM jobs \
-                     WHERE workspace = ws.workspace AND state = 'queued' \
-                     ORDER BY priority DESC, seq LIMIT 1) h \
-                 WHERE ws.workspace IS NOT NULL AND h.run_after <= $1 \
-                   AND (h.node IS NULL OR h.node = $2) \
-                   AND NOT EXISTS (SELECT 1 FROM jobs r \
-                                   WHERE r.workspace = ws.workspace AND r.state = 'running')), \
-             free AS ( \
-                 SELECT seq, priority FROM jobs \
-                 WHERE state = 'queued' AND workspace IS NULL AND run_after <= $1 \
-                   AND (node IS NULL OR node = $2) \
-                 ORDER BY priority DESC, seq LIMIT $4), \
-             candidates AS ( \
-                 SELECT seq FROM (SELECT seq, priority FROM free \
-                                  UNION ALL SELECT seq, priority FROM heads) c \
-                 ORDER BY priority DESC, seq LIMIT $4), \
-             locked AS ( \
-                 SELECT seq FROM jobs \
-                 WHERE seq = ANY(ARRAY(SELECT seq FROM candidates)) AND state = 'queued' \
-                 FOR UPDATE SKIP LOCKED) \
-             UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = $1, \
-                 lease_owner = $2, lease_expires_at = $3 \
-             WHERE seq = ANY(ARRAY(SELECT seq FROM locked)) \
-             RETURNING *",
-        )
-        .bind(now)
-        .bind(node)
-        .bind(super::lease_until(now, lease))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await;
-        let rows = match rows {
-            Ok(rows) => rows,
-            // Two nodes raced for the head of a workspace and the unique index refused the second
-            // running job: the invariant held, and the loser simply claims again later.
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                tracing::debug!("claim lost a race for a workspace head: {e}");
-                return Ok(Vec::new());
-            }
-            Err(e) => return Err(e.into()),
+        // The window first: the heads of free workspaces among the oldest queued workspace
+        // jobs. When it yields a full claim, those are exactly the best `limit` candidates (any
+        // head outside the window ranks after every job in it); when it comes back short, the
+        // full walk over every workspace claims the rest.
+        // A large claim takes most workspaces' heads anyway, and there the walk is the cheaper
+        // plan (measured: 512 of 1,000 workspaces took 40 ms by the walk, 60-70 ms by a window of
+        // 1,088), so only small claims try the window.
+        let mut rows = if limit <= WINDOW_CLAIM_MAX {
+            let window = i64::from(limit) * 2 + 64;
+            self.claim_with(node, limit, now, lease, Some(window))
+                .await?
+                .unwrap_or_default()
+        } else {
+            Vec::new()
         };
+        if rows.len() < limit as usize {
+            let rest = limit - rows.len() as u32;
+            match self.claim_with(node, rest, now, lease, None).await {
+                Ok(more) => rows.extend(more.unwrap_or_default()),
+                // The window's jobs are committed as claimed: returning an error now would strand
+                // them until their leases ran out, so they are returned and the walk waits for
+                // the next claim.
+                Err(e) if !rows.is_empty() => {
+                    tracing::warn!(error = %e, "claim: the walk after the window failed");
+                }
+                Err(e) => return Err(e),
+            }
+        }
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
         jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
         Ok(jobs)
@@ -896,46 +980,41 @@ impl Store for PgStore {
             return Ok(Vec::new());
         }
         let rows: Vec<_> = completions.iter().map(Completion::row).collect();
-        let mut tx = self.pool.begin().await?;
+        // One statement, so one round trip and one commit for the whole batch: the update, a
+        // `done` notice per written job, and one `jobs` notice (a finished job may unblock the
+        // next job of its workspace on another node). The notices go out with the commit.
         let written = sqlx::query(
-            "UPDATE jobs SET \
-                 state = c.state, \
-                 finished_at = CASE WHEN c.state = 'queued' THEN jobs.finished_at ELSE $2 END, \
-                 result = CASE WHEN c.state = 'queued' THEN jobs.result ELSE c.result END, \
-                 error = c.error, \
-                 exit_code = CASE WHEN c.state = 'queued' THEN jobs.exit_code ELSE c.exit_code END, \
-                 run_after = COALESCE(c.run_after, jobs.run_after), \
-                 cancel_requested = CASE WHEN c.state = 'queued' THEN FALSE \
-                                         ELSE jobs.cancel_requested END, \
-                 lease_owner = NULL, lease_expires_at = NULL \
-             FROM jsonb_to_recordset($1::jsonb) AS c(id uuid, state text, result jsonb, \
-                  error jsonb, exit_code integer, run_after timestamptz) \
-             WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $3 \
-             RETURNING jobs.*",
+            "WITH written AS ( \
+                 UPDATE jobs SET \
+                     state = c.state, \
+                     finished_at = CASE WHEN c.state = 'queued' THEN jobs.finished_at ELSE $2 END, \
+                     result = CASE WHEN c.state = 'queued' THEN jobs.result ELSE c.result END, \
+                     error = c.error, \
+                     exit_code = CASE WHEN c.state = 'queued' THEN jobs.exit_code \
+                                      ELSE c.exit_code END, \
+                     run_after = COALESCE(c.run_after, jobs.run_after), \
+                     cancel_requested = CASE WHEN c.state = 'queued' THEN FALSE \
+                                             ELSE jobs.cancel_requested END, \
+                     lease_owner = NULL, lease_expires_at = NULL \
+                 FROM jsonb_to_recordset($1::jsonb) AS c(id uuid, state text, result jsonb, \
+                      error jsonb, exit_code integer, run_after timestamptz) \
+                 WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $3 \
+                 RETURNING jobs.*), \
+             notices AS ( \
+                 SELECT count(pg_notify($4, id::text)) + count(pg_notify($5, '')) AS n \
+                 FROM written) \
+             SELECT written.* FROM written, notices",
         )
         .bind(jsonb_safe(
             serde_json::to_value(&rows).expect("completions serialize"),
         ))
         .bind(now)
         .bind(node)
-        .fetch_all(&mut *tx)
+        .bind(CHANNEL_DONE)
+        .bind(CHANNEL_JOBS)
+        .fetch_all(&self.pool)
         .await?;
-        let written = written
-            .iter()
-            .map(job_from_row)
-            .collect::<Result<Vec<_>>>()?;
-        if !written.is_empty() {
-            let ids: Vec<Uuid> = written.iter().map(|j| j.id).collect();
-            sqlx::query("SELECT pg_notify($1, id::text) FROM unnest($2::uuid[]) AS id")
-                .bind(CHANNEL_DONE)
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await?;
-            // A finished job may unblock the next job of its workspace on another node.
-            notify(&mut tx, CHANNEL_JOBS, "").await?;
-        }
-        tx.commit().await?;
-        Ok(written)
+        written.iter().map(job_from_row).collect()
     }
 
     async fn cancel(

@@ -2277,3 +2277,36 @@ pub async fn queue_group_commit_keeps_outcomes_and_order(t: TestStore) {
     // The sandbox-creating job at the start, one shared-key job, three per submitter.
     assert_eq!(all.len(), 1 + 1 + total);
 }
+
+/// A small claim looks first at a window of the oldest queued workspace jobs (PostgreSQL); when
+/// that window is full of jobs behind a busy workspace, a free workspace's head past it still
+/// ranks before a later job without a workspace, and FIFO holds inside each workspace.
+pub async fn small_claims_keep_the_global_order_past_a_busy_workspace(t: TestStore) {
+    let s = t.store.as_ref();
+    let running = put(s, job("t1", Some("w/busy"))).await;
+    assert_eq!(claim(s, "n1", 1).await[0].id, running.id);
+    // More jobs behind the busy workspace than any small claim's window holds.
+    s.enqueue_many((0..200).map(|_| job("t1", Some("w/busy"))).collect())
+        .await
+        .unwrap();
+    let b1 = put(s, job("t1", Some("w/free"))).await;
+    let b2 = put(s, job("t1", Some("w/free"))).await;
+    let f1 = put(s, job("t1", None)).await;
+    let f2 = put(s, job("t1", None)).await;
+
+    let first: Vec<Uuid> = claim(s, "n1", 1).await.iter().map(|j| j.id).collect();
+    assert_eq!(
+        first,
+        vec![b1.id],
+        "the older head beats the later unserialized job"
+    );
+    let next: Vec<Uuid> = claim(s, "n1", 2).await.iter().map(|j| j.id).collect();
+    assert_eq!(
+        next,
+        vec![f1.id, f2.id],
+        "w/free is busy with b1; b2 waits behind it"
+    );
+    s.complete("n1", &[ok(b1.id)], Utc::now()).await.unwrap();
+    let last: Vec<Uuid> = claim(s, "n1", 5).await.iter().map(|j| j.id).collect();
+    assert_eq!(last, vec![b2.id], "w/busy is still running its first job");
+}

@@ -112,6 +112,7 @@ conformance!(
     enqueue_batch_gives_each_job_its_own_outcome,
     concurrent_batches_with_the_same_key_make_one_job,
     queue_group_commit_keeps_outcomes_and_order,
+    small_claims_keep_the_global_order_past_a_busy_workspace,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
