@@ -29,6 +29,10 @@ use daytona_mcp::store::{self, DatabaseUrl, JobState, NewJob, Store};
 use serde_json::json;
 use sqlx::Connection;
 
+#[path = "bench_db.rs"]
+mod bench_db;
+use bench_db::{drop_database, postgres_url};
+
 struct Noop;
 
 #[async_trait]
@@ -39,18 +43,6 @@ impl Executor for Noop {
             exit_code: None,
         }
     }
-}
-
-async fn postgres_url() -> Option<String> {
-    let admin = std::env::var("DAYTONA_MCP_BENCH_POSTGRES").ok()?;
-    let name = format!("dmcp_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .ok()?;
-    let base = &admin[..admin.rfind('/').unwrap()];
-    Some(format!("{base}/{name}"))
 }
 
 /// Enqueues `jobs` no-op jobs (spread over `workspaces` workspaces, or none), then measures
@@ -180,10 +172,12 @@ async fn bench_queue(jobs: usize) {
                 break;
             };
             let rate = queue_run(open(&url).await, jobs, workspaces).await;
+            drop_database(&url).await;
             println!("queue {backend:8} {label:16} {jobs} no-op jobs: {rate:>9.0} jobs/s");
         }
         if let Some(url) = fresh(backend, dir.path()).await {
             let rate = enqueue_rate(open(&url).await, jobs.min(20_000), 8).await;
+            drop_database(&url).await;
             println!(
                 "queue {backend:8} single enqueue (job + audit row, one tx each, 8 callers): \
                  {rate:>9.0} jobs/s"
@@ -237,21 +231,6 @@ async fn bench_peers(jobs: usize, runs: usize, backends: &str) {
                 }
             }
         }
-    }
-}
-
-/// Drops a database [`postgres_url`] created, so that repeated runs do not fill the server.
-async fn drop_database(url: &str) {
-    let Ok(admin) = std::env::var("DAYTONA_MCP_BENCH_POSTGRES") else {
-        return;
-    };
-    let name = &url[url.rfind('/').unwrap() + 1..];
-    if let Ok(mut conn) = sqlx::PgConnection::connect(&admin).await {
-        let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
-            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-        )))
-        .execute(&mut conn)
-        .await;
     }
 }
 

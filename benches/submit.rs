@@ -19,22 +19,13 @@ use daytona_mcp::config::Config;
 use daytona_mcp::queue::Queue;
 use daytona_mcp::store::{self, DatabaseUrl, NewJob, Store};
 use serde_json::json;
-use sqlx::Connection;
+
+#[path = "bench_db.rs"]
+mod bench_db;
+use bench_db::{drop_database, postgres_url};
 
 const CALLERS: usize = 50;
 const AFTER: usize = daytona_mcp::queue::submit::DEFAULT_MAX_BATCH;
-
-async fn postgres_url() -> Option<String> {
-    let admin = std::env::var("DAYTONA_MCP_BENCH_POSTGRES").ok()?;
-    let name = format!("dmcp_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut conn = sqlx::PgConnection::connect(&admin).await.ok()?;
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
-        .execute(&mut conn)
-        .await
-        .ok()?;
-    let base = &admin[..admin.rfind('/').unwrap()];
-    Some(format!("{base}/{name}"))
-}
 
 fn percentile(sorted: &[Duration], p: f64) -> f64 {
     let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
@@ -106,6 +97,7 @@ async fn bench_enqueue(jobs: usize) {
             };
             let store = fresh_store(&url).await;
             let (rate, p50, p99) = enqueue_run(store, jobs, batch).await;
+            drop_database(&url).await;
             println!("| {name} | {batch} | {rate:.0} | {p50:.2} | {p99:.2} |");
             rates.push(rate);
         }
@@ -220,6 +212,8 @@ async fn bench_http(seconds: u64) {
     if std::env::var("DAYTONA_MCP_BENCH_POSTGRES").is_ok() {
         backends.push(("postgres", true));
     }
+    // Dropped at the end: their servers run until the process exits.
+    let mut databases = Vec::new();
     for (name, pg) in backends {
         let mut rates = Vec::new();
         for batch in [1, AFTER] {
@@ -229,6 +223,7 @@ async fn bench_http(seconds: u64) {
             } else {
                 String::new()
             };
+            databases.push(url.clone());
             let base = start_server(&url, batch, dir.path()).await;
             // wrk runs off this thread: the server's tasks share its runtime.
             let wrk_out = if wrk {
@@ -261,6 +256,9 @@ async fn bench_http(seconds: u64) {
             "{name}: after/before = {:.1}x",
             rates[1] / rates[0].max(f64::MIN_POSITIVE)
         );
+    }
+    for url in databases {
+        drop_database(&url).await;
     }
 }
 
