@@ -205,7 +205,7 @@ impl From<SubmitError> for ApiError {
 pub(crate) const DATABASE_UNAVAILABLE: &str = "database_unavailable";
 
 /// Seconds a caller is asked to wait when the database is unavailable.
-const RETRY_AFTER_S: &str = "5";
+pub(crate) const RETRY_AFTER_S: &str = "5";
 impl From<JobsError> for ApiError {
     fn from(e: JobsError) -> ApiError {
         match e {

@@ -104,6 +104,12 @@ async fn a_database_restart_is_survived_without_losing_accepted_jobs() {
         .await;
     assert_eq!(mcp.status, 503, "{:?}", mcp.body);
     assert_eq!(mcp.error_code(), -32000, "{:?}", mcp.body);
+    assert!(
+        mcp.header("retry-after")
+            .is_some_and(|s| s.parse::<u64>().is_ok()),
+        "an MCP 503 says when to retry: {:?}",
+        mcp.headers
+    );
     // Reads of jobs fail the same way, not with a 500.
     let read = app.get(&format!("/v1/jobs/{accepted}")).await;
     assert_eq!(read.status().as_u16(), 503);

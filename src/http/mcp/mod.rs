@@ -140,7 +140,15 @@ pub(crate) fn decorate(revision: Revision, mut result: Value) -> Value {
 }
 
 fn answer(id: Option<&Value>, error: &RpcError) -> HttpResponse {
-    HttpResponse::build(error.status).json(failure(id, error))
+    let mut response = HttpResponse::build(error.status);
+    // A 503 (the database is unavailable) says when to retry, as the REST answers do.
+    if error.status == actix_web::http::StatusCode::SERVICE_UNAVAILABLE {
+        response.insert_header((
+            actix_web::http::header::RETRY_AFTER,
+            crate::http::error::RETRY_AFTER_S,
+        ));
+    }
+    response.json(failure(id, error))
 }
 
 fn accepted() -> HttpResponse {
