@@ -3,12 +3,11 @@
 //! executions run, restart on the same data dir: every accepted id terminal, no execution twice,
 //! no overlap within a sandbox, retry-safe jobs done, interrupted executions failed once.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::harness::{Node, NodeSpec, Timing, new_key};
 use crate::load::{Load, open_executions, plan, targets, verify, wait_terminal};
-use crate::{log_of, read_logs, serial, support};
+use crate::{read_logs, serial, support};
 
 const SANDBOXES: usize = 20;
 const JOBS: usize = 520;
@@ -40,13 +39,7 @@ async fn kill9_under_load(database_url: Option<String>) {
         &[],
     ))
     .await;
-    let names: Vec<String> = (0..SANDBOXES).map(|i| format!("k{i:02}")).collect();
-    let mut logs = BTreeMap::new();
-    for name in &names {
-        let id = node.create_sandbox(name).await;
-        let (_, path) = log_of(&[&node.spec.data_dir], &id).expect("the sandbox's directory");
-        logs.insert(name.clone(), path);
-    }
+    let (names, logs) = crate::sandboxes_with_logs(&node, "k", SANDBOXES).await;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let to = targets(vec![node.base.clone()]);
     let load = Load::start(

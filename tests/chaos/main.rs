@@ -40,6 +40,23 @@ pub fn log_of(data_dirs: &[&Path], id: &str) -> Option<(usize, PathBuf)> {
     })
 }
 
+/// Creates `count` sandboxes named `<prefix>00`, `<prefix>01`… on `node`; returns their names
+/// and, by name, where each one's execution log is.
+pub async fn sandboxes_with_logs(
+    node: &harness::Node,
+    prefix: &str,
+    count: usize,
+) -> (Vec<String>, BTreeMap<String, PathBuf>) {
+    let names: Vec<String> = (0..count).map(|i| format!("{prefix}{i:02}")).collect();
+    let mut logs = BTreeMap::new();
+    for name in &names {
+        let id = node.create_sandbox(name).await;
+        let (_, path) = log_of(&[&node.spec.data_dir], &id).expect("the sandbox's directory");
+        logs.insert(name.clone(), path);
+    }
+    (names, logs)
+}
+
 /// Every sandbox's log lines, by sandbox name.
 pub fn read_logs(paths: &BTreeMap<String, PathBuf>) -> BTreeMap<String, Vec<String>> {
     paths

@@ -4,7 +4,6 @@
 //! `Retry-After` (never a 500, never an id that does not exist), `/healthz` stays 200, `/readyz`
 //! reports not ready and then ready again, and the server recovers without a restart of its own.
 
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -12,7 +11,7 @@ use std::time::{Duration, Instant};
 use crate::harness::{Node, NodeSpec, Timing, client, new_key};
 use crate::load::{Load, plan, targets, verify, wait_terminal};
 use crate::support::pg_cluster::PgCluster;
-use crate::{log_of, read_logs, serial, support};
+use crate::{read_logs, serial, support};
 
 const SANDBOXES: usize = 10;
 
@@ -49,13 +48,7 @@ async fn postgres_restart_and_killed_backends_lose_nothing() {
         &[],
     ))
     .await;
-    let names: Vec<String> = (0..SANDBOXES).map(|i| format!("p{i:02}")).collect();
-    let mut logs = BTreeMap::new();
-    for name in &names {
-        let id = node.create_sandbox(name).await;
-        let (_, path) = log_of(&[&node.spec.data_dir], &id).expect("the sandbox's directory");
-        logs.insert(name.clone(), path);
-    }
+    let (names, logs) = crate::sandboxes_with_logs(&node, "p", SANDBOXES).await;
 
     // Probes every 100 ms for the whole run.
     let probes = Arc::new(Mutex::new(Probes::default()));
