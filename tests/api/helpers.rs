@@ -209,6 +209,19 @@ impl TestApp {
         (status, response.json().await.unwrap_or(Value::Null))
     }
 
+    /// `GET path` with `credential` (a key or a token) as the bearer instead of the app's key.
+    pub async fn get_json_with(&self, credential: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .get(self.url(path))
+            .bearer_auth(credential)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// Creates a sandbox and returns its id.
     pub async fn sandbox(&self, name: &str) -> String {
         let (status, body) = self.call("/create_sandbox", json!({"name": name})).await;

@@ -41,18 +41,6 @@ fn keys(database: &CliDatabase, args: &[&str]) -> String {
     stdout
 }
 
-async fn with_key(app: &TestApp, key: &str, path: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(key)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 async fn spawn(db: Db) -> Option<(TestApp, CliDatabase)> {
     let (config, dir) = test_config(db).await?;
     let mut args = vec![
@@ -122,7 +110,7 @@ async fn stored_keys_work_until_revoked_or_expired(db: Db) {
     assert!(key.starts_with("dmcp_"), "{key}");
 
     // The new key works at once, as its tenant: a job it submits is acme's, not the admin's.
-    let (status, jobs) = with_key(&app, &key, "/v1/jobs").await;
+    let (status, jobs) = app.get_json_with(&key, "/v1/jobs").await;
     assert_eq!(status, 200, "{jobs}");
     let response = app
         .client
@@ -135,7 +123,7 @@ async fn stored_keys_work_until_revoked_or_expired(db: Db) {
     assert_eq!(response.status().as_u16(), 202);
     let job: Value = response.json().await.unwrap();
     let job_path = format!("/v1/jobs/{}", job["job_id"].as_str().unwrap());
-    assert_eq!(with_key(&app, &key, &job_path).await.0, 200);
+    assert_eq!(app.get_json_with(&key, &job_path).await.0, 200);
     assert_eq!(app.get_json(&job_path).await.0, 404, "another tenant's job");
 
     // `keys list` shows the key without its secret.
@@ -158,12 +146,12 @@ async fn stored_keys_work_until_revoked_or_expired(db: Db) {
     let mut forged = key.clone();
     let last = forged.pop().unwrap();
     forged.push(if last == '0' { '1' } else { '0' });
-    let (status, body) = with_key(&app, &forged, "/v1/jobs").await;
+    let (status, body) = app.get_json_with(&forged, "/v1/jobs").await;
     assert_eq!(status, 401, "{body}");
 
     // Revoked: refused at the next request, with no restart.
     assert!(keys(&database, &["revoke", &id]).contains("revoked"));
-    let (status, body) = with_key(&app, &key, "/v1/jobs").await;
+    let (status, body) = app.get_json_with(&key, "/v1/jobs").await;
     assert_eq!(status, 401, "{body}");
     assert!(
         body["error"]["message"]
@@ -189,9 +177,9 @@ async fn stored_keys_work_until_revoked_or_expired(db: Db) {
         ],
     );
     let short = short.trim().to_string();
-    assert_eq!(with_key(&app, &short, "/v1/jobs").await.0, 200);
+    assert_eq!(app.get_json_with(&short, "/v1/jobs").await.0, 200);
     tokio::time::sleep(std::time::Duration::from_millis(2500)).await;
-    let (status, body) = with_key(&app, &short, "/v1/jobs").await;
+    let (status, body) = app.get_json_with(&short, "/v1/jobs").await;
     assert_eq!(status, 401, "{body}");
     assert!(
         body["error"]["message"]

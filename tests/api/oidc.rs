@@ -146,18 +146,6 @@ async fn spawn(db: Db, idp: &Idp, min_refetch_s: u64) -> Option<TestApp> {
     Some(spawn_with(config, dir).await)
 }
 
-async fn get_with(app: &TestApp, token: &str, path: &str) -> (u16, Value) {
-    let response = app
-        .client
-        .get(app.url(path))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
 fn message(body: &Value) -> String {
     body["error"]["message"].as_str().unwrap_or("").to_string()
 }
@@ -172,7 +160,7 @@ async fn tokens_of_the_issuer_are_accepted_and_forgeries_refused(db: Db) {
 
     // A valid token works, as its tenant: the job it submits is acme's.
     let token = key.sign(&claims(&issuer));
-    let (status, body) = get_with(&app, &token, "/v1/jobs").await;
+    let (status, body) = app.get_json_with(&token, "/v1/jobs").await;
     assert_eq!(status, 200, "{body}");
     let response = app
         .client
@@ -185,7 +173,7 @@ async fn tokens_of_the_issuer_are_accepted_and_forgeries_refused(db: Db) {
     assert_eq!(response.status().as_u16(), 202);
     let job: Value = response.json().await.unwrap();
     let job_path = format!("/v1/jobs/{}", job["job_id"].as_str().unwrap());
-    assert_eq!(get_with(&app, &token, &job_path).await.0, 200);
+    assert_eq!(app.get_json_with(&token, &job_path).await.0, 200);
     assert_eq!(app.get_json(&job_path).await.0, 404, "another tenant's job");
     // The discovery document, then the JWKS, were fetched once.
     assert_eq!(idp.fetches(), 1);
@@ -251,7 +239,7 @@ async fn tokens_of_the_issuer_are_accepted_and_forgeries_refused(db: Db) {
         ("HS256 with the public point", hs_raw, "HS256"),
         ("tampered claims", tampered, "signature"),
     ] {
-        let (status, body) = get_with(&app, &token, "/v1/jobs").await;
+        let (status, body) = app.get_json_with(&token, "/v1/jobs").await;
         assert_eq!(status, 401, "{what}: {body}");
         assert!(message(&body).contains(reason), "{what}: {body}");
         assert!(!message(&body).contains(&token), "{what} echoed the token");
@@ -283,11 +271,13 @@ async fn tokens_of_the_issuer_are_accepted_and_forgeries_refused(db: Db) {
     let rotated = SigningKey::new("k2");
     idp.jwks.lock().unwrap().push(rotated.jwk());
     tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
-    let (status, body) = get_with(&app, &rotated.sign(&claims(&issuer)), "/v1/jobs").await;
+    let (status, body) = app
+        .get_json_with(&rotated.sign(&claims(&issuer)), "/v1/jobs")
+        .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(idp.fetches(), 2);
     // The old key still works from the refreshed cache, without another fetch.
-    assert_eq!(get_with(&app, &token, "/v1/jobs").await.0, 200);
+    assert_eq!(app.get_json_with(&token, "/v1/jobs").await.0, 200);
     assert_eq!(idp.fetches(), 2);
 
     // Static API keys keep working beside SSO.
@@ -362,7 +352,7 @@ async fn an_unreachable_provider_is_a_503(db: Db) {
     let app = spawn_with(config, dir).await;
     let token = SigningKey::new("k1").sign(&claims(&issuer));
     for _ in 0..2 {
-        let (status, body) = get_with(&app, &token, "/v1/jobs").await;
+        let (status, body) = app.get_json_with(&token, "/v1/jobs").await;
         assert_eq!(status, 503, "{body}");
         assert_eq!(
             body["error"]["code"], "identity_provider_unavailable",
