@@ -458,7 +458,10 @@ impl Rendered {
             .objects
             .iter()
             .filter(|o| o["kind"] == "Deployment" || o["kind"] == "StatefulSet")
-            .filter(|o| o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"] == "server")
+            .filter(|o| {
+                o["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/component"]
+                    == "server"
+            })
             .collect();
         assert_eq!(servers.len(), 1, "one server workload");
         servers[0]
@@ -608,16 +611,28 @@ fn helm_chart_renders_schema_valid_objects_for_each_shape() {
             "{shape}: node-local sandboxes need a volume per replica"
         );
         // Security: no API token, non-root, no privilege escalation, no capabilities.
-        assert_eq!(pod["spec"]["automountServiceAccountToken"], false, "{shape}");
-        assert_eq!(pod["spec"]["securityContext"]["runAsNonRoot"], true, "{shape}");
+        assert_eq!(
+            pod["spec"]["automountServiceAccountToken"], false,
+            "{shape}"
+        );
+        assert_eq!(
+            pod["spec"]["securityContext"]["runAsNonRoot"], true,
+            "{shape}"
+        );
         let container = rendered.server_container();
         let security = &container["securityContext"];
         assert_eq!(security["allowPrivilegeEscalation"], false, "{shape}");
         assert_eq!(security["capabilities"]["drop"][0], "ALL", "{shape}");
         assert_eq!(security["readOnlyRootFilesystem"], true, "{shape}");
-        assert!(container["resources"]["requests"]["memory"].is_string(), "{shape}");
         assert!(
-            pod["spec"]["terminationGracePeriodSeconds"].as_i64().unwrap() > 30,
+            container["resources"]["requests"]["memory"].is_string(),
+            "{shape}"
+        );
+        assert!(
+            pod["spec"]["terminationGracePeriodSeconds"]
+                .as_i64()
+                .unwrap()
+                > 30,
             "{shape}: the grace must outlast the server's shutdown_grace_s"
         );
         // The data dir is a volume: per replica (claim template) for the local driver.
@@ -636,8 +651,7 @@ fn helm_chart_renders_schema_valid_objects_for_each_shape() {
             .unwrap_or_else(|| panic!("{shape}: the data dir is not a volume"));
         if local {
             assert_eq!(
-                server["spec"]["volumeClaimTemplates"][0]["metadata"]["name"],
-                mount["name"],
+                server["spec"]["volumeClaimTemplates"][0]["metadata"]["name"], mount["name"],
                 "{shape}"
             );
             assert_eq!(security["seccompProfile"]["type"], "Unconfined", "{shape}");
@@ -662,7 +676,10 @@ fn helm_chart_renders_schema_valid_objects_for_each_shape() {
             .into_iter()
             .filter(|s| selects(&s["spec"]["selector"], pod_labels))
             .collect();
-        assert!(!services.is_empty(), "{shape}: no Service selects the server");
+        assert!(
+            !services.is_empty(),
+            "{shape}: no Service selects the server"
+        );
         let port_names: Vec<&str> = container["ports"]
             .as_array()
             .unwrap()
@@ -681,7 +698,12 @@ fn helm_chart_renders_schema_valid_objects_for_each_shape() {
         for monitor in rendered.of_kind("ServiceMonitor") {
             let service = services
                 .iter()
-                .find(|s| selects(&monitor["spec"]["selector"]["matchLabels"], &s["metadata"]["labels"]))
+                .find(|s| {
+                    selects(
+                        &monitor["spec"]["selector"]["matchLabels"],
+                        &s["metadata"]["labels"],
+                    )
+                })
                 .unwrap_or_else(|| panic!("{shape}: the ServiceMonitor selects no Service"));
             let endpoint = &monitor["spec"]["endpoints"][0];
             assert!(
@@ -704,12 +726,21 @@ fn helm_chart_renders_schema_valid_objects_for_each_shape() {
             let database = rendered
                 .of_kind("StatefulSet")
                 .into_iter()
-                .find(|s| s["metadata"]["name"].as_str().unwrap().ends_with("-postgresql"))
+                .find(|s| {
+                    s["metadata"]["name"]
+                        .as_str()
+                        .unwrap()
+                        .ends_with("-postgresql")
+                })
                 .expect("the bundled PostgreSQL");
             assert!(database["spec"]["volumeClaimTemplates"][0].is_object());
-            assert!(rendered.of_kind("Service").iter().any(|s| s["metadata"]["name"]
-                == database["spec"]["serviceName"]
-                && s["spec"]["ports"][0]["port"] == 5432));
+            assert!(
+                rendered
+                    .of_kind("Service")
+                    .iter()
+                    .any(|s| s["metadata"]["name"] == database["spec"]["serviceName"]
+                        && s["spec"]["ports"][0]["port"] == 5432)
+            );
         }
     }
 }
@@ -783,7 +814,10 @@ fn helm_chart_settings_are_the_servers() {
             .unwrap_or_else(|e| panic!("{shape}: the chart's settings are refused: {e}"));
         assert!(config.database.url.starts_with("postgres://"), "{shape}");
         assert!(!config.database.url.contains("$("), "{shape}");
-        assert!(!config.auth.api_key.is_empty(), "{shape}: every replica needs the same key");
+        assert!(
+            !config.auth.api_key.is_empty(),
+            "{shape}: every replica needs the same key"
+        );
         assert_eq!(config.log.format, "json", "{shape}");
         // The ports the pods declare are the ones the server listens on.
         let container = rendered.server_container();
@@ -796,7 +830,10 @@ fn helm_chart_settings_are_the_servers() {
                 .unwrap()["containerPort"]
                 .to_string()
         };
-        assert_eq!(config.server.listen.rsplit_once(':').unwrap().1, port_of("http"));
+        assert_eq!(
+            config.server.listen.rsplit_once(':').unwrap().1,
+            port_of("http")
+        );
         assert_eq!(
             config.server.metrics_listen.rsplit_once(':').unwrap().1,
             port_of("metrics")
@@ -804,22 +841,32 @@ fn helm_chart_settings_are_the_servers() {
         match shape {
             "daytona" => {
                 assert_eq!(config.sandbox.driver, "daytona");
-                assert_eq!(config.daytona.api_url, "http://daytona.daytona.svc:3000/api");
+                assert_eq!(
+                    config.daytona.api_url,
+                    "http://daytona.daytona.svc:3000/api"
+                );
                 assert_eq!(config.queue.lease_s, 60);
                 assert_eq!(config.database.max_connections, 16);
                 assert_eq!(config.server.body_limit_bytes, 16_777_216);
-                assert_eq!(config.server.allowed_origins, vec!["https://mcp.example.com"]);
+                assert_eq!(
+                    config.server.allowed_origins,
+                    vec!["https://mcp.example.com"]
+                );
             }
             "bundled-postgresql" => {
                 assert_eq!(config.sandbox.driver, "daytona");
                 assert_eq!(config.queue.concurrency, 16, "from the mounted file");
                 assert_eq!(config.auth.api_key, "sk-chart-test-key");
                 assert_eq!(config.daytona.api_key, "dtn_chart_test");
-                let database = rendered.named("Secret", "dmcp-daytona-mcp-postgresql").unwrap();
+                let database = rendered
+                    .named("Secret", "dmcp-daytona-mcp-postgresql")
+                    .unwrap();
                 let password = database["stringData"]["password"].as_str().unwrap();
                 assert_eq!(
                     config.database.url,
-                    format!("postgres://daytona:{password}@dmcp-daytona-mcp-postgresql:5432/daytona")
+                    format!(
+                        "postgres://daytona:{password}@dmcp-daytona-mcp-postgresql:5432/daytona"
+                    )
                 );
             }
             "local" => {
@@ -838,13 +885,23 @@ fn helm_chart_refuses_what_the_server_would_not_run() {
     let cases: Vec<(String, &str)> = vec![
         ("driver: local\n".into(), "set database.url"),
         (
-            "driver: local\ndatabase:\n  url: postgres://a:b@c/d\npostgresql:\n  enabled: true\n".into(),
+            "driver: local\ndatabase:\n  url: postgres://a:b@c/d\npostgresql:\n  enabled: true\n"
+                .into(),
             "alternatives",
         ),
-        ("driver: docker\npostgresql:\n  enabled: true\n".into(), "driver must be"),
-        ("driver: daytona\npostgresql:\n  enabled: true\n".into(), "daytona.apiUrl"),
+        (
+            "driver: docker\npostgresql:\n  enabled: true\n".into(),
+            "driver must be",
+        ),
+        (
+            "driver: daytona\npostgresql:\n  enabled: true\n".into(),
+            "daytona.apiUrl",
+        ),
         (format!("{local}  node_id: a\n"), "top-level"),
-        (format!("{local}  server:\n    listen: 0.0.0.0:1\n"), "set by the chart"),
+        (
+            format!("{local}  server:\n    listen: 0.0.0.0:1\n"),
+            "set by the chart",
+        ),
     ];
     for (values, reason) in &cases {
         let Some(outcome) = render_chart(values) else {
