@@ -486,14 +486,12 @@ fn render_chart(values: &str) -> Option<Result<Rendered, String>> {
     let scratch = tempfile::tempdir().unwrap();
     let values_file = scratch.path().join("values.yaml");
     std::fs::write(&values_file, values).unwrap();
-    let out = scratch.path().join("rendered");
     let output = run(
         &python,
         &[
             "tests/monitoring/helm_chart.py",
             CHART,
             values_file.to_str().unwrap(),
-            out.to_str().unwrap(),
         ],
         &dir,
     );
@@ -872,6 +870,8 @@ fn helm_chart_settings_are_the_servers() {
             "local" => {
                 assert_eq!(config.sandbox.driver, "local");
                 assert_eq!(config.local.max_processes, 256);
+                assert_eq!(config.sandbox.cpu_limit, "0.5");
+                assert_eq!(config.sandbox.memory_limit, "1g");
                 assert!(!config.sandbox.allow_network);
             }
             other => panic!("no expectations for {other}"),

@@ -1,6 +1,6 @@
 """Lints and renders the Helm chart offline, and validates what it renders.
 
-    helm_chart.py CHART VALUES_FILE OUT_DIR
+    helm_chart.py CHART VALUES_FILE
 
 Uses Helm's own Go SDK (helm-python-sdk, which bundles it: no helm binary, no cluster) to lint
 the chart with the values file and to render it as `helm template` would (release `dmcp`,
@@ -14,7 +14,6 @@ tests/monitoring/setup.sh.
 """
 
 import json
-import os
 import sys
 
 import helm_python as helm
@@ -29,7 +28,7 @@ CUSTOM = {("monitoring.coreos.com/v1", "ServiceMonitor")}
 
 
 def main() -> int:
-    chart_dir, values_file, out_dir = sys.argv[1:4]
+    chart_dir, values_file = sys.argv[1:3]
     with open(values_file, encoding="utf-8") as f:
         values = yaml.safe_load(f) or {}
 
@@ -48,7 +47,6 @@ def main() -> int:
         manifests = chart.render(values, name=RELEASE, namespace=NAMESPACE, is_install=True)
 
     objects, validated, unvalidated, failures = [], [], [], []
-    os.makedirs(out_dir, exist_ok=True)
     for template, text in sorted(manifests.items()):
         if not template.endswith((".yaml", ".yml")):
             continue
@@ -67,9 +65,6 @@ def main() -> int:
                 failures.append(f"{template} #{index} ({obj.get('kind')}): {e.message} at {list(e.path)}")
             except Exception as e:  # an unknown kind or version is a failure too
                 failures.append(f"{template} #{index} ({obj.get('kind')}): {e}")
-            path = os.path.join(out_dir, f"{os.path.basename(template)}.{index}.yaml")
-            with open(path, "w", encoding="utf-8") as f:
-                yaml.safe_dump(obj, f)
     if failures:
         print("schema violations:\n" + "\n".join(failures), file=sys.stderr)
         return 1

@@ -68,14 +68,16 @@ app.kubernetes.io/component: postgresql
 {{- end -}}
 
 {{/*
-A setting as an environment value: YAML numbers reach templates as floats, so whole numbers
-are printed as integers (60, not 60 or 6e+01), lists as TOML arrays (JSON's form of a list of
-strings and numbers is one), everything else as text.
+A setting as an environment value, which the server reads as a TOML value (a text that is not
+one is taken as a string). The YAML type decides the TOML type: numbers reach templates as
+floats, so whole ones are printed as integers (60, not 6e+01); strings are quoted (JSON's
+escapes are TOML's), so that "0.5" or "true" stays a string; lists are TOML arrays (JSON's form
+of a list of strings and numbers is one); booleans are true/false.
 */}}
 {{- define "daytona-mcp.envValue" -}}
 {{- if kindIs "float64" . -}}
 {{- if eq (float64 (int64 .)) . -}}{{ int64 . }}{{- else -}}{{ . }}{{- end -}}
-{{- else if kindIs "slice" . -}}
+{{- else if or (kindIs "slice" .) (kindIs "string" .) -}}
 {{- toJson . -}}
 {{- else -}}
 {{- . -}}
