@@ -2,8 +2,10 @@
 //! built by these tests): the alert rules (`promtool check`/`test rules`), the scrape config,
 //! the Compose file (`docker-compose config`, every service with a health check and a restart
 //! policy, the server's settings valid for the server), the Dockerfile (hadolint, and what it
-//! must contain), and the Grafana dashboard (Grafana's own schema types, and the structure the
-//! provisioning relies on).
+//! must contain), the Grafana dashboard (Grafana's own schema types, and the structure the
+//! provisioning relies on), and the Helm chart (linted and rendered by Helm's own SDK for each
+//! values file of its `ci/`, every object checked against Kubernetes' schemas, its settings
+//! loaded by the server's loader, its probe paths served by a real server).
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::Path;
