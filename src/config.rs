@@ -1490,6 +1490,49 @@ mod tests {
         assert_eq!(reparsed.server.listen, c.server.listen);
     }
 
+    /// Loads `text` as the configuration file.
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daytona-mcp.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &env(&[]), &Overrides::default())
+    }
+
+    #[test]
+    fn templates_load_and_their_mistakes_are_errors() {
+        let c = load_text(
+            "[templates.py]\nlanguage = \"python\"\nsetup_commands = [\"echo hi\"]\n\
+             environment_vars = { TOKEN_A = \"s3cret-template\" }\n",
+        )
+        .unwrap();
+        assert_eq!(c.templates["py"].setup_commands, ["echo hi"]);
+        // Printed settings mask template environment values whatever their names.
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("s3cret-template"), "{printed}");
+        for (text, named) in [
+            ("[templates.py]\nlangauge = \"python\"\n", "langauge"),
+            ("[templates.py]\nnetwork = \"yes\"\n", "expected a boolean"),
+            ("[templates.py]\nnetwork = true\n", "templates.py.network"),
+            ("[templates.py]\ngit_branch = \"main\"\n", "templates.py.git_branch"),
+            ("[templates.py]\nsetup_commands = [\"\"]\n", "templates.py.setup_commands[0]"),
+            ("[templates.py]\nenvironment_vars = { \"1X\" = \"v\" }\n", "templates.py.environment_vars.1X"),
+            ("[templates.\"a b\"]\nlanguage = \"python\"\n", "templates.a b"),
+            (
+                "[templates.py]\ngit_repo = \"https://u:pw@example.com/r.git\"\n",
+                "templates.py.git_repo",
+            ),
+        ] {
+            let error = load_text(text).unwrap_err().to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        let many = format!(
+            "[templates.py]\nsetup_commands = [{}]\n",
+            vec!["\"true\""; 33].join(", ")
+        );
+        let error = load_text(&many).unwrap_err().to_string();
+        assert!(error.contains("templates.py.setup_commands"), "{error}");
+    }
+
     #[test]
     fn sizes_parse() {
         assert_eq!(parse_size("x", "2g").unwrap(), 2 << 30);

@@ -52,6 +52,7 @@ mod serialization;
 mod stdio;
 mod stored_env;
 mod tenant_limits;
+mod templates;
 mod tenants;
 mod tls;
 

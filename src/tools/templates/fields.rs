@@ -171,14 +171,16 @@ pub fn merge_into(call: &mut Map<String, Value>, template: &TemplateFields) {
             "git_branch" if own_repo => {}
             "environment_vars" | "labels" | "resources" => match (call.get_mut(&key), value) {
                 (Some(Value::Object(given)), Value::Object(defaults)) => {
-                    for (k, v) in defaults {
+                    for (k, v) in defaults.into_iter().filter(|(_, v)| !v.is_null()) {
                         given.entry(k).or_insert(v);
                     }
                 }
                 (Some(_), _) => {}
-                (None, value) => {
-                    call.insert(key, value);
+                (None, Value::Object(mut value)) => {
+                    value.retain(|_, v| !v.is_null());
+                    call.insert(key, Value::Object(value));
                 }
+                (None, _) => {}
             },
             _ => {
                 call.entry(key).or_insert(value);
