@@ -424,3 +424,80 @@ async fn a_configured_template_with_an_unknown_language_stops_the_server() {
     };
     assert!(error.contains("templates.old.language"), "{error}");
 }
+
+/// Over MCP: the template tools are listed with their schemas and hints, and a sandbox made
+/// from a template over MCP lists its setup jobs, which `get_job` reads.
+#[actix_web::test]
+async fn mcp_clients_create_and_use_templates() {
+    let app = crate::helpers::spawn_app(Db::Sqlite).await.unwrap();
+    let session = app.mcp_session("2025-11-25").await;
+    let listed = session.call(1, "tools/list", json!({})).await;
+    let tools = listed.result()["tools"].as_array().unwrap().clone();
+    let tool = |name: &str| -> Value {
+        tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} not listed"))
+    };
+    for (name, read_only, destructive) in [
+        ("create_template", false, false),
+        ("list_templates", true, false),
+        ("delete_template", false, true),
+    ] {
+        let t = tool(name);
+        assert_eq!(t["annotations"]["readOnlyHint"], read_only, "{name}");
+        assert_eq!(t["annotations"]["destructiveHint"], destructive, "{name}");
+        assert_eq!(t["inputSchema"]["type"], "object", "{name}");
+        assert!(!t["description"].as_str().unwrap().is_empty());
+    }
+    let create = tool("create_template");
+    assert_eq!(create["inputSchema"]["required"], json!(["name"]));
+    for field in ["name", "setup_commands", "environment_vars", "git_repo"] {
+        assert!(
+            create["inputSchema"]["properties"][field]["description"].is_string(),
+            "{field}: {create}"
+        );
+    }
+    let sandbox = tool("create_sandbox");
+    assert!(sandbox["inputSchema"]["properties"]["template"].is_object());
+    assert!(sandbox["inputSchema"]["properties"]["setup_commands"].is_object());
+    assert!(
+        sandbox["inputSchema"]["properties"]["setup_jobs"].is_null(),
+        "server-set fields are not in the schema"
+    );
+
+    let made = session
+        .tool(
+            2,
+            "create_template",
+            json!({"name": "mcp-kit", "setup_commands": ["echo set-up-over-mcp"]}),
+        )
+        .await;
+    assert_eq!(made["isError"], false, "{made}");
+    let created = session
+        .tool(
+            3,
+            "create_sandbox",
+            json!({"name": "mcp-made", "template": "mcp-kit"}),
+        )
+        .await;
+    assert_eq!(created["isError"], false, "{created}");
+    let setup = created["structuredContent"]["setup_jobs"][0]
+        .as_str()
+        .unwrap_or_else(|| panic!("{created}"))
+        .to_string();
+    let job = session
+        .tool(4, "get_job", json!({"job_id": setup, "wait_s": 30}))
+        .await;
+    assert_eq!(job["structuredContent"]["status"], "succeeded", "{job}");
+    assert_eq!(
+        job["structuredContent"]["result"]["stdout"],
+        "set-up-over-mcp\n"
+    );
+    let unknown = session
+        .tool(5, "create_sandbox", json!({"template": "no-kit"}))
+        .await;
+    assert_eq!(unknown["isError"], true, "{unknown}");
+    assert_eq!(crate::access::tool_error(&unknown)["field"], "template");
+}
