@@ -1513,10 +1513,22 @@ mod tests {
             ("[templates.py]\nlangauge = \"python\"\n", "langauge"),
             ("[templates.py]\nnetwork = \"yes\"\n", "expected a boolean"),
             ("[templates.py]\nnetwork = true\n", "templates.py.network"),
-            ("[templates.py]\ngit_branch = \"main\"\n", "templates.py.git_branch"),
-            ("[templates.py]\nsetup_commands = [\"\"]\n", "templates.py.setup_commands[0]"),
-            ("[templates.py]\nenvironment_vars = { \"1X\" = \"v\" }\n", "templates.py.environment_vars.1X"),
-            ("[templates.\"a b\"]\nlanguage = \"python\"\n", "templates.a b"),
+            (
+                "[templates.py]\ngit_branch = \"main\"\n",
+                "templates.py.git_branch",
+            ),
+            (
+                "[templates.py]\nsetup_commands = [\"\"]\n",
+                "templates.py.setup_commands[0]",
+            ),
+            (
+                "[templates.py]\nenvironment_vars = { \"1X\" = \"v\" }\n",
+                "templates.py.environment_vars.1X",
+            ),
+            (
+                "[templates.\"a b\"]\nlanguage = \"python\"\n",
+                "templates.a b",
+            ),
             (
                 "[templates.py]\ngit_repo = \"https://u:pw@example.com/r.git\"\n",
                 "templates.py.git_repo",

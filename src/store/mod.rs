@@ -565,15 +565,12 @@ pub(crate) fn split_plain(
     Vec<(usize, (NewJob, AuditEntry))>,
     Vec<(usize, (NewJob, AuditEntry))>,
 ) {
-    batch
-        .into_iter()
-        .enumerate()
-        .partition(|(_, (job, _))| {
-            job.sandbox.is_none()
-                && job.quota.is_none()
-                && job.template.is_none()
-                && job.followers.is_empty()
-        })
+    batch.into_iter().enumerate().partition(|(_, (job, _))| {
+        job.sandbox.is_none()
+            && job.quota.is_none()
+            && job.template.is_none()
+            && job.followers.is_empty()
+    })
 }
 
 /// Refuses to replay `earlier` for `job` (same tenant and idempotency key) when both digests are

@@ -522,7 +522,11 @@ impl Tools {
                 &plan.setup_commands,
                 config.default_timeout_s as i64,
             );
-            let ids: Vec<String> = job.followers.iter().map(|(f, _)| f.id.to_string()).collect();
+            let ids: Vec<String> = job
+                .followers
+                .iter()
+                .map(|(f, _)| f.id.to_string())
+                .collect();
             job.arguments["setup_jobs"] = serde_json::json!(ids);
         }
         job.quota = self.quotas.for_tenant(tenant).map(|mut quota| {

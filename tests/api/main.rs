@@ -51,8 +51,8 @@ mod schemas;
 mod serialization;
 mod stdio;
 mod stored_env;
-mod tenant_limits;
 mod templates;
+mod tenant_limits;
 mod tenants;
 mod tls;
 

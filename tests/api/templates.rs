@@ -17,7 +17,14 @@ on_both_databases!(
 );
 
 /// Rows of `table` holding `needle` in the text of `column`, read from the database directly.
-async fn rows_holding(app: &TestApp, db: Db, url: &str, table: &str, column: &str, needle: &str) -> i64 {
+async fn rows_holding(
+    app: &TestApp,
+    db: Db,
+    url: &str,
+    table: &str,
+    column: &str,
+    needle: &str,
+) -> i64 {
     let like = format!("%{needle}%");
     let query = format!(
         "SELECT COUNT(*) AS n FROM {table} WHERE COALESCE(CAST({column} AS TEXT), '') LIKE $1"
@@ -94,7 +101,10 @@ async fn a_sandbox_from_a_template_runs_its_setup_in_order_with_the_calls_fields
         .await;
     assert_eq!(status, 200, "{created}");
     assert_eq!(created["template"], "shell-kit", "{created}");
-    assert_eq!(created["language"], "sh", "the template's language: {created}");
+    assert_eq!(
+        created["language"], "sh",
+        "the template's language: {created}"
+    );
     let setup: Vec<String> = created["setup_jobs"]
         .as_array()
         .unwrap_or_else(|| panic!("no setup_jobs: {created}"))
@@ -106,7 +116,10 @@ async fn a_sandbox_from_a_template_runs_its_setup_in_order_with_the_calls_fields
     // A call made after the creation waits behind the setup commands (the sandbox's order),
     // so it sees what all of them wrote.
     let after = app.shell("from-kit", "cat order.txt").await;
-    assert_eq!(after["stdout"], "one two three", "in order, all of them: {after}");
+    assert_eq!(
+        after["stdout"], "one two three",
+        "in order, all of them: {after}"
+    );
     let mut jobs = Vec::new();
     for id in &setup {
         jobs.push(app.wait(id).await);
@@ -128,11 +141,12 @@ async fn a_sandbox_from_a_template_runs_its_setup_in_order_with_the_calls_fields
     let (_, info) = app
         .call("/get_sandbox_info", json!({"sandbox_id": "from-kit"}))
         .await;
-    assert_eq!(info["labels"], json!({"team": "data", "tier": "call"}), "{info}");
     assert_eq!(
-        info["resources"]["requested"]["memory_mb"], 256,
+        info["labels"],
+        json!({"team": "data", "tier": "call"}),
         "{info}"
     );
+    assert_eq!(info["resources"]["requested"]["memory_mb"], 256, "{info}");
     assert_eq!(info["resources"]["requested"]["cpu"], 0.5, "{info}");
     assert_eq!(
         info["environment_vars"],
@@ -194,7 +208,10 @@ async fn templates_are_listed_deleted_and_bad_input_is_refused(db: Db) {
     );
     let app = spawn_with(config, dir).await;
     let (status, _) = app
-        .call("/create_template", json!({"name": "mine", "language": "sh"}))
+        .call(
+            "/create_template",
+            json!({"name": "mine", "language": "sh"}),
+        )
         .await;
     assert_eq!(status, 200);
 
@@ -229,14 +246,15 @@ async fn templates_are_listed_deleted_and_bad_input_is_refused(db: Db) {
         .await;
     assert_eq!(status, 200, "{created}");
     let out = app
-        .shell("from-server", "cat made-by-config.txt && printf %s \"$OPERATOR_VALUE\"")
+        .shell(
+            "from-server",
+            "cat made-by-config.txt && printf %s \"$OPERATOR_VALUE\"",
+        )
         .await;
     assert_eq!(out["stdout"], "from-config\nop-secret-value");
 
     // Conflicts: a taken name, and a configuration template's name.
-    let (status, again) = app
-        .call("/create_template", json!({"name": "mine"}))
-        .await;
+    let (status, again) = app.call("/create_template", json!({"name": "mine"})).await;
     assert_eq!(status, 409, "{again}");
     assert_eq!(again["error"]["code"], "conflict");
     let (status, shadow) = app
@@ -271,55 +289,92 @@ async fn templates_are_listed_deleted_and_bad_input_is_refused(db: Db) {
     for (tool, arguments, field) in [
         ("create_template", json!({"language": "sh"}), "name"),
         ("create_template", json!({"name": "../up"}), "name"),
-        ("create_template", json!({"name": "t1", "langauge": "sh"}), "langauge"),
-        ("create_template", json!({"name": "t2", "language": "cobol"}), "language"),
-        ("create_template", json!({"name": "t3", "git_branch": "main"}), "git_branch"),
+        (
+            "create_template",
+            json!({"name": "t1", "langauge": "sh"}),
+            "langauge",
+        ),
+        (
+            "create_template",
+            json!({"name": "t2", "language": "cobol"}),
+            "language",
+        ),
+        (
+            "create_template",
+            json!({"name": "t3", "git_branch": "main"}),
+            "git_branch",
+        ),
         (
             "create_template",
             json!({"name": "t4", "environment_vars": {"BAD-NAME": "v"}}),
             "environment_vars.BAD-NAME",
         ),
-        ("create_template", json!({"name": "t5", "setup_commands": many}), "setup_commands"),
-        ("create_template", json!({"name": "t6", "setup_commands": [long]}), "setup_commands[0]"),
-        ("create_template", json!({"name": "t7", "setup_commands": ["true", " "]}), "setup_commands[1]"),
-        ("create_template", json!({"name": "t8", "resources": {"cpu": 10000.0}}), "resources.cpu"),
+        (
+            "create_template",
+            json!({"name": "t5", "setup_commands": many}),
+            "setup_commands",
+        ),
+        (
+            "create_template",
+            json!({"name": "t6", "setup_commands": [long]}),
+            "setup_commands[0]",
+        ),
+        (
+            "create_template",
+            json!({"name": "t7", "setup_commands": ["true", " "]}),
+            "setup_commands[1]",
+        ),
+        (
+            "create_template",
+            json!({"name": "t8", "resources": {"cpu": 10000.0}}),
+            "resources.cpu",
+        ),
         (
             "create_template",
             json!({"name": "t9", "git_repo": "https://user:pw@example.com/r.git"}),
             "git_repo",
         ),
-        ("create_sandbox", json!({"setup_commands": many}), "setup_commands"),
+        (
+            "create_sandbox",
+            json!({"setup_commands": many}),
+            "setup_commands",
+        ),
         ("create_sandbox", json!({"setup_jobs": ["x"]}), "setup_jobs"),
         ("create_sandbox", json!({"template": 5}), "template"),
         ("delete_template", json!({"name": "server-kit"}), "name"),
     ] {
         let (status, refused) = app.call(&format!("/{tool}"), arguments.clone()).await;
         assert_eq!(status, 400, "{tool} {arguments}: {refused}");
-        assert_eq!(refused["error"]["field"], field, "{tool} {arguments}: {refused}");
+        assert_eq!(
+            refused["error"]["field"], field,
+            "{tool} {arguments}: {refused}"
+        );
     }
     let (_, list) = app.call("/list_templates", json!({})).await;
     assert_eq!(list["count"], 2, "nothing refused was stored: {list}");
 
     // Delete: gone from the list and from create_sandbox; a second delete is 404; the
     // sandbox made from it stays.
-    let (status, deleted) = app
-        .call("/delete_template", json!({"name": "mine"}))
-        .await;
+    let (status, deleted) = app.call("/delete_template", json!({"name": "mine"})).await;
     assert_eq!(status, 200, "{deleted}");
     assert_eq!(deleted["success"], true);
     let (_, list) = app.call("/list_templates", json!({})).await;
     assert_eq!(list["count"], 1, "{list}");
-    let (status, gone) = app
-        .call("/delete_template", json!({"name": "mine"}))
-        .await;
+    let (status, gone) = app.call("/delete_template", json!({"name": "mine"})).await;
     assert_eq!(status, 404, "{gone}");
     let (status, _) = app
-        .call("/create_sandbox", json!({"name": "late", "template": "mine"}))
+        .call(
+            "/create_sandbox",
+            json!({"name": "late", "template": "mine"}),
+        )
         .await;
     assert_eq!(status, 404);
     // The name is free again.
     let (status, _) = app
-        .call("/create_template", json!({"name": "mine", "labels": {"v": "2"}}))
+        .call(
+            "/create_template",
+            json!({"name": "mine", "labels": {"v": "2"}}),
+        )
         .await;
     assert_eq!(status, 200);
 }
@@ -370,7 +425,12 @@ async fn templates_are_per_tenant_and_need_their_roles(db: Db) {
         .await;
     assert_eq!(status, 404, "{refused}");
     let (status, _) = keyed
-        .send_as(OTHER, "POST", "/delete_template", Some(&json!({"name": "team-kit"})))
+        .send_as(
+            OTHER,
+            "POST",
+            "/delete_template",
+            Some(&json!({"name": "team-kit"})),
+        )
         .await;
     assert_eq!(status, 404);
     let (status, own) = keyed

@@ -2348,7 +2348,10 @@ pub async fn templates_and_followers_are_inserted_with_their_job(t: TestStore) {
     let row = s.template("t1", "kit").await.unwrap().unwrap();
     assert_eq!(row.fields["language"], "python");
     assert_eq!(row.environment_vars["TPL_SECRET"], "tpl-value");
-    assert!(!format!("{row:?}").contains("tpl-value"), "Debug masks values");
+    assert!(
+        !format!("{row:?}").contains("tpl-value"),
+        "Debug masks values"
+    );
     let mut replay = templating("t1", "kit-2");
     replay.idempotency_key = Some("make-kit".into());
     let replayed = s.enqueue(replay, audit("t1")).await.unwrap();
@@ -2360,7 +2363,9 @@ pub async fn templates_and_followers_are_inserted_with_their_job(t: TestStore) {
     assert_eq!(audit_rows(s).await, before, "a refusal writes nothing");
     // Per tenant: another tenant has its own namespace and sees none of t1's.
     assert!(s.template("t2", "kit").await.unwrap().is_none());
-    s.enqueue(templating("t2", "kit"), audit("t2")).await.unwrap();
+    s.enqueue(templating("t2", "kit"), audit("t2"))
+        .await
+        .unwrap();
     assert_eq!(s.list_templates("t1").await.unwrap().len(), 1);
     assert_eq!(s.list_templates("t2").await.unwrap().len(), 1);
     assert!(s.delete_template("t1", "kit").await.unwrap());
@@ -2404,14 +2409,24 @@ pub async fn templates_and_followers_are_inserted_with_their_job(t: TestStore) {
         ])
         .await
         .unwrap();
-    assert!(matches!(outcomes[0], Err(StoreError::Conflict(_))), "{:?}", outcomes[0]);
+    assert!(
+        matches!(outcomes[0], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcomes[0]
+    );
     assert!(outcomes[1].as_ref().unwrap().created);
     assert!(outcomes[2].as_ref().unwrap().created);
     for id in refused_ids {
-        assert!(s.job(None, id).await.unwrap().is_none(), "a refused job's follower");
+        assert!(
+            s.job(None, id).await.unwrap().is_none(),
+            "a refused job's follower"
+        );
     }
     for id in accepted_ids {
-        assert_eq!(s.job(None, id).await.unwrap().unwrap().state, JobState::Queued);
+        assert_eq!(
+            s.job(None, id).await.unwrap().unwrap().state,
+            JobState::Queued
+        );
     }
     assert!(s.template("t1", "kit-3").await.unwrap().is_some());
 
@@ -2423,7 +2438,13 @@ pub async fn templates_and_followers_are_inserted_with_their_job(t: TestStore) {
     let over = with_quota(with_followers("q", "quota-box", 2), quota.clone());
     let refused = s.enqueue(over, audit("q")).await;
     assert!(
-        matches!(refused, Err(StoreError::QuotaExceeded { kind: QuotaKind::ActiveJobs, .. })),
+        matches!(
+            refused,
+            Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::ActiveJobs,
+                ..
+            })
+        ),
         "{refused:?}"
     );
     let within = with_quota(with_followers("q", "quota-box", 1), quota);

@@ -58,7 +58,10 @@ pub fn check_setup_commands(field: &str, commands: &[String]) -> Result<(), Inva
             ));
         }
         if command.contains('\0') {
-            return Err(InvalidInput::field(at, "a setup command contains a NUL byte"));
+            return Err(InvalidInput::field(
+                at,
+                "a setup command contains a NUL byte",
+            ));
         }
     }
     Ok(())
@@ -245,17 +248,26 @@ mod tests {
         assert!(check_setup_commands("s", &["true".into()]).is_ok());
         let many = vec!["true".to_string(); MAX_SETUP_COMMANDS + 1];
         assert_eq!(
-            check_setup_commands("s", &many).unwrap_err().field.as_deref(),
+            check_setup_commands("s", &many)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("s")
         );
         let long = vec!["x".repeat(MAX_SETUP_COMMAND_BYTES + 1)];
         assert_eq!(
-            check_setup_commands("s", &long).unwrap_err().field.as_deref(),
+            check_setup_commands("s", &long)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("s[0]")
         );
         let blank = vec!["true".into(), "  ".into()];
         assert_eq!(
-            check_setup_commands("s", &blank).unwrap_err().field.as_deref(),
+            check_setup_commands("s", &blank)
+                .unwrap_err()
+                .field
+                .as_deref(),
             Some("s[1]")
         );
     }

@@ -152,7 +152,9 @@ pub(crate) async fn expand(
         None | Some(Value::Null) => return Ok(arguments),
         Some(Value::String(name)) => name.clone(),
         Some(_) => {
-            return Err(InvalidInput::field("template", "template must be a template's name").into());
+            return Err(
+                InvalidInput::field("template", "template must be a template's name").into(),
+            );
         }
     };
     check_name("template", &name)?;
