@@ -47,7 +47,6 @@ pub struct TemplateView {
     pub created_at: Option<String>,
     /// A stored template whose name the configuration has since taken: sandboxes made with
     /// this name get the configuration's.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub shadowed: bool,
 }
 
@@ -434,4 +433,40 @@ pub fn check_configured(config: &ToolsConfig) -> Result<(), InvalidInput> {
         check_fields(&prefix, fields, &Limits::of(config))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_stored_template_is_shown_with_its_fields_and_masked_values() {
+        let record = TemplateRecord {
+            tenant: "t".into(),
+            name: "kit".into(),
+            fields: json!({"language": "sh", "setup_commands": ["true"]}),
+            environment_vars: BTreeMap::from([("TOKEN".into(), "value".into())]),
+            created_at: Utc::now(),
+        };
+        assert_eq!(fields_of(&record).environment_vars["TOKEN"], "value");
+        let view = serde_json::to_value(TemplateView::stored(&record)).unwrap();
+        assert_eq!(view["environment_vars"], json!({"TOKEN": "***"}));
+        assert_eq!(view["language"], "sh");
+        assert_eq!(view["setup_commands"], json!(["true"]));
+        assert_eq!(view["source"], STORED);
+        // Every field the output schema requires is there.
+        let schema = schema_of::<ListTemplatesOutput>();
+        for field in schema["$defs"]["TemplateView"]["required"]
+            .as_array()
+            .unwrap()
+        {
+            assert!(view.get(field.as_str().unwrap()).is_some(), "{field}");
+        }
+        // `create_sandbox` answers without them when it has none.
+        let schema = schema_of::<crate::tools::outputs::CreateSandboxOutput>();
+        let required = schema["required"].as_array().unwrap();
+        for optional in ["template", "setup_jobs"] {
+            assert!(!required.contains(&json!(optional)), "{optional}: {schema}");
+        }
+    }
 }
