@@ -14,6 +14,7 @@ on_both_databases!(
     a_sandbox_from_a_template_runs_its_setup_in_order_with_the_calls_fields_first,
     templates_are_listed_deleted_and_bad_input_is_refused,
     templates_are_per_tenant_and_need_their_roles,
+    setup_jobs_are_made_once_and_fail_with_their_sandbox,
 );
 
 /// Rows of `table` holding `needle` in the text of `column`, read from the database directly.
@@ -560,4 +561,60 @@ async fn mcp_clients_create_and_use_templates() {
         .await;
     assert_eq!(unknown["isError"], true, "{unknown}");
     assert_eq!(crate::access::tool_error(&unknown)["field"], "template");
+}
+
+async fn setup_jobs_are_made_once_and_fail_with_their_sandbox(db: Db) {
+    let Some(app) = crate::helpers::spawn_app(db).await else {
+        return;
+    };
+    let count_shells = || async {
+        let (_, listed) = app.get_json("/v1/jobs?tool=execute_shell&limit=200").await;
+        listed["jobs"].as_array().unwrap().len()
+    };
+    // A replayed idempotency key makes no second set of setup jobs (setup_commands given
+    // directly, without a template).
+    let request = json!({
+        "tool": "create_sandbox",
+        "arguments": {"name": "once", "setup_commands": ["echo a", "echo b"]},
+        "idempotency_key": "create-once",
+    });
+    let (status, first) = app.call("/v1/jobs", request.clone()).await;
+    assert_eq!(status, 202, "{first}");
+    let (_, again) = app.call("/v1/jobs", request).await;
+    assert_eq!(again["job_id"], first["job_id"]);
+    let job = app.wait(first["job_id"].as_str().unwrap()).await;
+    assert_eq!(job["status"], "succeeded", "{job}");
+    let setup = job["result"]["setup_jobs"].as_array().unwrap().clone();
+    assert_eq!(setup.len(), 2, "{job}");
+    for id in &setup {
+        let done = app.wait(id.as_str().unwrap()).await;
+        assert_eq!(done["status"], "succeeded", "{done}");
+    }
+    assert_eq!(count_shells().await, 2, "one set of setup jobs");
+
+    // A creation that fails (its clone does) takes its sandbox away; its setup jobs then fail
+    // `not_found` without running anything.
+    let (status, failed) = app
+        .call(
+            "/create_sandbox",
+            json!({
+                "name": "doomed",
+                "git_repo": "/no/such/repository",
+                "setup_commands": ["echo never"],
+            }),
+        )
+        .await;
+    assert_ne!(status, 200, "{failed}");
+    let (_, listed) = app.get_json("/v1/jobs?tool=execute_shell&limit=200").await;
+    let orphan = listed["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|j| j["sandbox"] == "doomed")
+        .unwrap_or_else(|| panic!("no setup job of the failed creation: {listed}"))
+        .clone();
+    let orphan = app.wait(orphan["job_id"].as_str().unwrap()).await;
+    assert_eq!(orphan["status"], "failed", "{orphan}");
+    assert_eq!(orphan["error"]["reason"], "not_found", "{orphan}");
+    assert!(orphan["result"].is_null(), "{orphan}");
 }
