@@ -1502,13 +1502,18 @@ mod tests {
     fn templates_load_and_their_mistakes_are_errors() {
         let c = load_text(
             "[templates.py]\nlanguage = \"python\"\nsetup_commands = [\"echo hi\"]\n\
-             environment_vars = { TOKEN_A = \"s3cret-template\" }\n",
+             environment_vars = { TOKEN_A = \"s3cret-template\" }\nresources = { cpu = 1.0 }\n",
         )
         .unwrap();
         assert_eq!(c.templates["py"].setup_commands, ["echo hi"]);
         // Printed settings mask template environment values whatever their names.
         let printed = c.to_redacted_toml();
         assert!(!printed.contains("s3cret-template"), "{printed}");
+        let reparsed: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(
+            reparsed.templates["py"].resources,
+            c.templates["py"].resources
+        );
         for (text, named) in [
             ("[templates.py]\nlangauge = \"python\"\n", "langauge"),
             ("[templates.py]\nnetwork = \"yes\"\n", "expected a boolean"),
