@@ -45,7 +45,9 @@ impl CreateSandbox {
                 description: "Create a development sandbox with its own processes, no network \
                     unless asked for, and resource limits: an isolated directory on the server \
                     (driver `local`) or a Daytona sandbox (driver `daytona`), as the server \
-                    offers. Returns its id; its name works wherever an id is accepted.",
+                    offers. Returns its id; its name works wherever an id is accepted. \
+                    `template` starts from a template (list_templates); `setup_commands` run \
+                    once after creation, in order, as jobs listed in `setup_jobs`.",
                 input_schema: schema_of::<CreateSandboxArgs>(),
                 output_schema: schema_of::<CreateSandboxOutput>(),
                 annotations: Annotations {
