@@ -334,6 +334,7 @@ impl Application {
                     resources: config.resource_policy()?,
                     file_limit_bytes: parse_size("sandbox.file_limit", &config.sandbox.file_limit)?,
                     drivers: DriverCatalog::of(&drivers),
+                    templates: std::sync::Arc::new(config.templates.clone()),
                 },
                 metrics: metrics.clone(),
                 secrets: Default::default(),
@@ -342,6 +343,14 @@ impl Application {
             queue.clone(),
         )
         .with_quotas(config.quotas.clone());
+        // `Config::load` checked the templates but for their languages, which need the drivers.
+        crate::tools::templates::check_configured(&tools.env().config).map_err(|e| {
+            anyhow::anyhow!(
+                "invalid configuration: {}{}",
+                e.field.map(|f| format!("{f}: ")).unwrap_or_default(),
+                e.message
+            )
+        })?;
         let tool_names: Vec<&str> = tools.specs().map(|spec| spec.name).collect();
         let driver_names: Vec<&str> = drivers.iter().map(|d| d.name()).collect();
         metrics.init_known_labels(&tool_names, &driver_names);

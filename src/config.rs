@@ -99,6 +99,9 @@ pub struct Config {
     pub metrics: MetricsConfig,
     pub tls: TlsConfig,
     pub quotas: QuotaConfig,
+    /// `[templates.NAME]`: sandbox templates every tenant can use (`create_sandbox
+    /// {template}`), read-only; their fields are those of `create_template`.
+    pub templates: std::collections::BTreeMap<String, crate::tools::args::TemplateFields>,
 }
 
 /// `[quotas]`: per-tenant limits, with per-tenant overrides in `[quotas.tenants.NAME]`. Beyond
@@ -500,6 +503,7 @@ impl Default for Config {
             metrics: MetricsConfig::default(),
             tls: TlsConfig::default(),
             quotas: QuotaConfig::default(),
+            templates: Default::default(),
         }
     }
 }
@@ -746,6 +750,12 @@ fn redact(value: &mut toml::Value) {
             toml::Value::String(text) if key == "url" || key.ends_with("_url") => {
                 *text = DatabaseUrl::new(text.clone()).redacted();
             }
+            // Template environment values are secrets whatever their names.
+            toml::Value::Table(env) if key == "environment_vars" => {
+                for (_, value) in env.iter_mut() {
+                    *value = "***".into();
+                }
+            }
             toml::Value::Table(_) => redact(value),
             _ => {}
         }
@@ -844,6 +854,31 @@ impl Config {
         Ok(config)
     }
 
+    /// The checks of `[templates.NAME]` that need no driver (the languages are checked at
+    /// start-up, once the drivers are known).
+    fn validate_templates(&self) -> Result<(), ConfigError> {
+        use crate::tools::templates::fields::{Limits, check_fields, check_name};
+        let resources = self.resource_policy()?;
+        let limits = Limits {
+            resources: &resources,
+            allow_network: self.sandbox.allow_network,
+            drivers: None,
+        };
+        for (name, fields) in &self.templates {
+            check_name(&format!("templates.{name}"), name)
+                .and_then(|()| check_fields(&format!("templates.{name}."), fields, &limits))
+                .map_err(|e| {
+                    ConfigError::Invalid(match e.field {
+                        Some(field) if !e.message.contains(&field) => {
+                            format!("{field}: {}", e.message)
+                        }
+                        _ => e.message,
+                    })
+                })?;
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<(), ConfigError> {
         let listen = self.listen_addr()?;
         if !self.server.metrics_listen.is_empty() {
@@ -866,6 +901,7 @@ impl Config {
             ));
         }
         self.validate_auth_edge()?;
+        self.validate_templates()?;
         if !matches!(self.sandbox.driver.as_str(), "local" | "daytona") {
             return Err(ConfigError::Invalid(format!(
                 "sandbox.driver: `{}` is not a driver (local, daytona)",
@@ -1452,6 +1488,66 @@ mod tests {
         let reparsed: Config = toml::from_str(&printed).unwrap();
         assert_eq!(reparsed.queue.concurrency, c.queue.concurrency);
         assert_eq!(reparsed.server.listen, c.server.listen);
+    }
+
+    /// Loads `text` as the configuration file.
+    fn load_text(text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("daytona-mcp.toml");
+        std::fs::write(&path, text).unwrap();
+        Config::load(Some(&path), &env(&[]), &Overrides::default())
+    }
+
+    #[test]
+    fn templates_load_and_their_mistakes_are_errors() {
+        let c = load_text(
+            "[templates.py]\nlanguage = \"python\"\nsetup_commands = [\"echo hi\"]\n\
+             environment_vars = { TOKEN_A = \"s3cret-template\" }\nresources = { cpu = 1.0 }\n",
+        )
+        .unwrap();
+        assert_eq!(c.templates["py"].setup_commands, ["echo hi"]);
+        // Printed settings mask template environment values whatever their names.
+        let printed = c.to_redacted_toml();
+        assert!(!printed.contains("s3cret-template"), "{printed}");
+        let reparsed: Config = toml::from_str(&printed).unwrap();
+        assert_eq!(
+            reparsed.templates["py"].resources,
+            c.templates["py"].resources
+        );
+        for (text, named) in [
+            ("[templates.py]\nlangauge = \"python\"\n", "langauge"),
+            ("[templates.py]\nnetwork = \"yes\"\n", "expected a boolean"),
+            ("[templates.py]\nnetwork = true\n", "templates.py.network"),
+            (
+                "[templates.py]\ngit_branch = \"main\"\n",
+                "templates.py.git_branch",
+            ),
+            (
+                "[templates.py]\nsetup_commands = [\"\"]\n",
+                "templates.py.setup_commands[0]",
+            ),
+            (
+                "[templates.py]\nenvironment_vars = { \"1X\" = \"v\" }\n",
+                "templates.py.environment_vars.1X",
+            ),
+            (
+                "[templates.\"a b\"]\nlanguage = \"python\"\n",
+                "templates.a b",
+            ),
+            (
+                "[templates.py]\ngit_repo = \"https://u:pw@example.com/r.git\"\n",
+                "templates.py.git_repo",
+            ),
+        ] {
+            let error = load_text(text).unwrap_err().to_string();
+            assert!(error.contains(named), "{text}: {error}");
+        }
+        let many = format!(
+            "[templates.py]\nsetup_commands = [{}]\n",
+            vec!["\"true\""; 33].join(", ")
+        );
+        let error = load_text(&many).unwrap_err().to_string();
+        assert!(error.contains("templates.py.setup_commands"), "{error}");
     }
 
     #[test]

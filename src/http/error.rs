@@ -188,6 +188,29 @@ impl From<SubmitError> for ApiError {
                 "conflict",
                 format!("a sandbox named `{name}` already exists"),
             ),
+            SubmitError::TemplateNotFound(name) => ApiError::Client {
+                status: StatusCode::NOT_FOUND,
+                code: "not_found",
+                message: format!(
+                    "template `{name}` not found: list_templates shows the templates you can use"
+                ),
+                field: Some("template".into()),
+            },
+            SubmitError::TemplateExists { name, in_config } => ApiError::new(
+                StatusCode::CONFLICT,
+                "conflict",
+                if in_config {
+                    format!(
+                        "a template named `{name}` is defined in the server's configuration, \
+                         which a stored template cannot replace or shadow; choose another name"
+                    )
+                } else {
+                    format!(
+                        "a template named `{name}` already exists; delete_template it first to \
+                         replace it"
+                    )
+                },
+            ),
             SubmitError::QuotaExceeded { kind, limit } => {
                 let (message, retry_after_s) = SubmitError::quota_answer(kind, limit);
                 ApiError::Limited {

@@ -198,6 +198,15 @@ pub struct NewJob {
     /// inserted when the idempotency key replays an earlier job; a name the tenant already has
     /// refuses the whole enqueue with [`super::StoreError::Conflict`].
     pub sandbox: Option<SandboxRecord>,
+    /// A template row to insert in the same transaction (`create_template`), holding the
+    /// environment values the job's arguments do not. Not inserted on a replay; a name the
+    /// tenant already has refuses the whole enqueue with [`super::StoreError::Conflict`].
+    pub template: Option<super::TemplateRecord>,
+    /// Jobs enqueued right after this one in the same transaction, each with its audit row
+    /// (the setup commands of a `create_sandbox`): they share its fate (none without it, none
+    /// on a replay) and, in its workspace, come after it in order. They carry no idempotency
+    /// key or quota of their own; the quota check of this job counts them.
+    pub followers: Vec<(NewJob, super::AuditEntry)>,
     /// The id of the request that submitted the job (`X-Request-Id`), kept with it so that
     /// the request, the job and their log lines share one id.
     pub request_id: Option<String>,
@@ -227,6 +236,8 @@ impl NewJob {
             run_after: Utc::now(),
             idempotency_key: None,
             sandbox: None,
+            template: None,
+            followers: Vec::new(),
             request_id: None,
             node: None,
             args_digest: None,

@@ -15,6 +15,7 @@ pub mod quota;
 pub mod sandbox;
 pub mod signals;
 pub mod sqlite;
+pub mod template;
 
 use std::fmt;
 use std::sync::Arc;
@@ -33,6 +34,7 @@ pub use job::{
 pub use quota::{Quota, QuotaKind};
 pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
 pub use signals::Signal;
+pub use template::TemplateRecord;
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
@@ -350,6 +352,18 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     async fn sandbox_counts(&self) -> Result<Vec<SandboxCount>>;
 
+    // ---- templates -------------------------------------------------------------------------
+    // A template is inserted only with the job that creates it (`NewJob::template`).
+
+    /// The template `name` of `tenant`.
+    async fn template(&self, tenant: &str, name: &str) -> Result<Option<TemplateRecord>>;
+
+    /// The templates of `tenant`, by name.
+    async fn list_templates(&self, tenant: &str) -> Result<Vec<TemplateRecord>>;
+
+    /// Deletes the template; `false` if there was none.
+    async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool>;
+
     // ---- audit -----------------------------------------------------------------------------
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
@@ -539,8 +553,8 @@ pub(crate) fn rescue_target(job: &Job) -> (JobState, Option<JobError>) {
     }
 }
 
-/// Splits a batch into its plain submissions (no sandbox row, no quota: checked by the unique
-/// idempotency index alone, so they can share multi-row inserts) and the others (each in its
+/// Splits a batch into its plain submissions (no sandbox or template row, no followers, no quota:
+/// checked by the unique idempotency index alone, so they can share multi-row inserts) and the others (each in its
 /// own savepoint), both with their indices in the batch. The others are written first: the
 /// submissions of one batch are concurrent (a caller waits for its answer before it submits
 /// again), so any order among them is an order they could have arrived in.
@@ -551,10 +565,12 @@ pub(crate) fn split_plain(
     Vec<(usize, (NewJob, AuditEntry))>,
     Vec<(usize, (NewJob, AuditEntry))>,
 ) {
-    batch
-        .into_iter()
-        .enumerate()
-        .partition(|(_, (job, _))| job.sandbox.is_none() && job.quota.is_none())
+    batch.into_iter().enumerate().partition(|(_, (job, _))| {
+        job.sandbox.is_none()
+            && job.quota.is_none()
+            && job.template.is_none()
+            && job.followers.is_empty()
+    })
 }
 
 /// Refuses to replay `earlier` for `job` (same tenant and idempotency key) when both digests are

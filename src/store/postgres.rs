@@ -25,7 +25,7 @@ use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
     Enqueued, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued,
     Result, SandboxCount, SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError,
-    Stream,
+    Stream, TemplateRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -302,6 +302,40 @@ fn sandbox_from_row(row: &PgRow) -> Result<SandboxRecord> {
         creating_job: row.try_get("creating_job")?,
         handle: row.try_get("driver_handle")?,
         node: row.try_get("node")?,
+    })
+}
+
+/// Inserts a template row; [`StoreError::Conflict`] when the tenant has the name.
+async fn insert_template_row(conn: &mut PgConnection, t: &TemplateRecord) -> Result<()> {
+    let result = sqlx::query(
+        "INSERT INTO templates (tenant, name, fields, environment_vars, created_at) \
+         VALUES ($1, $2, $3, $4, $5)",
+    )
+    .bind(&t.tenant)
+    .bind(&t.name)
+    .bind(jsonb_safe(t.fields.clone()))
+    .bind(Json(&t.environment_vars))
+    .bind(t.created_at)
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(format!("template named `{}`", t.name)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn template_from_row(row: &PgRow) -> Result<TemplateRecord> {
+    Ok(TemplateRecord {
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        fields: row.try_get("fields")?,
+        environment_vars: row
+            .try_get::<Json<std::collections::BTreeMap<String, String>>, _>("environment_vars")?
+            .0,
+        created_at: row.try_get("created_at")?,
     })
 }
 
@@ -605,6 +639,16 @@ async fn enqueue_rows(
             (earlier, false)
         }
     };
+    if created {
+        // The followers come right after the job, in its workspace's order; the quota check
+        // below counts them.
+        for (follower, follower_audit) in &job.followers {
+            bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), follower, now)
+                .fetch_optional(&mut *conn)
+                .await?;
+            insert_audit(conn, follower_audit).await?;
+        }
+    }
     if let (true, Some(quota)) = (created, &job.quota) {
         check_quota(conn, &job, quota).await?;
     }
@@ -612,6 +656,9 @@ async fn enqueue_rows(
         // An error rolls back the transaction (or the job's savepoint): no job without its
         // sandbox row.
         insert_sandbox_row(conn, sandbox, Some(stored.id)).await?;
+    }
+    if let (true, Some(template)) = (created, &job.template) {
+        insert_template_row(conn, template).await?;
     }
     audit.job_id = Some(stored.id);
     if !created {
@@ -1336,6 +1383,33 @@ impl Store for PgStore {
     async fn delete_sandbox(&self, id: &str) -> Result<bool> {
         let n = sqlx::query("DELETE FROM sandboxes WHERE id = $1")
             .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn template(&self, tenant: &str, name: &str) -> Result<Option<TemplateRecord>> {
+        let row = sqlx::query("SELECT * FROM templates WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(template_from_row).transpose()
+    }
+
+    async fn list_templates(&self, tenant: &str) -> Result<Vec<TemplateRecord>> {
+        let rows = sqlx::query("SELECT * FROM templates WHERE tenant = $1 ORDER BY name")
+            .bind(tenant)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(template_from_row).collect()
+    }
+
+    async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM templates WHERE tenant = $1 AND name = $2")
+            .bind(tenant)
+            .bind(name)
             .execute(&self.pool)
             .await?
             .rows_affected();

@@ -23,6 +23,7 @@ use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
     Enqueued, Job, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result,
     SandboxCount, SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
+    TemplateRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -418,6 +419,38 @@ async fn insert_sandbox_row(
     }
 }
 
+/// Inserts a template row; [`StoreError::Conflict`] when the tenant has the name.
+async fn insert_template_row(conn: &mut SqliteConnection, t: &TemplateRecord) -> Result<()> {
+    let result = sqlx::query(
+        "INSERT INTO templates (tenant, name, fields, environment_vars, created_at) \
+         VALUES (?, ?, ?, ?, ?)",
+    )
+    .bind(&t.tenant)
+    .bind(&t.name)
+    .bind(json_text(&t.fields))
+    .bind(json_text(&t.environment_vars))
+    .bind(ts(t.created_at))
+    .execute(conn)
+    .await;
+    match result {
+        Ok(_) => Ok(()),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(format!("template named `{}`", t.name)))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+fn template_from_row(row: &SqliteRow) -> Result<TemplateRecord> {
+    Ok(TemplateRecord {
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        fields: parse_json("fields", row.try_get("fields")?)?,
+        environment_vars: parse_json("environment_vars", row.try_get("environment_vars")?)?,
+        created_at: from_ts(row.try_get("created_at")?),
+    })
+}
+
 /// Refuses an enqueue beyond the tenant's quota; runs after the job's insert and before its
 /// sandbox's, so the new job is counted and the new sandbox is not.
 async fn check_quota(conn: &mut SqliteConnection, job: &NewJob, quota: &Quota) -> Result<()> {
@@ -524,6 +557,16 @@ async fn enqueue_rows(
             (earlier, false)
         }
     };
+    if created {
+        // The followers come right after the job, in its workspace's order; the quota check
+        // below counts them.
+        for (follower, follower_audit) in &job.followers {
+            bind_new_job(sqlx::query(INSERT_JOB_IDEMPOTENT), follower, now)
+                .fetch_optional(&mut *conn)
+                .await?;
+            insert_audit(conn, follower_audit).await?;
+        }
+    }
     if let (true, Some(quota)) = (created, &job.quota) {
         // BEGIN IMMEDIATE holds the write lock: no other enqueue counts meanwhile.
         check_quota(conn, &job, quota).await?;
@@ -532,6 +575,9 @@ async fn enqueue_rows(
         // An error rolls back the transaction (or the job's savepoint): no job without its
         // sandbox row.
         insert_sandbox_row(conn, sandbox, Some(stored.id)).await?;
+    }
+    if let (true, Some(template)) = (created, &job.template) {
+        insert_template_row(conn, template).await?;
     }
     audit.job_id = Some(stored.id);
     if !created {
@@ -1208,6 +1254,33 @@ impl Store for SqliteStore {
     async fn delete_sandbox(&self, id: &str) -> Result<bool> {
         let n = sqlx::query("DELETE FROM sandboxes WHERE id = ?")
             .bind(id)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
+    async fn template(&self, tenant: &str, name: &str) -> Result<Option<TemplateRecord>> {
+        let row = sqlx::query("SELECT * FROM templates WHERE tenant = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(template_from_row).transpose()
+    }
+
+    async fn list_templates(&self, tenant: &str) -> Result<Vec<TemplateRecord>> {
+        let rows = sqlx::query("SELECT * FROM templates WHERE tenant = ? ORDER BY name")
+            .bind(tenant)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(template_from_row).collect()
+    }
+
+    async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM templates WHERE tenant = ? AND name = ?")
+            .bind(tenant)
+            .bind(name)
             .execute(&self.writer)
             .await?
             .rows_affected();

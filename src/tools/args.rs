@@ -165,6 +165,58 @@ pub struct CreateSandboxArgs {
     /// Token for HTTPS git remotes (the clone of `git_repo`, later push/pull): kept with the
     /// sandbox as a secret, never shown, logged or audited.
     pub git_token: Option<String>,
+    /// A template (see list_templates) to start from: each field this call leaves out is the
+    /// template's; `environment_vars`, `labels` and `resources` merge key by key (the call's
+    /// keys win); `setup_commands` given here replace the template's; a `git_repo` given here
+    /// drops the template's `git_branch`.
+    pub template: Option<String>,
+    /// Shell commands run once after the sandbox is created, in order, each as its own
+    /// `execute_shell` job in the sandbox's order (before any later call's); their job ids are
+    /// in the result (`setup_jobs`). A failing command does not stop the ones after it.
+    #[serde(default)]
+    pub setup_commands: Vec<String>,
+    /// Set by the server (refused in a call): the job ids of the setup commands.
+    #[serde(default)]
+    #[schemars(skip)]
+    pub setup_jobs: Vec<String>,
+}
+
+/// The fields of a template (`[templates.NAME]` in the configuration, or `create_template`):
+/// the `create_sandbox` fields a sandbox made from it takes unless its call gives them.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TemplateFields {
+    /// What the template is for (shown by list_templates).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Default language for `execute_code` in the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// Daytona snapshot to start from (daytona driver only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// Environment variables for every command; values are secrets (stored, never shown).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub environment_vars: BTreeMap<String, String>,
+    /// Labels of the sandbox.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// Resources requested for the sandbox.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resources: Option<Resources>,
+    /// Let the sandbox's commands use the network (where the operator allows it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<bool>,
+    /// Git repository (without credentials) cloned into the sandbox at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_repo: Option<String>,
+    /// Branch of `git_repo` to clone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub git_branch: Option<String>,
+    /// Shell commands run once, in order, after the sandbox is created (each an
+    /// `execute_shell` job of the sandbox).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup_commands: Vec<String>,
 }
 
 pub fn default_language() -> String {

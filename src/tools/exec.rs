@@ -58,6 +58,8 @@ fn plan_command(
         timeout_s,
         secret: None,
         sandbox: None,
+        template: None,
+        setup_commands: Vec::new(),
     })
 }
 

@@ -197,6 +197,8 @@ impl Tool for FileOperationTool {
             timeout_s: None,
             secret: None,
             sandbox: None,
+            template: None,
+            setup_commands: Vec::new(),
         })
     }
 
@@ -386,6 +388,7 @@ mod tests {
             allow_network: false,
             resources: Default::default(),
             drivers: Default::default(),
+            templates: Default::default(),
         }
     }
 

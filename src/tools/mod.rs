@@ -15,6 +15,7 @@ pub mod outputs;
 pub mod resources;
 mod sandbox;
 pub mod secrets;
+pub mod templates;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -86,6 +87,28 @@ pub struct Plan {
     /// the sandbox and not with the job (environment values, the git token). `Tools::submit`
     /// sets its tenant and driver.
     pub sandbox: Option<crate::store::SandboxRecord>,
+    /// The template row to insert with the job (`create_template`); `Tools::submit` sets its
+    /// tenant.
+    pub template: Option<crate::store::TemplateRecord>,
+    /// Shell commands to enqueue as `execute_shell` jobs of the new sandbox right after the job,
+    /// in the same transaction (`create_sandbox`'s setup commands).
+    pub setup_commands: Vec<String>,
+}
+
+impl Plan {
+    /// A plan with nothing but `arguments`, `target` and retry safety.
+    pub fn new(arguments: Value, target: Target, retry_safe: bool) -> Plan {
+        Plan {
+            arguments,
+            target,
+            retry_safe,
+            timeout_s: None,
+            secret: None,
+            sandbox: None,
+            template: None,
+            setup_commands: Vec::new(),
+        }
+    }
 }
 
 /// Settings the tools need.
@@ -105,6 +128,8 @@ pub struct ToolsConfig {
     pub resources: resources::ResourcePolicy,
     /// The drivers this server runs, as submissions need to know them.
     pub drivers: DriverCatalog,
+    /// The configuration's templates (`[templates.NAME]`), by name.
+    pub templates: Arc<BTreeMap<String, args::TemplateFields>>,
 }
 
 /// What validation needs to know of the server's drivers (the drivers themselves run jobs).
@@ -221,6 +246,17 @@ impl ToolEnv {
 pub trait Tool: Send + Sync + 'static {
     fn spec(&self) -> &ToolSpec;
 
+    /// Completes the caller's arguments from what the server holds, before `plan` (a
+    /// `create_sandbox` naming a template takes the template's fields). Default: unchanged.
+    async fn prepare(
+        &self,
+        _env: &ToolEnv,
+        _tenant: &str,
+        arguments: Value,
+    ) -> Result<Value, SubmitError> {
+        Ok(arguments)
+    }
+
     /// Validates the arguments and decides scheduling. Runs before anything is stored.
     fn plan(&self, arguments: Value, config: &ToolsConfig) -> Result<Plan, InvalidInput>;
 
@@ -262,6 +298,12 @@ pub enum SubmitError {
     /// `create_sandbox` with a name the tenant already has.
     #[error("a sandbox named `{0}` already exists")]
     SandboxExists(String),
+    /// `create_sandbox {template}` naming no template of the server or the tenant.
+    #[error("template `{0}` not found")]
+    TemplateNotFound(String),
+    /// `create_template` with a name the tenant already has, or one of the configuration's.
+    #[error("a template named `{name}` already exists")]
+    TemplateExists { name: String, in_config: bool },
     /// The tenant is at a quota (`[quotas]`); nothing was enqueued.
     #[error("the tenant has reached its limit of {limit} {}", kind.what())]
     QuotaExceeded {
@@ -339,6 +381,9 @@ impl Tools {
             Arc::new(exec::ExecuteCode::new()),
             Arc::new(files::FileOperationTool::new()),
             Arc::new(git::GitOperationTool::new()),
+            Arc::new(templates::CreateTemplate::new()),
+            Arc::new(templates::ListTemplates::new()),
+            Arc::new(templates::DeleteTemplate::new()),
         ];
         for tool in tools {
             registry.insert(tool.spec().name, tool);
@@ -401,7 +446,10 @@ impl Tools {
             .idempotency_key
             .is_some()
             .then(|| idempotency::arguments_digest(tool.spec().name, &submission.arguments));
-        let plan = tool.plan(submission.arguments, config)?;
+        let arguments = tool
+            .prepare(&self.env, &submission.caller.tenant, submission.arguments)
+            .await?;
+        let plan = tool.plan(arguments, config)?;
         let required = tool.required_role(&plan.arguments);
         if !caller.may(required) {
             return Err(self
@@ -440,7 +488,23 @@ impl Tools {
             sandbox
         });
         let created_name = creates.as_ref().map(|s| s.name.clone());
+        let created_template = plan.template.map(|mut template| {
+            template.tenant = tenant.to_string();
+            template
+        });
+        if let Some(template) = &created_template {
+            // A name means one template: a stored one never shadows the configuration's.
+            if config.templates.contains_key(&template.name) {
+                return Err(SubmitError::TemplateExists {
+                    name: template.name.clone(),
+                    in_config: true,
+                });
+            }
+        }
+        let template_name = created_template.as_ref().map(|t| t.name.clone());
+        let sandbox_id = creates.as_ref().map(|s| s.id.clone());
         job.sandbox = creates;
+        job.template = created_template;
         job.workspace = workspace.clone();
         job.priority = submission.priority;
         job.max_attempts = config.max_attempts.max(1);
@@ -450,6 +514,21 @@ impl Tools {
         job.request_id = submission.caller.request_id.clone();
         job.node = node;
         job.args_digest = args_digest;
+        if let (Some(sandbox_id), false) = (&sandbox_id, plan.setup_commands.is_empty()) {
+            job.followers = setup_jobs(
+                &job,
+                &submission.caller,
+                sandbox_id,
+                &plan.setup_commands,
+                config.default_timeout_s as i64,
+            );
+            let ids: Vec<String> = job
+                .followers
+                .iter()
+                .map(|(f, _)| f.id.to_string())
+                .collect();
+            job.arguments["setup_jobs"] = serde_json::json!(ids);
+        }
         job.quota = self.quotas.for_tenant(tenant).map(|mut quota| {
             quota.default_disk_bytes = config.resources.default_disk_bytes;
             quota
@@ -484,6 +563,12 @@ impl Tools {
         }
         match (enqueued, created_name) {
             (Err(StoreError::Conflict(_)), Some(name)) => Err(SubmitError::SandboxExists(name)),
+            (Err(StoreError::Conflict(_)), None) if template_name.is_some() => {
+                Err(SubmitError::TemplateExists {
+                    name: template_name.unwrap_or_default(),
+                    in_config: false,
+                })
+            }
             (Err(StoreError::QuotaExceeded { kind, limit }), _) => {
                 // The refused enqueue rolled back its own audit row; the refusal gets one.
                 denied.outcome = "denied".into();
@@ -533,6 +618,42 @@ impl Tools {
         }
         Err(SubmitError::SandboxNotFound(reference.to_string()))
     }
+}
+
+/// The `execute_shell` jobs of a new sandbox's setup commands, each with its audit row: in the
+/// sandbox's workspace, on its node, after `job` (the `create_sandbox`) and in order, with the
+/// default timeout. Each is its own job: a failing one does not stop the ones after it, and a
+/// failed creation leaves them to fail `not_found`.
+fn setup_jobs(
+    job: &NewJob,
+    caller: &Caller,
+    sandbox_id: &str,
+    commands: &[String],
+    timeout_s: i64,
+) -> Vec<(NewJob, crate::store::AuditEntry)> {
+    commands
+        .iter()
+        .map(|command| {
+            let arguments = serde_json::json!({"sandbox_id": sandbox_id, "command": command});
+            let mut setup = NewJob::new(job.tenant.clone(), "execute_shell", arguments);
+            setup.workspace = job.workspace.clone();
+            setup.priority = job.priority;
+            setup.max_attempts = job.max_attempts;
+            // Running a command twice is never harmless.
+            setup.retry_safe = false;
+            setup.timeout_s = timeout_s;
+            setup.request_id = job.request_id.clone();
+            setup.node = job.node.clone();
+            let audit = caller.entry(
+                "execute_shell",
+                job.workspace.clone(),
+                Some(setup.id),
+                "accepted",
+                Some(&setup.arguments),
+            );
+            (setup, audit)
+        })
+        .collect()
 }
 
 /// Checks a timeout in seconds and rounds it up to whole seconds.

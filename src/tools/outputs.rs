@@ -17,6 +17,13 @@ pub struct CreateSandboxOutput {
     pub message: String,
     /// RFC 3339.
     pub created_at: String,
+    /// The template the sandbox was made from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub template: Option<String>,
+    /// The job ids of the setup commands, in order: each an `execute_shell` job of this
+    /// sandbox, queued before any later call's (read them with get_job).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub setup_jobs: Vec<String>,
 }
 
 #[derive(Clone, Debug, Serialize, JsonSchema)]

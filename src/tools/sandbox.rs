@@ -45,7 +45,9 @@ impl CreateSandbox {
                 description: "Create a development sandbox with its own processes, no network \
                     unless asked for, and resource limits: an isolated directory on the server \
                     (driver `local`) or a Daytona sandbox (driver `daytona`), as the server \
-                    offers. Returns its id; its name works wherever an id is accepted.",
+                    offers. Returns its id; its name works wherever an id is accepted. \
+                    `template` starts from a template (list_templates); `setup_commands` run \
+                    once after creation, in order, as jobs listed in `setup_jobs`.",
                 input_schema: schema_of::<CreateSandboxArgs>(),
                 output_schema: schema_of::<CreateSandboxOutput>(),
                 annotations: Annotations {
@@ -66,8 +68,24 @@ impl Tool for CreateSandbox {
         &self.spec
     }
 
+    async fn prepare(
+        &self,
+        env: &ToolEnv,
+        tenant: &str,
+        arguments: Value,
+    ) -> Result<Value, super::SubmitError> {
+        super::templates::expand(env, tenant, arguments).await
+    }
+
     fn plan(&self, mut arguments: Value, config: &ToolsConfig) -> Result<Plan, InvalidInput> {
         let parsed: CreateSandboxArgs = args::parse(&arguments)?;
+        if !parsed.setup_jobs.is_empty() {
+            return Err(InvalidInput::field(
+                "setup_jobs",
+                "setup_jobs is set by the server; give setup_commands",
+            ));
+        }
+        super::templates::fields::check_setup_commands("setup_commands", &parsed.setup_commands)?;
         let driver = match &parsed.driver {
             None => config.drivers.default.clone(),
             Some(name) if config.drivers.languages.contains_key(name) => name.clone(),
@@ -188,6 +206,8 @@ impl Tool for CreateSandbox {
             timeout_s: None,
             secret: None,
             sandbox: Some(sandbox),
+            template: None,
+            setup_commands: parsed.setup_commands,
         })
     }
 
@@ -213,7 +233,7 @@ impl Tool for CreateSandbox {
             Ok(Some(existing)) if existing.creating_job == Some(job.id) => {
                 match existing.status.as_str() {
                     CREATING => existing,
-                    RUNNING => return created(env, existing),
+                    RUNNING => return created(env, existing, &args),
                     _ => return conflict(),
                 }
             }
@@ -280,7 +300,7 @@ impl Tool for CreateSandbox {
         if let Err(e) = env.store.set_sandbox_status(&record.id, RUNNING).await {
             return abandon(env, Some(&driver), &record, store_failure(job, e), true).await;
         }
-        created(env, record)
+        created(env, record, &args)
     }
 }
 
@@ -367,9 +387,20 @@ async fn abandon(
     outcome
 }
 
-/// The answer for a created sandbox.
-fn created(env: &ToolEnv, record: SandboxRecord) -> Outcome {
+/// The answer for a created sandbox (made from `args`).
+fn created(env: &ToolEnv, record: SandboxRecord, args: &CreateSandboxArgs) -> Outcome {
     let mut message = format!("sandbox `{}` created", record.name);
+    let template = args.template.clone();
+    if let Some(name) = &template {
+        message.push_str(&format!(" from template `{name}`"));
+    }
+    let setup_jobs = args.setup_jobs.clone();
+    if !setup_jobs.is_empty() {
+        message.push_str(&format!(
+            "; {} setup command(s) queued in order: read them with get_job (setup_jobs)",
+            setup_jobs.len()
+        ));
+    }
     if let Some(url) = &record.git_repo {
         message.push_str(&format!("; cloned {url}"));
     }
@@ -391,6 +422,8 @@ fn created(env: &ToolEnv, record: SandboxRecord) -> Outcome {
             preview_url: None,
             message,
             created_at: rfc3339(record.created_at),
+            template,
+            setup_jobs,
         },
         None,
     )
@@ -483,6 +516,8 @@ impl Tool for ListSandboxes {
             timeout_s: None,
             secret: None,
             sandbox: None,
+            template: None,
+            setup_commands: Vec::new(),
         })
     }
 
@@ -631,6 +666,8 @@ impl Tool for GetSandboxInfo {
             timeout_s: None,
             secret: None,
             sandbox: None,
+            template: None,
+            setup_commands: Vec::new(),
         })
     }
 
@@ -735,6 +772,8 @@ impl Tool for DeleteSandbox {
             timeout_s: None,
             secret: None,
             sandbox: None,
+            template: None,
+            setup_commands: Vec::new(),
         })
     }
 

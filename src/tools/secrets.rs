@@ -25,6 +25,10 @@ pub const HELD: &str = "<held in memory, not stored>";
 /// inserted with the job (environment values, the git token): stored once, not with the job.
 pub const STORED: &str = "<stored with the sandbox, not with the job>";
 
+/// What a `create_template` job's stored arguments hold where an environment value is kept on
+/// the template row inserted with the job.
+pub const STORED_WITH_TEMPLATE: &str = "<stored with the template, not with the job>";
+
 /// Longest a secret waits for its job; jobs that never ran (cancelled while queued, lost) leave
 /// entries that are swept after this.
 const MAX_AGE: Duration = Duration::from_secs(48 * 3600);

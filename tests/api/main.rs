@@ -51,6 +51,7 @@ mod schemas;
 mod serialization;
 mod stdio;
 mod stored_env;
+mod templates;
 mod tenant_limits;
 mod tenants;
 mod tls;

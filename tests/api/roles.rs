@@ -201,6 +201,18 @@ fn tool_table(sandbox: &str) -> BTreeMap<&'static str, Vec<(Value, &'static str)
             "delete_sandbox",
             vec![(json!({"sandbox_id": "made-by-role-test"}), "developer")],
         ),
+        (
+            "create_template",
+            vec![(
+                json!({"name": "made-by-role-test", "setup_commands": ["true"]}),
+                "developer",
+            )],
+        ),
+        ("list_templates", vec![(json!({}), "viewer")]),
+        (
+            "delete_template",
+            vec![(json!({"name": "made-by-role-test"}), "developer")],
+        ),
     ])
 }
 
@@ -264,6 +276,9 @@ async fn each_tool_and_route_needs_its_role(db: Db) {
             "file_operation",
             "git_operation",
             "delete_sandbox",
+            "create_template",
+            "list_templates",
+            "delete_template",
         ] {
             for (args, needed) in &table[tool] {
                 let (status, body) = keyed
@@ -446,7 +461,9 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
     let all: BTreeSet<String> = [
         "cancel_job",
         "create_sandbox",
+        "create_template",
         "delete_sandbox",
+        "delete_template",
         "execute_code",
         "execute_shell",
         "file_operation",
@@ -455,6 +472,7 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
         "git_operation",
         "list_jobs",
         "list_sandboxes",
+        "list_templates",
     ]
     .map(String::from)
     .into();
@@ -465,6 +483,7 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
         "git_operation",
         "list_jobs",
         "list_sandboxes",
+        "list_templates",
     ]
     .map(String::from)
     .into();

@@ -440,3 +440,44 @@ pub async fn cancel_kills_the_command(h: Harness) {
     let (_, next) = h.shell(&id, "echo after", json!({})).await;
     assert_eq!(next["stdout"], "after\n");
 }
+
+/// A sandbox made from a template: its setup commands run in the sandbox's order, with the
+/// template's variables and the call's over them, on every driver.
+pub async fn a_templates_setup_commands_run_in_order(h: Harness) {
+    let (status, made) = h
+        .app
+        .call(
+            "/create_template",
+            json!({
+                "name": "driver-kit",
+                "language": "sh",
+                "environment_vars": {"KIT": "template", "MODE": "template"},
+                "setup_commands": [
+                    "printf 'one\\n' > setup.log",
+                    "printf '%s %s\\n' \"$KIT\" \"$MODE\" >> setup.log; exit 4",
+                    "printf 'three\\n' >> setup.log",
+                ],
+            }),
+        )
+        .await;
+    assert_eq!(status, 200, "{made}");
+    let (status, created) = h
+        .app
+        .call(
+            "/create_sandbox",
+            json!({"name": "kit-made", "template": "driver-kit", "environment_vars": {"MODE": "call"}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let id = created["sandbox_id"].as_str().unwrap().to_string();
+    let setup = created["setup_jobs"].as_array().unwrap().clone();
+    assert_eq!(setup.len(), 3, "{created}");
+    let mut codes = Vec::new();
+    for job in &setup {
+        let done = h.app.wait(job.as_str().unwrap()).await;
+        codes.push(done["exit_code"].clone());
+    }
+    assert_eq!(codes, [json!(0), json!(4), json!(0)]);
+    let log = h.file_ok(&id, "read", "setup.log", json!({})).await;
+    assert_eq!(log["content"], "one\ntemplate call\nthree\n");
+}

@@ -9,6 +9,7 @@ use daytona_mcp::store::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CREATING, CancelOutcome,
     Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob, OutputChunk,
     Quota, QuotaKind, SandboxFilter, SandboxRecord, Secret, Signal, Store, StoreError, Stream,
+    TemplateRecord,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -2309,4 +2310,143 @@ pub async fn small_claims_keep_the_global_order_past_a_busy_workspace(t: TestSto
     s.complete("n1", &[ok(b1.id)], Utc::now()).await.unwrap();
     let last: Vec<Uuid> = claim(s, "n1", 5).await.iter().map(|j| j.id).collect();
     assert_eq!(last, vec![b2.id], "w/busy is still running its first job");
+}
+
+/// A `create_template` job carrying its template row.
+fn templating(tenant: &str, name: &str) -> NewJob {
+    let mut j = job(tenant, None);
+    j.tool = "create_template".into();
+    j.template = Some(TemplateRecord {
+        tenant: tenant.into(),
+        name: name.into(),
+        fields: json!({"language": "python", "setup_commands": ["echo hi"]}),
+        environment_vars: BTreeMap::from([("TPL_SECRET".into(), "tpl-value".into())]),
+        created_at: Utc::now(),
+    });
+    j
+}
+
+/// A `create_sandbox` job with `n` setup jobs following it in its workspace.
+fn with_followers(tenant: &str, name: &str, n: usize) -> NewJob {
+    let mut j = creating(tenant, name);
+    for i in 0..n {
+        let mut follower = job(tenant, j.workspace.as_deref());
+        follower.arguments = json!({"command": format!("setup {i}")});
+        let entry = audit(tenant);
+        j.followers.push((follower, entry));
+    }
+    j
+}
+
+pub async fn templates_and_followers_are_inserted_with_their_job(t: TestStore) {
+    let s = t.store.as_ref();
+    // A template row comes with its job; a replay inserts none; a taken name refuses it all.
+    let mut first = templating("t1", "kit");
+    first.idempotency_key = Some("make-kit".into());
+    let made = s.enqueue(first, audit("t1")).await.unwrap();
+    assert!(made.created);
+    let row = s.template("t1", "kit").await.unwrap().unwrap();
+    assert_eq!(row.fields["language"], "python");
+    assert_eq!(row.environment_vars["TPL_SECRET"], "tpl-value");
+    assert!(
+        !format!("{row:?}").contains("tpl-value"),
+        "Debug masks values"
+    );
+    let mut replay = templating("t1", "kit-2");
+    replay.idempotency_key = Some("make-kit".into());
+    let replayed = s.enqueue(replay, audit("t1")).await.unwrap();
+    assert!(!replayed.created);
+    assert!(s.template("t1", "kit-2").await.unwrap().is_none());
+    let before = audit_rows(s).await;
+    let taken = s.enqueue(templating("t1", "kit"), audit("t1")).await;
+    assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
+    assert_eq!(audit_rows(s).await, before, "a refusal writes nothing");
+    // Per tenant: another tenant has its own namespace and sees none of t1's.
+    assert!(s.template("t2", "kit").await.unwrap().is_none());
+    s.enqueue(templating("t2", "kit"), audit("t2"))
+        .await
+        .unwrap();
+    assert_eq!(s.list_templates("t1").await.unwrap().len(), 1);
+    assert_eq!(s.list_templates("t2").await.unwrap().len(), 1);
+    assert!(s.delete_template("t1", "kit").await.unwrap());
+    assert!(!s.delete_template("t1", "kit").await.unwrap());
+    assert!(s.template("t2", "kit").await.unwrap().is_some());
+
+    // (The template jobs, which have no workspace, out of the way.)
+    let done: Vec<Completion> = claim(s, "n1", 10).await.iter().map(|j| ok(j.id)).collect();
+    assert_eq!(done.len(), 2);
+    s.complete("n1", &done, Utc::now()).await.unwrap();
+
+    // Followers come right after their job in its workspace, each with an audit row, and are
+    // claimed in order after it.
+    let before = audit_rows(s).await;
+    let head = with_followers("t1", "box", 3);
+    let follower_ids: Vec<Uuid> = head.followers.iter().map(|(f, _)| f.id).collect();
+    let head = s.enqueue(head, audit("t1")).await.unwrap().job;
+    assert_eq!(audit_rows(s).await, before + 4);
+    let mut order = vec![];
+    for _ in 0..4 {
+        let claimed = claim(s, "n1", 10).await;
+        assert_eq!(claimed.len(), 1, "one at a time in the workspace");
+        order.push(claimed[0].id);
+        s.complete("n1", &[ok(claimed[0].id)], Utc::now())
+            .await
+            .unwrap();
+    }
+    assert_eq!(order[0], head.id);
+    assert_eq!(order[1..], follower_ids[..]);
+
+    // In a batch, a refused job takes its followers along; an accepted one keeps them.
+    let refused = with_followers("t1", "box", 2);
+    let refused_ids: Vec<Uuid> = refused.followers.iter().map(|(f, _)| f.id).collect();
+    let accepted = with_followers("t1", "box-2", 2);
+    let accepted_ids: Vec<Uuid> = accepted.followers.iter().map(|(f, _)| f.id).collect();
+    let outcomes = s
+        .enqueue_batch(vec![
+            (refused, audit("t1")),
+            (accepted, audit("t1")),
+            (templating("t1", "kit-3"), audit("t1")),
+        ])
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcomes[0], Err(StoreError::Conflict(_))),
+        "{:?}",
+        outcomes[0]
+    );
+    assert!(outcomes[1].as_ref().unwrap().created);
+    assert!(outcomes[2].as_ref().unwrap().created);
+    for id in refused_ids {
+        assert!(
+            s.job(None, id).await.unwrap().is_none(),
+            "a refused job's follower"
+        );
+    }
+    for id in accepted_ids {
+        assert_eq!(
+            s.job(None, id).await.unwrap().unwrap().state,
+            JobState::Queued
+        );
+    }
+    assert!(s.template("t1", "kit-3").await.unwrap().is_some());
+
+    // A quota counts the followers: two active jobs allowed, a job with two followers is three.
+    let quota = Quota {
+        max_active_jobs: Some(2),
+        ..Quota::default()
+    };
+    let over = with_quota(with_followers("q", "quota-box", 2), quota.clone());
+    let refused = s.enqueue(over, audit("q")).await;
+    assert!(
+        matches!(
+            refused,
+            Err(StoreError::QuotaExceeded {
+                kind: QuotaKind::ActiveJobs,
+                ..
+            })
+        ),
+        "{refused:?}"
+    );
+    let within = with_quota(with_followers("q", "quota-box", 1), quota);
+    assert!(s.enqueue(within, audit("q")).await.unwrap().created);
 }

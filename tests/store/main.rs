@@ -113,6 +113,7 @@ conformance!(
     concurrent_batches_with_the_same_key_make_one_job,
     queue_group_commit_keeps_outcomes_and_order,
     small_claims_keep_the_global_order_past_a_busy_workspace,
+    templates_and_followers_are_inserted_with_their_job,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one

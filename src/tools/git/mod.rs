@@ -125,6 +125,8 @@ impl Tool for GitOperationTool {
             timeout_s: a.timeout_s,
             secret: None,
             sandbox: None,
+            template: None,
+            setup_commands: Vec::new(),
         };
         if let Some(secret) = secret {
             // The URL is stored without its password; the token waits in memory.
@@ -305,6 +307,7 @@ mod tests {
             allow_network: false,
             resources: Default::default(),
             drivers: Default::default(),
+            templates: Default::default(),
         }
     }
 
