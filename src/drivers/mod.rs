@@ -5,6 +5,7 @@
 //! Commands reach a driver as a [`Program`] (argv, a shell command the caller wrote, or source
 //! code), never as a shell string assembled from caller input.
 
+pub mod archive;
 pub mod daytona;
 pub mod files;
 pub mod languages;
