@@ -5,6 +5,7 @@
 //! invariant: this layer knows nothing of HTTP or MCP. Any front end (REST, MCP, the jobs API)
 //! submits the same [`Submission`].
 
+pub mod archives;
 pub mod args;
 mod code_hint;
 mod exec;
@@ -15,6 +16,7 @@ pub mod outputs;
 pub mod resources;
 mod sandbox;
 pub mod secrets;
+mod snapshots;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -186,6 +188,11 @@ pub struct ToolEnv {
     /// This node's id: recorded on the sandboxes of node-local drivers, whose jobs only this
     /// node may then claim.
     pub node_id: String,
+    /// Snapshot archives in this node's data dir.
+    pub archives: archives::Archives,
+    /// Per-tenant limits, for the checks made while a job runs (a snapshot's size against
+    /// `quotas.max_disk`).
+    pub quotas: crate::config::QuotaConfig,
 }
 
 impl ToolEnv {
@@ -339,6 +346,10 @@ impl Tools {
             Arc::new(exec::ExecuteCode::new()),
             Arc::new(files::FileOperationTool::new()),
             Arc::new(git::GitOperationTool::new()),
+            Arc::new(snapshots::SnapshotSandbox::new()),
+            Arc::new(snapshots::ListSnapshots::new()),
+            Arc::new(snapshots::RestoreSnapshot::new()),
+            Arc::new(snapshots::DeleteSnapshot::new()),
         ];
         for tool in tools {
             registry.insert(tool.spec().name, tool);
