@@ -49,4 +49,5 @@ conformance!(
     jobs_of_a_sandbox_run_in_order,
     timeouts_end_the_command,
     cancel_kills_the_command,
+    snapshots_restore_exactly_and_fork_independently,
 );
