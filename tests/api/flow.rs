@@ -26,15 +26,19 @@ async fn sync_and_async_flow(db: Db) {
         [
             "create_sandbox",
             "delete_sandbox",
+            "delete_snapshot",
             "execute_code",
             "execute_shell",
             "file_operation",
             "get_sandbox_info",
             "git_operation",
-            "list_sandboxes"
+            "list_sandboxes",
+            "list_snapshots",
+            "restore_snapshot",
+            "snapshot_sandbox"
         ]
     );
-    assert_eq!(schema["tasks"][2]["path"], "/execute_code");
+    assert_eq!(schema["tasks"][3]["path"], "/execute_code");
     let (status, tool) = app.get_json("/execute_code/schema").await;
     assert_eq!(status, 200);
     assert_eq!(tool["name"], "execute_code");

@@ -201,6 +201,22 @@ fn tool_table(sandbox: &str) -> BTreeMap<&'static str, Vec<(Value, &'static str)
             "delete_sandbox",
             vec![(json!({"sandbox_id": "made-by-role-test"}), "developer")],
         ),
+        (
+            "snapshot_sandbox",
+            vec![(json!({"sandbox_id": sandbox}), "developer")],
+        ),
+        ("list_snapshots", vec![(json!({}), "viewer")]),
+        (
+            "restore_snapshot",
+            vec![(
+                json!({"snapshot_id": "snap-0000", "sandbox_id": sandbox}),
+                "developer",
+            )],
+        ),
+        (
+            "delete_snapshot",
+            vec![(json!({"snapshot_id": "snap-0000"}), "developer")],
+        ),
     ])
 }
 
@@ -264,6 +280,10 @@ async fn each_tool_and_route_needs_its_role(db: Db) {
             "file_operation",
             "git_operation",
             "delete_sandbox",
+            "snapshot_sandbox",
+            "list_snapshots",
+            "restore_snapshot",
+            "delete_snapshot",
         ] {
             for (args, needed) in &table[tool] {
                 let (status, body) = keyed
@@ -447,6 +467,7 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
         "cancel_job",
         "create_sandbox",
         "delete_sandbox",
+        "delete_snapshot",
         "execute_code",
         "execute_shell",
         "file_operation",
@@ -455,6 +476,9 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
         "git_operation",
         "list_jobs",
         "list_sandboxes",
+        "list_snapshots",
+        "restore_snapshot",
+        "snapshot_sandbox",
     ]
     .map(String::from)
     .into();
@@ -465,6 +489,7 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
         "git_operation",
         "list_jobs",
         "list_sandboxes",
+        "list_snapshots",
     ]
     .map(String::from)
     .into();

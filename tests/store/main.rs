@@ -113,6 +113,7 @@ conformance!(
     concurrent_batches_with_the_same_key_make_one_job,
     queue_group_commit_keeps_outcomes_and_order,
     small_claims_keep_the_global_order_past_a_busy_workspace,
+    snapshots_are_per_tenant_and_count_in_the_disk_total,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
