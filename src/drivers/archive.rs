@@ -127,7 +127,9 @@ impl Checker {
             if header.entry_type().is_dir() {
                 return Ok(None);
             }
-            return Err(refused("an entry names the root but is not a directory".into()));
+            return Err(refused(
+                "an entry names the root but is not a directory".into(),
+            ));
         };
         // Beneath a symlink of the archive: extracting it would write through the link.
         let mut prefix = Vec::new();
@@ -145,10 +147,7 @@ impl Checker {
             prefix.extend_from_slice(part);
         }
         if !self.seen.insert(path.clone()) {
-            return Err(refused(format!(
-                "entry `{}` appears twice",
-                shown(&path)
-            )));
+            return Err(refused(format!("entry `{}` appears twice", shown(&path))));
         }
         use tar::EntryType;
         let kind = match header.entry_type() {
@@ -287,7 +286,8 @@ mod tests {
         assert!(refusal(&[(b"d/l", Symlink, b"../..")]).contains("points outside"));
         assert!(refusal(&[(b"p", Symlink, b"q/a/../..")]).contains("points outside"));
         assert!(
-            refusal(&[(b"l", Symlink, b"d"), (b"l/x", Regular, b"")]).contains("beneath the symlink")
+            refusal(&[(b"l", Symlink, b"d"), (b"l/x", Regular, b"")])
+                .contains("beneath the symlink")
         );
         assert!(refusal(&[(b"h", Link, b"../outside")]).contains("`..`"));
         assert!(refusal(&[(b"h", Link, b"nothing")]).contains("does not name"));

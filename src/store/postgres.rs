@@ -24,8 +24,8 @@ use super::signals::{SharedSignals, Signal, SignalHub, next_backoff};
 use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
     Enqueued, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued,
-    Result, SandboxCount, SandboxFilter, SandboxRecord, Secret, SnapshotRecord, StateCount, Store, StoreError,
-    Stream,
+    Result, SandboxCount, SandboxFilter, SandboxRecord, Secret, SnapshotRecord, StateCount, Store,
+    StoreError, Stream,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");

@@ -22,7 +22,8 @@ use super::signals::{SharedSignals, Signal};
 use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
     Enqueued, Job, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result,
-    SandboxCount, SandboxFilter, SandboxRecord, Secret, SnapshotRecord, StateCount, Store, StoreError, Stream,
+    SandboxCount, SandboxFilter, SandboxRecord, Secret, SnapshotRecord, StateCount, Store,
+    StoreError, Stream,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");

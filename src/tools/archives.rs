@@ -167,7 +167,12 @@ impl Archives {
     }
 }
 
-fn seal_blocking(tar: &Path, temp: &Path, target: &Path, dir: &Path) -> Result<Sealed, DriverError> {
+fn seal_blocking(
+    tar: &Path,
+    temp: &Path,
+    target: &Path,
+    dir: &Path,
+) -> Result<Sealed, DriverError> {
     let mut input = BufReader::new(File::open(tar).map_err(internal("cannot read the snapshot"))?);
     let file = File::options()
         .write(true)
@@ -193,9 +198,7 @@ fn seal_blocking(tar: &Path, temp: &Path, target: &Path, dir: &Path) -> Result<S
     file.sync_all().map_err(&wrote)?;
     drop(file);
     std::fs::rename(temp, target).map_err(&wrote)?;
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(&wrote)?;
+    File::open(dir).and_then(|d| d.sync_all()).map_err(&wrote)?;
     Ok(Sealed {
         size_bytes: written,
         digest: hex::encode(hasher.finalize()),
@@ -276,7 +279,10 @@ mod tests {
             .open_verified("snap-00ff", sealed.size_bytes, &sealed.digest)
             .await
             .unwrap();
-        assert_eq!(std::fs::read(out.path()).unwrap(), b"not really a tar, but bytes");
+        assert_eq!(
+            std::fs::read(out.path()).unwrap(),
+            b"not really a tar, but bytes"
+        );
         let wrong = "0".repeat(64);
         let err = archives
             .open_verified("snap-00ff", sealed.size_bytes, &wrong)

@@ -209,9 +209,17 @@ async fn tampered_and_corrupted_archives_are_refused_and_change_nothing(db: Db) 
         assert!(message.contains("refused"), "{what}: {message}");
         assert!(message.contains(expected), "{what}: {message}");
         assert_eq!(manifest(&root), before, "{what}: the sandbox is unchanged");
-        assert_eq!(manifest(&outside), outside_before, "{what}: nothing outside");
+        assert_eq!(
+            manifest(&outside),
+            outside_before,
+            "{what}: nothing outside"
+        );
         assert!(!app.data_dir.join("x").exists() && !app.data_dir.join("sandboxes/x").exists());
-        assert_eq!(sandbox_dirs(&app), dirs_before, "{what}: no restore left behind");
+        assert_eq!(
+            sandbox_dirs(&app),
+            dirs_before,
+            "{what}: no restore left behind"
+        );
     }
 
     // A fork from a tampered archive makes no sandbox.
@@ -232,7 +240,10 @@ async fn tampered_and_corrupted_archives_are_refused_and_change_nothing(db: Db) 
     flipped[middle] ^= 0x40;
     for (what, bytes) in [
         ("a flipped byte", flipped),
-        ("a truncated archive", original[..original.len() / 2].to_vec()),
+        (
+            "a truncated archive",
+            original[..original.len() / 2].to_vec(),
+        ),
     ] {
         replace_archive(&app, &url, &snapshot_id, &bytes, false).await;
         // The row still holds the original's size and digest.
@@ -296,7 +307,8 @@ async fn snapshots_count_against_the_disk_quota(db: Db) {
         )
         .await;
     assert_eq!(status, 200, "{full}");
-    app.shell("full", "head -c 100000 /dev/urandom > data").await;
+    app.shell("full", "head -c 100000 /dev/urandom > data")
+        .await;
     let (status, refused) = app
         .call("/snapshot_sandbox", json!({"sandbox_id": "full"}))
         .await;
@@ -318,7 +330,8 @@ async fn snapshots_count_against_the_disk_quota(db: Db) {
         )
         .await;
     assert_eq!(status, 200);
-    app.shell("half", "head -c 100000 /dev/urandom > data").await;
+    app.shell("half", "head -c 100000 /dev/urandom > data")
+        .await;
     let snap = snapshot(&app, "half").await;
     assert!(snap["size_bytes"].as_u64().unwrap() > 100_000, "{snap}");
     let other = json!({"name": "other-half", "resources": {"disk_gb": 0.5}});
@@ -380,10 +393,80 @@ async fn another_tenant_cannot_see_or_use_a_snapshot(db: Db) {
             json!({"sandbox_id": theirs, "operation": "list", "file_path": "."}),
         )
         .await;
-    assert_eq!(files["entries"].as_array().map(Vec::len), Some(0), "{files}");
+    assert_eq!(
+        files["entries"].as_array().map(Vec::len),
+        Some(0),
+        "{files}"
+    );
 
     keyed.act_as(DEVELOPER);
     let (_, listed) = keyed.app.call("/list_snapshots", json!({})).await;
     assert_eq!(listed["count"], 1, "still there: {listed}");
     assert!(archive_of(&keyed.app, &id).exists());
+}
+
+/// Over MCP: the tools are listed with their annotations (restore and delete destructive) and
+/// schemas, and a snapshot, a restore and a listing run as tool calls.
+#[actix_web::test]
+async fn mcp_lists_and_calls_the_snapshot_tools() {
+    let Some(app) = crate::helpers::spawn_app(Db::Sqlite).await else {
+        return;
+    };
+    let id = app.sandbox("over-mcp").await;
+    app.shell(&id, "printf one > f.txt").await;
+    let session = app.mcp_session("2025-11-25").await;
+    let tools = session.call(1, "tools/list", json!({})).await;
+    let tools = tools.result()["tools"].as_array().unwrap().clone();
+    let tool = |name: &str| {
+        tools
+            .iter()
+            .find(|t| t["name"] == name)
+            .unwrap_or_else(|| panic!("{name} listed"))
+            .clone()
+    };
+    for (name, read_only, destructive) in [
+        ("snapshot_sandbox", false, false),
+        ("list_snapshots", true, false),
+        ("restore_snapshot", false, true),
+        ("delete_snapshot", false, true),
+    ] {
+        let t = tool(name);
+        assert_eq!(t["annotations"]["readOnlyHint"], read_only, "{name}: {t}");
+        assert_eq!(
+            t["annotations"]["destructiveHint"], destructive,
+            "{name}: {t}"
+        );
+        assert_eq!(t["inputSchema"]["type"], "object", "{name}");
+        assert!(!t["description"].as_str().unwrap().is_empty());
+    }
+    assert!(tool("create_sandbox")["inputSchema"]["properties"]["from_snapshot"].is_object());
+    // The server's own field is not offered to callers.
+    assert!(tool("snapshot_sandbox")["inputSchema"]["properties"]["snapshot_id"].is_null());
+
+    let taken = session
+        .tool(
+            2,
+            "snapshot_sandbox",
+            json!({"sandbox_id": id, "name": "one"}),
+        )
+        .await;
+    assert_eq!(taken["isError"], false, "{taken}");
+    let snapshot = taken["structuredContent"]["snapshot_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    app.shell(&id, "printf two > f.txt").await;
+    let restored = session
+        .tool(
+            3,
+            "restore_snapshot",
+            json!({"snapshot_id": snapshot, "sandbox_id": id}),
+        )
+        .await;
+    assert_eq!(restored["isError"], false, "{restored}");
+    let out = app.shell(&id, "cat f.txt").await;
+    assert_eq!(out["stdout"], "one");
+    let listed = session.tool(4, "list_snapshots", json!({})).await;
+    assert_eq!(listed["structuredContent"]["count"], 1, "{listed}");
+    assert_eq!(listed["structuredContent"]["snapshots"][0]["name"], "one");
 }

@@ -466,7 +466,10 @@ pub async fn snapshots_restore_exactly_and_fork_independently(h: Harness) {
     assert_eq!(status, 200, "{made}");
     assert_eq!(made["exit_code"], 0, "{made}");
     let before = manifest(&h.workspace_on_host(&id));
-    assert!(before.contains_key(b"odd\x01\xff name".as_slice()), "{before:?}");
+    assert!(
+        before.contains_key(b"odd\x01\xff name".as_slice()),
+        "{before:?}"
+    );
     assert!(before.contains_key(b"empty".as_slice()));
 
     let (status, snap) = app

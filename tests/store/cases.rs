@@ -2347,8 +2347,14 @@ pub async fn snapshots_are_per_tenant_and_count_in_the_disk_total(t: TestStore) 
         Err(StoreError::Conflict(_))
     ));
     let ids = |list: Vec<SnapshotRecord>| list.into_iter().map(|r| r.id).collect::<Vec<_>>();
-    assert_eq!(ids(s.list_snapshots("t1", None).await.unwrap()), ["snap-a", "snap-b"]);
-    assert_eq!(ids(s.list_snapshots("t1", Some("sb-2")).await.unwrap()), ["snap-b"]);
+    assert_eq!(
+        ids(s.list_snapshots("t1", None).await.unwrap()),
+        ["snap-a", "snap-b"]
+    );
+    assert_eq!(
+        ids(s.list_snapshots("t1", Some("sb-2")).await.unwrap()),
+        ["snap-b"]
+    );
     assert!(s.list_snapshots("t2", None).await.unwrap().is_empty());
 
     // 150 bytes of snapshots: 60 more is over 200, 50 more is exactly it.
@@ -2389,5 +2395,8 @@ pub async fn snapshots_are_per_tenant_and_count_in_the_disk_total(t: TestStore) 
     let mut creates = creating("t1", "after-snapshots");
     creates.quota = Some(sandbox_quota);
     s.enqueue(creates, audit("t1")).await.unwrap();
-    assert_eq!(ids(s.list_snapshots("t1", None).await.unwrap()), ["snap-a", "snap-b"]);
+    assert_eq!(
+        ids(s.list_snapshots("t1", None).await.unwrap()),
+        ["snap-a", "snap-b"]
+    );
 }

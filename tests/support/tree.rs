@@ -37,7 +37,10 @@ fn walk(dir: &Path, prefix: Vec<u8>, out: &mut Manifest) {
             format!("dir {mode:o}")
         } else {
             let bytes = std::fs::read(entry.path()).unwrap();
-            format!("file {mode:o} {}", hex::encode(sha2::Sha256::digest(&bytes)))
+            format!(
+                "file {mode:o} {}",
+                hex::encode(sha2::Sha256::digest(&bytes))
+            )
         };
         out.insert(path, line);
     }

@@ -45,7 +45,13 @@ pub fn export(dir: &Path, out: &Path, deadline: Instant) -> Result<Summary, Driv
         .map_err(io_error("cannot open the snapshot's scratch file"))?;
     let mut builder = tar::Builder::new(BufWriter::new(file));
     let mut summary = Summary::default();
-    walk(&mut builder, root.fd(), &mut Vec::new(), &mut summary, deadline)?;
+    walk(
+        &mut builder,
+        root.fd(),
+        &mut Vec::new(),
+        &mut summary,
+        deadline,
+    )?;
     let mut writer = builder
         .into_inner()
         .map_err(io_error("cannot write the snapshot"))?;
@@ -116,7 +122,8 @@ fn walk<W: Write>(
                 0,
             )
             .map_err(io_error("cannot open a file"))?;
-            let now = beneath::stat_fd(fd.as_raw_fd()).map_err(io_error("cannot inspect a file"))?;
+            let now =
+                beneath::stat_fd(fd.as_raw_fd()).map_err(io_error("cannot inspect a file"))?;
             if now.st_mode & libc::S_IFMT != libc::S_IFREG {
                 return Err(DriverError::Internal(
                     "a file changed kind while the snapshot was taken".into(),
@@ -166,7 +173,9 @@ impl Read for Exact {
         let want = buf.len().min(self.left as usize);
         let n = self.file.read(&mut buf[..want])?;
         if n == 0 {
-            return Err(io::Error::other("a file shrank while the snapshot was taken"));
+            return Err(io::Error::other(
+                "a file shrank while the snapshot was taken",
+            ));
         }
         self.left -= n as u64;
         Ok(n)
@@ -406,7 +415,11 @@ pub fn sweep(sandboxes: &Path) {
         return;
     };
     for entry in entries.flatten() {
-        if entry.file_name().as_bytes().starts_with(RESTORE_PREFIX.as_bytes()) {
+        if entry
+            .file_name()
+            .as_bytes()
+            .starts_with(RESTORE_PREFIX.as_bytes())
+        {
             let _ = remove_tree(&entry.path());
         }
     }
