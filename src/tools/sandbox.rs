@@ -280,9 +280,7 @@ impl Tool for CreateSandbox {
         }
         if let Some(snapshot) = &args.from_snapshot {
             let restored = match super::snapshots::fork_source(env, job, snapshot).await {
-                Ok(source) => {
-                    super::snapshots::restore_into(env, job, &record, &source, &ctx).await
-                }
+                Ok(source) => super::snapshots::restore_into(env, &record, &source, &ctx).await,
                 Err(outcome) => Err(outcome),
             };
             if let Err(outcome) = restored {

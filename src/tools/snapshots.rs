@@ -95,7 +95,6 @@ fn check_here(env: &ToolEnv, snapshot: &SnapshotRecord) -> Result<(), Outcome> {
 /// import. Nothing changes on any error.
 pub(super) async fn restore_into(
     env: &ToolEnv,
-    job: &Job,
     record: &SandboxRecord,
     snapshot: &SnapshotRecord,
     ctx: &JobContext,
@@ -118,7 +117,6 @@ pub(super) async fn restore_into(
             return Err(failed(ErrorReason::Cancelled, "the restore was cancelled"));
         }
     };
-    let _ = job;
     imported.map(|s| s.entries).map_err(driver_failure)
 }
 
@@ -420,7 +418,7 @@ impl Tool for RestoreSnapshot {
             Ok(r) => r,
             Err(outcome) => return outcome,
         };
-        match restore_into(env, job, &record, &snapshot, &ctx).await {
+        match restore_into(env, &record, &snapshot, &ctx).await {
             Ok(entries) => succeeded(
                 &RestoreSnapshotOutput {
                     message: format!(

@@ -440,6 +440,19 @@ async fn mcp_lists_and_calls_the_snapshot_tools() {
         assert!(!t["description"].as_str().unwrap().is_empty());
     }
     assert!(tool("create_sandbox")["inputSchema"]["properties"]["from_snapshot"].is_object());
+    let output = &tool("snapshot_sandbox")["outputSchema"];
+    assert_eq!(output["type"], "object", "{output}");
+    for field in [
+        "snapshot_id",
+        "size_bytes",
+        "digest",
+        "created_at",
+        "message",
+    ] {
+        // The tool's own answer (first), or the job handle of a call still running.
+        let own = &output["anyOf"][0]["properties"][field];
+        assert!(own.is_object(), "{field}: {output}");
+    }
     // The server's own field is not offered to callers.
     assert!(tool("snapshot_sandbox")["inputSchema"]["properties"]["snapshot_id"].is_null());
 
