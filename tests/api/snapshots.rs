@@ -5,7 +5,6 @@
 //! found. The round trip itself (every file back exactly, forks) is the driver conformance
 //! case `snapshots_restore_exactly_and_fork_independently`, on both drivers.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Value, json};
@@ -15,38 +14,13 @@ use sqlx::Connection;
 use crate::access::{DEVELOPER, OTHER, spawn_keyed};
 use crate::helpers::{Db, TestApp, spawn_with, test_config};
 use crate::on_both_databases;
-use crate::support::tree::manifest;
+use crate::support::tree::{Raw, crafted, manifest};
 
 on_both_databases!(
     tampered_and_corrupted_archives_are_refused_and_change_nothing,
     snapshots_count_against_the_disk_quota,
     another_tenant_cannot_see_or_use_a_snapshot,
 );
-
-/// One raw entry of a crafted tar stream: name, kind, link name, content.
-type Raw<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
-
-/// A gzip-compressed tar stream with raw header names (the `tar` builder refuses `..` and
-/// absolute paths, which is what these archives are made to hold).
-fn crafted(entries: &[Raw]) -> Vec<u8> {
-    let mut tar = Vec::new();
-    for (name, kind, link, content) in entries {
-        let mut header = tar::Header::new_old();
-        header.as_old_mut().name[..name.len()].copy_from_slice(name);
-        header.as_old_mut().linkname[..link.len()].copy_from_slice(link);
-        header.set_entry_type(*kind);
-        header.set_mode(0o644);
-        header.set_size(content.len() as u64);
-        header.set_cksum();
-        tar.extend_from_slice(header.as_bytes());
-        tar.extend_from_slice(content);
-        tar.resize(tar.len().div_ceil(512) * 512, 0);
-    }
-    tar.extend_from_slice(&[0u8; 1024]);
-    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
-    gz.write_all(&tar).unwrap();
-    gz.finish().unwrap()
-}
 
 /// Replaces snapshot `id`'s archive with `bytes` and, when `record` is set, records their size
 /// and digest, as someone with write access to the data dir and the database could.
@@ -482,4 +456,53 @@ async fn mcp_lists_and_calls_the_snapshot_tools() {
     let listed = session.tool(4, "list_snapshots", json!({})).await;
     assert_eq!(listed["structuredContent"]["count"], 1, "{listed}");
     assert_eq!(listed["structuredContent"]["snapshots"][0]["name"], "one");
+}
+
+/// A sandbox holding a symlink out of it cannot be snapshotted (a restore would refuse the
+/// archive), and the call names the link; a restore that would put a sandbox over its disk
+/// quota is refused and changes nothing.
+#[actix_web::test]
+async fn links_out_are_refused_when_taken_and_quotas_hold_on_restore() {
+    let Some(app) = crate::helpers::spawn_app(Db::Sqlite).await else {
+        return;
+    };
+    let id = app.sandbox("linked").await;
+    app.shell(&id, "printf x > f && ln -s /etc/passwd out").await;
+    let (status, refused) = app
+        .call("/snapshot_sandbox", json!({"sandbox_id": id}))
+        .await;
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("cannot be snapshotted"), "{message}");
+    assert!(message.contains("`out`"), "{message}");
+    assert_eq!(archives_in(&app.data_dir), 0);
+
+    app.shell(&id, "rm out && head -c 300000 /dev/urandom > big").await;
+    let snap = snapshot(&app, &id).await;
+    let (status, tiny) = app
+        .call(
+            "/create_sandbox",
+            json!({"name": "tiny", "resources": {"disk_gb": 0.0001}}),
+        )
+        .await;
+    assert_eq!(status, 200, "{tiny}");
+    let tiny = tiny["sandbox_id"].as_str().unwrap().to_string();
+    app.shell(&tiny, "printf mine > mine.txt").await;
+    let root = app.data_dir.join("sandboxes").join(&tiny);
+    let before = manifest(&root);
+    let (status, over) = app
+        .call(
+            "/restore_snapshot",
+            json!({"snapshot_id": snap["snapshot_id"], "sandbox_id": tiny}),
+        )
+        .await;
+    assert_eq!(status, 422, "{over}");
+    assert!(
+        over["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("disk quota"),
+        "{over}"
+    );
+    assert_eq!(manifest(&root), before, "the sandbox is unchanged");
 }

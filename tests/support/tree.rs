@@ -45,3 +45,29 @@ fn walk(dir: &Path, prefix: Vec<u8>, out: &mut Manifest) {
         out.insert(path, line);
     }
 }
+
+/// One raw entry of a crafted tar stream: name, kind, link name, content.
+pub type Raw<'a> = (&'a [u8], tar::EntryType, &'a [u8], &'a [u8]);
+
+/// A gzip-compressed tar stream with raw header names (the `tar` builder refuses `..` and
+/// absolute paths, which is what these archives are made to hold).
+pub fn crafted(entries: &[Raw]) -> Vec<u8> {
+    let mut tar = Vec::new();
+    for (name, kind, link, content) in entries {
+        let mut header = tar::Header::new_old();
+        header.as_old_mut().name[..name.len()].copy_from_slice(name);
+        header.as_old_mut().linkname[..link.len()].copy_from_slice(link);
+        header.set_entry_type(*kind);
+        header.set_mode(0o644);
+        header.set_size(content.len() as u64);
+        header.set_cksum();
+        tar.extend_from_slice(header.as_bytes());
+        tar.extend_from_slice(content);
+        tar.resize(tar.len().div_ceil(512) * 512, 0);
+    }
+    tar.extend_from_slice(&[0u8; 1024]);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    std::io::Write::write_all(&mut gz, &tar).unwrap();
+    gz.finish().unwrap()
+}
+
