@@ -467,7 +467,8 @@ async fn links_out_are_refused_when_taken_and_quotas_hold_on_restore() {
         return;
     };
     let id = app.sandbox("linked").await;
-    app.shell(&id, "printf x > f && ln -s /etc/passwd out").await;
+    app.shell(&id, "printf x > f && ln -s /etc/passwd out")
+        .await;
     let (status, refused) = app
         .call("/snapshot_sandbox", json!({"sandbox_id": id}))
         .await;
@@ -477,7 +478,8 @@ async fn links_out_are_refused_when_taken_and_quotas_hold_on_restore() {
     assert!(message.contains("`out`"), "{message}");
     assert_eq!(archives_in(&app.data_dir), 0);
 
-    app.shell(&id, "rm out && head -c 300000 /dev/urandom > big").await;
+    app.shell(&id, "rm out && head -c 300000 /dev/urandom > big")
+        .await;
     let snap = snapshot(&app, &id).await;
     let (status, tiny) = app
         .call(

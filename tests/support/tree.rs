@@ -70,4 +70,3 @@ pub fn crafted(entries: &[Raw]) -> Vec<u8> {
     std::io::Write::write_all(&mut gz, &tar).unwrap();
     gz.finish().unwrap()
 }
-
