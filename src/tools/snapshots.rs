@@ -111,13 +111,13 @@ pub(super) async fn restore_into(
         .await
         .map_err(driver_failure)?;
     let limits = env.config.resources.limits(&record.resources);
-    let imported = tokio::select! {
-        r = driver.import_files(record.driver_handle(), scratch.path(), &limits, ctx.timeout) => r,
-        () = ctx.cancel.cancelled() => {
-            return Err(failed(ErrorReason::Cancelled, "the restore was cancelled"));
-        }
-    };
-    imported.map(|s| s.entries).map_err(driver_failure)
+    // Not abandoned on cancel: the import's last step swaps the files in, and an import left
+    // running behind a job reported cancelled could still do so. It ends at its deadline.
+    driver
+        .import_files(record.driver_handle(), scratch.path(), &limits, ctx.timeout)
+        .await
+        .map(|s| s.entries)
+        .map_err(driver_failure)
 }
 
 pub(super) struct SnapshotSandbox {
