@@ -111,6 +111,8 @@ pub struct Checker {
     seen: BTreeSet<Vec<u8>>,
     files: BTreeSet<Vec<u8>>,
     symlinks: BTreeSet<Vec<u8>>,
+    /// Every directory some accepted entry lies in.
+    parents: BTreeSet<Vec<u8>>,
     summary: Summary,
 }
 
@@ -133,18 +135,27 @@ impl Checker {
         };
         // Beneath a symlink of the archive: extracting it would write through the link.
         let mut prefix = Vec::new();
+        let mut prefixes = Vec::new();
         for part in path.split(|b| *b == b'/') {
-            if !prefix.is_empty() && self.symlinks.contains(&prefix) {
-                return Err(refused(format!(
-                    "entry `{}` lies beneath the symlink `{}`",
-                    shown(&path),
-                    shown(&prefix)
-                )));
-            }
             if !prefix.is_empty() {
+                if self.symlinks.contains(&prefix) {
+                    return Err(refused(format!(
+                        "entry `{}` lies beneath the symlink `{}`",
+                        shown(&path),
+                        shown(&prefix)
+                    )));
+                }
+                prefixes.push(prefix.clone());
                 prefix.push(b'/');
             }
             prefix.extend_from_slice(part);
+        }
+        // Something other than a directory where earlier entries needed one.
+        if !header.entry_type().is_dir() && self.parents.contains(&path) {
+            return Err(refused(format!(
+                "entry `{}` replaces a directory of earlier entries",
+                shown(&path)
+            )));
         }
         if !self.seen.insert(path.clone()) {
             return Err(refused(format!("entry `{}` appears twice", shown(&path))));
@@ -194,6 +205,7 @@ impl Checker {
                 )));
             }
         };
+        self.parents.extend(prefixes);
         self.summary.entries += 1;
         Ok(Some((path, kind)))
     }
@@ -292,6 +304,10 @@ mod tests {
         assert!(refusal(&[(b"h", Link, b"../outside")]).contains("`..`"));
         assert!(refusal(&[(b"h", Link, b"nothing")]).contains("does not name"));
         assert!(refusal(&[(b"dev", Char, b"")]).contains("device"));
+        assert!(
+            refusal(&[(b"a/f", Regular, b""), (b"a", Symlink, b"b")])
+                .contains("replaces a directory")
+        );
         assert!(refusal(&[(b"f", Regular, b""), (b"f", Symlink, b"g")]).contains("twice"));
     }
 }
