@@ -289,12 +289,13 @@ impl SubmitError {
             QuotaKind::ActiveJobs => (5, "wait for some of its jobs to finish, or cancel some"),
             QuotaKind::Disk => (
                 60,
-                "delete a sandbox, or ask for a smaller disk (resources.disk_gb)",
+                "delete a sandbox or a snapshot (delete_snapshot), or ask for a smaller disk \
+                 (resources.disk_gb)",
             ),
         };
         let amount = match kind {
             QuotaKind::Disk => format!(
-                "{:.1} GiB of sandbox disk quota in total",
+                "{:.1} GiB of sandbox disk quota and snapshots in total",
                 limit as f64 / (1u64 << 30) as f64
             ),
             _ => format!("{limit} {}", kind.what()),
