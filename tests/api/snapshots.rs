@@ -508,3 +508,37 @@ async fn links_out_are_refused_when_taken_and_quotas_hold_on_restore() {
     );
     assert_eq!(manifest(&root), before, "the sandbox is unchanged");
 }
+
+/// Snapshots outlive the server: after a restart the archive restores, and what an interrupted
+/// snapshot or restore would leave (a temporary archive, an unpacking directory) is removed at
+/// start-up.
+#[actix_web::test]
+async fn snapshots_survive_a_restart_and_leftovers_are_swept() {
+    let Some((config, dir)) = test_config(Db::Sqlite).await else {
+        return;
+    };
+    let app = spawn_with(config.clone(), dir).await;
+    let id = app.sandbox("lasting").await;
+    app.shell(&id, "mkdir -p a/b && printf kept > a/b/f && chmod 0700 a")
+        .await;
+    let root = app.data_dir.join("sandboxes").join(&id);
+    let before = manifest(&root);
+    let snap = snapshot(&app, &id).await;
+    let data_dir = app.data_dir.clone();
+    let dir = app.stop();
+    std::fs::write(data_dir.join("snapshots/.tmp-snap-00-x"), b"half").unwrap();
+    std::fs::create_dir_all(data_dir.join(format!("sandboxes/.restore-{id}-x/inner"))).unwrap();
+
+    let app = spawn_with(config, dir).await;
+    assert!(!data_dir.join("snapshots/.tmp-snap-00-x").exists());
+    assert_eq!(sandbox_dirs(&app), vec![id.clone()]);
+    app.shell(&id, "rm -rf a && printf new > n").await;
+    let (status, restored) = app
+        .call(
+            "/restore_snapshot",
+            json!({"snapshot_id": snap["snapshot_id"], "sandbox_id": id}),
+        )
+        .await;
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(manifest(&root), before);
+}
