@@ -339,6 +339,9 @@ impl Application {
                 metrics: metrics.clone(),
                 secrets: Default::default(),
                 node_id: node_id.clone(),
+                archives: crate::tools::archives::Archives::open(&config.data_dir)
+                    .context("cannot open the snapshot directory of the data dir")?,
+                quotas: config.quotas.clone(),
             },
             queue.clone(),
         )

@@ -5,6 +5,7 @@
 //! Commands reach a driver as a [`Program`] (argv, a shell command the caller wrote, or source
 //! code), never as a shell string assembled from caller input.
 
+pub mod archive;
 pub mod daytona;
 pub mod files;
 pub mod languages;
@@ -297,6 +298,39 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
         request: ExecRequest,
         io: ExecIo,
     ) -> Result<ExecResult, DriverError>;
+
+    /// Writes every file of the sandbox (regular files, directories, symlinks; names, modes and
+    /// bytes as they are) as a tar stream into the host file `tar`, which the caller made
+    /// empty. Never follows a symlink and never reads outside the sandbox.
+    async fn export_files(
+        &self,
+        id: &str,
+        tar: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<archive::Summary, DriverError> {
+        let _ = (id, tar, timeout);
+        Err(DriverError::Unsupported(format!(
+            "the {} driver cannot take snapshots",
+            self.name()
+        )))
+    }
+
+    /// Replaces the sandbox's files with those of the tar stream in the host file `tar`,
+    /// checked entry by entry ([`archive::check`]'s rules) as it is unpacked. All or nothing:
+    /// on any error the sandbox keeps its files as they were.
+    async fn import_files(
+        &self,
+        id: &str,
+        tar: &std::path::Path,
+        limits: &SandboxLimits,
+        timeout: Duration,
+    ) -> Result<archive::Summary, DriverError> {
+        let _ = (id, tar, limits, timeout);
+        Err(DriverError::Unsupported(format!(
+            "the {} driver cannot restore snapshots",
+            self.name()
+        )))
+    }
 
     /// Performs one file operation on the sandbox's files, confined to them whatever symlinks
     /// the sandbox holds. `timeout` bounds long walks (recursive deletes).

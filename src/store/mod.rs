@@ -14,6 +14,7 @@ pub mod postgres;
 pub mod quota;
 pub mod sandbox;
 pub mod signals;
+pub mod snapshot;
 pub mod sqlite;
 pub mod template;
 
@@ -35,6 +36,7 @@ pub use quota::{Quota, QuotaKind};
 pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
 pub use signals::Signal;
 pub use template::TemplateRecord;
+pub use snapshot::SnapshotRecord;
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]
@@ -365,6 +367,26 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     async fn delete_template(&self, tenant: &str, name: &str) -> Result<bool>;
 
     // ---- audit -----------------------------------------------------------------------------
+
+    /// Inserts a snapshot's row. With `quota` limiting disk, refuses (`QuotaExceeded`, nothing
+    /// written) when the tenant's sandboxes' disk quotas plus its snapshots, this one included,
+    /// would exceed it; checked in the insert's transaction, under the lock `enqueue` takes for
+    /// the tenant's quota checks.
+    async fn insert_snapshot(&self, snapshot: &SnapshotRecord, quota: Option<&Quota>)
+    -> Result<()>;
+
+    /// The tenant's snapshot `id`.
+    async fn snapshot(&self, tenant: &str, id: &str) -> Result<Option<SnapshotRecord>>;
+
+    /// The tenant's snapshots, oldest first; only those of sandbox `sandbox_id` when given.
+    async fn list_snapshots(
+        &self,
+        tenant: &str,
+        sandbox_id: Option<&str>,
+    ) -> Result<Vec<SnapshotRecord>>;
+
+    /// Deletes the tenant's snapshot `id`; whether it existed.
+    async fn delete_snapshot(&self, tenant: &str, id: &str) -> Result<bool>;
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<()>;
 

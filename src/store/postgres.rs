@@ -24,8 +24,8 @@ use super::signals::{SharedSignals, Signal, SignalHub, next_backoff};
 use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
     Enqueued, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued,
-    Result, SandboxCount, SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError,
-    Stream, TemplateRecord,
+    Result, SandboxCount, SandboxFilter, SandboxRecord, Secret, SnapshotRecord, StateCount, Store,
+    StoreError, Stream, TemplateRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -1433,6 +1433,90 @@ impl Store for PgStore {
             .collect()
     }
 
+    async fn insert_snapshot(
+        &self,
+        snapshot: &SnapshotRecord,
+        quota: Option<&Quota>,
+    ) -> Result<()> {
+        let mut tx = self.pool.begin().await?;
+        if let Some((limit, quota)) = quota.and_then(|q| q.max_disk_bytes.map(|l| (l, q))) {
+            // The lock `enqueue` takes for the tenant's quota checks.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtextextended($1, 1))")
+                .bind(format!("tenant-quota:{}", snapshot.tenant))
+                .execute(&mut *tx)
+                .await?;
+            let total = disk_total(&mut tx, &snapshot.tenant, quota).await?;
+            if total.saturating_add(snapshot.size_bytes.max(0) as u64) > limit {
+                return Err(StoreError::QuotaExceeded {
+                    kind: QuotaKind::Disk,
+                    limit,
+                });
+            }
+        }
+        let result = sqlx::query(
+            "INSERT INTO snapshots (id, tenant, name, sandbox_id, sandbox_name, driver, node, \
+             size_bytes, digest, entries, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        )
+        .bind(&snapshot.id)
+        .bind(&snapshot.tenant)
+        .bind(&snapshot.name)
+        .bind(&snapshot.sandbox_id)
+        .bind(&snapshot.sandbox_name)
+        .bind(&snapshot.driver)
+        .bind(&snapshot.node)
+        .bind(snapshot.size_bytes)
+        .bind(&snapshot.digest)
+        .bind(snapshot.entries)
+        .bind(snapshot.created_at)
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("snapshot `{}`", snapshot.id)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self, tenant: &str, id: &str) -> Result<Option<SnapshotRecord>> {
+        let row = sqlx::query("SELECT * FROM snapshots WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(snapshot_from_row).transpose()
+    }
+
+    async fn list_snapshots(
+        &self,
+        tenant: &str,
+        sandbox_id: Option<&str>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM snapshots WHERE tenant = $1 \
+             AND ($2::TEXT IS NULL OR sandbox_id = $2) ORDER BY created_at, id",
+        )
+        .bind(tenant)
+        .bind(sandbox_id)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
+    async fn delete_snapshot(&self, tenant: &str, id: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM snapshots WHERE tenant = $1 AND id = $2")
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
+    }
+
     async fn append_audit(&self, entry: &AuditEntry) -> Result<()> {
         let mut conn = self.pool.acquire().await?;
         insert_audit(&mut conn, entry).await
@@ -1578,6 +1662,43 @@ impl Store for PgStore {
     }
 }
 
+/// The tenant's disk total for `quotas.max_disk`: its sandboxes' disk quotas plus the sizes of
+/// its snapshots.
+async fn disk_total(conn: &mut PgConnection, tenant: &str, quota: &Quota) -> Result<u64> {
+    let rows: Vec<(Json<Value>,)> =
+        sqlx::query_as("SELECT resources FROM sandboxes WHERE tenant = $1")
+            .bind(tenant)
+            .fetch_all(&mut *conn)
+            .await?;
+    let mut total: u64 = 0;
+    for (Json(resources),) in rows {
+        total = total.saturating_add(quota.disk_bytes_of(&resources));
+    }
+    let (snapshots,): (i64,) = sqlx::query_as(
+        "SELECT COALESCE(SUM(size_bytes), 0)::BIGINT FROM snapshots WHERE tenant = $1",
+    )
+    .bind(tenant)
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(total.saturating_add(snapshots.max(0) as u64))
+}
+
+fn snapshot_from_row(row: &PgRow) -> Result<SnapshotRecord> {
+    Ok(SnapshotRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        sandbox_id: row.try_get("sandbox_id")?,
+        sandbox_name: row.try_get("sandbox_name")?,
+        driver: row.try_get("driver")?,
+        node: row.try_get("node")?,
+        size_bytes: row.try_get("size_bytes")?,
+        digest: row.try_get("digest")?,
+        entries: row.try_get("entries")?,
+        created_at: row.try_get("created_at")?,
+    })
+}
+
 /// Refuses an enqueue beyond the tenant's quota (under the tenant's advisory lock); runs after
 /// the job's insert and before its sandbox's, so the new job is counted and the new sandbox is
 /// not.
@@ -1595,15 +1716,9 @@ async fn check_quota(conn: &mut PgConnection, job: &NewJob, quota: &Quota) -> Re
         }
     }
     if let (Some(limit), Some(sandbox)) = (quota.max_disk_bytes, &job.sandbox) {
-        let rows: Vec<(Json<Value>,)> =
-            sqlx::query_as("SELECT resources FROM sandboxes WHERE tenant = $1")
-                .bind(&job.tenant)
-                .fetch_all(&mut *conn)
-                .await?;
-        let mut total = quota.disk_bytes_of(&sandbox.resources);
-        for (Json(resources),) in rows {
-            total = total.saturating_add(quota.disk_bytes_of(&resources));
-        }
+        let total = disk_total(conn, &job.tenant, quota)
+            .await?
+            .saturating_add(quota.disk_bytes_of(&sandbox.resources));
         if total > limit {
             return Err(StoreError::QuotaExceeded {
                 kind: QuotaKind::Disk,

@@ -22,8 +22,8 @@ use super::signals::{SharedSignals, Signal};
 use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
     Enqueued, Job, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result,
-    SandboxCount, SandboxFilter, SandboxRecord, Secret, StateCount, Store, StoreError, Stream,
-    TemplateRecord,
+    SandboxCount, SandboxFilter, SandboxRecord, Secret, SnapshotRecord, StateCount, Store,
+    StoreError, Stream, TemplateRecord,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -451,6 +451,42 @@ fn template_from_row(row: &SqliteRow) -> Result<TemplateRecord> {
     })
 }
 
+/// The tenant's disk total for `quotas.max_disk`: its sandboxes' disk quotas plus the sizes of
+/// its snapshots.
+async fn disk_total(conn: &mut SqliteConnection, tenant: &str, quota: &Quota) -> Result<u64> {
+    let rows: Vec<(String,)> = sqlx::query_as("SELECT resources FROM sandboxes WHERE tenant = ?")
+        .bind(tenant)
+        .fetch_all(&mut *conn)
+        .await?;
+    let mut total: u64 = 0;
+    for (resources,) in rows {
+        let resources = serde_json::from_str(&resources).unwrap_or(serde_json::Value::Null);
+        total = total.saturating_add(quota.disk_bytes_of(&resources));
+    }
+    let (snapshots,): (i64,) =
+        sqlx::query_as("SELECT COALESCE(SUM(size_bytes), 0) FROM snapshots WHERE tenant = ?")
+            .bind(tenant)
+            .fetch_one(&mut *conn)
+            .await?;
+    Ok(total.saturating_add(snapshots.max(0) as u64))
+}
+
+fn snapshot_from_row(row: &SqliteRow) -> Result<SnapshotRecord> {
+    Ok(SnapshotRecord {
+        id: row.try_get("id")?,
+        tenant: row.try_get("tenant")?,
+        name: row.try_get("name")?,
+        sandbox_id: row.try_get("sandbox_id")?,
+        sandbox_name: row.try_get("sandbox_name")?,
+        driver: row.try_get("driver")?,
+        node: row.try_get("node")?,
+        size_bytes: row.try_get("size_bytes")?,
+        digest: row.try_get("digest")?,
+        entries: row.try_get("entries")?,
+        created_at: from_ts(row.try_get("created_at")?),
+    })
+}
+
 /// Refuses an enqueue beyond the tenant's quota; runs after the job's insert and before its
 /// sandbox's, so the new job is counted and the new sandbox is not.
 async fn check_quota(conn: &mut SqliteConnection, job: &NewJob, quota: &Quota) -> Result<()> {
@@ -467,16 +503,9 @@ async fn check_quota(conn: &mut SqliteConnection, job: &NewJob, quota: &Quota) -
         }
     }
     if let (Some(limit), Some(sandbox)) = (quota.max_disk_bytes, &job.sandbox) {
-        let rows: Vec<(String,)> =
-            sqlx::query_as("SELECT resources FROM sandboxes WHERE tenant = ?")
-                .bind(&job.tenant)
-                .fetch_all(&mut *conn)
-                .await?;
-        let mut total = quota.disk_bytes_of(&sandbox.resources);
-        for (resources,) in rows {
-            let resources = serde_json::from_str(&resources).unwrap_or(serde_json::Value::Null);
-            total = total.saturating_add(quota.disk_bytes_of(&resources));
-        }
+        let total = disk_total(conn, &job.tenant, quota)
+            .await?
+            .saturating_add(quota.disk_bytes_of(&sandbox.resources));
         if total > limit {
             return Err(StoreError::QuotaExceeded {
                 kind: QuotaKind::Disk,
@@ -1302,6 +1331,85 @@ impl Store for SqliteStore {
                 })
             })
             .collect()
+    }
+
+    async fn insert_snapshot(
+        &self,
+        snapshot: &SnapshotRecord,
+        quota: Option<&Quota>,
+    ) -> Result<()> {
+        // BEGIN IMMEDIATE: no other writer counts quotas between the sum and the insert.
+        let mut tx = self.begin().await?;
+        if let Some((limit, quota)) = quota.and_then(|q| q.max_disk_bytes.map(|l| (l, q))) {
+            let total = disk_total(&mut tx, &snapshot.tenant, quota).await?;
+            if total.saturating_add(snapshot.size_bytes.max(0) as u64) > limit {
+                return Err(StoreError::QuotaExceeded {
+                    kind: QuotaKind::Disk,
+                    limit,
+                });
+            }
+        }
+        let result = sqlx::query(
+            "INSERT INTO snapshots (id, tenant, name, sandbox_id, sandbox_name, driver, node, \
+             size_bytes, digest, entries, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&snapshot.id)
+        .bind(&snapshot.tenant)
+        .bind(&snapshot.name)
+        .bind(&snapshot.sandbox_id)
+        .bind(&snapshot.sandbox_name)
+        .bind(&snapshot.driver)
+        .bind(&snapshot.node)
+        .bind(snapshot.size_bytes)
+        .bind(&snapshot.digest)
+        .bind(snapshot.entries)
+        .bind(ts(snapshot.created_at))
+        .execute(&mut *tx)
+        .await;
+        match result {
+            Ok(_) => {}
+            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                return Err(StoreError::Conflict(format!("snapshot `{}`", snapshot.id)));
+            }
+            Err(e) => return Err(e.into()),
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn snapshot(&self, tenant: &str, id: &str) -> Result<Option<SnapshotRecord>> {
+        let row = sqlx::query("SELECT * FROM snapshots WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(snapshot_from_row).transpose()
+    }
+
+    async fn list_snapshots(
+        &self,
+        tenant: &str,
+        sandbox_id: Option<&str>,
+    ) -> Result<Vec<SnapshotRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM snapshots WHERE tenant = ?1 AND (?2 IS NULL OR sandbox_id = ?2) \
+             ORDER BY created_at, id",
+        )
+        .bind(tenant)
+        .bind(sandbox_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
+    async fn delete_snapshot(&self, tenant: &str, id: &str) -> Result<bool> {
+        let n = sqlx::query("DELETE FROM snapshots WHERE tenant = ? AND id = ?")
+            .bind(tenant)
+            .bind(id)
+            .execute(&self.writer)
+            .await?
+            .rows_affected();
+        Ok(n > 0)
     }
 
     async fn append_audit(&self, entry: &AuditEntry) -> Result<()> {

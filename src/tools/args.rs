@@ -179,6 +179,9 @@ pub struct CreateSandboxArgs {
     #[serde(default)]
     #[schemars(skip)]
     pub setup_jobs: Vec<String>,
+    /// A snapshot (`snapshot_id` from `snapshot_sandbox`) whose files the new sandbox starts
+    /// with: a fork of the sandbox it was taken of. Not with `git_repo`.
+    pub from_snapshot: Option<String>,
 }
 
 /// The fields of a template (`[templates.NAME]` in the configuration, or `create_template`):
@@ -529,4 +532,46 @@ mod tests {
         required.sort_unstable();
         assert_eq!(required, ["code", "sandbox_id"]);
     }
+}
+
+/// Input of `snapshot_sandbox`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotSandboxArgs {
+    /// Sandbox id or name.
+    pub sandbox_id: String,
+    /// A label for the snapshot (shown by `list_snapshots`; need not be unique).
+    pub name: Option<String>,
+    /// Chosen by the server when the call is accepted (so a re-run after a crash makes the same
+    /// snapshot); not for callers.
+    #[serde(default)]
+    #[schemars(skip)]
+    pub snapshot_id: Option<String>,
+}
+
+/// Input of `list_snapshots`.
+#[derive(Clone, Debug, Default, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ListSnapshotsArgs {
+    /// Only the snapshots of this sandbox (id or name; the id of a deleted sandbox works too).
+    pub sandbox_id: Option<String>,
+}
+
+/// Input of `restore_snapshot`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RestoreSnapshotArgs {
+    /// The snapshot to restore.
+    pub snapshot_id: String,
+    /// Sandbox id or name whose files are replaced by the snapshot's (any sandbox of yours, not
+    /// only the one it was taken of).
+    pub sandbox_id: String,
+}
+
+/// Input of `delete_snapshot`.
+#[derive(Clone, Debug, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SnapshotArgs {
+    /// The snapshot.
+    pub snapshot_id: String,
 }

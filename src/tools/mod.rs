@@ -5,6 +5,7 @@
 //! invariant: this layer knows nothing of HTTP or MCP. Any front end (REST, MCP, the jobs API)
 //! submits the same [`Submission`].
 
+pub mod archives;
 pub mod args;
 mod code_hint;
 mod exec;
@@ -16,6 +17,7 @@ pub mod resources;
 mod sandbox;
 pub mod secrets;
 pub mod templates;
+mod snapshots;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -211,6 +213,11 @@ pub struct ToolEnv {
     /// This node's id: recorded on the sandboxes of node-local drivers, whose jobs only this
     /// node may then claim.
     pub node_id: String,
+    /// Snapshot archives in this node's data dir.
+    pub archives: archives::Archives,
+    /// Per-tenant limits, for the checks made while a job runs (a snapshot's size against
+    /// `quotas.max_disk`).
+    pub quotas: crate::config::QuotaConfig,
 }
 
 impl ToolEnv {
@@ -324,12 +331,13 @@ impl SubmitError {
             QuotaKind::ActiveJobs => (5, "wait for some of its jobs to finish, or cancel some"),
             QuotaKind::Disk => (
                 60,
-                "delete a sandbox, or ask for a smaller disk (resources.disk_gb)",
+                "delete a sandbox or a snapshot (delete_snapshot), or ask for a smaller disk \
+                 (resources.disk_gb)",
             ),
         };
         let amount = match kind {
             QuotaKind::Disk => format!(
-                "{:.1} GiB of sandbox disk quota in total",
+                "{:.1} GiB of sandbox disk quota and snapshots in total",
                 limit as f64 / (1u64 << 30) as f64
             ),
             _ => format!("{limit} {}", kind.what()),
@@ -384,6 +392,10 @@ impl Tools {
             Arc::new(templates::CreateTemplate::new()),
             Arc::new(templates::ListTemplates::new()),
             Arc::new(templates::DeleteTemplate::new()),
+            Arc::new(snapshots::SnapshotSandbox::new()),
+            Arc::new(snapshots::ListSnapshots::new()),
+            Arc::new(snapshots::RestoreSnapshot::new()),
+            Arc::new(snapshots::DeleteSnapshot::new()),
         ];
         for tool in tools {
             registry.insert(tool.spec().name, tool);

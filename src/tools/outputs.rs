@@ -201,3 +201,51 @@ pub struct FileOperationOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub removed: Option<u64>,
 }
+
+/// One snapshot.
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct SnapshotSummary {
+    pub snapshot_id: String,
+    pub name: Option<String>,
+    /// The sandbox it was taken of (which may since be deleted).
+    pub sandbox_id: String,
+    pub sandbox_name: String,
+    /// Bytes of the compressed archive; counted against the tenant's disk quota.
+    pub size_bytes: u64,
+    /// SHA-256 of the archive, checked before every restore.
+    pub digest: String,
+    /// Files, directories and links in it.
+    pub entries: u64,
+    /// RFC 3339.
+    pub created_at: String,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct SnapshotSandboxOutput {
+    #[serde(flatten)]
+    pub snapshot: SnapshotSummary,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct ListSnapshotsOutput {
+    pub snapshots: Vec<SnapshotSummary>,
+    pub count: usize,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct RestoreSnapshotOutput {
+    pub snapshot_id: String,
+    pub sandbox_id: String,
+    /// Entries restored.
+    pub entries: u64,
+    pub message: String,
+}
+
+#[derive(Clone, Debug, Serialize, JsonSchema)]
+pub struct DeleteSnapshotOutput {
+    pub snapshot_id: String,
+    pub success: bool,
+    pub message: String,
+}

@@ -134,6 +134,12 @@ impl Tool for CreateSandbox {
             }
             (None, None) => {}
         }
+        if parsed.from_snapshot.is_some() && parsed.git_repo.is_some() {
+            return Err(InvalidInput::field(
+                "from_snapshot",
+                "a sandbox starts either from a snapshot or from a clone of git_repo, not both",
+            ));
+        }
         if let Some(token) = &parsed.git_token {
             git::check_token("git_token", token)?;
             if secret.is_some() {
@@ -291,6 +297,15 @@ impl Tool for CreateSandbox {
                 }
             }
             Err(e) => return abandon(env, Some(&driver), &record, driver_failure(e), false).await,
+        }
+        if let Some(snapshot) = &args.from_snapshot {
+            let restored = match super::snapshots::fork_source(env, job, snapshot).await {
+                Ok(source) => super::snapshots::restore_into(env, &record, &source, &ctx).await,
+                Err(outcome) => Err(outcome),
+            };
+            if let Err(outcome) = restored {
+                return abandon(env, Some(&driver), &record, outcome, true).await;
+            }
         }
         if let Some(url) = record.git_repo.clone() {
             if let Err(outcome) = clone_at_creation(env, &record, &url, ctx).await {

@@ -27,6 +27,7 @@ async fn sync_and_async_flow(db: Db) {
             "create_sandbox",
             "create_template",
             "delete_sandbox",
+            "delete_snapshot",
             "delete_template",
             "execute_code",
             "execute_shell",
@@ -34,10 +35,13 @@ async fn sync_and_async_flow(db: Db) {
             "get_sandbox_info",
             "git_operation",
             "list_sandboxes",
-            "list_templates"
+            "list_snapshots",
+            "list_templates",
+            "restore_snapshot",
+            "snapshot_sandbox"
         ]
     );
-    assert_eq!(schema["tasks"][4]["path"], "/execute_code");
+    assert_eq!(schema["tasks"][5]["path"], "/execute_code");
     let (status, tool) = app.get_json("/execute_code/schema").await;
     assert_eq!(status, 200);
     assert_eq!(tool["name"], "execute_code");

@@ -49,6 +49,7 @@ mod retention;
 mod roles;
 mod schemas;
 mod serialization;
+mod snapshots;
 mod stdio;
 mod stored_env;
 mod templates;

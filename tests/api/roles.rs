@@ -213,6 +213,22 @@ fn tool_table(sandbox: &str) -> BTreeMap<&'static str, Vec<(Value, &'static str)
             "delete_template",
             vec![(json!({"name": "made-by-role-test"}), "developer")],
         ),
+        (
+            "snapshot_sandbox",
+            vec![(json!({"sandbox_id": sandbox}), "developer")],
+        ),
+        ("list_snapshots", vec![(json!({}), "viewer")]),
+        (
+            "restore_snapshot",
+            vec![(
+                json!({"snapshot_id": "snap-0000", "sandbox_id": sandbox}),
+                "developer",
+            )],
+        ),
+        (
+            "delete_snapshot",
+            vec![(json!({"snapshot_id": "snap-0000"}), "developer")],
+        ),
     ])
 }
 
@@ -279,6 +295,10 @@ async fn each_tool_and_route_needs_its_role(db: Db) {
             "create_template",
             "list_templates",
             "delete_template",
+            "snapshot_sandbox",
+            "list_snapshots",
+            "restore_snapshot",
+            "delete_snapshot",
         ] {
             for (args, needed) in &table[tool] {
                 let (status, body) = keyed
@@ -463,6 +483,7 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
         "create_sandbox",
         "create_template",
         "delete_sandbox",
+        "delete_snapshot",
         "delete_template",
         "execute_code",
         "execute_shell",
@@ -472,7 +493,10 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
         "git_operation",
         "list_jobs",
         "list_sandboxes",
+        "list_snapshots",
         "list_templates",
+        "restore_snapshot",
+        "snapshot_sandbox",
     ]
     .map(String::from)
     .into();
@@ -483,6 +507,7 @@ async fn mcp_shows_and_refuses_by_role(db: Db) {
         "git_operation",
         "list_jobs",
         "list_sandboxes",
+        "list_snapshots",
         "list_templates",
     ]
     .map(String::from)

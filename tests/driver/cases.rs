@@ -481,3 +481,123 @@ pub async fn a_templates_setup_commands_run_in_order(h: Harness) {
     let log = h.file_ok(&id, "read", "setup.log", json!({})).await;
     assert_eq!(log["content"], "one\ntemplate call\nthree\n");
 }
+
+/// Files of every kind a snapshot must keep: modes, an empty and a read-only directory,
+/// symlinks inside (one dangling), every byte value in content and odd bytes in a name.
+pub const SNAPSHOT_FILES: &str = "mkdir -p src/deep/er empty ro keep \
+    && printf hello > src/a.txt && chmod 0640 src/a.txt \
+    && head -c 5000 /dev/urandom > src/deep/bin \
+    && printf '\\000\\001\\377\\n' > zeros && chmod 0600 zeros \
+    && printf '#!/bin/sh\\necho ran\\n' > run.sh && chmod 0751 run.sh \
+    && printf odd > \"$(printf 'odd\\001\\377 name')\" \
+    && ln -s src/a.txt link && ln -s ../.. src/deep/up && ln -s nothing-here dangling \
+    && chmod 0711 src/deep/er && chmod 0700 keep \
+    && printf r > ro/f && chmod 0555 ro";
+
+/// Changes to every kind of entry that [`SNAPSHOT_FILES`] made.
+pub const SNAPSHOT_CHANGES: &str = "chmod 0755 ro && rm -rf src ro/f && printf changed > zeros \
+    && chmod 0777 run.sh && rm link && ln -s zeros link && rmdir empty \
+    && mkdir later && printf new > later/n";
+
+pub async fn snapshots_restore_exactly_and_fork_independently(h: Harness) {
+    use crate::support::tree::manifest;
+    let app = &h.app;
+    let id = app.sandbox("snapped").await;
+    let (status, made) = h.shell(&id, SNAPSHOT_FILES, json!({})).await;
+    assert_eq!(status, 200, "{made}");
+    assert_eq!(made["exit_code"], 0, "{made}");
+    let before = manifest(&h.workspace_on_host(&id));
+    assert!(
+        before.contains_key(b"odd\x01\xff name".as_slice()),
+        "{before:?}"
+    );
+    assert!(before.contains_key(b"empty".as_slice()));
+
+    let (status, snap) = app
+        .call(
+            "/snapshot_sandbox",
+            json!({"sandbox_id": "snapped", "name": "before changes"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{snap}");
+    let snapshot = snap["snapshot_id"].as_str().unwrap().to_string();
+    assert_eq!(snap["sandbox_id"], id);
+    assert_eq!(snap["name"], "before changes");
+    // The archive is in the data dir with the recorded size and digest.
+    let archive = app
+        .data_dir
+        .join("snapshots")
+        .join(format!("{snapshot}.tar.gz"));
+    let bytes = std::fs::read(&archive).unwrap();
+    assert_eq!(snap["size_bytes"], bytes.len() as u64);
+    {
+        use sha2::Digest;
+        assert_eq!(snap["digest"], hex::encode(sha2::Sha256::digest(&bytes)));
+    }
+    assert_eq!(snap["entries"], before.len() as u64, "{snap}");
+
+    let (status, changed) = h.shell(&id, SNAPSHOT_CHANGES, json!({})).await;
+    assert_eq!(changed["exit_code"], 0, "{status} {changed}");
+    assert_ne!(manifest(&h.workspace_on_host(&id)), before);
+
+    let (status, restored) = app
+        .call(
+            "/restore_snapshot",
+            json!({"snapshot_id": snapshot, "sandbox_id": "snapped"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{restored}");
+    assert_eq!(manifest(&h.workspace_on_host(&id)), before);
+    // The sandbox works on its restored files.
+    let (_, ran) = h.shell(&id, "./run.sh && cat src/a.txt", json!({})).await;
+    assert_eq!(ran["stdout"], "ran\nhello", "{ran}");
+
+    // A fork starts with the snapshot's files, and the two go their own ways.
+    let (status, fork) = app
+        .call(
+            "/create_sandbox",
+            json!({"name": "forked", "from_snapshot": snapshot}),
+        )
+        .await;
+    assert_eq!(status, 200, "{fork}");
+    let fork = fork["sandbox_id"].as_str().unwrap().to_string();
+    assert_eq!(manifest(&h.workspace_on_host(&fork)), before);
+    h.shell(&fork, "printf f > only-in-fork && rm zeros", json!({}))
+        .await;
+    h.shell(&id, "printf o > only-in-original", json!({})).await;
+    let (original, forked) = (
+        manifest(&h.workspace_on_host(&id)),
+        manifest(&h.workspace_on_host(&fork)),
+    );
+    assert!(original.contains_key(b"zeros".as_slice()));
+    assert!(!original.contains_key(b"only-in-fork".as_slice()));
+    assert!(!forked.contains_key(b"zeros".as_slice()));
+    assert!(!forked.contains_key(b"only-in-original".as_slice()));
+
+    let (_, listed) = app
+        .call("/list_snapshots", json!({"sandbox_id": "snapped"}))
+        .await;
+    assert_eq!(listed["count"], 1, "{listed}");
+    assert_eq!(listed["snapshots"][0]["snapshot_id"], snapshot);
+    let (_, none) = app
+        .call("/list_snapshots", json!({"sandbox_id": "forked"}))
+        .await;
+    assert_eq!(none["count"], 0, "{none}");
+
+    let (status, deleted) = app
+        .call("/delete_snapshot", json!({"snapshot_id": snapshot}))
+        .await;
+    assert_eq!(status, 200, "{deleted}");
+    assert!(!archive.exists(), "the archive is removed");
+    let (_, listed) = app.call("/list_snapshots", json!({})).await;
+    assert_eq!(listed["count"], 0, "{listed}");
+    let (status, gone) = app
+        .call(
+            "/restore_snapshot",
+            json!({"snapshot_id": snapshot, "sandbox_id": "snapped"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{gone}");
+    // The fork keeps its files.
+    assert!(manifest(&h.workspace_on_host(&fork)).contains_key(b"only-in-fork".as_slice()));
+}

@@ -531,3 +531,94 @@ async fn an_injected_driver_serves_the_sandboxes() {
     assert_eq!(fake.info(&id)["name"], id.as_str());
     assert!(!app.data_dir.join("sandboxes").join(&id).exists());
 }
+
+/// A tampered archive is refused by the server before anything reaches the Daytona sandbox:
+/// entries climbing out, absolute paths, a link out and a file through it. The workspace and
+/// the fake's state outside it are unchanged, and a fork of a local sandbox's snapshot onto
+/// Daytona (one server running both drivers) holds the same files.
+#[actix_web::test]
+async fn tampered_archives_never_reach_the_sandbox() {
+    use crate::support::tree::{Raw, crafted, manifest};
+    use sha2::Digest;
+    use sqlx::Connection;
+    let h = Harness::daytona_with(|config| {
+        config.sandbox.drivers = vec!["daytona".into(), "local".into()];
+    })
+    .await;
+    let app = &h.app;
+    let (status, local) = app
+        .call(
+            "/create_sandbox",
+            json!({"name": "on-local", "driver": "local"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{local}");
+    let local = local["sandbox_id"].as_str().unwrap().to_string();
+    let (status, made) = h
+        .shell(&local, crate::cases::SNAPSHOT_FILES, json!({}))
+        .await;
+    assert_eq!(made["exit_code"], 0, "{status} {made}");
+    let (status, snap) = app
+        .call("/snapshot_sandbox", json!({"sandbox_id": local}))
+        .await;
+    assert_eq!(status, 200, "{snap}");
+    let snapshot = snap["snapshot_id"].as_str().unwrap().to_string();
+    let (status, fork) = app
+        .call(
+            "/create_sandbox",
+            json!({"name": "on-daytona", "from_snapshot": snapshot}),
+        )
+        .await;
+    assert_eq!(status, 200, "{fork}");
+    let remote = fork["sandbox_id"].as_str().unwrap().to_string();
+    let workspace = h.workspace_on_host(&remote);
+    let local_root = app.data_dir.join("sandboxes").join(&local);
+    assert_eq!(manifest(&workspace), manifest(&local_root));
+
+    let before = manifest(&workspace);
+    let state_before = manifest(&h.fake().state().join("sandboxes"));
+    let url = format!("sqlite://{}", app.data_dir.join("daytona-mcp.db").display());
+    let planted: Raw = (b"planted.txt", tar::EntryType::Regular, b"", b"planted");
+    let cases: Vec<Vec<Raw>> = vec![
+        vec![planted, (b"../x", tar::EntryType::Regular, b"", b"pwned")],
+        vec![planted, (b"/tmp/x", tar::EntryType::Regular, b"", b"pwned")],
+        vec![
+            planted,
+            (b"out", tar::EntryType::Symlink, b"/tmp", b""),
+            (b"out/x", tar::EntryType::Regular, b"", b"pwned"),
+        ],
+    ];
+    for entries in cases {
+        let bytes = crafted(&entries);
+        let archive = app
+            .data_dir
+            .join("snapshots")
+            .join(format!("{snapshot}.tar.gz"));
+        std::fs::write(&archive, &bytes).unwrap();
+        let mut conn = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::query("UPDATE snapshots SET size_bytes = ?, digest = ? WHERE id = ?")
+            .bind(bytes.len() as i64)
+            .bind(hex::encode(sha2::Sha256::digest(&bytes)))
+            .bind(&snapshot)
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let (status, refused) = app
+            .call(
+                "/restore_snapshot",
+                json!({"snapshot_id": snapshot, "sandbox_id": remote}),
+            )
+            .await;
+        assert_eq!(status, 400, "{refused}");
+        assert!(
+            refused["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("refused"),
+            "{refused}"
+        );
+        assert_eq!(manifest(&workspace), before);
+    }
+    // Nothing of the fake's sandboxes changed (their workspaces, homes and /tmp).
+    assert_eq!(manifest(&h.fake().state().join("sandboxes")), state_before);
+}

@@ -50,4 +50,5 @@ conformance!(
     timeouts_end_the_command,
     cancel_kills_the_command,
     a_templates_setup_commands_run_in_order,
+    snapshots_restore_exactly_and_fork_independently,
 );

@@ -8,8 +8,8 @@ use daytona_mcp::audit::Caller;
 use daytona_mcp::store::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CREATING, CancelOutcome,
     Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob, OutputChunk,
-    Quota, QuotaKind, SandboxFilter, SandboxRecord, Secret, Signal, Store, StoreError, Stream,
-    TemplateRecord,
+    Quota, QuotaKind, SandboxFilter, SandboxRecord, Secret, Signal, SnapshotRecord, Store,
+    StoreError, Stream, TemplateRecord,
 };
 use serde_json::json;
 use sqlx::Connection;
@@ -2449,4 +2449,93 @@ pub async fn templates_and_followers_are_inserted_with_their_job(t: TestStore) {
     );
     let within = with_quota(with_followers("q", "quota-box", 1), quota);
     assert!(s.enqueue(within, audit("q")).await.unwrap().created);
+}
+
+fn snapshot_row(tenant: &str, id: &str, sandbox_id: &str, size: i64) -> SnapshotRecord {
+    SnapshotRecord {
+        id: id.into(),
+        tenant: tenant.into(),
+        name: Some(format!("{id} label")),
+        sandbox_id: sandbox_id.into(),
+        sandbox_name: format!("{sandbox_id}-name"),
+        driver: "local".into(),
+        node: "node-a".into(),
+        size_bytes: size,
+        digest: "ab".repeat(32),
+        entries: 7,
+        // Both backends keep microseconds.
+        created_at: DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap(),
+    }
+}
+
+/// Snapshot rows: read back as written, per tenant (another tenant's is not found, listed or
+/// deleted), listed oldest first and by sandbox; their sizes count in the tenant's disk total
+/// against `max_disk_bytes`, both for a new snapshot and for a new sandbox, and a refusal
+/// writes nothing.
+pub async fn snapshots_are_per_tenant_and_count_in_the_disk_total(t: TestStore) {
+    let s = t.store.as_ref();
+    let a = snapshot_row("t1", "snap-a", "sb-1", 100);
+    s.insert_snapshot(&a, None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    let b = snapshot_row("t1", "snap-b", "sb-2", 50);
+    s.insert_snapshot(&b, None).await.unwrap();
+    assert_eq!(s.snapshot("t1", "snap-a").await.unwrap(), Some(a.clone()));
+    assert_eq!(s.snapshot("t2", "snap-a").await.unwrap(), None);
+    assert!(matches!(
+        s.insert_snapshot(&a, None).await,
+        Err(StoreError::Conflict(_))
+    ));
+    let ids = |list: Vec<SnapshotRecord>| list.into_iter().map(|r| r.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(s.list_snapshots("t1", None).await.unwrap()),
+        ["snap-a", "snap-b"]
+    );
+    assert_eq!(
+        ids(s.list_snapshots("t1", Some("sb-2")).await.unwrap()),
+        ["snap-b"]
+    );
+    assert!(s.list_snapshots("t2", None).await.unwrap().is_empty());
+
+    // 150 bytes of snapshots: 60 more is over 200, 50 more is exactly it.
+    let quota = Quota {
+        max_disk_bytes: Some(200),
+        ..Quota::default()
+    };
+    let over = snapshot_row("t1", "snap-c", "sb-1", 60);
+    match s.insert_snapshot(&over, Some(&quota)).await {
+        Err(StoreError::QuotaExceeded { kind, limit }) => {
+            assert_eq!((kind, limit), (QuotaKind::Disk, 200));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(s.snapshot("t1", "snap-c").await.unwrap(), None);
+    // Another tenant's total is its own.
+    s.insert_snapshot(&snapshot_row("t2", "snap-t2", "sb-9", 190), Some(&quota))
+        .await
+        .unwrap();
+    let fits = snapshot_row("t1", "snap-d", "sb-1", 50);
+    s.insert_snapshot(&fits, Some(&quota)).await.unwrap();
+
+    // A new sandbox's disk quota adds to the snapshots: 200 + 10 > 205.
+    let sandbox_quota = Quota {
+        max_disk_bytes: Some(205),
+        default_disk_bytes: Some(10),
+        ..Quota::default()
+    };
+    let mut creates = creating("t1", "after-snapshots");
+    creates.quota = Some(sandbox_quota.clone());
+    match s.enqueue(creates, audit("t1")).await {
+        Err(StoreError::QuotaExceeded { kind, .. }) => assert_eq!(kind, QuotaKind::Disk),
+        other => panic!("{other:?}"),
+    }
+    assert!(!s.delete_snapshot("t2", "snap-d").await.unwrap());
+    assert!(s.delete_snapshot("t1", "snap-d").await.unwrap());
+    assert!(!s.delete_snapshot("t1", "snap-d").await.unwrap());
+    let mut creates = creating("t1", "after-snapshots");
+    creates.quota = Some(sandbox_quota);
+    s.enqueue(creates, audit("t1")).await.unwrap();
+    assert_eq!(
+        ids(s.list_snapshots("t1", None).await.unwrap()),
+        ["snap-a", "snap-b"]
+    );
 }

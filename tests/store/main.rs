@@ -114,6 +114,7 @@ conformance!(
     queue_group_commit_keeps_outcomes_and_order,
     small_claims_keep_the_global_order_past_a_busy_workspace,
     templates_and_followers_are_inserted_with_their_job,
+    snapshots_are_per_tenant_and_count_in_the_disk_total,
 );
 
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one

@@ -17,6 +17,7 @@
 
 pub mod git;
 pub mod pg_cluster;
+pub mod tree;
 
 use std::io::Write;
 use std::sync::{Mutex, Once};

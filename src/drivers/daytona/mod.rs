@@ -17,6 +17,7 @@
 
 mod cli;
 mod files;
+mod snapshot;
 mod state;
 pub mod wrapper;
 
@@ -455,6 +456,71 @@ impl DaytonaDriver {
     fn root(&self) -> &str {
         &self.config.workspace_dir
     }
+
+    /// Runs the snapshot script with `args` (and `stdin`), returning its stdout; a non-zero
+    /// exit is an error naming what failed.
+    async fn snapshot_script(
+        &self,
+        handle: &str,
+        args: &[&[u8]],
+        stdin: &[u8],
+        output_limit: usize,
+        timeout: Duration,
+    ) -> Result<Vec<u8>, DriverError> {
+        let mut argv: Vec<&[u8]> = vec![b"sh", b"-c", snapshot::SNAPSHOT.as_bytes(), b"_"];
+        argv.extend_from_slice(args);
+        let w = Wrapped {
+            nonce: nonce(),
+            cwd: "/",
+            output_limit,
+            timeout_s: timeout.as_secs().max(1),
+            env: Vec::new(),
+            stdin,
+            code: None,
+            argv,
+        };
+        match self
+            .run_wrapped(handle, &w, &CancellationToken::new())
+            .await?
+        {
+            Ran::Frame(
+                Frame::Ran {
+                    timed_out: true, ..
+                },
+                _,
+            ) => Err(DriverError::Timeout(
+                "the snapshot did not finish within the call's timeout".into(),
+            )),
+            Ran::Frame(
+                Frame::Ran {
+                    exit_code: 0,
+                    stdout,
+                    stdout_total,
+                    ..
+                },
+                _,
+            ) if stdout_total <= stdout.len() as u64 => Ok(stdout),
+            Ran::Frame(
+                Frame::Ran {
+                    exit_code, stderr, ..
+                },
+                _,
+            ) => {
+                let what = match exit_code {
+                    20 => "packing the sandbox's files with tar failed",
+                    21 => "the sandbox cannot store the snapshot (is /tmp full?)",
+                    22 | 23 => "unpacking the snapshot in the sandbox failed; nothing was changed",
+                    24 => "replacing the sandbox's files failed part way",
+                    _ => "the snapshot script failed",
+                };
+                Err(DriverError::Internal(format!(
+                    "{what} (exit {exit_code}): {}",
+                    String::from_utf8_lossy(&stderr).trim()
+                )))
+            }
+            _ => Err(DriverError::Internal("the snapshot was cut off".into())),
+        }
+    }
 }
 
 /// What a wrapped command came to.
@@ -825,6 +891,129 @@ impl Driver for DaytonaDriver {
             }
             Ran::Frame(_, _) => Err(DriverError::Internal("the wrapper gave no result".into())),
         }
+    }
+
+    async fn export_files(
+        &self,
+        handle: &str,
+        tar: &std::path::Path,
+        timeout: Duration,
+    ) -> Result<crate::drivers::archive::Summary, DriverError> {
+        use std::io::Write;
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let remote = format!("/tmp/dmcp-snapshot-{}.tar", nonce());
+        let (root, t) = (self.root().as_bytes(), remote.as_bytes());
+        let out = self
+            .snapshot_script(handle, &[b"pack", root, t], &[], 64, left())
+            .await?;
+        let size = files::number(&out)?;
+        let result = async {
+            let mut file = std::fs::File::options()
+                .append(true)
+                .open(tar)
+                .map_err(|e| DriverError::internal("cannot write the snapshot", e))?;
+            let mut offset: u64 = 0;
+            while offset < size {
+                let want = snapshot::READ_CHUNK.min((size - offset) as usize);
+                let from = (offset + 1).to_string();
+                let len = want.to_string();
+                let chunk = self
+                    .snapshot_script(
+                        handle,
+                        &[b"chunk", root, t, from.as_bytes(), len.as_bytes()],
+                        &[],
+                        want,
+                        left(),
+                    )
+                    .await?;
+                if chunk.len() != want {
+                    return Err(DriverError::Internal(
+                        "the sandbox's tar file changed while it was read".into(),
+                    ));
+                }
+                file.write_all(&chunk)
+                    .map_err(|e| DriverError::internal("cannot write the snapshot", e))?;
+                offset += want as u64;
+            }
+            file.sync_all()
+                .map_err(|e| DriverError::internal("cannot write the snapshot", e))?;
+            Ok(())
+        }
+        .await;
+        let _ = self
+            .snapshot_script(handle, &[b"rm", root, t], &[], 64, Duration::from_secs(30))
+            .await;
+        result?;
+        let file = std::fs::File::open(tar)
+            .map_err(|e| DriverError::internal("cannot read the snapshot", e))?;
+        crate::drivers::archive::check(std::io::BufReader::new(file))
+    }
+
+    async fn import_files(
+        &self,
+        handle: &str,
+        tar: &std::path::Path,
+        _limits: &SandboxLimits,
+        timeout: Duration,
+    ) -> Result<crate::drivers::archive::Summary, DriverError> {
+        use std::io::Read;
+        // Checked here too, whatever the caller did: nothing unsafe is sent.
+        let file = std::fs::File::open(tar)
+            .map_err(|e| DriverError::internal("cannot read the snapshot", e))?;
+        let summary = crate::drivers::archive::check(std::io::BufReader::new(file))?;
+        let deadline = Instant::now() + timeout;
+        let left = || deadline.saturating_duration_since(Instant::now());
+        let id = nonce();
+        let remote = format!("/tmp/dmcp-restore-{id}.tar");
+        let (root, t) = (self.root().as_bytes(), remote.as_bytes());
+        let mut file = std::fs::File::open(tar)
+            .map_err(|e| DriverError::internal("cannot read the snapshot", e))?;
+        // Chunks that keep each call's arguments under the command line's limit.
+        let per_call = wrapper::MAX_TOTAL / 2 / 4 * 3;
+        let mut buf = vec![0u8; per_call];
+        let mut first = true;
+        let sent = async {
+            loop {
+                let mut n = 0;
+                while n < buf.len() {
+                    let got = file
+                        .read(&mut buf[n..])
+                        .map_err(|e| DriverError::internal("cannot read the snapshot", e))?;
+                    if got == 0 {
+                        break;
+                    }
+                    n += got;
+                }
+                if n == 0 && !first {
+                    return Ok(());
+                }
+                let flag: &[u8] = if first { b"1" } else { b"0" };
+                self.snapshot_script(handle, &[b"put", root, t, flag], &buf[..n], 64, left())
+                    .await?;
+                first = false;
+                if n < buf.len() {
+                    return Ok(());
+                }
+            }
+        }
+        .await;
+        if let Err(e) = sent {
+            let _ = self
+                .snapshot_script(handle, &[b"rm", root, t], &[], 64, Duration::from_secs(30))
+                .await;
+            return Err(e);
+        }
+        let staging = format!(".dmcp-restore-{id}");
+        self.snapshot_script(
+            handle,
+            &[b"unpack", root, t, staging.as_bytes()],
+            &[],
+            64 << 10,
+            left(),
+        )
+        .await?;
+        Ok(summary)
     }
 
     async fn file(

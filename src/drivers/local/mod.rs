@@ -17,6 +17,7 @@ mod landlock;
 
 pub mod paths;
 pub mod process;
+mod snapshot;
 mod spawn;
 mod tree;
 mod usage;
@@ -96,6 +97,7 @@ impl LocalDriver {
                 DriverError::internal(&format!("cannot create {}", dir.display()), e)
             })?;
         }
+        snapshot::sweep(&sandboxes);
         // Code files of calls that were running when the server stopped.
         if let Ok(entries) = std::fs::read_dir(&scratch) {
             for entry in entries.flatten() {
@@ -731,6 +733,51 @@ impl Driver for LocalDriver {
             result.limit_exceeded = Some("disk".into());
         }
         Ok(result)
+    }
+
+    async fn export_files(
+        &self,
+        id: &str,
+        tar: &Path,
+        timeout: std::time::Duration,
+    ) -> Result<crate::drivers::archive::Summary, DriverError> {
+        let dir = self.sandbox_dir(id)?;
+        if !self.exists(id).await? {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let tar = tar.to_path_buf();
+        tokio::task::spawn_blocking(move || snapshot::export(&dir, &tar, deadline))
+            .await
+            .map_err(|e| DriverError::internal("snapshot failed", e))?
+    }
+
+    async fn import_files(
+        &self,
+        id: &str,
+        tar: &Path,
+        limits: &SandboxLimits,
+        timeout: std::time::Duration,
+    ) -> Result<crate::drivers::archive::Summary, DriverError> {
+        let dir = self.sandbox_dir(id)?;
+        if !self.exists(id).await? {
+            return Err(DriverError::NotFound(id.to_string()));
+        }
+        let deadline = std::time::Instant::now() + timeout;
+        let (tar, sandboxes, owned, quota) = (
+            tar.to_path_buf(),
+            self.sandboxes.clone(),
+            id.to_string(),
+            limits.disk_bytes,
+        );
+        let host_dir = dir.clone();
+        let (summary, _) = tokio::task::spawn_blocking(move || {
+            snapshot::import(&sandboxes, &owned, &dir, &tar, quota, deadline)
+        })
+        .await
+        .map_err(|e| DriverError::internal("restore failed", e))??;
+        self.usage.refresh(id, &host_dir).await;
+        Ok(summary)
     }
 
     async fn file(
