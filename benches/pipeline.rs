@@ -13,8 +13,9 @@
 //! 1,000 workspaces round-robin (at most one running job each); 50 jobs in flight (the peers'
 //! setting) and the tuned setting. BACKENDS is `sqlite,postgres` (default) or either one. Each
 //! run prints one JSON line, which `benches/peers/compare.sh` reads. `sweep` runs the same
-//! workloads (JOBS 10,000 by default) at 1, 8, 50, 256 and 1,024 jobs in flight, claimed half
-//! that many at a time (at most 512), for `benches/plot.py`'s throughput curve. `e2e` prints a
+//! workloads (JOBS 10,000 by default; a fifth of them at 1 in flight, half at 8) at 1, 8, 50,
+//! 256 and 1,024 jobs in flight, claimed half that many at a time (at most 512), for
+//! `benches/plot.py`'s throughput curve. `e2e` prints a
 //! JSON line per path too, with its latency quantiles.
 //! PostgreSQL variants run when `DAYTONA_MCP_BENCH_POSTGRES` names a database URL the bench may
 //! create databases from (e.g. `postgres://postgres@127.0.0.1:5432/postgres`).
@@ -200,9 +201,13 @@ async fn bench_peers(jobs: usize, runs: usize, backends: &str) {
 }
 
 /// The peers' workload at 1 … 1,024 jobs in flight, each claiming half its room at a time.
+/// One and eight in flight work off a fifth and a half of `jobs`: one claim and one completion
+/// per job or few, the rate is steady from the start, and whole runs would take many minutes.
 async fn bench_sweep(jobs: usize, runs: usize, backends: &str) {
-    let settings = [1usize, 8, 50, 256, 1024].map(|n| ("sweep", n, (n as u32 / 2).clamp(1, 512)));
-    peers_runs(&settings, jobs, runs, backends).await;
+    for (in_flight, share) in [(1usize, 5), (8, 2), (50, 1), (256, 1), (1024, 1)] {
+        let claim = (in_flight as u32 / 2).clamp(1, 512);
+        peers_runs(&[("sweep", in_flight, claim)], jobs / share, runs, backends).await;
+    }
 }
 
 async fn peers_runs(settings: &[(&str, usize, u32)], jobs: usize, runs: usize, backends: &str) {
@@ -415,7 +420,11 @@ async fn bench_e2e(calls: usize) {
         assert!(status.success());
     }
     let p50_http = report("sync execute_shell `true` over HTTP (REST)", "rest", rest);
-    let p50_legacy = report("MCP tools/call, 2025-11-25 session (JSON)", "mcp_session", legacy);
+    let p50_legacy = report(
+        "MCP tools/call, 2025-11-25 session (JSON)",
+        "mcp_session",
+        legacy,
+    );
     let p50_modern = report("MCP tools/call, 2026-07-28 stateless (JSON)", "mcp", modern);
     let p50_bare = report("bare `bwrap … true` spawn", "bare_bwrap", bare);
     println!("ratio p50 HTTP / bare bwrap: {:.2}x", p50_http / p50_bare);

@@ -97,8 +97,8 @@ def throughput(rows, plt, out):
     ax.set_yscale("log")
     ax.set_xlabel("jobs in flight (pool concurrency)")
     ax.set_ylabel("work-off, jobs/s")
-    jobs = ours[0].get("jobs")
-    ax.set_title("No-op jobs worked off vs jobs in flight (%s jobs per run)" % jobs)
+    jobs = max(r.get("jobs", 0) for r in ours)
+    ax.set_title("No-op jobs worked off vs jobs in flight (≤ %s jobs per run)" % format(jobs, ","))
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     path = os.path.join(out, "throughput_vs_inflight.png")
@@ -163,7 +163,9 @@ def scale_rss(rows, plt, out):
     phases = [("start", "start"), ("warm", "warm-up"), ("created", "%d created" % r["sandboxes"]),
               ("idle", "touched, idle\n(%d actors)" % r["active_actors"]["idle"]),
               ("reaped", "actors reaped")]
-    fig, ax = plt.subplots(figsize=(7, 4))
+    if "again" in rss:
+        phases.append(("again", "touched again,\nidle (%d actors)" % r["active_actors"]["again"]))
+    fig, ax = plt.subplots(figsize=(8, 4))
     ax.bar([p[1] for p in phases], [rss[p[0]] / 1024 for p in phases])
     ax.set_ylabel("server RSS, MiB")
     ax.set_title("Server RSS with %d sandboxes: %.1f KiB per idle workspace"

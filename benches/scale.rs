@@ -9,8 +9,10 @@
 //! `idle` creates SANDBOXES (1,000) sandboxes over REST, runs `execute_shell true` in each over
 //! MCP so that every workspace has its actor, lets them go idle and reads the server's VmRSS
 //! (`/proc/<pid>/status`) before, while the idle actors live, and after they are reaped
-//! (`queue.actor_idle_s`, default 60 s here as in the server); it also counts the server's
-//! descendant processes (bwrap among them), which idle workspaces should not hold.
+//! (`queue.actor_idle_s`, default 60 s here as in the server; `BENCH_ACTOR_IDLE_S`), then once
+//! more after touching them all again (a second cycle of actors: growth there would be a
+//! leak); it also counts the server's descendant processes (bwrap among them), which idle
+//! workspaces should not hold.
 //! `exec` runs CALLS (2,000) `execute_shell true` calls over MCP (2026-07-28 stateless JSON)
 //! spread over 50 sandboxes by 8 concurrent callers, and as many bare `bwrap … true` spawns by
 //! 8 concurrent threads with the options the driver builds, alternating the two in ROUNDS (4)
@@ -336,9 +338,12 @@ async fn bench_idle(n: usize) {
     let idle_actors = server.active_actors(&client).await;
     let (idle_procs, idle_bwrap) = server.descendants();
 
-    // Reaped: wait until the dispatcher has dropped the idle actors.
+    // Reaped: wait until the dispatcher has dropped the idle actors, counting the server's
+    // processes all along (idle workspaces should hold none).
     let deadline = Instant::now() + Duration::from_secs(actor_idle_s * 2 + 30);
+    let mut most_procs = idle_procs;
     while server.active_actors(&client).await > 0 && Instant::now() < deadline {
+        most_procs = most_procs.max(server.descendants().0);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -346,20 +351,34 @@ async fn bench_idle(n: usize) {
     let reaped_actors = server.active_actors(&client).await;
     let (reaped_procs, reaped_bwrap) = server.descendants();
 
+    // A second cycle: the same workspaces touched again (fresh actors), then idle. Memory
+    // that grows here per cycle would be a leak rather than a high-water mark.
+    let (c, b) = (client.clone(), base.clone());
+    concurrently(n, CALLERS, move |i| {
+        let (c, b) = (c.clone(), b.clone());
+        async move { mcp_true(&c, &b, &format!("s{i:05}")).await }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let again_kib = server.rss_kib();
+    let again_actors = server.active_actors(&client).await;
+
     let per_workspace = (idle_kib as f64 - baseline_kib as f64) / n as f64;
     let per_actor = (idle_kib as f64 - reaped_kib as f64) / n as f64;
     println!(
         "server RSS, KiB: start {start_kib}, after warm-up {baseline_kib} ({warm_actors} actors), \
          {n} sandboxes created {created_kib}, touched and idle {idle_kib} ({idle_actors} actors), \
-         actors reaped {reaped_kib} ({reaped_actors} actors)"
+         actors reaped {reaped_kib} ({reaped_actors} actors), touched again and idle \
+         {again_kib} ({again_actors} actors)"
     );
     println!(
         "per idle workspace (idle − warm-up) / {n}: {per_workspace:.1} KiB; \
          freed per reaped actor (idle − reaped) / {n}: {per_actor:.1} KiB"
     );
     println!(
-        "server descendants while idle: {idle_procs} processes, {idle_bwrap} bwrap; \
-         after reaping: {reaped_procs}, {reaped_bwrap} bwrap"
+        "server descendants while idle: {idle_procs} processes, {idle_bwrap} bwrap (at most \
+         {most_procs} processes while waiting for the reaper); after reaping: {reaped_procs}, \
+         {reaped_bwrap} bwrap"
     );
     println!(
         "create_sandbox {:.0}/s, touch (MCP execute_shell true) {:.0}/s, {CALLERS} callers",
@@ -371,11 +390,13 @@ async fn bench_idle(n: usize) {
         json!({
             "bench": "scale", "mode": "idle", "sandboxes": n, "actor_idle_s": actor_idle_s,
             "rss_kib": {"start": start_kib, "warm": baseline_kib, "created": created_kib,
-                        "idle": idle_kib, "reaped": reaped_kib},
-            "active_actors": {"warm": warm_actors, "idle": idle_actors, "reaped": reaped_actors},
+                        "idle": idle_kib, "reaped": reaped_kib, "again": again_kib},
+            "active_actors": {"warm": warm_actors, "idle": idle_actors, "reaped": reaped_actors,
+                              "again": again_actors},
             "kib_per_idle_workspace": (per_workspace * 10.0).round() / 10.0,
             "kib_freed_per_actor": (per_actor * 10.0).round() / 10.0,
             "descendants_idle": idle_procs, "bwrap_idle": idle_bwrap,
+            "descendants_idle_max": most_procs,
             "descendants_reaped": reaped_procs, "bwrap_reaped": reaped_bwrap,
         })
     );
@@ -383,7 +404,11 @@ async fn bench_idle(n: usize) {
 }
 
 /// `calls` bare `bwrap … true` spawns by `CALLERS` threads over `dirs`; (wall, latencies).
-fn bare_bwrap(bwrap: &Arc<Bwrap>, dirs: &Arc<Vec<PathBuf>>, calls: usize) -> (Duration, Vec<Duration>) {
+fn bare_bwrap(
+    bwrap: &Arc<Bwrap>,
+    dirs: &Arc<Vec<PathBuf>>,
+    calls: usize,
+) -> (Duration, Vec<Duration>) {
     let next = Arc::new(AtomicUsize::new(0));
     let started = Instant::now();
     let threads: Vec<_> = (0..CALLERS)
@@ -449,7 +474,11 @@ async fn bench_exec(calls: usize, rounds: usize) {
     ));
     let dirs: Arc<Vec<PathBuf>> = Arc::new(ids.iter().map(|id| server.sandbox_dir(id)).collect());
     for d in dirs.iter() {
-        assert!(Path::new(d).is_dir(), "no sandbox directory {}", d.display());
+        assert!(
+            Path::new(d).is_dir(),
+            "no sandbox directory {}",
+            d.display()
+        );
     }
     // Warm-up of both paths.
     let mcp_round = |n: usize| {
@@ -493,7 +522,10 @@ async fn bench_exec(calls: usize, rounds: usize) {
         mcp_q[50] / bare_q[50],
         mcp_q[99] / bare_q[99]
     );
-    for (path, rate, q) in [("mcp", mcp_rate, &mcp_q), ("bare_bwrap", bare_rate, &bare_q)] {
+    for (path, rate, q) in [
+        ("mcp", mcp_rate, &mcp_q),
+        ("bare_bwrap", bare_rate, &bare_q),
+    ] {
         println!(
             "{}",
             json!({

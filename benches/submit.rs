@@ -101,7 +101,10 @@ async fn bench_enqueue(jobs: usize) {
             let store = fresh_store(&url).await;
             let (rate, q) = enqueue_run(store, jobs, batch).await;
             drop_database(&url).await;
-            println!("| {name} | {batch} | {rate:.0} | {:.2} | {:.2} |", q[50], q[99]);
+            println!(
+                "| {name} | {batch} | {rate:.0} | {:.2} | {:.2} |",
+                q[50], q[99]
+            );
             println!(
                 "{}",
                 json!({"bench": "submit", "mode": "enqueue", "backend": name,
