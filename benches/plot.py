@@ -112,7 +112,7 @@ def exec_cdf(rows, plt, out):
     e2e = [r for r in rows if r.get("bench") == "e2e" and r.get("path") in ("mcp", "bare_bwrap")]
     if not scale and not e2e:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 6))
     names = {"mcp": "MCP execute_shell true", "bare_bwrap": "bare bwrap … true"}
     for r in scale:
         cdf(ax, r["quantiles_ms"], "%s, %d callers, %d sandboxes (p50 %.1f ms)"
@@ -125,7 +125,7 @@ def exec_cdf(rows, plt, out):
     ax.set_ylabel("fraction of calls")
     ax.set_title("execute_shell true over MCP vs a bare bubblewrap spawn")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     path = os.path.join(out, "exec_latency_cdf.png")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -136,7 +136,7 @@ def submit_cdf(rows, plt, out):
     subs = [r for r in rows if r.get("bench") == "submit" and r.get("quantiles_ms")]
     if not subs:
         return None
-    fig, ax = plt.subplots(figsize=(7, 4.5))
+    fig, ax = plt.subplots(figsize=(7, 6))
     for r in subs:
         what = "Queue::enqueue" if r["mode"] == "enqueue" else "POST /v1/jobs"
         batch = "one tx each" if r["submit_batch"] == 1 else "group commit ≤%d" % r["submit_batch"]
@@ -147,7 +147,7 @@ def submit_cdf(rows, plt, out):
     ax.set_ylabel("fraction of submissions")
     ax.set_title("Single submissions, 50 concurrent callers")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     path = os.path.join(out, "submit_latency_cdf.png")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
