@@ -136,7 +136,7 @@ def submit_cdf(rows, plt, out):
     subs = [r for r in rows if r.get("bench") == "submit" and r.get("quantiles_ms")]
     if not subs:
         return None
-    fig, ax = plt.subplots(figsize=(7, 6))
+    fig, ax = plt.subplots(figsize=(7, 4.6 + 0.22 * len(subs)))
     for r in subs:
         what = "Queue::enqueue" if r["mode"] == "enqueue" else "POST /v1/jobs"
         batch = "one tx each" if r["submit_batch"] == 1 else "group commit ≤%d" % r["submit_batch"]
@@ -145,7 +145,7 @@ def submit_cdf(rows, plt, out):
     ax.set_xscale("log")
     ax.set_xlabel("latency, ms")
     ax.set_ylabel("fraction of submissions")
-    ax.set_title("Single submissions, 50 concurrent callers")
+    ax.set_title("Single submissions, 50 concurrent callers (HTTP: the bench's own client)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1)
     path = os.path.join(out, "submit_latency_cdf.png")
