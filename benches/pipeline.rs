@@ -5,13 +5,18 @@
 //! cargo bench --bench pipeline -- e2e [CALLS]      # sync execute_shell `true`: REST, MCP, bare bwrap
 //! cargo bench --bench pipeline -- mcp [CALLS]      # the same (MCP rows included in both)
 //! cargo bench --bench pipeline -- peers [JOBS] [RUNS] [BACKENDS]  # the peers' workload
+//! cargo bench --bench pipeline -- sweep [JOBS] [RUNS] [BACKENDS]  # it at 1 … 1,024 in flight
 //! ```
 //! `peers` is the workload of graphile-worker's and pg-boss's published benchmarks (and of
 //! `benches/peers/`): JOBS (20,000) no-op jobs inserted in bulk, then worked off, measured from
 //! the worker's start to the last job done; workload A without a workspace, workload B over
 //! 1,000 workspaces round-robin (at most one running job each); 50 jobs in flight (the peers'
 //! setting) and the tuned setting. BACKENDS is `sqlite,postgres` (default) or either one. Each
-//! run prints one JSON line, which `benches/peers/compare.sh` reads.
+//! run prints one JSON line, which `benches/peers/compare.sh` reads. `sweep` runs the same
+//! workloads (JOBS 10,000 by default; a fifth of them at 1 in flight, half at 8) at 1, 8, 50,
+//! 256 and 1,024 jobs in flight, claimed half that many at a time (at most 512), for
+//! `benches/plot.py`'s throughput curve. `e2e` prints a
+//! JSON line per path too, with its latency quantiles.
 //! PostgreSQL variants run when `DAYTONA_MCP_BENCH_POSTGRES` names a database URL the bench may
 //! create databases from (e.g. `postgres://postgres@127.0.0.1:5432/postgres`).
 
@@ -188,18 +193,32 @@ async fn bench_queue(jobs: usize) {
 
 /// The peers' workload (see the module comment), one JSON line per run.
 async fn bench_peers(jobs: usize, runs: usize, backends: &str) {
-    let dir = tempfile::tempdir().unwrap();
     // 50 in flight as the peers' scripts run (graphile-worker `concurrency` 50, pg-boss 2 × 25),
     // claimed 25 at a time so that a claim overlaps the previous batch's completion; and the
     // tuned setting, room for two claims of 512 in flight.
     let settings = [("50", 50usize, 25u32), ("tuned", 1024, 512)];
+    peers_runs(&settings, jobs, runs, backends).await;
+}
+
+/// The peers' workload at 1 … 1,024 jobs in flight, each claiming half its room at a time.
+/// One and eight in flight work off a fifth and a half of `jobs`: one claim and one completion
+/// per job or few, the rate is steady from the start, and whole runs would take many minutes.
+async fn bench_sweep(jobs: usize, runs: usize, backends: &str) {
+    for (in_flight, share) in [(1usize, 5), (8, 2), (50, 1), (256, 1), (1024, 1)] {
+        let claim = (in_flight as u32 / 2).clamp(1, 512);
+        peers_runs(&[("sweep", in_flight, claim)], jobs / share, runs, backends).await;
+    }
+}
+
+async fn peers_runs(settings: &[(&str, usize, u32)], jobs: usize, runs: usize, backends: &str) {
+    let dir = tempfile::tempdir().unwrap();
     for run in 1..=runs {
         for backend in ["postgres", "sqlite"] {
             if !backends.split(',').any(|b| b == backend) {
                 continue;
             }
             for (workload, workspaces) in [("A", 0usize), ("B", 1000)] {
-                for (setting, concurrency, claim_batch) in settings {
+                for &(setting, concurrency, claim_batch) in settings {
                     let Some(url) = fresh(backend, dir.path()).await else {
                         eprintln!("peers {backend}: skipped (set DAYTONA_MCP_BENCH_POSTGRES)");
                         break;
@@ -239,9 +258,18 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx]
 }
 
-fn report(label: &str, mut samples: Vec<f64>) -> f64 {
+/// Prints a path's percentiles, and a JSON line with p0 … p100 for `benches/plot.py`.
+fn report(label: &str, path: &str, mut samples: Vec<f64>) -> f64 {
     samples.sort_by(|a, b| a.partial_cmp(b).unwrap());
     let p50 = percentile(&samples, 0.5);
+    let quantiles: Vec<f64> = (0..=100)
+        .map(|p| (percentile(&samples, p as f64 / 100.0) * 1e6).round() / 1e3)
+        .collect();
+    println!(
+        "{}",
+        json!({"bench": "e2e", "path": path, "calls": samples.len(), "callers": 1,
+               "p50_ms": quantiles[50], "p99_ms": quantiles[99], "quantiles_ms": quantiles})
+    );
     println!(
         "{label:44} n={:4}  p50 {:7.2} ms  p90 {:7.2} ms  p99 {:7.2} ms",
         samples.len(),
@@ -391,10 +419,14 @@ async fn bench_e2e(calls: usize) {
         bare.push(started.elapsed().as_secs_f64());
         assert!(status.success());
     }
-    let p50_http = report("sync execute_shell `true` over HTTP (REST)", rest);
-    let p50_legacy = report("MCP tools/call, 2025-11-25 session (JSON)", legacy);
-    let p50_modern = report("MCP tools/call, 2026-07-28 stateless (JSON)", modern);
-    let p50_bare = report("bare `bwrap … true` spawn", bare);
+    let p50_http = report("sync execute_shell `true` over HTTP (REST)", "rest", rest);
+    let p50_legacy = report(
+        "MCP tools/call, 2025-11-25 session (JSON)",
+        "mcp_session",
+        legacy,
+    );
+    let p50_modern = report("MCP tools/call, 2026-07-28 stateless (JSON)", "mcp", modern);
+    let p50_bare = report("bare `bwrap … true` spawn", "bare_bwrap", bare);
     println!("ratio p50 HTTP / bare bwrap: {:.2}x", p50_http / p50_bare);
     println!(
         "ratio p50 MCP / REST: {:.2}x (session), {:.2}x (stateless)",
@@ -422,6 +454,9 @@ fn main() {
         }
         if mode == "peers" {
             bench_peers(n.unwrap_or(20_000), runs, &backends).await;
+        }
+        if mode == "sweep" {
+            bench_sweep(n.unwrap_or(10_000), runs, &backends).await;
         }
         if matches!(mode, "e2e" | "mcp" | "all") {
             bench_e2e(n.unwrap_or(300)).await;

@@ -32,9 +32,16 @@ fn percentile(sorted: &[Duration], p: f64) -> f64 {
     sorted[i].as_secs_f64() * 1e3
 }
 
+/// p0, p1, …, p100 of sorted latencies, in milliseconds (for `benches/plot.py`'s CDFs).
+fn quantiles(sorted: &[Duration]) -> Vec<f64> {
+    (0..=100)
+        .map(|p| (percentile(sorted, p as f64 / 100.0) * 1e3).round() / 1e3)
+        .collect()
+}
+
 /// `jobs` submissions by 50 concurrent callers through `Queue::enqueue` (job + audit row each,
-/// every caller its own workspace, as sandboxes are); jobs/s and per-call latency.
-async fn enqueue_run(store: Arc<dyn Store>, jobs: usize, batch: usize) -> (f64, f64, f64) {
+/// every caller its own workspace, as sandboxes are); jobs/s and per-call latency quantiles.
+async fn enqueue_run(store: Arc<dyn Store>, jobs: usize, batch: usize) -> (f64, Vec<f64>) {
     let queue = Queue::new(store, Duration::from_secs(1)).with_submit_batch(batch);
     let per = jobs / CALLERS;
     let started = Instant::now();
@@ -60,11 +67,7 @@ async fn enqueue_run(store: Arc<dyn Store>, jobs: usize, batch: usize) -> (f64, 
     }
     let secs = started.elapsed().as_secs_f64();
     lat.sort();
-    (
-        lat.len() as f64 / secs,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-    )
+    (lat.len() as f64 / secs, quantiles(&lat))
 }
 
 async fn fresh_store(url: &str) -> Arc<dyn Store> {
@@ -96,9 +99,19 @@ async fn bench_enqueue(jobs: usize) {
                 Some(()) => postgres_url().await.unwrap(),
             };
             let store = fresh_store(&url).await;
-            let (rate, p50, p99) = enqueue_run(store, jobs, batch).await;
+            let (rate, q) = enqueue_run(store, jobs, batch).await;
             drop_database(&url).await;
-            println!("| {name} | {batch} | {rate:.0} | {p50:.2} | {p99:.2} |");
+            println!(
+                "| {name} | {batch} | {rate:.0} | {:.2} | {:.2} |",
+                q[50], q[99]
+            );
+            println!(
+                "{}",
+                json!({"bench": "submit", "mode": "enqueue", "backend": name,
+                       "submit_batch": batch, "callers": CALLERS, "jobs": jobs,
+                       "jobs_per_s": rate.round(), "p50_ms": q[50], "p99_ms": q[99],
+                       "quantiles_ms": q})
+            );
             rates.push(rate);
         }
         println!(
@@ -156,8 +169,8 @@ fn run_wrk(base: &str, seconds: u64) -> Option<String> {
     Some(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
-/// The bench's own client, 50 connections, when wrk is missing: (requests, non-202, p50, p99).
-async fn run_client(base: &str, seconds: u64) -> (usize, usize, f64, f64) {
+/// The bench's own client, 50 connections, when wrk is missing: (requests, non-202, quantiles).
+async fn run_client(base: &str, seconds: u64) -> (usize, usize, Vec<f64>) {
     let client = reqwest::Client::new();
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -189,12 +202,7 @@ async fn run_client(base: &str, seconds: u64) -> (usize, usize, f64, f64) {
         bad += b;
     }
     lat.sort();
-    (
-        lat.len(),
-        bad,
-        percentile(&lat, 0.5),
-        percentile(&lat, 0.99),
-    )
+    (lat.len(), bad, quantiles(&lat))
 }
 
 async fn bench_http(seconds: u64) {
@@ -234,7 +242,7 @@ async fn bench_http(seconds: u64) {
             } else {
                 None
             };
-            let (rate, bad, p50, p99) = match wrk_out {
+            let (rate, bad, p50, p99, q) = match wrk_out {
                 Some(out) => {
                     let line = out
                         .lines()
@@ -242,14 +250,23 @@ async fn bench_http(seconds: u64) {
                         .unwrap_or_else(|| panic!("wrk printed no summary: {out}"))
                         .to_string();
                     let f: Vec<f64> = line[4..].split(' ').map(|x| x.parse().unwrap()).collect();
-                    (f[0] / (f[2] / 1e6), f[1] as usize, f[3] / 1e3, f[4] / 1e3)
+                    let (p50, p99) = (f[3] / 1e3, f[4] / 1e3);
+                    (f[0] / (f[2] / 1e6), f[1] as usize, p50, p99, None)
                 }
                 None => {
-                    let (n, bad, p50, p99) = run_client(&base, seconds).await;
-                    (n as f64 / seconds as f64, bad, p50, p99)
+                    let (n, bad, q) = run_client(&base, seconds).await;
+                    (n as f64 / seconds as f64, bad, q[50], q[99], Some(q))
                 }
             };
             println!("| {name} | {batch} | {rate:.0} | {bad} | {p50:.2} | {p99:.2} |");
+            println!(
+                "{}",
+                json!({"bench": "submit", "mode": "http", "backend": name,
+                       "submit_batch": batch, "connections": CALLERS, "seconds": seconds,
+                       "load_generator": if wrk { "wrk" } else { "bench client" },
+                       "jobs_per_s": rate.round(), "non_202": bad, "p50_ms": p50,
+                       "p99_ms": p99, "quantiles_ms": q})
+            );
             rates.push(rate);
         }
         println!(
