@@ -47,14 +47,7 @@ fn summary(s: SnapshotRecord) -> SnapshotSummary {
 }
 
 fn plan(arguments: Value, target: Target) -> Plan {
-    Plan {
-        arguments,
-        target,
-        retry_safe: true,
-        timeout_s: None,
-        secret: None,
-        sandbox: None,
-    }
+    Plan::new(arguments, target, true)
 }
 
 /// The job tenant's snapshot `id`, or the outcome that ends the job (another tenant's is not
