@@ -35,8 +35,8 @@ pub use job::{
 pub use quota::{Quota, QuotaKind};
 pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
 pub use signals::Signal;
-pub use template::TemplateRecord;
 pub use snapshot::SnapshotRecord;
+pub use template::TemplateRecord;
 
 /// Errors of the persistence layer.
 #[derive(Debug, thiserror::Error)]

@@ -16,8 +16,8 @@ pub mod outputs;
 pub mod resources;
 mod sandbox;
 pub mod secrets;
-pub mod templates;
 mod snapshots;
+pub mod templates;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
