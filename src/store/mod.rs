@@ -131,13 +131,17 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 
 /// PostgreSQL SQLSTATEs of class 08 (connection exception), `admin_shutdown`, `crash_shutdown`,
 /// `cannot_connect_now` and `too_many_connections`; SQLite's `BUSY` and `LOCKED` (primary codes
-/// 5 and 6, also inside extended codes) once its busy timeout is spent.
+/// 5 and 6, also inside extended codes) once its busy timeout is spent. A SQLSTATE always has
+/// five characters and SQLite's codes at most four digits, so a numeric SQLSTATE such as
+/// `22021` (a NUL in a text value) is not read as a SQLite code.
 fn unavailable_code(code: &str) -> bool {
     if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
         return true;
     }
-    code.parse::<u32>()
-        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+    code.len() < 5
+        && code
+            .parse::<u32>()
+            .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -642,7 +646,7 @@ mod tests {
         for code in ["08006", "08001", "57P01", "57P03", "53300", "5", "517", "6"] {
             assert!(unavailable_code(code), "{code}");
         }
-        for code in ["23505", "42P01", "40001", "19", "2067"] {
+        for code in ["23505", "42P01", "40001", "22021", "22P05", "19", "2067"] {
             assert!(!unavailable_code(code), "{code}");
         }
         assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_unavailable());
