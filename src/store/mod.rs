@@ -216,8 +216,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`StoreError::QuotaExceeded`], another statement error) is rolled back to a savepoint
     /// taken before that job and leaves the others in place. The submissions of a batch are
     /// concurrent: jobs that insert a sandbox row or carry a quota are written first, then the
-    /// plain ones in shared multi-row inserts, each group in the order given. The outer error (the
-    /// database unavailable, the commit failed) means that nothing of the batch is committed.
+    /// plain ones in shared multi-row inserts, each group in the order given (on PostgreSQL a
+    /// batch of plain submissions only is one statement, which without idempotency keys commits
+    /// on its own; a refused value there reruns the batch with a savepoint per job). The outer
+    /// error (the database unavailable, the commit failed) means that nothing of the batch is
+    /// committed.
     async fn enqueue_batch(
         &self,
         batch: Vec<(NewJob, AuditEntry)>,
