@@ -6,8 +6,9 @@
 //! is waiting (up to `max_batch`), commits it with [`Store::enqueue_batch`] (one transaction,
 //! a savepoint per job), answers each caller with its own outcome after the commit, and goes on
 //! while submissions keep arriving; submissions that arrive during a commit wait for the next
-//! one, which is what groups them. A lone submission is committed at once by
-//! [`Store::enqueue`] (no savepoint, no delay), so a quiet server pays nothing for batching.
+//! one, which is what groups them. A lone submission is committed at once (no delay) by
+//! [`Store::enqueue`], or on PostgreSQL, when it inserts no sandbox row and carries no quota, as
+//! a batch of one (a single statement), so a quiet server pays nothing for batching.
 //!
 //! What stays exact: an id is answered only after its row is committed; each job gets the
 //! outcome it would have had alone (replay, 409 mismatch, sandbox name conflict, quota), and one
@@ -157,7 +158,14 @@ impl Submitter {
 
     /// One transaction for the batch, then each caller's answer.
     async fn commit(&self, mut batch: Vec<(u64, NewJob, AuditEntry, Answer)>) {
-        if batch.len() == 1 {
+        // A lone submission commits through `Store::enqueue`, except a plain one on PostgreSQL,
+        // where a batch of one is a single statement (see `Store::enqueue_batch`) instead of a
+        // transaction of several.
+        let plain_on_pg = self.store.backend() == Backend::Postgres
+            && batch
+                .iter()
+                .all(|(_, job, ..)| job.sandbox.is_none() && job.quota.is_none());
+        if batch.len() == 1 && !plain_on_pg {
             let (_, job, audit, answer) = batch.pop().expect("one submission");
             let _ = answer.send(self.store.enqueue(job, audit).await);
             return;

@@ -135,13 +135,17 @@ fn is_unavailable(e: &sqlx::Error) -> bool {
 
 /// PostgreSQL SQLSTATEs of class 08 (connection exception), `admin_shutdown`, `crash_shutdown`,
 /// `cannot_connect_now` and `too_many_connections`; SQLite's `BUSY` and `LOCKED` (primary codes
-/// 5 and 6, also inside extended codes) once its busy timeout is spent.
+/// 5 and 6, also inside extended codes) once its busy timeout is spent. A SQLSTATE always has
+/// five characters and SQLite's codes at most four digits, so a numeric SQLSTATE such as
+/// `22021` (a NUL in a text value) is not read as a SQLite code.
 fn unavailable_code(code: &str) -> bool {
     if code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03" | "53300") {
         return true;
     }
-    code.parse::<u32>()
-        .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
+    code.len() < 5
+        && code
+            .parse::<u32>()
+            .is_ok_and(|sqlite| matches!(sqlite & 0xff, 5 | 6))
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -216,8 +220,11 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// [`StoreError::QuotaExceeded`], another statement error) is rolled back to a savepoint
     /// taken before that job and leaves the others in place. The submissions of a batch are
     /// concurrent: jobs that insert a sandbox row or carry a quota are written first, then the
-    /// plain ones in shared multi-row inserts, each group in the order given. The outer error (the
-    /// database unavailable, the commit failed) means that nothing of the batch is committed.
+    /// plain ones in shared multi-row inserts, each group in the order given (on PostgreSQL a
+    /// batch of plain submissions only is one statement, which without idempotency keys commits
+    /// on its own; a refused value there reruns the batch with a savepoint per job). The outer
+    /// error (the database unavailable, the commit failed) means that nothing of the batch is
+    /// committed.
     async fn enqueue_batch(
         &self,
         batch: Vec<(NewJob, AuditEntry)>,
@@ -680,7 +687,7 @@ mod tests {
         for code in ["08006", "08001", "57P01", "57P03", "53300", "5", "517", "6"] {
             assert!(unavailable_code(code), "{code}");
         }
-        for code in ["23505", "42P01", "40001", "19", "2067"] {
+        for code in ["23505", "42P01", "40001", "22021", "22P05", "19", "2067"] {
             assert!(!unavailable_code(code), "{code}");
         }
         assert!(StoreError::from(sqlx::Error::PoolTimedOut).is_unavailable());

@@ -2165,6 +2165,108 @@ pub async fn enqueue_batch_gives_each_job_its_own_outcome(t: TestStore) {
     assert!(!claimed.iter().any(|j| j.id == last.job.id));
 }
 
+/// Batches of plain submissions only (no sandbox row, no quota), which PostgreSQL writes in one
+/// statement: without idempotency keys every job is created with its audit row, a workspace's
+/// jobs in the batch's order; with keys, a fresh key, a replay, a mismatch and a key used twice
+/// in the batch each get the outcome they would have had alone; a job the database refuses
+/// (a NUL in a text column, which PostgreSQL rejects and SQLite stores) is that job's outcome
+/// only. In every case each accepted submission has exactly one audit row.
+pub async fn plain_batches_give_each_job_its_own_outcome(t: TestStore) {
+    let s = t.store.as_ref();
+    let before = audit_rows(s).await;
+    let unkeyed = vec![
+        (job("p", Some("p/ws")), audit("p")),
+        (job("p", None), audit("p")),
+        (job("p", Some("p/ws")), audit("p")),
+    ];
+    let outcomes = s.enqueue_batch(unkeyed).await.unwrap();
+    let jobs: Vec<Job> = outcomes
+        .into_iter()
+        .map(|o| {
+            let e = o.unwrap();
+            assert!(e.created);
+            e.job
+        })
+        .collect();
+    assert!(jobs[0].seq < jobs[2].seq);
+    for j in &jobs {
+        let stored = s.job(Some("p"), j.id).await.unwrap().unwrap();
+        assert_eq!(stored.state, JobState::Queued);
+        assert_eq!(stored.seq, j.seq);
+    }
+    assert_eq!(audit_rows(s).await, before + 3);
+
+    let mut earlier = job("p", None);
+    earlier.idempotency_key = Some("plain-used".into());
+    earlier.args_digest = Some("digest-a".into());
+    let earlier = s.enqueue(earlier, audit("p")).await.unwrap().job;
+    let before = audit_rows(s).await;
+    let keyed = |key: &str, digest: &str| {
+        let mut j = job("p", None);
+        j.idempotency_key = Some(key.into());
+        j.args_digest = Some(digest.into());
+        (j, audit("p"))
+    };
+    let batch = vec![
+        keyed("plain-fresh", "digest-a"),
+        keyed("plain-used", "digest-a"),
+        keyed("plain-used", "digest-b"),
+        keyed("plain-twice", "digest-a"),
+        keyed("plain-twice", "digest-a"),
+        (job("p", None), audit("p")),
+    ];
+    let outcomes = s.enqueue_batch(batch).await.unwrap();
+    assert_eq!(outcomes.len(), 6);
+    assert!(outcomes[0].as_ref().unwrap().created);
+    let replayed = outcomes[1].as_ref().unwrap();
+    assert!(!replayed.created);
+    assert_eq!(replayed.job.id, earlier.id);
+    assert!(
+        matches!(&outcomes[2], Err(StoreError::IdempotencyMismatch { job_id, .. }) if *job_id == earlier.id),
+        "{:?}",
+        outcomes[2]
+    );
+    let twice = outcomes[3].as_ref().unwrap();
+    assert!(twice.created);
+    let again = outcomes[4].as_ref().unwrap();
+    assert!(!again.created);
+    assert_eq!(again.job.id, twice.job.id);
+    assert!(outcomes[5].as_ref().unwrap().created);
+    // Three new jobs and two replays have audit rows; the mismatch has none.
+    assert_eq!(audit_rows(s).await, before + 5);
+    let replays = s
+        .list_audit(&AuditFilter {
+            limit: 100,
+            ..AuditFilter::default()
+        })
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.entry.outcome == "replayed")
+        .count();
+    assert_eq!(replays, 2);
+
+    let before = audit_rows(s).await;
+    let mut refused = job("p", Some("p/other"));
+    refused.tool = "bad\0tool".into();
+    let batch = vec![
+        (job("p", Some("p/other")), audit("p")),
+        (refused, audit("p")),
+        (job("p", Some("p/other")), audit("p")),
+    ];
+    let outcomes = s.enqueue_batch(batch).await.unwrap();
+    assert_eq!(outcomes.len(), 3);
+    let first = outcomes[0].as_ref().unwrap();
+    let last = outcomes[2].as_ref().unwrap();
+    assert!(first.created && last.created);
+    assert!(first.job.seq < last.job.seq);
+    let accepted = outcomes.iter().filter(|o| o.is_ok()).count();
+    assert_eq!(audit_rows(s).await, before + accepted);
+    for o in outcomes.iter().flatten() {
+        assert!(s.job(Some("p"), o.job.id).await.unwrap().is_some());
+    }
+}
+
 /// Concurrent batches and single enqueues with the same idempotency keys, also twice in one
 /// batch: one job per key, every other submission a replay of it.
 pub async fn concurrent_batches_with_the_same_key_make_one_job(t: TestStore) {
