@@ -304,6 +304,11 @@ async fn bench_e2e(calls: usize) {
     if std::env::var("BENCH_NO_CGROUPS").is_ok() {
         config.local.cgroups = false;
     }
+    // The bench runs the server in process; the sandbox agent is the real binary's.
+    config.local.agent_path = env!("CARGO_BIN_EXE_daytona-mcp").into();
+    if std::env::var("BENCH_FRESH_SPAWN").is_ok() {
+        config.local.persistent_sandbox = false;
+    }
     let app = Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     actix_rt::spawn(app.run_until_stopped());

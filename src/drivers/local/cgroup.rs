@@ -408,6 +408,15 @@ impl Cgroup {
         self.procs.clone()
     }
 
+    /// Moves process `pid` (of the host's pid namespace) into this cgroup, in every hierarchy:
+    /// how a command started by a persistent sandbox's agent joins its cgroup.
+    pub fn attach(&self, pid: i32) -> io::Result<()> {
+        for dir in &self.dirs {
+            write(dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
+    }
+
     /// Writes `cgroup.kill` (v2, Linux 5.14+), which kills every process of the cgroup at
     /// once. Returns whether it did.
     pub(super) fn kill_v2(&self) -> bool {
