@@ -41,6 +41,7 @@ mod mcp_transport;
 mod monitoring;
 mod nodes;
 mod nul_output;
+mod persistent;
 mod oidc;
 mod prometheus_scrape;
 mod quota;
