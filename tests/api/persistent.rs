@@ -68,15 +68,15 @@ async fn one_agent_and_nothing_between(cgroups: bool) {
     assert_eq!(first["exit_code"], 0, "{first}");
     let agents = agents_of(&id);
     assert_eq!(agents.len(), 1, "one agent for the sandbox: {agents:?}");
-    // A command that leaves a process in the background and exits: the process does not
-    // survive it, though the sandbox (its agent) does.
+    // A command that leaves processes in the background (one in a session of its own) and
+    // exits a second later: they do not survive it, though the sandbox (its agent) does.
     let marker = format!("bg{}", uuid::Uuid::new_v4().simple());
     let (status, out) = app
         .call(
             "/execute_shell",
             json!({"sandbox_id": id, "env": {"MARK": marker},
                    "command": "cp \"$(command -v sleep)\" \"./$MARK\"; \"./$MARK\" 1000 & \
-                               setsid \"./$MARK\" 1001 & echo started"}),
+                               setsid \"./$MARK\" 1001 & sleep 1; echo started"}),
         )
         .await;
     assert_eq!(status, 200, "{out}");
