@@ -82,10 +82,16 @@ async fn one_agent_and_nothing_between(cgroups: bool) {
     assert_eq!(status, 200, "{out}");
     assert_eq!(out["stdout"], "started\n", "{out}");
     let left = processes_with(&marker);
-    assert!(left.is_empty(), "processes outlived their command: {left:?}");
+    assert!(
+        left.is_empty(),
+        "processes outlived their command: {left:?}"
+    );
     // The next command runs in the same sandbox, and sees no process of the last one.
     let next = app
-        .shell(&id, "ps -e -o comm= 2>/dev/null || ls /proc | grep -c '^[0-9]'")
+        .shell(
+            &id,
+            "ps -e -o comm= 2>/dev/null || ls /proc | grep -c '^[0-9]'",
+        )
         .await;
     assert_eq!(next["exit_code"], 0, "{next}");
     assert!(
@@ -158,6 +164,14 @@ async fn an_agent_killed_from_outside_fails_its_job_and_the_next_gets_a_fresh_sa
     let fresh = agents_of(&id);
     assert_eq!(fresh.len(), 1, "{fresh:?}");
     assert_ne!(fresh, agents, "a fresh sandbox ran the next command");
+    // An agent that dies between commands fails nothing: the next command gets a new one.
+    // SAFETY: as above.
+    unsafe {
+        libc::kill(fresh[0] as i32, libc::SIGKILL);
+    }
+    assert!(eventually(10, || agents_of(&id).is_empty()).await);
+    let next = app.shell(&id, "echo again").await;
+    assert_eq!(next["stdout"], "again\n", "{next}");
 }
 
 #[actix_web::test]

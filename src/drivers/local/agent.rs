@@ -249,8 +249,7 @@ fn run_command(socket: &mut UnixStream, exec: Exec, fds: Vec<OwnedFd>) -> std::i
             } else {
                 devnull.as_raw_fd()
             };
-            if libc::dup2(stdin, 0) < 0 || libc::dup2(stdout, 1) < 0 || libc::dup2(stderr, 2) < 0
-            {
+            if libc::dup2(stdin, 0) < 0 || libc::dup2(stdout, 1) < 0 || libc::dup2(stderr, 2) < 0 {
                 fail(3);
             }
             if libc::chdir(cwd.as_ptr()) != 0 {
@@ -318,6 +317,47 @@ fn run_command(socket: &mut UnixStream, exec: Exec, fds: Vec<OwnedFd>) -> std::i
         return send(socket, FromAgent::Failed { step, errno });
     }
     send(socket, FromAgent::Started)?;
+    // The driver says nothing while the command runs: the socket turning readable means it
+    // closed (the server is gone), and the command must not outlive it.
+    // SAFETY: pidfd_open of our own child; the descriptor is new and ours.
+    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as RawFd;
+    if pidfd >= 0 {
+        // SAFETY: the descriptor was just opened and is ours.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(pidfd) };
+        loop {
+            let mut polls = [
+                libc::pollfd {
+                    fd: pidfd.as_raw_fd(),
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: socket.as_raw_fd(),
+                    events: libc::POLLIN | libc::POLLRDHUP,
+                    revents: 0,
+                },
+            ];
+            // SAFETY: two valid pollfds.
+            let n = unsafe { libc::poll(polls.as_mut_ptr(), 2, -1) };
+            if n < 0 {
+                let error = std::io::Error::last_os_error();
+                if error.kind() == std::io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(error);
+            }
+            if polls[0].revents != 0 {
+                break;
+            }
+            if polls[1].revents != 0 {
+                // SAFETY: killing our own child's process group (the child is unreaped).
+                unsafe { libc::kill(-pid, libc::SIGKILL) };
+                return Err(std::io::Error::other(
+                    "the driver spoke or left while a command ran",
+                ));
+            }
+        }
+    }
     let (signal, value) = loop {
         // SAFETY: `info` is a valid out-pointer; WNOWAIT leaves the child unreaped.
         let (rc, info) = unsafe {

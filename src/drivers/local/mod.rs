@@ -407,9 +407,12 @@ impl LocalDriver {
             }
             // The process started is the command itself (confined before `execve` under
             // Landlock), so the environment is the command's.
-            Isolation::Landlock(_) | Isolation::None => {
-                (invocation.argv.clone(), fresh.env, fresh.host_cwd, Vec::new())
-            }
+            Isolation::Landlock(_) | Isolation::None => (
+                invocation.argv.clone(),
+                fresh.env,
+                fresh.host_cwd,
+                Vec::new(),
+            ),
         };
         let confinement = match &self.isolation {
             Isolation::Landlock(policy) => {

@@ -80,6 +80,17 @@ impl Pinned {
         })
     }
 
+    /// Whether the process has exited (its pidfd polls readable).
+    fn exited(&self) -> bool {
+        let mut poll = libc::pollfd {
+            fd: self.fd.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
+        // SAFETY: one valid pollfd, no waiting.
+        unsafe { libc::poll(&mut poll, 1, 0) == 1 }
+    }
+
     fn kill(&self) {
         // SAFETY: pidfd_send_signal on a descriptor we own.
         unsafe {
@@ -198,7 +209,12 @@ impl Residents {
     ) -> Option<Result<ExecResult, DriverError>> {
         let slot = self.slot(id);
         let mut guard = slot.try_lock_owned().ok()?;
-        if guard.as_ref().is_some_and(|r| r.network != network) {
+        // A sandbox whose agent died between commands (killed from inside or outside) is
+        // replaced before it fails a command it never started.
+        if guard
+            .as_ref()
+            .is_some_and(|r| r.network != network || r.agent.exited() || r.init.exited())
+        {
             if let Some(old) = guard.take() {
                 old.shutdown().await;
             }
@@ -322,7 +338,8 @@ impl Residents {
             vec![options_fd, agent_end],
         )
         .map_err(|e| DriverError::internal("cannot prepare the sandbox's agent", e))?;
-        let mut child = spawn::spawn(&prepared).map_err(|e| DriverError::Internal(e.to_string()))?;
+        let mut child =
+            spawn::spawn(&prepared).map_err(|e| DriverError::Internal(e.to_string()))?;
         drop(prepared);
         let bwrap_pid = child.pid();
         for (pipe, stream) in [
@@ -361,7 +378,11 @@ impl Residents {
         if tree::parent_of(agent.pid) != Some(init.pid) {
             return Err(unavailable("the agent moved".into()));
         }
-        tracing::debug!(sandbox = id, agent = agent.pid, "persistent sandbox started");
+        tracing::debug!(
+            sandbox = id,
+            agent = agent.pid,
+            "persistent sandbox started"
+        );
         Ok(Resident {
             network,
             bwrap: Some(child),
@@ -466,9 +487,10 @@ impl Resident {
                 .writable()
                 .await
                 .map_err(|e| agent_failure("cannot write to its socket", e))?;
-            match self.socket.try_io(Interest::WRITABLE, || {
-                wire::send_with_fds(raw, &frame, fds)
-            }) {
+            match self
+                .socket
+                .try_io(Interest::WRITABLE, || wire::send_with_fds(raw, &frame, fds))
+            {
                 Ok(n) => break n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => continue,
                 Err(e) => return Err(agent_failure("cannot write to its socket", e)),
@@ -499,7 +521,8 @@ impl Resident {
             pipes().map_err(|e| Failure::Start(DriverError::internal("cannot make pipes", e)))?;
         let stdin_pair = match &command.stdin {
             Some(_) => Some(
-                pipes().map_err(|e| Failure::Start(DriverError::internal("cannot make pipes", e)))?,
+                pipes()
+                    .map_err(|e| Failure::Start(DriverError::internal("cannot make pipes", e)))?,
             ),
             None => None,
         };
@@ -543,7 +566,9 @@ impl Resident {
             None => None,
         };
         let FromAgent::Spawned { pid: inner } = self.expect(STEP_BOUND).await? else {
-            return Err(Failure::Agent("it did not report the command's process".into()));
+            return Err(Failure::Agent(
+                "it did not report the command's process".into(),
+            ));
         };
         // The command's process, found from the host among the agent's children.
         let Some(leader) = tree::children(self.agent.pid)
@@ -637,14 +662,18 @@ impl Resident {
         if let Some(cgroup) = command.cgroup.as_deref() {
             if let Err(stragglers) = tree::empty_cgroup(cgroup, tree::BOUND).await {
                 stop_reading.cancel();
-                return Err(Failure::Command(DriverError::Internal(stragglers.to_string())));
+                return Err(Failure::Command(DriverError::Internal(
+                    stragglers.to_string(),
+                )));
             }
         }
         if let Err(stragglers) =
             tree::end_namespace_except(self.init.pid, self.agent.pid, tree::BOUND).await
         {
             stop_reading.cancel();
-            return Err(Failure::Command(DriverError::Internal(stragglers.to_string())));
+            return Err(Failure::Command(DriverError::Internal(
+                stragglers.to_string(),
+            )));
         }
         self.send(&ToAgent::Reap, &[]).await?;
         match self.expect(STEP_BOUND).await? {

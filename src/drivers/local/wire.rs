@@ -53,15 +53,25 @@ pub enum ToAgent {
 #[derive(Clone, Debug, PartialEq)]
 pub enum FromAgent {
     /// The agent runs, with this pid in the sandbox's pid namespace.
-    Hello { pid: u32 },
+    Hello {
+        pid: u32,
+    },
     /// The command's process exists (stopped before `execve`) with this pid in the sandbox.
-    Spawned { pid: u32 },
+    Spawned {
+        pid: u32,
+    },
     /// The command called `execve`.
     Started,
     /// The command could not start: which step failed and its errno.
-    Failed { step: u32, errno: i32 },
+    Failed {
+        step: u32,
+        errno: i32,
+    },
     /// The command's process ended (it stays unreaped until `Reap`).
-    Exited { signal: bool, value: i32 },
+    Exited {
+        signal: bool,
+        value: i32,
+    },
     Reaped,
 }
 
@@ -134,13 +144,19 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
     fn u32(&mut self) -> Result<u32, Malformed> {
-        Ok(u32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(u32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn i32(&mut self) -> Result<i32, Malformed> {
-        Ok(i32::from_le_bytes(self.take(4)?.try_into().expect("4 bytes")))
+        Ok(i32::from_le_bytes(
+            self.take(4)?.try_into().expect("4 bytes"),
+        ))
     }
     fn u64(&mut self) -> Result<u64, Malformed> {
-        Ok(u64::from_le_bytes(self.take(8)?.try_into().expect("8 bytes")))
+        Ok(u64::from_le_bytes(
+            self.take(8)?.try_into().expect("8 bytes"),
+        ))
     }
     fn bytes(&mut self) -> Result<Vec<u8>, Malformed> {
         let n = self.u32()? as usize;
@@ -382,7 +398,11 @@ mod tests {
     #[test]
     fn messages_round_trip_and_bad_frames_are_refused() {
         let exec = ToAgent::Exec(Exec {
-            argv: vec![b"/bin/sh".to_vec(), b"-c".to_vec(), b"echo '; rm -rf /'".to_vec()],
+            argv: vec![
+                b"/bin/sh".to_vec(),
+                b"-c".to_vec(),
+                b"echo '; rm -rf /'".to_vec(),
+            ],
             env: vec![b"A=b c".to_vec(), b"EMPTY=".to_vec()],
             cwd: b"/workspace/src".to_vec(),
             rlimits: WireRlimits {
