@@ -263,3 +263,24 @@ async fn the_fresh_spawn_path_still_runs_commands_when_persistence_is_off() {
     assert_eq!(out["stdout"], "hi\n", "{out}");
     assert!(agents_of(&id).is_empty(), "no agent without persistence");
 }
+
+/// The agent is the commands' parent and shares their uid, but is not theirs to inspect: it is
+/// non-dumpable, so its descriptors (the socket to the server), memory and environment are
+/// refused to them (listing the numbers of its descriptors is all `/proc` allows).
+#[actix_web::test]
+async fn commands_cannot_take_the_agents_socket() {
+    let app = app_with(|_| {}).await;
+    let id = app.sandbox("prying").await;
+    let out = app
+        .shell(
+            &id,
+            "for fd in $(ls /proc/$PPID/fd); do readlink /proc/$PPID/fd/$fd 2>&1; echo rc=$?; done; \
+             head -c1 /proc/$PPID/mem 2>&1; echo rc=$?; cat /proc/$PPID/environ 2>&1; echo rc=$?",
+        )
+        .await;
+    let stdout = out["stdout"].as_str().unwrap();
+    assert!(stdout.contains("Permission denied"), "{stdout}");
+    assert!(!stdout.contains("socket:"), "{stdout}");
+    assert!(stdout.matches("rc=").count() >= 3, "{stdout}");
+    assert_eq!(stdout.matches("rc=0").count(), 0, "{stdout}");
+}

@@ -203,17 +203,6 @@ impl LocalDriver {
         })
     }
 
-    /// The host pid of sandbox `id`'s persistent sandbox agent, when it has one and no command
-    /// runs in it (for tests and diagnostics).
-    pub fn agent_pid(&self, id: &str) -> Option<i32> {
-        self.residents.as_ref()?.agent_pid(id)
-    }
-
-    /// Whether commands run in persistent sandboxes.
-    pub fn persistent(&self) -> bool {
-        self.residents.is_some()
-    }
-
     /// How limits are enforced on this machine.
     pub fn enforcement_summary(&self) -> Enforcement {
         enforcement::summary(&self.isolation, &self.cgroups)

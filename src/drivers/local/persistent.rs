@@ -185,14 +185,6 @@ impl Residents {
         }
     }
 
-    /// The host pid of sandbox `id`'s agent, if it has a persistent sandbox now and no command
-    /// runs in it.
-    pub fn agent_pid(&self, id: &str) -> Option<i32> {
-        let slot = self.slots.lock().expect("not poisoned").get(id)?.clone();
-        let guard = slot.try_lock().ok()?;
-        guard.as_ref().map(|r| r.agent.pid)
-    }
-
     /// Runs `command` in sandbox `id`'s persistent sandbox, starting one if needed. `None`
     /// when another command holds it (the caller takes the fresh path). `code` is a code file
     /// (name, contents) to show at `/.daytona/<name>` for the command's duration.
