@@ -201,27 +201,30 @@ impl Residents {
     ) -> Option<Result<ExecResult, DriverError>> {
         let slot = self.slot(id);
         let mut guard = slot.try_lock_owned().ok()?;
-        // A sandbox whose agent died between commands (killed from inside or outside) is
-        // replaced before it fails a command it never started.
-        if guard
-            .as_ref()
-            .is_some_and(|r| r.network != network || r.agent.exited() || r.init.exited())
-        {
-            if let Some(old) = guard.take() {
+        // The resident is out of its slot while a command runs, and goes back only when the
+        // command ended cleanly: if this future is dropped midway (the job abandoned), the
+        // resident is dropped with it, which kills the sandbox and the command in it.
+        let mut resident = match guard.take() {
+            // A sandbox whose agent died between commands (killed from inside or outside) is
+            // replaced before it fails a command it never started.
+            Some(old) if old.network != network || old.agent.exited() || old.init.exited() => {
                 old.shutdown().await;
+                None
             }
-        }
-        if guard.is_none() {
+            other => other,
+        };
+        if resident.is_none() {
             match self.start(bwrap, id, dir, network).await {
-                Ok(resident) => *guard = Some(resident),
+                Ok(started) => resident = Some(started),
                 Err(e) => return Some(Err(e)),
             }
         }
-        let resident = guard.as_mut().expect("started above");
+        let mut resident = resident.expect("started above");
         let code_file = match code {
             Some((name, source)) => {
                 let path = resident.code_dir.join(name);
                 if let Err(e) = tokio::fs::write(&path, source).await {
+                    *guard = Some(resident);
                     return Some(Err(DriverError::internal("cannot write the code file", e)));
                 }
                 Some(path)
@@ -233,19 +236,21 @@ impl Residents {
             let _ = tokio::fs::remove_file(path).await;
         }
         Some(match outcome {
-            Ok(result) => Ok(result),
-            Err(Failure::Start(e)) => Err(e),
+            Ok(result) => {
+                *guard = Some(resident);
+                Ok(result)
+            }
+            Err(Failure::Start(e)) => {
+                *guard = Some(resident);
+                Err(e)
+            }
             Err(Failure::Command(e)) => {
-                if let Some(resident) = guard.take() {
-                    resident.shutdown().await;
-                }
+                resident.shutdown().await;
                 Err(e)
             }
             Err(Failure::Agent(detail)) => {
                 tracing::warn!(sandbox = id, %detail, "the sandbox's agent failed; tearing it down");
-                if let Some(resident) = guard.take() {
-                    resident.shutdown().await;
-                }
+                resident.shutdown().await;
                 Err(DriverError::Crashed(format!(
                     "the sandbox's command agent failed during the command ({detail}); the \
                      command's processes were killed, and the next command starts in a fresh \
