@@ -758,19 +758,11 @@ impl Driver for LocalDriver {
         let limits = self.limits;
         let wanted = request.limits;
         let controllers = self.cgroups.controllers();
-        let cgroup = self
-            .cgroups
-            .create(
-                id,
-                &uuid::Uuid::new_v4().simple().to_string()[..12],
-                CgroupLimits {
-                    max_processes: limits.max_processes,
-                    memory_bytes: wanted.memory_bytes,
-                    cpus: wanted.cpus,
-                },
-            )
-            .map_err(|e| DriverError::internal("cannot set up the command's cgroup", e))?
-            .map(Arc::new);
+        let cgroup_limits = CgroupLimits {
+            max_processes: limits.max_processes,
+            memory_bytes: wanted.memory_bytes,
+            cpus: wanted.cpus,
+        };
         // A single file may not outgrow what is left of the disk quota (many files are caught
         // by the watchdog below).
         let remaining = match wanted.disk_bytes {
@@ -817,7 +809,8 @@ impl Driver for LocalDriver {
                     cwd: Path::new(WORKSPACE).join(&relative),
                     stdin: request.stdin.clone(),
                     rlimits,
-                    cgroup: cgroup.clone(),
+                    // The persistent sandbox's own (see `persistent.rs`).
+                    cgroup: None,
                     timeout: request.timeout,
                     output_limit: request.output_limit,
                 };
@@ -825,15 +818,35 @@ impl Driver for LocalDriver {
                     output: io.output.clone(),
                     cancel: io.cancel.clone(),
                 };
+                let placement = (self.cgroups.as_ref(), cgroup_limits);
                 residents
-                    .run(bwrap, id, &dir, request.network, code, command, io)
+                    .run(
+                        bwrap,
+                        id,
+                        &dir,
+                        request.network,
+                        code,
+                        placement,
+                        command,
+                        io,
+                    )
                     .await
             }
             _ => None,
         };
+        let mut cgroup = None;
         let result = match persistent {
             Some(result) => result,
             None => {
+                cgroup = self
+                    .cgroups
+                    .create(
+                        id,
+                        &uuid::Uuid::new_v4().simple().to_string()[..12],
+                        cgroup_limits,
+                    )
+                    .map_err(|e| DriverError::internal("cannot set up the command's cgroup", e))?
+                    .map(Arc::new);
                 let fresh = Fresh {
                     relative: &relative,
                     host_cwd,

@@ -33,7 +33,7 @@ use tokio::net::unix::pipe;
 use tokio_util::sync::CancellationToken;
 
 use super::agent::{AGENT_INSIDE, SUBCOMMAND};
-use super::cgroup::Cgroup;
+use super::cgroup::{Cgroup, CgroupLimits, CgroupManager};
 use super::isolation::{self, Bwrap, Mount, WORKSPACE};
 use super::process::{self, Rlimits};
 use super::spawn::{self, Child, Prepared};
@@ -116,6 +116,11 @@ pub struct Resident {
     socket: UnixStream,
     /// The host directory shown read-only at [`CODE_INSIDE`].
     code_dir: PathBuf,
+    /// The cgroup its commands run in, one at a time, and the limits it was made with: one
+    /// per persistent sandbox rather than per command (a command here leaves no pid namespace
+    /// behind whose teardown would keep its pids charged), so that a command costs no cgroup
+    /// creation and removal. Emptied after every command.
+    cgroup: Option<(Arc<Cgroup>, CgroupLimits)>,
 }
 
 impl std::fmt::Debug for Resident {
@@ -196,7 +201,8 @@ impl Residents {
         dir: &Path,
         network: bool,
         code: Option<(&str, &[u8])>,
-        command: Command,
+        placement: (&CgroupManager, CgroupLimits),
+        mut command: Command,
         io: ExecIo,
     ) -> Option<Result<ExecResult, DriverError>> {
         let slot = self.slot(id);
@@ -220,6 +226,23 @@ impl Residents {
             }
         }
         let mut resident = resident.expect("started above");
+        let (cgroups, limits) = placement;
+        if resident.cgroup.as_ref().is_none_or(|(_, l)| *l != limits) {
+            // The old one (other limits) is emptied and removed off-thread when dropped.
+            resident.cgroup = None;
+            let name = format!("p{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+            match cgroups.create(id, &name, limits) {
+                Ok(made) => resident.cgroup = made.map(|c| (Arc::new(c), limits)),
+                Err(e) => {
+                    *guard = Some(resident);
+                    return Some(Err(DriverError::internal(
+                        "cannot set up the command's cgroup",
+                        e,
+                    )));
+                }
+            }
+        }
+        command.cgroup = resident.cgroup.as_ref().map(|(c, _)| c.clone());
         let code_file = match code {
             Some((name, source)) => {
                 let path = resident.code_dir.join(name);
@@ -387,6 +410,7 @@ impl Residents {
             agent,
             socket,
             code_dir: code_dir.to_path_buf(),
+            cgroup: None,
         })
     }
 }
