@@ -115,6 +115,13 @@ async fn one_agent_and_nothing_between(cgroups: bool) {
         !again["stdout"].as_str().unwrap().contains("ONLY_HERE"),
         "an earlier command's variable leaked: {again}"
     );
+    // The sandbox stops with the server.
+    drop(app);
+    assert!(
+        eventually(10, || agents_of(&id).is_empty()).await,
+        "the agent outlived its server: {:?}",
+        agents_of(&id)
+    );
 }
 
 #[actix_web::test]
