@@ -3,7 +3,8 @@
 //! ```text
 //! cargo bench --bench pipeline -- queue [JOBS]     # no-op jobs through store, dispatcher, actors
 //! cargo bench --bench pipeline -- e2e [CALLS]      # sync execute_shell `true`: REST, MCP, bare bwrap
-//! cargo bench --bench pipeline -- mcp [CALLS]      # the same (MCP rows included in both)
+//! cargo bench --bench pipeline -- mcp [CALLS]      # the same (MCP rows included in both);
+//!                                                  # BENCH_FRESH_SPAWN=1: a fresh bwrap per call
 //! cargo bench --bench pipeline -- peers [JOBS] [RUNS] [BACKENDS]  # the peers' workload
 //! cargo bench --bench pipeline -- sweep [JOBS] [RUNS] [BACKENDS]  # it at 1 … 1,024 in flight
 //! ```
@@ -332,6 +333,10 @@ async fn bench_e2e(calls: usize) {
     if std::env::var("BENCH_NO_CGROUPS").is_ok() {
         config.local.cgroups = false;
     }
+    // The bench runs the server in process; the sandbox agent is the real binary's.
+    config.local.agent_path = env!("CARGO_BIN_EXE_daytona-mcp").into();
+    let persistent = std::env::var("BENCH_FRESH_SPAWN").is_err();
+    config.local.persistent_sandbox = persistent;
     let app = Application::build(config).await.unwrap();
     let base = format!("http://127.0.0.1:{}", app.port());
     actix_rt::spawn(app.run_until_stopped());
@@ -419,6 +424,22 @@ async fn bench_e2e(calls: usize) {
         bare.push(started.elapsed().as_secs_f64());
         assert!(status.success());
     }
+    // A bare fork/exec of `/bin/true`, without any sandbox: the floor.
+    let mut fork_exec = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let started = Instant::now();
+        let status = std::process::Command::new("/bin/true").status().unwrap();
+        fork_exec.push(started.elapsed().as_secs_f64());
+        assert!(status.success());
+    }
+    println!(
+        "commands ran in {}",
+        if persistent {
+            "a persistent sandbox (local.persistent_sandbox = true)"
+        } else {
+            "a fresh bubblewrap each (local.persistent_sandbox = false)"
+        }
+    );
     let p50_http = report("sync execute_shell `true` over HTTP (REST)", "rest", rest);
     let p50_legacy = report(
         "MCP tools/call, 2025-11-25 session (JSON)",
@@ -427,7 +448,17 @@ async fn bench_e2e(calls: usize) {
     );
     let p50_modern = report("MCP tools/call, 2026-07-28 stateless (JSON)", "mcp", modern);
     let p50_bare = report("bare `bwrap … true` spawn", "bare_bwrap", bare);
+    let p50_fork = report("bare fork/exec of /bin/true", "bare_fork_exec", fork_exec);
     println!("ratio p50 HTTP / bare bwrap: {:.2}x", p50_http / p50_bare);
+    println!(
+        "ratio p50 MCP / bare bwrap: {:.2}x (session), {:.2}x (stateless)",
+        p50_legacy / p50_bare,
+        p50_modern / p50_bare
+    );
+    println!(
+        "ratio p50 MCP (stateless) / bare fork/exec: {:.2}x",
+        p50_modern / p50_fork
+    );
     println!(
         "ratio p50 MCP / REST: {:.2}x (session), {:.2}x (stateless)",
         p50_legacy / p50_http,

@@ -335,6 +335,11 @@ pub struct LocalSection {
     pub max_file_size: String,
     pub max_open_files: u64,
     pub cgroups: bool,
+    /// Under bubblewrap: one long-lived sandbox per active workspace, whose agent starts each
+    /// command (else a fresh bubblewrap per command).
+    pub persistent_sandbox: bool,
+    /// The agent binary of persistent sandboxes; empty: the running daytona-mcp binary.
+    pub agent_path: String,
 }
 
 /// The `daytona` driver: a self-hosted Daytona driven through its CLI.
@@ -602,6 +607,8 @@ impl Default for LocalSection {
             max_file_size: "1g".into(),
             max_open_files: 1024,
             cgroups: true,
+            persistent_sandbox: true,
+            agent_path: String::new(),
         }
     }
 }

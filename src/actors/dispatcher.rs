@@ -213,12 +213,24 @@ impl Dispatcher {
     /// stops once its mailbox is empty.
     fn reap_idle(&mut self) {
         let idle = self.actor_idle;
-        let before = self.actors.len();
-        self.actors
-            .retain(|_, e| e.in_flight > 0 || e.idle_since.elapsed() < idle);
-        let reaped = before - self.actors.len();
-        if reaped > 0 {
-            self.metrics.active_actors.sub(reaped as i64);
+        let mut reaped: Vec<String> = Vec::new();
+        self.actors.retain(|key, e| {
+            let keep = e.in_flight > 0 || e.idle_since.elapsed() < idle;
+            if !keep {
+                reaped.push(key.clone());
+            }
+            keep
+        });
+        if !reaped.is_empty() {
+            self.metrics.active_actors.sub(reaped.len() as i64);
+            // The executor frees what it keeps for these workspaces (a sandbox's agent) off
+            // the dispatcher's loop; a job arriving meanwhile starts a fresh one.
+            let executor = self.runner.executor();
+            actix_rt::spawn(async move {
+                for workspace in reaped {
+                    executor.workspace_idle(&workspace).await;
+                }
+            });
         }
     }
 }

@@ -64,6 +64,10 @@ pub struct JobContext {
 #[async_trait]
 pub trait Executor: Send + Sync + 'static {
     async fn execute(&self, job: &Job, ctx: JobContext) -> Outcome;
+
+    /// The actor of `workspace` was dropped after `actor_idle` without work: free what runs
+    /// for it between jobs. Nothing by default.
+    async fn workspace_idle(&self, _workspace: &str) {}
 }
 
 /// Settings of the worker pool.

@@ -39,6 +39,11 @@ pub(crate) struct Runner {
 }
 
 impl Runner {
+    /// What runs the jobs.
+    pub(crate) fn executor(&self) -> Arc<dyn Executor> {
+        self.executor.clone()
+    }
+
     pub(crate) fn new(
         queue: Queue,
         executor: Arc<dyn Executor>,

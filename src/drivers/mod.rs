@@ -55,6 +55,11 @@ pub enum DriverError {
     /// operation may have taken effect.
     #[error("{0}")]
     Timeout(String),
+    /// What ran the command broke while it ran (a persistent sandbox's agent died or spoke
+    /// nonsense): that command fails, not retried (it may have taken effect); the next one
+    /// gets a fresh sandbox.
+    #[error("{0}")]
+    Crashed(String),
     /// Anything else: an I/O failure on the host, a bug.
     #[error("{0}")]
     Internal(String),
@@ -290,6 +295,10 @@ pub trait Driver: Send + Sync + std::fmt::Debug + 'static {
 
     /// How each limit of a sandbox with `limits` is enforced, by limit name.
     fn limits_report(&self, limits: &SandboxLimits) -> BTreeMap<&'static str, LimitReport>;
+
+    /// The sandbox's workspace went idle on this node: free what the driver keeps running for
+    /// it between commands (the local driver's persistent sandbox). Nothing by default.
+    async fn release(&self, _id: &str) {}
 
     /// Runs a command in the sandbox until it exits, times out or is cancelled.
     async fn exec(

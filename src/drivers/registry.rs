@@ -99,5 +99,8 @@ fn local(config: &Config) -> anyhow::Result<LocalDriver> {
             max_open_files: config.local.max_open_files,
         },
         cgroups: config.local.cgroups,
+        persistent_sandbox: config.local.persistent_sandbox,
+        agent_path: (!config.local.agent_path.is_empty())
+            .then(|| std::path::PathBuf::from(&config.local.agent_path)),
     })?)
 }

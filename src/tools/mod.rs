@@ -731,6 +731,18 @@ impl Executor for ToolExecutor {
         record_access(&self.env, job);
         outcome
     }
+
+    async fn workspace_idle(&self, workspace: &str) {
+        // The key is `<tenant>/<sandbox name>` (see `workspace_key`); names hold no `/`.
+        let Some((tenant, name)) = workspace.rsplit_once('/') else {
+            return;
+        };
+        if let Ok(Some(record)) = self.env.store.sandbox(tenant, name).await {
+            if let Ok(driver) = self.env.driver_of(&record) {
+                driver.release(record.driver_handle()).await;
+            }
+        }
+    }
 }
 
 /// The job's tenant's sandbox `reference` (id or name), or the outcome that ends the job: the
@@ -828,6 +840,7 @@ pub(crate) fn driver_failure(error: DriverError) -> Outcome {
             error: JobError::new(ErrorReason::DriverUnavailable, message),
         },
         DriverError::Timeout(_) => failed(ErrorReason::Timeout, message),
+        DriverError::Crashed(_) => failed(ErrorReason::ExecutionError, message),
         DriverError::Internal(_) => failed(ErrorReason::Internal, message),
     }
 }

@@ -241,6 +241,33 @@ fn children_running(exe: &Path) -> Vec<u32> {
     found
 }
 
+/// Whether `pid` or a process below it has `marker` on its command line: the bubblewrap of a
+/// fresh sandbox carries the command on its own command line, a persistent sandbox's carries
+/// the sandbox's id (its agent's arguments) and runs the command below its agent.
+fn runs_marker(pid: u32, marker: &str) -> bool {
+    let mut stack = vec![pid];
+    while let Some(pid) = stack.pop() {
+        if std::fs::read(format!("/proc/{pid}/cmdline"))
+            .is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        {
+            return true;
+        }
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            if let Ok(children) = std::fs::read_to_string(task.path().join("children")) {
+                stack.extend(
+                    children
+                        .split_whitespace()
+                        .filter_map(|c| c.parse::<u32>().ok()),
+                );
+            }
+        }
+    }
+    false
+}
+
 /// The host-side bubblewrap starts with a fixed environment and `/` as its working directory,
 /// and the caller's variables (which may be secrets) show in neither its environment nor its
 /// command line; inside, the command has them.
@@ -273,10 +300,7 @@ async fn host_side_bubblewrap_gets_none_of_the_callers_environment() {
         eventually(10, || {
             host_side = children_running(&bwrap)
                 .into_iter()
-                .filter(|pid| {
-                    std::fs::read(format!("/proc/{pid}/cmdline"))
-                        .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&marker))
-                })
+                .filter(|pid| runs_marker(*pid, &marker) || runs_marker(*pid, &id))
                 .collect();
             !host_side.is_empty()
         })

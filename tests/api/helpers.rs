@@ -76,6 +76,8 @@ pub async fn test_config(db: Db) -> Option<(Config, TestDir)> {
     config.auth.api_key = format!("test-{}", uuid::Uuid::new_v4().simple());
     config.queue.poll_interval_ms = 500;
     config.queue.retention_hours = 0;
+    // The server runs in this test binary; the sandbox agent is the real binary's.
+    config.local.agent_path = env!("CARGO_BIN_EXE_daytona-mcp").into();
     let database = match db {
         Db::Sqlite => None,
         Db::Postgres => Some(support::fresh_postgres().await?),

@@ -42,6 +42,7 @@ mod monitoring;
 mod nodes;
 mod nul_output;
 mod oidc;
+mod persistent;
 mod prometheus_scrape;
 mod quota;
 mod restart;

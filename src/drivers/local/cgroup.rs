@@ -146,7 +146,8 @@ impl CgroupManager {
     }
 
     /// Memory charged now to each sandbox's running commands, and the limit they run under,
-    /// by sandbox id: the sum over its command cgroups (`<id>.<command>`) of the memory
+    /// by sandbox id: the sum over its command cgroups (`<id>.<command>`, or a persistent
+    /// sandbox's `<id>.p<n>`) that hold a process of the memory
     /// controller's usage. Empty without a memory cgroup.
     pub fn memory_usage(&self) -> HashMap<String, (u64, Option<u64>)> {
         let mut by_sandbox: HashMap<String, (u64, Option<u64>)> = HashMap::new();
@@ -171,6 +172,11 @@ impl CgroupManager {
                 continue;
             };
             let dir = entry.path();
+            // Only running commands count: a persistent sandbox's cgroup outlives each of its
+            // commands, and a finished command's waits to be removed.
+            if fs::read_to_string(dir.join("cgroup.procs")).map_or(true, |t| t.trim().is_empty()) {
+                continue;
+            }
             let Some(used) = read(&dir, usage_file) else {
                 continue;
             };
@@ -406,6 +412,15 @@ impl Cgroup {
     /// The `cgroup.procs` files a new process writes itself into (see `spawn.rs`).
     pub fn procs_files(&self) -> Vec<CString> {
         self.procs.clone()
+    }
+
+    /// Moves process `pid` (of the host's pid namespace) into this cgroup, in every hierarchy:
+    /// how a command started by a persistent sandbox's agent joins its cgroup.
+    pub fn attach(&self, pid: i32) -> io::Result<()> {
+        for dir in &self.dirs {
+            write(dir, "cgroup.procs", &pid.to_string())?;
+        }
+        Ok(())
     }
 
     /// Writes `cgroup.kill` (v2, Linux 5.14+), which kills every process of the cgroup at

@@ -1,13 +1,17 @@
 //! The local driver, the embedded default: each sandbox is a directory under the data dir, and
-//! each command runs in a fresh bubblewrap sandbox over it (see `isolation.rs`), inside a cgroup
-//! where the machine allows one (`cgroup.rs`), under rlimits and a wall-clock timeout
+//! its commands run in a bubblewrap sandbox over it (see `isolation.rs`): one long-lived
+//! sandbox per active workspace whose agent starts each command (`persistent.rs`, `agent.rs`,
+//! with `local.persistent_sandbox`), or a fresh bubblewrap per command; inside a cgroup where
+//! the machine allows one (`cgroup.rs`), under rlimits and a wall-clock timeout
 //! (`process.rs`).
 //!
 //! Layout under the data dir:
 //! - `sandboxes/<id>/` — the sandbox's files, seen as `/workspace` inside;
 //! - `runtime/` — generated `/etc/passwd`, `/etc/group`, `/etc/hosts` for sandboxes;
-//! - `run/<exec>/` — code files handed to interpreters, removed after each call.
+//! - `run/<exec>/` — code files handed to interpreters, removed after each call;
+//! - `run/agent-<n>/` — a persistent sandbox's code directory (seen as `/.daytona`).
 
+pub mod agent;
 mod beneath;
 pub mod cgroup;
 mod enforcement;
@@ -16,11 +20,13 @@ pub mod isolation;
 mod landlock;
 
 pub mod paths;
+mod persistent;
 pub mod process;
 mod snapshot;
 mod spawn;
 mod tree;
 mod usage;
+mod wire;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -64,6 +70,11 @@ pub struct LocalConfig {
     pub limits: Limits,
     /// Use cgroups when the machine allows it.
     pub cgroups: bool,
+    /// Under bubblewrap, keep one sandbox per active workspace whose agent starts each
+    /// command, instead of a fresh bubblewrap per command.
+    pub persistent_sandbox: bool,
+    /// The agent binary (the daytona-mcp binary); `None`: the running executable.
+    pub agent_path: Option<PathBuf>,
 }
 
 /// The local driver.
@@ -82,6 +93,8 @@ pub struct LocalDriver {
     limits: Limits,
     /// Disk usage per sandbox, for quotas and listings.
     usage: Arc<UsageCache>,
+    /// Persistent sandboxes, when enabled under bubblewrap.
+    residents: Option<persistent::Residents>,
 }
 
 pub use self::enforcement::{Enforcement, LandlockReport};
@@ -154,6 +167,28 @@ impl LocalDriver {
         tracing::info!(isolation = isolation.name(), cgroup = ?cgroups.version(),
             controllers = ?cgroups.controllers(), "local driver ready");
         let path_dirs: Vec<PathBuf> = std::env::split_paths(&config.sandbox_path).collect();
+        let residents = match (&isolation, config.persistent_sandbox) {
+            (Isolation::Bwrap(_), true) => {
+                let agent = match &config.agent_path {
+                    Some(path) => path.clone(),
+                    None => std::env::current_exe().map_err(|e| {
+                        DriverError::internal("cannot find the agent binary (local.agent_path)", e)
+                    })?,
+                };
+                if !agent.is_file() {
+                    return Err(DriverError::Unavailable(format!(
+                        "the sandbox agent binary {} (local.agent_path) is not a file",
+                        agent.display()
+                    )));
+                }
+                Some(persistent::Residents::new(
+                    agent,
+                    scratch.clone(),
+                    config.limits.max_open_files,
+                ))
+            }
+            _ => None,
+        };
         Ok(LocalDriver {
             sandboxes,
             scratch,
@@ -166,6 +201,7 @@ impl LocalDriver {
             sandbox_path: config.sandbox_path,
             limits: config.limits,
             usage: Arc::default(),
+            residents,
         })
     }
 
@@ -230,8 +266,9 @@ impl LocalDriver {
     }
 
     /// The program and arguments for `program`, plus the code file to mount (kept in a scratch
-    /// directory that lives as long as the returned guard).
-    fn command(&self, program: &Program) -> Result<Invocation, DriverError> {
+    /// directory that lives as long as the returned guard). With `persistent`, the code file is
+    /// returned instead (name, source), for the persistent sandbox's code directory.
+    fn command(&self, program: &Program, persistent: bool) -> Result<Invocation, DriverError> {
         match program {
             Program::Argv(argv) if argv.is_empty() => {
                 Err(DriverError::invalid("command", "the command is empty"))
@@ -254,6 +291,7 @@ impl LocalDriver {
                     argv,
                     mounts: Vec::new(),
                     scratch: None,
+                    code: None,
                 })
             }
             Program::Shell(command) => {
@@ -264,12 +302,24 @@ impl LocalDriver {
                     argv: vec![shell.into(), "-c".into(), command.into()],
                     mounts: Vec::new(),
                     scratch: None,
+                    code: None,
                 })
             }
             Program::Code { language, source } => {
                 let interpreter = languages::resolve(language, &self.path_dirs)?;
-                let scratch = Scratch::new(&self.scratch)?;
                 let file_name = format!("main.{}", interpreter.extension);
+                let mut argv: Vec<OsString> = vec![interpreter.program.into()];
+                argv.extend(interpreter.args.into_iter().map(OsString::from));
+                if persistent {
+                    argv.push(format!("{}/{file_name}", persistent::CODE_INSIDE).into());
+                    return Ok(Invocation {
+                        argv,
+                        mounts: Vec::new(),
+                        scratch: None,
+                        code: Some((file_name, source.clone())),
+                    });
+                }
+                let scratch = Scratch::new(&self.scratch)?;
                 let host_file = scratch.0.join(&file_name);
                 std::fs::write(&host_file, source)
                     .map_err(|e| DriverError::internal("cannot write the code file", e))?;
@@ -288,16 +338,103 @@ impl LocalDriver {
                         (host_file.into_os_string(), Vec::new())
                     }
                 };
-                let mut argv: Vec<OsString> = vec![interpreter.program.into()];
-                argv.extend(interpreter.args.into_iter().map(OsString::from));
                 argv.push(file_arg);
                 Ok(Invocation {
                     argv,
                     mounts,
                     scratch: Some(scratch),
+                    code: None,
                 })
             }
         }
+    }
+}
+
+/// What the fresh path needs beyond the request (see [`LocalDriver::run_fresh`]).
+struct Fresh<'a> {
+    relative: &'a Path,
+    host_cwd: PathBuf,
+    tmp: &'a std::ffi::OsStr,
+    env: Vec<(OsString, OsString)>,
+    rlimits: Rlimits,
+    cgroup: Option<Arc<cgroup::Cgroup>>,
+}
+
+impl LocalDriver {
+    /// Runs a command in a process of its own: a fresh bubblewrap sandbox, or under Landlock
+    /// or no isolation the command itself.
+    async fn run_fresh(
+        &self,
+        dir: &Path,
+        request: ExecRequest,
+        fresh: Fresh<'_>,
+        io: ExecIo,
+    ) -> Result<ExecResult, DriverError> {
+        let invocation = self.command(&request.program, false)?;
+        let (argv, env, cwd, passed) = match &self.isolation {
+            Isolation::Bwrap(bwrap) => {
+                // The environment is the sandbox's only: the host-side bubblewrap process is
+                // unconfined, so it gets a fixed environment and `/` as its working directory,
+                // and reads its options (the environment among them) from a memory file.
+                let inside = Path::new(WORKSPACE).join(fresh.relative);
+                let options = bwrap.options(
+                    dir,
+                    &inside.to_string_lossy(),
+                    &invocation.mounts,
+                    request.network,
+                    &fresh.env,
+                );
+                let encoded = isolation::encode_options(&options).ok_or_else(|| {
+                    DriverError::invalid("command", "a NUL byte cannot be passed to the sandbox")
+                })?;
+                let file = spawn::memfd_with(c"bwrap-options", &encoded)
+                    .map_err(|e| DriverError::internal("cannot pass options to bubblewrap", e))?;
+                (
+                    bwrap.argv(std::os::fd::AsRawFd::as_raw_fd(&file), &invocation.argv),
+                    host_env(),
+                    PathBuf::from("/"),
+                    vec![file],
+                )
+            }
+            // The process started is the command itself (confined before `execve` under
+            // Landlock), so the environment is the command's.
+            Isolation::Landlock(_) | Isolation::None => (
+                invocation.argv.clone(),
+                fresh.env,
+                fresh.host_cwd,
+                Vec::new(),
+            ),
+        };
+        let confinement = match &self.isolation {
+            Isolation::Landlock(policy) => {
+                let extra: Vec<PathBuf> = invocation.scratch.iter().map(|s| s.0.clone()).collect();
+                let ruleset = policy.ruleset(dir, Path::new(fresh.tmp), &extra, request.network)?;
+                Some(spawn::Confinement {
+                    ruleset,
+                    drop_capabilities: policy.drop_capabilities,
+                })
+            }
+            _ => None,
+        };
+        let result = process::run(
+            Spawn {
+                argv,
+                env,
+                cwd,
+                stdin: request.stdin,
+                rlimits: fresh.rlimits,
+                cgroup: fresh.cgroup,
+                confinement,
+                pid_namespace: matches!(self.isolation, Isolation::Bwrap(_)),
+                passed,
+                timeout: request.timeout,
+                output_limit: request.output_limit,
+            },
+            io,
+        )
+        .await;
+        drop(invocation.scratch);
+        result
     }
 }
 
@@ -309,6 +446,8 @@ struct Invocation {
     mounts: Vec<Mount>,
     /// Holds the code file until the call ends.
     scratch: Option<Scratch>,
+    /// The code file for a persistent sandbox: its name and contents.
+    code: Option<(String, String)>,
 }
 
 /// A directory for one call's code file, removed when dropped.
@@ -525,6 +664,9 @@ impl Driver for LocalDriver {
 
     async fn delete(&self, id: &str) -> Result<(), DriverError> {
         let dir = self.sandbox_dir(id)?;
+        if let Some(residents) = &self.residents {
+            residents.release(id).await;
+        }
         self.usage.forget(id);
         let cgroups = self.cgroups.clone();
         let owned = id.to_string();
@@ -538,6 +680,12 @@ impl Driver for LocalDriver {
                 "cannot delete the sandbox directory",
                 e,
             )),
+        }
+    }
+
+    async fn release(&self, id: &str) {
+        if let Some(residents) = &self.residents {
+            residents.release(id).await;
         }
     }
 
@@ -571,7 +719,8 @@ impl Driver for LocalDriver {
             _ => PathBuf::new(),
         };
         let host_cwd = paths::existing_dir("working_directory", &dir, &relative)?;
-        let invocation = self.command(&request.program)?;
+        // Resolved now, so that a missing interpreter is the same error on either path.
+        let _ = self.command(&request.program, true)?;
         let home: OsString = match self.isolation {
             Isolation::Bwrap(_) => WORKSPACE.into(),
             Isolation::Landlock(_) | Isolation::None => dir.clone().into(),
@@ -608,64 +757,14 @@ impl Driver for LocalDriver {
             env.retain(|(key, _)| key != k.as_str());
             env.push((k.into(), v.into()));
         }
-        let (argv, env, cwd, passed) = match &self.isolation {
-            Isolation::Bwrap(bwrap) => {
-                // The environment is the sandbox's only: the host-side bubblewrap process is
-                // unconfined, so it gets a fixed environment and `/` as its working directory,
-                // and reads its options (the environment among them) from a memory file.
-                let inside = Path::new(WORKSPACE).join(&relative);
-                let options = bwrap.options(
-                    &dir,
-                    &inside.to_string_lossy(),
-                    &invocation.mounts,
-                    request.network,
-                    &env,
-                );
-                let encoded = isolation::encode_options(&options).ok_or_else(|| {
-                    DriverError::invalid("command", "a NUL byte cannot be passed to the sandbox")
-                })?;
-                let file = spawn::memfd_with(c"bwrap-options", &encoded)
-                    .map_err(|e| DriverError::internal("cannot pass options to bubblewrap", e))?;
-                (
-                    bwrap.argv(std::os::fd::AsRawFd::as_raw_fd(&file), &invocation.argv),
-                    host_env(),
-                    PathBuf::from("/"),
-                    vec![file],
-                )
-            }
-            // The process started is the command itself (confined before `execve` under
-            // Landlock), so the environment is the command's.
-            Isolation::Landlock(_) | Isolation::None => {
-                (invocation.argv.clone(), env, host_cwd, Vec::new())
-            }
-        };
-        let confinement = match &self.isolation {
-            Isolation::Landlock(policy) => {
-                let extra: Vec<PathBuf> = invocation.scratch.iter().map(|s| s.0.clone()).collect();
-                let ruleset = policy.ruleset(&dir, Path::new(&tmp), &extra, request.network)?;
-                Some(spawn::Confinement {
-                    ruleset,
-                    drop_capabilities: policy.drop_capabilities,
-                })
-            }
-            _ => None,
-        };
         let limits = self.limits;
         let wanted = request.limits;
         let controllers = self.cgroups.controllers();
-        let cgroup = self
-            .cgroups
-            .create(
-                id,
-                &uuid::Uuid::new_v4().simple().to_string()[..12],
-                CgroupLimits {
-                    max_processes: limits.max_processes,
-                    memory_bytes: wanted.memory_bytes,
-                    cpus: wanted.cpus,
-                },
-            )
-            .map_err(|e| DriverError::internal("cannot set up the command's cgroup", e))?
-            .map(Arc::new);
+        let cgroup_limits = CgroupLimits {
+            max_processes: limits.max_processes,
+            memory_bytes: wanted.memory_bytes,
+            cpus: wanted.cpus,
+        };
         // A single file may not outgrow what is left of the disk quota (many files are caught
         // by the watchdog below).
         let remaining = match wanted.disk_bytes {
@@ -694,30 +793,76 @@ impl Driver for LocalDriver {
                 over_quota.clone(),
             ))
         });
-        let result = process::run(
-            Spawn {
-                argv,
-                env,
-                cwd,
-                stdin: request.stdin,
-                rlimits,
-                cgroup: cgroup.clone(),
-                confinement,
-                pid_namespace: matches!(self.isolation, Isolation::Bwrap(_)),
-                passed,
-                timeout: request.timeout,
-                output_limit: request.output_limit,
-            },
-            ExecIo {
-                output: io.output,
-                cancel: stop,
-            },
-        )
-        .await;
+        let caller_cancel = io.cancel.clone();
+        let io = ExecIo {
+            output: io.output,
+            cancel: stop,
+        };
+        let persistent = match (&self.isolation, &self.residents) {
+            (Isolation::Bwrap(bwrap), Some(residents)) => {
+                let invocation = self.command(&request.program, true)?;
+                let code = invocation
+                    .code
+                    .as_ref()
+                    .map(|(name, source)| (name.as_str(), source.as_bytes()));
+                let command = persistent::Command {
+                    argv: invocation.argv.clone(),
+                    env: env.clone(),
+                    cwd: Path::new(WORKSPACE).join(&relative),
+                    stdin: request.stdin.clone(),
+                    rlimits,
+                    // The persistent sandbox's own (see `persistent.rs`).
+                    cgroup: None,
+                    timeout: request.timeout,
+                    output_limit: request.output_limit,
+                };
+                let io = ExecIo {
+                    output: io.output.clone(),
+                    cancel: io.cancel.clone(),
+                };
+                let placement = (self.cgroups.as_ref(), cgroup_limits);
+                residents
+                    .run(
+                        bwrap,
+                        id,
+                        &dir,
+                        request.network,
+                        code,
+                        placement,
+                        command,
+                        io,
+                    )
+                    .await
+            }
+            _ => None,
+        };
+        let mut cgroup = None;
+        let result = match persistent {
+            Some(result) => result,
+            None => {
+                cgroup = self
+                    .cgroups
+                    .create(
+                        id,
+                        &uuid::Uuid::new_v4().simple().to_string()[..12],
+                        cgroup_limits,
+                    )
+                    .map_err(|e| DriverError::internal("cannot set up the command's cgroup", e))?
+                    .map(Arc::new);
+                let fresh = Fresh {
+                    relative: &relative,
+                    host_cwd,
+                    tmp: &tmp,
+                    env,
+                    rlimits,
+                    cgroup: cgroup.clone(),
+                };
+                self.run_fresh(&dir, request, fresh, io).await
+            }
+        };
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
-        drop(invocation.scratch);
         if let Some(cgroup) = cgroup.and_then(|c| Arc::try_unwrap(c).ok()) {
             // Not awaited: the answer does not wait for the kernel to let the cgroup go.
             tokio::task::spawn_blocking(move || cgroup.remove());
@@ -725,7 +870,7 @@ impl Driver for LocalDriver {
         // Commands change the sandbox's files; measure again, off the answer's path.
         self.usage.refresh_soon(id, &dir);
         let mut result = result?;
-        if over_quota.load(std::sync::atomic::Ordering::SeqCst) && !io.cancel.is_cancelled() {
+        if over_quota.load(std::sync::atomic::Ordering::SeqCst) && !caller_cancel.is_cancelled() {
             result.cancelled = false;
             result.exit_code = None;
             result.limit_exceeded = Some("disk".into());

@@ -23,7 +23,7 @@ use crate::output::{CappedBuffer, OutputTx, Stream};
 
 /// How long readers may keep draining pipes after the process tree is gone. A process that
 /// escaped every way of tracking it (see `tree.rs`) could hold a pipe open forever.
-const DRAIN_GRACE: Duration = Duration::from_secs(2);
+pub(super) const DRAIN_GRACE: Duration = Duration::from_secs(2);
 
 /// Resource limits set with `setrlimit` in the child before `exec`.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -237,7 +237,7 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
 }
 
 /// Waits for the reader until `deadline` to reach end of file, then stops it.
-async fn finish_reader(
+pub(super) async fn finish_reader(
     mut handle: tokio::task::JoinHandle<CappedBuffer>,
     stop: &CancellationToken,
     deadline: tokio::time::Instant,
@@ -252,7 +252,7 @@ async fn finish_reader(
     }
 }
 
-async fn read_stream(
+pub(super) async fn read_stream(
     mut pipe: impl AsyncRead + Unpin,
     stream: Stream,
     limit: usize,
@@ -280,7 +280,7 @@ async fn read_stream(
 
 /// Names the limit a signal exit code points to (bubblewrap reports a signalled command as
 /// 128 + signal, like a shell).
-fn limit_from_code(code: i32) -> Option<String> {
+pub(super) fn limit_from_code(code: i32) -> Option<String> {
     match code - 128 {
         libc::SIGXCPU => Some("cpu time".into()),
         libc::SIGXFSZ => Some("file size".into()),

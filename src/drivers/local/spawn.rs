@@ -209,7 +209,7 @@ pub enum Exit {
     Signal(i32),
 }
 
-fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
+pub(super) fn pipe_pair() -> io::Result<(OwnedFd, OwnedFd)> {
     let mut fds = [0; 2];
     // SAFETY: `fds` is a valid two-element array.
     if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
@@ -256,7 +256,7 @@ pub fn memfd_with(name: &CStr, data: &[u8]) -> io::Result<OwnedFd> {
     Ok(file.into())
 }
 
-fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
+pub(super) fn set_nonblocking(fd: &OwnedFd) -> io::Result<()> {
     // SAFETY: fcntl on a descriptor we own.
     unsafe {
         let flags = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);

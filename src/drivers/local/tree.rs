@@ -275,6 +275,80 @@ pub async fn end_session(
     }
 }
 
+/// The live processes below `init` (every task's children, recursively), other than `keep`.
+/// In a pid namespace every process descends from its init: orphans are reparented to it (or
+/// to a subreaper, itself below it).
+fn descendants(init: i32, keep: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    let mut stack = vec![init];
+    while let Some(pid) = stack.pop() {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            continue;
+        };
+        for task in tasks.flatten() {
+            let Ok(children) = std::fs::read_to_string(task.path().join("children")) else {
+                continue;
+            };
+            for child in children
+                .split_ascii_whitespace()
+                .filter_map(|p| p.parse::<i32>().ok())
+            {
+                if !found.contains(&child) {
+                    found.push(child);
+                    stack.push(child);
+                }
+            }
+        }
+    }
+    found.retain(|&p| p != keep && alive(p));
+    found
+}
+
+/// The children of `parent` (every task's).
+pub fn children(parent: i32) -> Vec<i32> {
+    let mut found = Vec::new();
+    if let Ok(tasks) = std::fs::read_dir(format!("/proc/{parent}/task")) {
+        for task in tasks.flatten() {
+            if let Ok(text) = std::fs::read_to_string(task.path().join("children")) {
+                found.extend(
+                    text.split_ascii_whitespace()
+                        .filter_map(|p| p.parse::<i32>().ok()),
+                );
+            }
+        }
+    }
+    found
+}
+
+/// The parent of `pid`, from `/proc`.
+pub fn parent_of(pid: i32) -> Option<i32> {
+    stat(pid).map(|s| s.ppid)
+}
+
+/// For a persistent sandbox (`persistent.rs`): kills every live process of the pid namespace
+/// whose init is `init` except `keep` (its agent), and waits until none lives, for at most
+/// `bound`. `init` and `keep` must be pinned by the caller, so that their pids name them.
+pub async fn end_namespace_except(init: i32, keep: i32, bound: Duration) -> Result<(), Stragglers> {
+    let mut pacing = Pacing::new(bound);
+    loop {
+        let live = descendants(init, keep);
+        if live.is_empty() {
+            return Ok(());
+        }
+        if pacing.expired() {
+            return Err(Stragglers {
+                pids: live,
+                place: "pid namespace",
+            });
+        }
+        kill_pinned(&live, |pinned| {
+            let now = descendants(init, keep);
+            pinned.iter().copied().filter(|p| now.contains(p)).collect()
+        });
+        tokio::time::sleep(pacing.next()).await;
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
