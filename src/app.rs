@@ -152,6 +152,33 @@ pub fn set_private_umask() {
     }
 }
 
+/// Raises the soft limit on open descriptors to the hard one. Each persistent sandbox holds a
+/// few descriptors in the server (its socket, pidfds, output pipes) and every running command a
+/// few more, so the usual soft limit of 1,024 would refuse new sandboxes after a hundred or so;
+/// the hard limit is what the operator allows. Commands still get `local.max_open_files`.
+pub fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 || limit.rlim_cur >= limit.rlim_max
+        {
+            return;
+        }
+        let before = limit.rlim_cur;
+        limit.rlim_cur = limit.rlim_max;
+        if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) == 0 {
+            tracing::debug!(
+                from = before,
+                to = limit.rlim_max,
+                "raised the open files limit"
+            );
+        }
+    }
+}
+
 /// The SQLite file `url` names, if it names one.
 fn sqlite_file(url: &str) -> Option<PathBuf> {
     use std::str::FromStr;
@@ -263,6 +290,7 @@ impl Application {
         drivers: Option<Drivers>,
     ) -> anyhow::Result<Application> {
         set_private_umask();
+        raise_open_files_limit();
         if config.enabled_drivers().iter().any(|d| d == "local") {
             refuse_paths_sandboxes_read(&config)?;
         }

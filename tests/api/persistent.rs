@@ -291,3 +291,26 @@ async fn commands_cannot_take_the_agents_socket() {
     assert!(stdout.matches("rc=").count() >= 3, "{stdout}");
     assert_eq!(stdout.matches("rc=0").count(), 0, "{stdout}");
 }
+
+/// A server holding more descriptors than a command may open (`local.max_open_files`) still
+/// starts commands, persistent or fresh: the child lowers its limit only after the steps that
+/// open descriptors (before, `/dev/null` found no free number below the limit: EMFILE, an
+/// internal error for every call once a server held ~1,000 descriptors, i.e. ~140 sandboxes).
+#[actix_web::test]
+async fn a_server_holding_many_descriptors_still_starts_commands() {
+    let held: Vec<std::fs::File> = (0..128)
+        .map(|_| std::fs::File::open("/dev/null").unwrap())
+        .collect();
+    for persistent in [true, false] {
+        let app = app_with(|c| {
+            c.local.persistent_sandbox = persistent;
+            c.local.max_open_files = 64;
+        })
+        .await;
+        let id = app.sandbox(&format!("many-fds-{persistent}")).await;
+        let out = app.shell(&id, "ulimit -n").await;
+        assert_eq!(out["exit_code"], 0, "persistent={persistent}: {out}");
+        assert_eq!(out["stdout"], "64\n", "persistent={persistent}: {out}");
+    }
+    drop(held);
+}

@@ -407,9 +407,6 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             }
             libc::close(fd);
         }
-        if a.cmd.rlimits.apply().is_err() {
-            fail(a.errors, 3);
-        }
         let stdin = if a.stdin >= 0 {
             a.stdin
         } else {
@@ -433,6 +430,14 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
             if !install(fd, fd) {
                 fail(a.errors, 11);
             }
+        }
+        // After every step that opens a descriptor: the child starts with the server's
+        // descriptors (a server with many sandboxes holds thousands), so with `RLIMIT_NOFILE`
+        // already lowered to the command's limit, opening `/dev/null` would find no free
+        // number below it and fail with EMFILE. The limit only bounds new descriptors, and
+        // the inherited ones above 2 close at `execve`.
+        if a.cmd.rlimits.apply().is_err() {
+            fail(a.errors, 3);
         }
         // Last, so that the steps above (cgroup files, /dev/null) are not subject to it.
         if let Some(confinement) = &a.cmd.confinement {
