@@ -346,6 +346,14 @@ async fn bench_idle(n: usize) {
         most_procs = most_procs.max(server.descendants().0);
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    // Dropping an actor stops its sandbox's agent (`Driver::release`) in the background:
+    // wait for the last one, up to 60 s, and report how long the stragglers took.
+    let reaped_at = Instant::now();
+    let teardown_deadline = reaped_at + Duration::from_secs(60);
+    while server.descendants().0 > 0 && Instant::now() < teardown_deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let teardown_s = reaped_at.elapsed().as_secs_f64();
     tokio::time::sleep(Duration::from_secs(1)).await;
     let reaped_kib = server.rss_kib();
     let reaped_actors = server.active_actors(&client).await;
@@ -378,7 +386,7 @@ async fn bench_idle(n: usize) {
     println!(
         "server descendants while idle: {idle_procs} processes, {idle_bwrap} bwrap (at most \
          {most_procs} processes while waiting for the reaper); after reaping: {reaped_procs}, \
-         {reaped_bwrap} bwrap"
+         {reaped_bwrap} bwrap ({teardown_s:.1} s after the last actor went for the agents to stop)"
     );
     println!(
         "create_sandbox {:.0}/s, touch (MCP execute_shell true) {:.0}/s, {CALLERS} callers",
@@ -398,6 +406,7 @@ async fn bench_idle(n: usize) {
             "descendants_idle": idle_procs, "bwrap_idle": idle_bwrap,
             "descendants_idle_max": most_procs,
             "descendants_reaped": reaped_procs, "bwrap_reaped": reaped_bwrap,
+            "teardown_s": teardown_s,
         })
     );
     println!("# load after: {}", uptime());
