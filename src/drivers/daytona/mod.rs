@@ -384,6 +384,33 @@ impl DaytonaDriver {
         }
     }
 
+    /// Runs one of the driver's constant scripts (`sh -c SCRIPT _ ARGS…`, the caller's values
+    /// only as arguments) through the wrapper, from `/`, without the sandbox's variables.
+    async fn run_script(
+        &self,
+        handle: &str,
+        script: &'static str,
+        args: &[&[u8]],
+        stdin: &[u8],
+        output_limit: usize,
+        timeout: Duration,
+    ) -> Result<Ran, DriverError> {
+        let mut argv: Vec<&[u8]> = vec![b"sh", b"-c", script.as_bytes(), b"_"];
+        argv.extend_from_slice(args);
+        let w = Wrapped {
+            nonce: nonce(),
+            cwd: "/",
+            output_limit,
+            timeout_s: timeout.as_secs().max(1),
+            env: Vec::new(),
+            stdin,
+            code: None,
+            argv,
+        };
+        self.run_wrapped(handle, &w, &CancellationToken::new())
+            .await
+    }
+
     /// Runs the file script with `args` (and `stdin`), returning its stdout; a non-zero exit
     /// becomes the error [`files::error`] names.
     async fn file_script(
@@ -396,20 +423,8 @@ impl DaytonaDriver {
         shown_path: &str,
     ) -> Result<Vec<u8>, DriverError> {
         let field = "file_path";
-        let mut argv: Vec<&[u8]> = vec![b"sh", b"-c", files::FILES.as_bytes(), b"_"];
-        argv.extend_from_slice(args);
-        let w = Wrapped {
-            nonce: nonce(),
-            cwd: "/",
-            output_limit,
-            timeout_s: timeout.as_secs().max(1),
-            env: Vec::new(),
-            stdin,
-            code: None,
-            argv,
-        };
         match self
-            .run_wrapped(handle, &w, &CancellationToken::new())
+            .run_script(handle, files::FILES, args, stdin, output_limit, timeout)
             .await?
         {
             Ran::Frame(
@@ -467,20 +482,15 @@ impl DaytonaDriver {
         output_limit: usize,
         timeout: Duration,
     ) -> Result<Vec<u8>, DriverError> {
-        let mut argv: Vec<&[u8]> = vec![b"sh", b"-c", snapshot::SNAPSHOT.as_bytes(), b"_"];
-        argv.extend_from_slice(args);
-        let w = Wrapped {
-            nonce: nonce(),
-            cwd: "/",
-            output_limit,
-            timeout_s: timeout.as_secs().max(1),
-            env: Vec::new(),
-            stdin,
-            code: None,
-            argv,
-        };
         match self
-            .run_wrapped(handle, &w, &CancellationToken::new())
+            .run_script(
+                handle,
+                snapshot::SNAPSHOT,
+                args,
+                stdin,
+                output_limit,
+                timeout,
+            )
             .await?
         {
             Ran::Frame(

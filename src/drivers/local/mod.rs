@@ -921,6 +921,12 @@ impl Driver for LocalDriver {
         })
         .await
         .map_err(|e| DriverError::internal("restore failed", e))??;
+        // The restore swapped the sandbox's directory for a new one; a persistent sandbox's
+        // bind mount still holds the old one (mounts follow the directory, not its path), so it
+        // goes, and the next command starts over the restored files.
+        if let Some(residents) = &self.residents {
+            residents.release(id).await;
+        }
         self.usage.refresh(id, &host_dir).await;
         Ok(summary)
     }
