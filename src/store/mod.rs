@@ -78,6 +78,21 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// A write's result, with a unique-index violation turned into [`StoreError::Conflict`] naming
+/// `what` (a sandbox, template, snapshot or key that exists already); both backends use it.
+fn conflict_on_unique<T>(
+    result: std::result::Result<T, sqlx::Error>,
+    what: impl FnOnce() -> String,
+) -> Result<T> {
+    match result {
+        Ok(v) => Ok(v),
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            Err(StoreError::Conflict(what()))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
 impl StoreError {
     /// A copy of this error for each caller of a failed batch (sqlx errors are not `Clone`):
     /// the same variant, so an outage still answers 503, with the same message.

@@ -318,13 +318,7 @@ async fn insert_template_row(conn: &mut PgConnection, t: &TemplateRecord) -> Res
     .bind(t.created_at)
     .execute(conn)
     .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(StoreError::Conflict(format!("template named `{}`", t.name)))
-        }
-        Err(e) => Err(e.into()),
-    }
+    super::conflict_on_unique(result, || format!("template named `{}`", t.name)).map(|_| ())
 }
 
 fn template_from_row(row: &PgRow) -> Result<TemplateRecord> {
@@ -375,13 +369,7 @@ async fn insert_sandbox_row(
     .bind(&s.node)
     .execute(conn)
     .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
-        }
-        Err(e) => Err(e.into()),
-    }
+    super::conflict_on_unique(result, || format!("sandbox named `{}`", s.name)).map(|_| ())
 }
 
 fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
@@ -1615,13 +1603,7 @@ impl Store for PgStore {
         .bind(snapshot.created_at)
         .execute(&mut *tx)
         .await;
-        match result {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("snapshot `{}`", snapshot.id)));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        super::conflict_on_unique(result, || format!("snapshot `{}`", snapshot.id))?;
         tx.commit().await?;
         Ok(())
     }
@@ -1725,13 +1707,7 @@ impl Store for PgStore {
         .bind(key.revoked_at)
         .execute(&mut *tx)
         .await;
-        match result {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("API key `{}`", key.id)));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        super::conflict_on_unique(result, || format!("API key `{}`", key.id))?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())

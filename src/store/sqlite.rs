@@ -410,13 +410,7 @@ async fn insert_sandbox_row(
     .bind(&s.node)
     .execute(conn)
     .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(StoreError::Conflict(format!("sandbox named `{}`", s.name)))
-        }
-        Err(e) => Err(e.into()),
-    }
+    super::conflict_on_unique(result, || format!("sandbox named `{}`", s.name)).map(|_| ())
 }
 
 /// Inserts a template row; [`StoreError::Conflict`] when the tenant has the name.
@@ -432,13 +426,7 @@ async fn insert_template_row(conn: &mut SqliteConnection, t: &TemplateRecord) ->
     .bind(ts(t.created_at))
     .execute(conn)
     .await;
-    match result {
-        Ok(_) => Ok(()),
-        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-            Err(StoreError::Conflict(format!("template named `{}`", t.name)))
-        }
-        Err(e) => Err(e.into()),
-    }
+    super::conflict_on_unique(result, || format!("template named `{}`", t.name)).map(|_| ())
 }
 
 fn template_from_row(row: &SqliteRow) -> Result<TemplateRecord> {
@@ -1366,13 +1354,7 @@ impl Store for SqliteStore {
         .bind(ts(snapshot.created_at))
         .execute(&mut *tx)
         .await;
-        match result {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("snapshot `{}`", snapshot.id)));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        super::conflict_on_unique(result, || format!("snapshot `{}`", snapshot.id))?;
         tx.commit().await?;
         Ok(())
     }
@@ -1478,13 +1460,7 @@ impl Store for SqliteStore {
         .bind(key.revoked_at.map(ts))
         .execute(&mut *tx)
         .await;
-        match result {
-            Ok(_) => {}
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                return Err(StoreError::Conflict(format!("API key `{}`", key.id)));
-            }
-            Err(e) => return Err(e.into()),
-        }
+        super::conflict_on_unique(result, || format!("API key `{}`", key.id))?;
         insert_audit(&mut tx, audit).await?;
         tx.commit().await?;
         Ok(())
