@@ -339,7 +339,8 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
     /// is). `None` when no job is runnable. Feeds `oldest_runnable_job_age_seconds`.
     async fn oldest_runnable(&self, now: DateTime<Utc>) -> Result<Option<DateTime<Utc>>>;
 
-    /// Deletes up to `limit` finished jobs (oldest first) that finished before `before`, with
+    /// Deletes up to `limit` finished jobs (any of them: oldest first on SQLite, table order
+    /// on PostgreSQL) that finished before `before`, with
     /// their output; their idempotency keys go with them. Returns how many jobs went; fewer
     /// than `limit` means nothing older is left. Bounded, so that one call holds the database
     /// briefly however large the backlog (the retention loop calls it until it runs dry).
