@@ -52,7 +52,7 @@ SELECT gen_random_uuid(), 'bench', CASE WHEN $ws > 0 THEN 'bench/' || (g % $ws) 
 FROM generate_series(1, $JOBS) g;
 VACUUM ANALYZE jobs;
 SQL
-    "${PSQL[@]}" -d "$db" -At -f "$WORK/cycle.sql" > "$WORK/out"
+    "${PSQL[@]}" -d "$db" -At -f "$WORK/cycle.sql" > "$WORK/out" 2> "$WORK/err" || { cat "$WORK/err" >&2; exit 1; }
     pid="$(head -1 "$WORK/out")"
     left="$("${PSQL[@]}" -d "$db" -At -c "SELECT count(*) FROM jobs WHERE state <> 'succeeded'")"
     [ "$left" = 0 ] || { echo "$rev: $left jobs not worked off" >&2; exit 1; }

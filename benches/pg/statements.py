@@ -1,8 +1,9 @@
 """Writes the SQL script that benches/pg/instructions.sh runs under callgrind: CYCLES rounds of
 one claim (the walk over every workspace, CLAIM with CLAIM_HEADS_ALL) and one completion of
-every running job, both taken from a revision's src/store/postgres.rs (read from stdin) with
-their parameters filled in.  Usage: statements.py CLAIM_SIZE CYCLES < postgres.rs > script.sql
+every running job, both taken from a revision's src/store/postgres.rs (read from stdin),
+prepared, and executed with their parameters.  Usage: statements.py CLAIM_SIZE CYCLES < postgres.rs > script.sql
 """
+import os
 import re
 import sys
 
@@ -26,22 +27,25 @@ def main():
     src = sys.stdin.read()
     claim = const(src, "CLAIM").replace("{heads}", const(src, "CLAIM_HEADS_ALL"))
     claim = claim.replace("{free}", "TRUE")
-    for param, value in [("$1", "now()"), ("$2", "'bench-node'"),
-                         ("$3", "now() + interval '1 minute'"), ("$4", f"{size}::bigint"),
-                         ("$5", "0::bigint")]:
-        claim = claim.replace(param, value)
     complete = literal(src, src.index("async fn complete("))
-    # The completer's batch: every running job succeeded, as the bench's no-op jobs do.
-    batch = ("(SELECT jsonb_agg(jsonb_build_object('id', id, 'state', 'succeeded', "
-             "'result', '{}'::jsonb, 'error', NULL, 'exit_code', NULL, 'run_after', NULL)) "
-             "FROM jobs WHERE state = 'running')")
-    for param, value in [("$1::jsonb", batch), ("$2", "now()"), ("$3", "'bench-node'"),
-                         ("$4", "'daytona_mcp_done'"), ("$5", "'daytona_mcp_jobs'")]:
-        complete = complete.replace(param, value)
+    # Prepared and executed as the server's driver does, on the plans the revision's server
+    # gets: generic ones where its hot pool forces them, else PostgreSQL's choice.
+    mode = "force_generic_plan" if "force_generic_plan" in src else "auto"
+    mode = os.environ.get("PLAN_CACHE_MODE", mode)
     print("SELECT pg_backend_pid();")
+    print(f"SET plan_cache_mode = {mode};")
+    print("PREPARE claim (timestamptz, text, timestamptz, bigint, bigint) AS " + claim + ";")
+    print("PREPARE complete (jsonb, timestamptz, text, text, text) AS "
+          + complete.replace("$1::jsonb", "$1") + ";")
+    # The completer's batch: every running job succeeded, as the bench's no-op jobs do (built
+    # by a statement of its own and sent back as a parameter, as the completer sends it).
+    batch = ("SELECT COALESCE(jsonb_agg(jsonb_build_object('id', id, 'state', 'succeeded', "
+             "'result', '{}'::jsonb, 'error', NULL, 'exit_code', NULL, 'run_after', NULL)), "
+             "'[]') AS batch FROM jobs WHERE state = 'running' \\gset")
     for _ in range(cycles):
-        print(claim + ";")
-        print(complete + ";")
-
+        print(f"EXECUTE claim (now(), 'bench-node', now() + interval '1 minute', {size}, 0);")
+        print(batch)
+        print("EXECUTE complete (:'batch', now(), 'bench-node', 'daytona_mcp_done', "
+              "'daytona_mcp_jobs');")
 
 main()

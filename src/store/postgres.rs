@@ -441,22 +441,23 @@ const CLAIM: &str = "WITH {heads}, \
 /// ran it materializes every running job and compares each with each workspace (measured: 380,000
 /// comparisons, 65 ms of an 85 ms claim of 512 with 512 jobs running).
 ///
-/// Workspace heads among the `$5` oldest queued workspace jobs (index `jobs_queued_keyed`): a job
-/// of the window is a head when it is its workspace's first queued job. A few probes per job of
-/// the window, however many workspaces have queued jobs. A head outside a full window ranks
-/// after the window's last job, so jobs without a workspace are taken only up to that rank
+/// Workspace heads among the `$5` oldest queued workspace jobs (index `jobs_queued_keyed`): the
+/// window is a prefix of the claim's order, so a workspace's first job in it is its first queued
+/// job, its head (`DISTINCT ON`, no probe per job). One probe per workspace of the window ("is it
+/// running a job?"), however many workspaces have queued jobs. A head outside a full window
+/// ranks after the window's last job, so jobs without a workspace are taken only up to that rank
 /// ([`CLAIM_FREE_WINDOW`]): every job this claim takes is then among the best, and the full
 /// walk claims whatever ranks after.
 const CLAIM_HEADS_WINDOW: &str = "win AS ( \
          SELECT seq, priority, workspace, run_after, node FROM jobs \
          WHERE state = 'queued' AND workspace IS NOT NULL \
          ORDER BY priority DESC, seq LIMIT $5), \
+     firsts AS ( \
+         SELECT DISTINCT ON (workspace) seq, priority, workspace, run_after, node FROM win \
+         ORDER BY workspace, priority DESC, seq), \
      heads AS ( \
-         SELECT w.seq, w.priority FROM win w \
+         SELECT w.seq, w.priority FROM firsts w \
          WHERE w.run_after <= $1 AND (w.node IS NULL OR w.node = $2) \
-           AND w.seq = (SELECT h.seq FROM jobs h \
-                        WHERE h.workspace = w.workspace AND h.state = 'queued' \
-                        ORDER BY h.priority DESC, h.seq LIMIT 1) \
            AND NOT EXISTS (SELECT 1 FROM jobs r \
                            WHERE r.workspace = w.workspace AND r.state = 'running' \
                            OFFSET 0))";

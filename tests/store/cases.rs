@@ -212,8 +212,11 @@ pub async fn claim_waits_for_run_after(t: TestStore) {
     later.run_after = Utc::now() + chrono::Duration::hours(1);
     let later = put(s, later).await;
     let behind = put(s, job("t1", Some("w/a"))).await;
-    // The head waits, and FIFO keeps the next job of its workspace behind it.
+    // The head waits, and FIFO keeps the next job of its workspace behind it: in a small claim
+    // (PostgreSQL: the window of the oldest queued jobs) and in a large one (the walk over
+    // every workspace).
     assert!(claim(s, "n1", 10).await.is_empty());
+    assert!(claim(s, "n1", 512).await.is_empty());
     let claimed = s
         .claim("n1", 10, Utc::now() + chrono::Duration::hours(2), LEASE)
         .await
