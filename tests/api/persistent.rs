@@ -314,3 +314,37 @@ async fn a_server_holding_many_descriptors_still_starts_commands() {
     }
     drop(held);
 }
+
+/// A command starts with every signal at its default action and none blocked, on both paths:
+/// the server and the agent are Rust programs, which ignore SIGPIPE, and an ignored signal
+/// stays ignored across `execve` unless the child resets it. (Signals 32 and 33 are glibc's
+/// own, whose `sigaction` refuses them; a disposition of theirs the test process had is left.)
+#[actix_web::test]
+async fn commands_start_with_default_signals_on_both_paths() {
+    for persistent in [true, false] {
+        let app = app_with(|c| c.local.persistent_sandbox = persistent).await;
+        let id = app.sandbox("signals").await;
+        let out = app
+            .shell(&id, "grep -E '^Sig(Blk|Ign):' /proc/self/status")
+            .await;
+        let stdout = out["stdout"].as_str().unwrap();
+        let mask = |name: &str| {
+            let line = stdout
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .unwrap_or_else(|| panic!("no {name} in {out}"));
+            u64::from_str_radix(line.trim(), 16).unwrap()
+        };
+        let glibc_own = (1u64 << 31) | (1 << 32);
+        assert_eq!(
+            mask("SigBlk:"),
+            0,
+            "persistent_sandbox = {persistent}: {out}"
+        );
+        assert_eq!(
+            mask("SigIgn:") & !glibc_own,
+            0,
+            "persistent_sandbox = {persistent}: {out}"
+        );
+    }
+}

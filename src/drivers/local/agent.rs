@@ -226,16 +226,7 @@ fn run_command(socket: &mut UnixStream, exec: Exec, fds: Vec<OwnedFd>) -> std::i
             };
             libc::close(socket.as_raw_fd());
             libc::close(go_w.as_raw_fd());
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = libc::SIG_DFL;
-            for signal in 1..libc::SIGRTMAX() {
-                if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                    libc::sigaction(signal, &action, std::ptr::null_mut());
-                }
-            }
-            let mut empty: libc::sigset_t = std::mem::zeroed();
-            libc::sigemptyset(&mut empty);
-            if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+            if !super::spawn::reset_signals() {
                 fail(0);
             }
             if libc::setsid() < 0 {

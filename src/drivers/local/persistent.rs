@@ -715,21 +715,14 @@ impl Resident {
             Ending::Cancelled => (false, true),
         };
         let exit_code = exit.map(|(signal, value)| if signal { 128 + value } else { value });
-        let limit_exceeded = if oom {
-            Some("memory".to_string())
-        } else {
-            exit_code.and_then(process::limit_from_code)
-        };
-        Ok(ExecResult {
+        Ok(process::exec_result(
+            out,
+            err,
             exit_code,
-            truncated: out.truncated() || err.truncated(),
-            stdout: out.into_text(),
-            stderr: err.into_text(),
-            timed_out,
-            cancelled,
-            limit_exceeded,
+            oom,
+            (timed_out, cancelled),
             duration,
-        })
+        ))
     }
 
     /// Kills the sandbox (its pid namespace dies with its init) and waits, within

@@ -219,12 +219,33 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
         }),
         _ => None,
     };
+    Ok(exec_result(
+        out,
+        err,
+        exit_code,
+        oom,
+        (timed_out, cancelled),
+        duration,
+    ))
+}
+
+/// What a command reports, whichever path ran it (a fresh spawn or a persistent sandbox's
+/// agent): its captured output, and as the limit it hit `memory` when its cgroup counted an
+/// OOM kill, else whatever its exit code says.
+pub(super) fn exec_result(
+    out: CappedBuffer,
+    err: CappedBuffer,
+    exit_code: Option<i32>,
+    oom: bool,
+    (timed_out, cancelled): (bool, bool),
+    duration: std::time::Duration,
+) -> ExecResult {
     let limit_exceeded = if oom {
         Some("memory".to_string())
     } else {
         exit_code.and_then(limit_from_code)
     };
-    Ok(ExecResult {
+    ExecResult {
         exit_code,
         truncated: out.truncated() || err.truncated(),
         stdout: out.into_text(),
@@ -233,7 +254,7 @@ pub async fn run(spawn: Spawn, io: ExecIo) -> Result<ExecResult, DriverError> {
         cancelled,
         limit_exceeded,
         duration,
-    })
+    }
 }
 
 /// Waits for the reader until `deadline` to reach end of file, then stops it.
@@ -280,7 +301,7 @@ pub(super) async fn read_stream(
 
 /// Names the limit a signal exit code points to (bubblewrap reports a signalled command as
 /// 128 + signal, like a shell).
-pub(super) fn limit_from_code(code: i32) -> Option<String> {
+fn limit_from_code(code: i32) -> Option<String> {
     match code - 128 {
         libc::SIGXCPU => Some("cpu time".into()),
         libc::SIGXFSZ => Some("file size".into()),

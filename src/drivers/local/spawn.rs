@@ -73,6 +73,25 @@ struct CapData {
 
 const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
+/// Puts every signal back to its default action and unblocks them all, in a child between fork
+/// (or clone) and exec, so that none of the server's handlers or masks reach the command; false
+/// when the mask cannot be set. Only system calls.
+pub(super) unsafe fn reset_signals() -> bool {
+    // SAFETY: sigaction and sigprocmask on the calling process with valid arguments.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = libc::SIG_DFL;
+        for signal in 1..libc::SIGRTMAX() {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::sigaction(signal, &action, std::ptr::null_mut());
+            }
+        }
+        let mut empty: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut empty);
+        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) == 0
+    }
+}
+
 /// Drops every capability of the calling process, for good. Only system calls.
 unsafe fn drop_capabilities() -> bool {
     // SAFETY: prctl and capset on the calling process with valid arguments.
@@ -380,16 +399,7 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
     unsafe {
         let a = &*(arg as *const ChildArgs<'_>);
         // The server's signal handlers must not run here, nor be inherited by the command.
-        let mut action: libc::sigaction = std::mem::zeroed();
-        action.sa_sigaction = libc::SIG_DFL;
-        for signal in 1..libc::SIGRTMAX() {
-            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
-                libc::sigaction(signal, &action, std::ptr::null_mut());
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        if libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut()) != 0 {
+        if !reset_signals() {
             fail(a.errors, 0);
         }
         // A session of its own (so a process group of its own, whose id is the child's pid):
