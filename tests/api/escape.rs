@@ -10,7 +10,9 @@ use std::process::Command;
 use base64::Engine;
 use serde_json::{Value, json};
 
-use crate::helpers::{Db, TestApp, eventually, processes_with, spawn_with, test_config};
+use crate::helpers::{
+    Db, TestApp, eventually, host_processes, processes_with, spawn_with, test_config,
+};
 use daytona_mcp::drivers::local::IsolationMode;
 
 /// The two isolation levels that run here.
@@ -219,22 +221,15 @@ async fn loader_and_interpreter_variables_act_inside_only(level: Level) {
 fn children_running(exe: &Path) -> Vec<u32> {
     let me = std::process::id().to_string();
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+    for (pid, dir) in host_processes() {
+        let Ok(stat) = std::fs::read_to_string(dir.join("stat")) else {
             continue;
         };
         let Some(after) = stat.rfind(')').map(|i| &stat[i + 2..]) else {
             continue;
         };
         let ppid = after.split(' ').nth(1).unwrap_or("");
-        if ppid == me && std::fs::read_link(entry.path().join("exe")).is_ok_and(|e| e == exe) {
+        if ppid == me && std::fs::read_link(dir.join("exe")).is_ok_and(|e| e == exe) {
             found.push(pid);
         }
     }

@@ -7,7 +7,9 @@
 
 use serde_json::json;
 
-use crate::helpers::{Db, TestApp, eventually, processes_with, spawn_with, test_config};
+use crate::helpers::{
+    Db, TestApp, eventually, host_processes, processes_with, spawn_with, test_config,
+};
 
 async fn app_with(adjust: impl FnOnce(&mut daytona_mcp::config::Config)) -> TestApp {
     let (mut config, dir) = test_config(Db::Sqlite).await.unwrap();
@@ -20,15 +22,8 @@ async fn app_with(adjust: impl FnOnce(&mut daytona_mcp::config::Config)) -> Test
 /// `/.daytona-agent __sandbox-agent <fd> <sandbox id>`).
 fn agents_of(id: &str) -> Vec<u32> {
     let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+    for (pid, dir) in host_processes() {
+        let Ok(cmdline) = std::fs::read(dir.join("cmdline")) else {
             continue;
         };
         let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
