@@ -47,12 +47,16 @@ async fn an_exhausted_pool_answers_503_and_recovers() {
         .execute(&mut locker)
         .await
         .unwrap();
-    let submissions: Vec<_> = (0..12)
+    // Staggered, so that later submissions arrive once both of the node's group-commit
+    // transactions hold a connection stuck behind the lock, and wait for a place in one (claims
+    // and completions have connections of their own, so nothing else fills the pool).
+    let submissions: Vec<_> = (0..12u64)
         .map(|i| {
             let (base, key) = (node.base.clone(), key.clone());
             let body = json!({"tool": "list_sandboxes", "arguments": {},
                               "idempotency_key": format!("pool-{i}")});
             tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(100 * i)).await;
                 let r = crate::harness::client(Duration::from_secs(30))
                     .post(format!("{base}/v1/jobs"))
                     .bearer_auth(&key)
