@@ -416,23 +416,33 @@ const WINDOW_CLAIM_MAX: u32 = 128;
 /// `{heads}` (the first queued job of each workspace that has no running job); the best `$4`
 /// of them are locked, skipping rows another node holds, and claimed. `$5` is the window of
 /// [`CLAIM_HEADS_WINDOW`]; `{free}` bounds the jobs without a workspace.
+///
+/// The candidates are carried by `ctid`, the address of the row version the index scans found,
+/// so locking and updating them are direct reads of those tuples instead of an index descent
+/// each (measured: 15 % of the instructions PostgreSQL spent per keyed job). This is safe within
+/// one statement: a version the statement's snapshot sees cannot be vacuumed away under it, and
+/// when another transaction updated the row meanwhile, `FOR UPDATE` follows the update to the
+/// latest version and rechecks `state = 'queued'` on it (a job another node claimed or a caller
+/// cancelled is skipped). A row whose latest version the snapshot does not see is not claimed by
+/// this statement (the update's read of that address finds nothing visible); it stays queued
+/// for the next claim.
 const CLAIM: &str = "WITH {heads}, \
      free AS ( \
-         SELECT seq, priority FROM jobs f \
+         SELECT ctid, seq, priority FROM jobs f \
          WHERE state = 'queued' AND workspace IS NULL AND run_after <= $1 \
            AND (node IS NULL OR node = $2) AND {free} \
          ORDER BY priority DESC, seq LIMIT $4), \
      candidates AS ( \
-         SELECT seq FROM (SELECT seq, priority FROM free \
-                          UNION ALL SELECT seq, priority FROM heads) c \
+         SELECT ctid FROM (SELECT ctid, seq, priority FROM free \
+                          UNION ALL SELECT ctid, seq, priority FROM heads) c \
          ORDER BY priority DESC, seq LIMIT $4), \
      locked AS ( \
-         SELECT seq FROM jobs \
-         WHERE seq = ANY(ARRAY(SELECT seq FROM candidates)) AND state = 'queued' \
+         SELECT ctid FROM jobs \
+         WHERE ctid = ANY(ARRAY(SELECT ctid FROM candidates)) AND state = 'queued' \
          FOR UPDATE SKIP LOCKED) \
      UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = $1, \
          lease_owner = $2, lease_expires_at = $3 \
-     WHERE seq = ANY(ARRAY(SELECT seq FROM locked)) \
+     WHERE ctid = ANY(ARRAY(SELECT ctid FROM locked)) \
      RETURNING *";
 
 /// Both heads queries test "is this workspace running a job?" with `NOT EXISTS (… OFFSET 0)`:
@@ -449,14 +459,14 @@ const CLAIM: &str = "WITH {heads}, \
 /// ([`CLAIM_FREE_WINDOW`]): every job this claim takes is then among the best, and the full
 /// walk claims whatever ranks after.
 const CLAIM_HEADS_WINDOW: &str = "win AS ( \
-         SELECT seq, priority, workspace, run_after, node FROM jobs \
+         SELECT ctid, seq, priority, workspace, run_after, node FROM jobs \
          WHERE state = 'queued' AND workspace IS NOT NULL \
          ORDER BY priority DESC, seq LIMIT $5), \
      firsts AS ( \
-         SELECT DISTINCT ON (workspace) seq, priority, workspace, run_after, node FROM win \
+         SELECT DISTINCT ON (workspace) ctid, seq, priority, workspace, run_after, node FROM win \
          ORDER BY workspace, priority DESC, seq), \
      heads AS ( \
-         SELECT w.seq, w.priority FROM firsts w \
+         SELECT w.ctid, w.seq, w.priority FROM firsts w \
          WHERE w.run_after <= $1 AND (w.node IS NULL OR w.node = $2) \
            AND NOT EXISTS (SELECT 1 FROM jobs r \
                            WHERE r.workspace = w.workspace AND r.state = 'running' \
@@ -470,27 +480,25 @@ const CLAIM_FREE_WINDOW: &str = "((SELECT count(*) FROM win) < $5 \
 
 /// Every workspace's head, found by a loose index scan over the workspaces with queued jobs, so
 /// a long backlog in one workspace costs one probe, not a scan. Each step of the scan reads the
-/// next workspace's head itself (`jobs_queued_workspace` is ordered by workspace, then the
-/// claim's order), so a workspace costs one probe for its head, one for "is it running a job?",
-/// and, when free, one for its row's `run_after` and `node`. (`$5` is unused.)
+/// next workspace's head row itself (`jobs_queued_workspace` is ordered by workspace, then the
+/// claim's order), its `run_after`, `node` and `ctid` included, so a workspace costs one probe
+/// for its head and one for "is it running a job?". (`$5` is unused.)
 const CLAIM_HEADS_ALL: &str = "RECURSIVE ws AS ( \
-         (SELECT workspace, priority, seq FROM jobs \
+         (SELECT workspace, priority, seq, ctid, run_after, node FROM jobs \
           WHERE state = 'queued' AND workspace IS NOT NULL AND $5::bigint >= 0 \
           ORDER BY workspace, priority DESC, seq LIMIT 1) \
          UNION ALL \
-         SELECT n.workspace, n.priority, n.seq FROM ws \
+         SELECT n.workspace, n.priority, n.seq, n.ctid, n.run_after, n.node FROM ws \
          CROSS JOIN LATERAL ( \
-             SELECT j.workspace, j.priority, j.seq FROM jobs j \
+             SELECT j.workspace, j.priority, j.seq, j.ctid, j.run_after, j.node FROM jobs j \
              WHERE j.state = 'queued' AND j.workspace > ws.workspace \
              ORDER BY j.workspace, j.priority DESC, j.seq LIMIT 1) n), \
      heads AS ( \
-         SELECT ws.seq, ws.priority FROM ws \
-         WHERE NOT EXISTS (SELECT 1 FROM jobs r \
+         SELECT ws.ctid, ws.seq, ws.priority FROM ws \
+         WHERE ws.run_after <= $1 AND (ws.node IS NULL OR ws.node = $2) \
+           AND NOT EXISTS (SELECT 1 FROM jobs r \
                            WHERE r.workspace = ws.workspace AND r.state = 'running' \
-                           OFFSET 0) \
-           AND EXISTS (SELECT 1 FROM jobs h \
-                       WHERE h.seq = ws.seq AND h.run_after <= $1 \
-                         AND (h.node IS NULL OR h.node = $2)))";
+                           OFFSET 0))";
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
      priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
@@ -1245,21 +1253,38 @@ impl Store for PgStore {
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        let rows = sqlx::query(
-            "SELECT * FROM jobs \
-             WHERE ($1::text IS NULL OR tenant = $1) AND ($2::text IS NULL OR workspace = $2) \
-               AND ($3::text IS NULL OR state = $3) AND ($4::text IS NULL OR tool = $4) \
-               AND ($5::bigint IS NULL OR seq < $5) \
-             ORDER BY seq DESC LIMIT $6",
-        )
-        .bind(&filter.tenant)
-        .bind(&filter.workspace)
-        .bind(filter.state.map(JobState::as_str))
-        .bind(&filter.tool)
-        .bind(filter.before_seq)
-        .bind(i64::from(filter.limit))
-        .fetch_all(&self.pool)
-        .await?;
+        // One tenant's jobs come newest first from `jobs_tenant_seq`. Every tenant's (an
+        // admin's listing) are merged from the same index, the newest `$6` of each tenant: no
+        // index orders the whole table by `seq`, because each claim and completion would write
+        // an entry into it (see the migration `jobs_keyed_by_id`).
+        const ONE_TENANT: &str = "SELECT * FROM jobs WHERE tenant = $1 AND {filters} \
+             ORDER BY seq DESC LIMIT $6";
+        const EVERY_TENANT: &str = "WITH RECURSIVE tenants AS ( \
+                 (SELECT tenant FROM jobs WHERE $1::text IS NULL ORDER BY tenant LIMIT 1) \
+                 UNION ALL \
+                 SELECT (SELECT j.tenant FROM jobs j WHERE j.tenant > t.tenant \
+                         ORDER BY j.tenant LIMIT 1) \
+                 FROM tenants t WHERE t.tenant IS NOT NULL) \
+             SELECT page.* FROM tenants t CROSS JOIN LATERAL ( \
+                 SELECT * FROM jobs WHERE tenant = t.tenant AND {filters} \
+                 ORDER BY seq DESC LIMIT $6) page \
+             ORDER BY page.seq DESC LIMIT $6";
+        const FILTERS: &str = "($2::text IS NULL OR workspace = $2) \
+             AND ($3::text IS NULL OR state = $3) AND ($4::text IS NULL OR tool = $4) \
+             AND ($5::bigint IS NULL OR seq < $5)";
+        static QUERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
+            [ONE_TENANT, EVERY_TENANT].map(|sql| sql.replace("{filters}", FILTERS))
+        });
+        let sql: &'static str = &QUERIES[usize::from(filter.tenant.is_none())];
+        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(&filter.tenant)
+            .bind(&filter.workspace)
+            .bind(filter.state.map(JobState::as_str))
+            .bind(&filter.tool)
+            .bind(filter.before_seq)
+            .bind(i64::from(filter.limit))
+            .fetch_all(&self.pool)
+            .await?;
         rows.iter().map(job_from_row).collect()
     }
 
