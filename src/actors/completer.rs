@@ -15,7 +15,7 @@ use uuid::Uuid;
 
 use crate::metrics::Metrics;
 use crate::queue::{JobEvent, Queue};
-use crate::store::{Completion, Finish, Job, JobState};
+use crate::store::{Completion, Finish, Job, JobState, Written};
 
 /// Most outcomes written in one transaction.
 const MAX_BATCH: usize = 512;
@@ -111,12 +111,14 @@ async fn run(
                 }
             }
         };
-        let mut written: HashMap<Uuid, Job> = written.into_iter().map(|j| (j.id, j)).collect();
+        let mut written: HashMap<Uuid, Written> = written.into_iter().map(|w| (w.id, w)).collect();
         for pending in batch.drain(..) {
             let id = pending.job.id;
+            let workspace = pending.job.workspace.clone();
             queue.running().remove(id);
             match written.remove(&id) {
-                Some(job) => {
+                Some(written) => {
+                    let job = written.apply(pending.job);
                     if job.state == JobState::Queued {
                         wake_at(&queue, job.run_after);
                     }
@@ -134,9 +136,7 @@ async fn run(
                     queue.events().publish(id, JobEvent::Changed);
                 }
             }
-            let _ = finished.send(Finished {
-                workspace: pending.job.workspace,
-            });
+            let _ = finished.send(Finished { workspace });
         }
         // Finished jobs may have unblocked the next job of their workspaces.
         queue.wake();

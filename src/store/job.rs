@@ -389,6 +389,43 @@ pub struct Completion {
     pub finish: Finish,
 }
 
+/// What a completion wrote to one job, read back as stored (a NUL in an outcome comes back as
+/// the store keeps it). A running job's other columns do not change under its lease, so the
+/// store returns only these and [`Written::apply`] puts them over the claimed copy the node
+/// already holds: sending each finished row back whole cost PostgreSQL 5 % of its instructions
+/// per job (benches/pg/instructions.sh), for columns the completer had in memory.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Written {
+    pub id: Uuid,
+    pub state: JobState,
+    pub run_after: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub cancel_requested: bool,
+    pub result: Option<Value>,
+    pub error: Option<JobError>,
+    pub exit_code: Option<i32>,
+}
+
+impl Written {
+    /// The job as the store now holds it, given the copy its claim returned: the written
+    /// columns, and no lease.
+    pub fn apply(self, claimed: Job) -> Job {
+        debug_assert_eq!(claimed.id, self.id, "a completion applied to another job");
+        Job {
+            state: self.state,
+            run_after: self.run_after,
+            finished_at: self.finished_at,
+            cancel_requested: self.cancel_requested,
+            result: self.result,
+            error: self.error,
+            exit_code: self.exit_code,
+            lease_owner: None,
+            lease_expires_at: None,
+            ..claimed
+        }
+    }
+}
+
 /// What a cancel request did.
 #[derive(Clone, Debug, PartialEq)]
 pub enum CancelOutcome {

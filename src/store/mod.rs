@@ -30,7 +30,7 @@ pub use api_key::ApiKeyRecord;
 pub use audit::{AuditEntry, AuditFilter, AuditRecord};
 pub use job::{
     CancelOutcome, Completion, ErrorReason, Finish, Job, JobError, JobFilter, JobState, NewJob,
-    OutputChunk, Rescued, Stream,
+    OutputChunk, Rescued, Stream, Written,
 };
 pub use quota::{Quota, QuotaKind};
 pub use sandbox::{CREATING, SandboxCount, SandboxFilter, SandboxRecord, Secret};
@@ -273,13 +273,13 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
 
     /// Applies finishes for jobs `node` is running, in one transaction. A completion for a job
     /// that is no longer running under `node`'s lease is ignored (it was rescued meanwhile).
-    /// Returns the jobs that were updated.
+    /// Returns what was written to the jobs that were updated, as stored.
     async fn complete(
         &self,
         node: &str,
         completions: &[Completion],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Job>>;
+    ) -> Result<Vec<Written>>;
 
     /// Cancels a queued job, or marks a running one for killing.
     async fn cancel(

@@ -25,7 +25,7 @@ use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
     Enqueued, Job, JobError, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued,
     Result, SandboxCount, SandboxFilter, SandboxRecord, Secret, SnapshotRecord, StateCount, Store,
-    StoreError, Stream, TemplateRecord,
+    StoreError, Stream, TemplateRecord, Written,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
@@ -284,6 +284,23 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         exit_code: row.try_get("exit_code")?,
         request_id: row.try_get("request_id")?,
         node: row.try_get("node")?,
+    })
+}
+
+fn written_from_row(row: &PgRow) -> Result<Written> {
+    let state: String = row.try_get("state")?;
+    Ok(Written {
+        id: row.try_get("id")?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
+        run_after: row.try_get("run_after")?,
+        finished_at: row.try_get("finished_at")?,
+        cancel_requested: row.try_get("cancel_requested")?,
+        result: row.try_get("result")?,
+        error: row
+            .try_get::<Option<Json<JobError>>, _>("error")?
+            .map(|j| j.0),
+        exit_code: row.try_get("exit_code")?,
     })
 }
 
@@ -1181,7 +1198,7 @@ impl Store for PgStore {
         node: &str,
         completions: &[Completion],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<Vec<Written>> {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
@@ -1205,7 +1222,8 @@ impl Store for PgStore {
                  FROM jsonb_to_recordset($1::jsonb) AS c(id uuid, state text, result jsonb, \
                       error jsonb, exit_code integer, run_after timestamptz) \
                  WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $3 \
-                 RETURNING jobs.*), \
+                 RETURNING jobs.id, jobs.state, jobs.run_after, jobs.finished_at, \
+                     jobs.cancel_requested, jobs.result, jobs.error, jobs.exit_code), \
              notices AS ( \
                  SELECT count(pg_notify($4, id::text)) + count(pg_notify($5, '')) AS n \
                  FROM written) \
@@ -1220,7 +1238,7 @@ impl Store for PgStore {
         .bind(CHANNEL_JOBS)
         .fetch_all(&self.hot)
         .await?;
-        written.iter().map(job_from_row).collect()
+        written.iter().map(written_from_row).collect()
     }
 
     async fn cancel(

@@ -23,7 +23,7 @@ use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
     Enqueued, Job, JobFilter, JobState, NewJob, OutputChunk, Quota, QuotaKind, Rescued, Result,
     SandboxCount, SandboxFilter, SandboxRecord, Secret, SnapshotRecord, StateCount, Store,
-    StoreError, Stream, TemplateRecord,
+    StoreError, Stream, TemplateRecord, Written,
 };
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
@@ -207,6 +207,28 @@ fn json_text<T: serde::Serialize>(value: &T) -> String {
 
 fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Result<T> {
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
+}
+
+fn written_from_row(row: &SqliteRow) -> Result<Written> {
+    let id: String = row.try_get("id")?;
+    let state: String = row.try_get("state")?;
+    Ok(Written {
+        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("jobs.id: {e}")))?,
+        state: JobState::parse(&state)
+            .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
+        run_after: from_ts(row.try_get("run_after")?),
+        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_ts),
+        cancel_requested: row.try_get("cancel_requested")?,
+        result: row
+            .try_get::<Option<String>, _>("result")?
+            .map(|t| parse_json("jobs.result", &t))
+            .transpose()?,
+        error: row
+            .try_get::<Option<String>, _>("error")?
+            .map(|t| parse_json("jobs.error", &t))
+            .transpose()?,
+        exit_code: row.try_get("exit_code")?,
+    })
 }
 
 fn job_from_row(row: &SqliteRow) -> Result<Job> {
@@ -909,7 +931,7 @@ impl Store for SqliteStore {
         node: &str,
         completions: &[Completion],
         now: DateTime<Utc>,
-    ) -> Result<Vec<Job>> {
+    ) -> Result<Vec<Written>> {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
@@ -931,7 +953,8 @@ impl Store for SqliteStore {
                           value ->> '$.run_after_us' AS run_after \
                    FROM json_each(?1)) AS c \
              WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = ?3 \
-             RETURNING *",
+             RETURNING id, state, run_after, finished_at, cancel_requested, result, error, \
+                 exit_code",
         )
         .bind(json_text(&rows))
         .bind(ts(now))
@@ -940,7 +963,7 @@ impl Store for SqliteStore {
         .await?;
         let written = written
             .iter()
-            .map(job_from_row)
+            .map(written_from_row)
             .collect::<Result<Vec<_>>>()?;
         for job in &written {
             self.signals.hub.send(Signal::JobChanged(job.id));

@@ -297,6 +297,85 @@ pub async fn complete_writes_outcomes_and_ignores_foreign_leases(t: TestStore) {
     );
 }
 
+/// What `complete` returns, put over the jobs as their claim returned them, is exactly what the
+/// store then holds, for every kind of finish: after heartbeats moved the leases, after a cancel
+/// request, with a NUL in the outcome (stored as U+FFFD) and for a retry.
+pub async fn a_completion_returns_what_the_store_holds(t: TestStore) {
+    let s = t.store.as_ref();
+    for i in 0..5 {
+        let mut j = job("t1", Some(&format!("t1/w{i}")));
+        j.request_id = Some(format!("req-{i}"));
+        j.retry_safe = true;
+        j.max_attempts = 3;
+        put(s, j).await;
+    }
+    let claimed = claim(s, "n1", 10).await;
+    assert_eq!(claimed.len(), 5);
+    let ids: Vec<Uuid> = claimed.iter().map(|j| j.id).collect();
+    let later = Utc::now() + chrono::Duration::seconds(30);
+    assert!(
+        s.heartbeat("n1", &ids, later, LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        s.cancel("t1", ids[3], Utc::now()).await.unwrap(),
+        Some(CancelOutcome::Requested(_))
+    ));
+    let retry_at = Utc::now() + chrono::Duration::seconds(90);
+    let finishes = [
+        Finish::Succeeded {
+            result: json!({"stdout": "a\0b", "k\0": [1.5, "\0"], "n": null}),
+            exit_code: Some(0),
+        },
+        Finish::Succeeded {
+            result: json!([]),
+            exit_code: None,
+        },
+        Finish::Failed {
+            error: JobError::new(ErrorReason::Timeout, "timed out").with_field("timeout_s"),
+            result: Some(json!({"stdout": "partial"})),
+            exit_code: Some(124),
+        },
+        Finish::Cancelled {
+            result: Some(json!({"stderr": "killed"})),
+            exit_code: Some(137),
+        },
+        Finish::Retry {
+            error: JobError::new(ErrorReason::DriverUnavailable, "cli down"),
+            run_after: retry_at,
+        },
+    ];
+    let completions: Vec<Completion> = ids
+        .iter()
+        .zip(finishes)
+        .map(|(&id, finish)| Completion { id, finish })
+        .collect();
+    let written = s.complete("n1", &completions, Utc::now()).await.unwrap();
+    assert_eq!(written.len(), 5);
+    for w in written {
+        let before = claimed.iter().find(|j| j.id == w.id).unwrap().clone();
+        let stored = s.job(None, w.id).await.unwrap().unwrap();
+        assert_eq!(w.apply(before), stored);
+    }
+    // PostgreSQL keeps a NUL as U+FFFD: the returned outcome is the stored one, not the sent one.
+    let nul = if s.backend() == Backend::Postgres {
+        "\u{fffd}"
+    } else {
+        "\0"
+    };
+    let stored = s.job(None, ids[0]).await.unwrap().unwrap();
+    assert_eq!(
+        stored.result,
+        Some(json!({"stdout": format!("a{nul}b"), format!("k{nul}"): [1.5, nul], "n": null}))
+    );
+    assert!(s.job(None, ids[3]).await.unwrap().unwrap().cancel_requested);
+    let retried = s.job(None, ids[4]).await.unwrap().unwrap();
+    assert_eq!(retried.state, JobState::Queued);
+    assert!(retried.run_after > Utc::now());
+}
+
 pub async fn retry_requeues_for_later(t: TestStore) {
     let s = t.store.as_ref();
     let a = put(s, job("t1", Some("w/a"))).await;
@@ -544,6 +623,52 @@ pub async fn list_jobs_filters_and_pages(t: TestStore) {
     assert_eq!(creates.len(), 3);
     assert!(s.has_open_job("t1/even", "create_sandbox").await.unwrap());
     assert!(!s.has_open_job("t1/none", "create_sandbox").await.unwrap());
+
+    // Every tenant's jobs (an admin's listing), interleaved across tenants, newest first and
+    // paged by `seq` like one tenant's (PostgreSQL merges them per tenant).
+    for i in 0..5 {
+        put(s, job(["t3", "t2", "t4"][i % 3], None)).await;
+    }
+    let mut everyone: Vec<Job> = Vec::new();
+    let mut cursor = None;
+    loop {
+        let page = s
+            .list_jobs(&JobFilter {
+                before_seq: cursor,
+                limit: 3,
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        cursor = page.last().map(|j| j.seq);
+        let full = page.len() == 3;
+        everyone.extend(page);
+        if !full {
+            break;
+        }
+    }
+    assert_eq!(everyone.len(), 13);
+    assert!(everyone.windows(2).all(|w| w[0].seq > w[1].seq));
+    assert_eq!(everyone.last().unwrap().id, ids[0]);
+    let queued_elsewhere = s
+        .list_jobs(&JobFilter {
+            tool: Some("execute_shell".into()),
+            before_seq: Some(everyone[1].seq),
+            limit: 4,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    let expected: Vec<Uuid> = everyone[2..]
+        .iter()
+        .filter(|j| j.tool == "execute_shell")
+        .take(4)
+        .map(|j| j.id)
+        .collect();
+    assert_eq!(
+        queued_elsewhere.iter().map(|j| j.id).collect::<Vec<_>>(),
+        expected
+    );
 }
 
 pub async fn output_is_replayed_in_order(t: TestStore) {
@@ -1239,7 +1364,10 @@ pub async fn jobs_keep_the_request_id_that_submitted_them(t: TestStore) {
         .complete("n1", &[ok(stored.id)], Utc::now())
         .await
         .unwrap();
-    assert_eq!(done[0].request_id.as_deref(), Some("req-7f3a"));
+    let done = done[0].clone().apply(claimed.clone());
+    assert_eq!(done.request_id.as_deref(), Some("req-7f3a"));
+    let read = s.job(Some("t1"), stored.id).await.unwrap().unwrap();
+    assert_eq!(read.request_id.as_deref(), Some("req-7f3a"));
     // An idempotent replay returns the original job with the original request's id.
     let mut first = job("t1", None);
     first.idempotency_key = Some("k-req".into());

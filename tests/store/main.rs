@@ -80,6 +80,7 @@ conformance!(
     database_refuses_a_second_running_job_in_a_workspace,
     claim_waits_for_run_after,
     complete_writes_outcomes_and_ignores_foreign_leases,
+    a_completion_returns_what_the_store_holds,
     retry_requeues_for_later,
     cancel_queued_running_and_finished,
     heartbeat_extends_leases_and_reports_cancels,
