@@ -138,8 +138,9 @@ async fn run(
             }
             let _ = finished.send(Finished { workspace });
         }
-        // Finished jobs may have unblocked the next job of their workspaces.
-        queue.wake();
+        // Finished jobs may have unblocked the next job of their workspaces (each `Finished`
+        // above names one).
+        queue.wake_after_own_completions();
     }
 }
 

@@ -44,6 +44,23 @@ pub(crate) struct Dispatcher {
     /// The pause after the last failed claim (zero after a success).
     claim_backoff: Duration,
     running_limits: crate::quota::RunningLimits,
+    /// Whether the next claim must look at every workspace ([`Store::claim`]). It need not
+    /// while the last such claim came back short (it took every job then claimable) and
+    /// nothing has happened since that could make others claimable but this node's own
+    /// completions: the only candidates are then the next jobs of the workspaces in `freed`,
+    /// which [`Store::claim_heads`] takes with one probe each instead of a walk over every
+    /// workspace with queued jobs.
+    ///
+    /// [`Store::claim`]: crate::store::Store::claim
+    /// [`Store::claim_heads`]: crate::store::Store::claim_heads
+    full_claim_due: bool,
+    /// [`Queue::changes`] when the last claim started.
+    seen_changes: u64,
+    /// When the last full claim started: one is due at least every `poll_interval`, the
+    /// backstop for what no wake-up announces (a job whose `run_after` came, a lost signal).
+    last_full_claim: Instant,
+    /// Workspaces whose job this node finished since the last claim.
+    freed: Vec<String>,
 }
 
 impl Dispatcher {
@@ -71,6 +88,10 @@ impl Dispatcher {
             actor_idle: config.actor_idle,
             claim_backoff: Duration::ZERO,
             running_limits: config.running_limits.clone(),
+            full_claim_due: true,
+            seen_changes: 0,
+            last_full_claim: Instant::now(),
+            freed: Vec::new(),
         }
     }
 
@@ -91,7 +112,8 @@ impl Dispatcher {
                     self.on_finished(done);
                     self.drain_finished();
                 }
-                _ = tokio::time::sleep(self.poll_interval) => {}
+                // The backstop: jobs whose `run_after` came, signals that never arrived.
+                _ = tokio::time::sleep(self.poll_interval) => self.full_claim_due = true,
                 _ = reap.tick() => self.reap_idle(),
             }
         }
@@ -108,14 +130,34 @@ impl Dispatcher {
         if free == 0 {
             return false;
         }
-        let jobs = match self
-            .queue
-            .store()
-            .claim(&self.node, free as u32, Utc::now(), self.lease)
-            .await
-        {
+        // Read before the claim: a change that lands while it runs makes the next one full.
+        let changes = self.queue.changes();
+        if changes != self.seen_changes || self.last_full_claim.elapsed() >= self.poll_interval {
+            self.seen_changes = changes;
+            self.full_claim_due = true;
+        }
+        let store = self.queue.store();
+        let claimed = if self.full_claim_due {
+            self.freed.clear();
+            self.last_full_claim = Instant::now();
+            store
+                .claim(&self.node, free as u32, Utc::now(), self.lease)
+                .await
+        } else if self.freed.is_empty() {
+            // Nothing can have become claimable since the last claim took all there was.
+            return false;
+        } else {
+            let mut freed = std::mem::take(&mut self.freed);
+            freed.sort_unstable();
+            freed.dedup();
+            store
+                .claim_heads(&self.node, &freed, free as u32, Utc::now(), self.lease)
+                .await
+        };
+        let jobs = match claimed {
             Ok(jobs) => jobs,
             Err(e) => {
+                self.full_claim_due = true;
                 // Backs off while the database is away (100 ms doubling to 5 s), so an outage
                 // costs a few log lines, not one per poll; the first success resets it.
                 self.claim_backoff = (self.claim_backoff * 2)
@@ -131,12 +173,15 @@ impl Dispatcher {
         };
         self.claim_backoff = Duration::ZERO;
         let full = jobs.len() == free;
-        let store = self.queue.store();
+        // A full claim may have left claimable jobs behind; a short one took them all.
+        self.full_claim_due = full;
         let limits = &self.running_limits;
         let jobs = if limits.is_empty() {
             jobs
         } else {
             let claimed = jobs.clone();
+            // Jobs over a tenant's running limit go back to the queue, claimable again.
+            self.full_claim_due = true;
             match crate::quota::admit(store.as_ref(), &self.node, limits, jobs, Utc::now()).await {
                 Ok(jobs) => jobs,
                 Err(e) => {
@@ -200,6 +245,7 @@ impl Dispatcher {
                     entry.idle_since = Instant::now();
                 }
             }
+            self.freed.push(workspace);
         }
     }
 

@@ -210,6 +210,7 @@ impl Pool {
         ];
         tasks.push(tokio::spawn(crate::queue::listen::run(
             queue.clone(),
+            config.node_id.clone(),
             stop.clone(),
         )));
         queue.wake();

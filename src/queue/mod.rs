@@ -13,6 +13,7 @@ pub mod retention;
 pub mod submit;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -91,6 +92,11 @@ pub struct Queue {
     events: Arc<EventHub>,
     /// Wakes the dispatcher; a stored permit means a wake-up is never lost.
     wake: Arc<Notify>,
+    /// Counts the wake-ups that may have made jobs claimable other than this node's own
+    /// completions (enqueues, cancels, retries coming due, other nodes' completions, rescues,
+    /// lost signals): while it stands still, the only new candidates are the next jobs of the
+    /// workspaces this node just finished (see the dispatcher).
+    changes: Arc<AtomicU64>,
     running: Arc<CancelRegistry>,
     /// How often a waiter re-reads the store when no event arrives (covers missed signals).
     backstop: Duration,
@@ -106,6 +112,7 @@ impl Queue {
             store: store.clone(),
             events: Arc::new(EventHub::new()),
             wake: Arc::new(Notify::new()),
+            changes: Arc::default(),
             running: Arc::new(CancelRegistry::default()),
             backstop,
             followers: Arc::default(),
@@ -150,9 +157,22 @@ impl Queue {
         &self.wake
     }
 
-    /// Wakes the dispatcher to look for runnable jobs.
+    /// Wakes the dispatcher to look for runnable jobs, anywhere.
     pub fn wake(&self) {
+        self.changes.fetch_add(1, Ordering::SeqCst);
         self.wake.notify_one();
+    }
+
+    /// Wakes the dispatcher after this node's completer wrote outcomes: the jobs that may have
+    /// become claimable are the next ones of those jobs' workspaces, which the dispatcher is
+    /// told of with each outcome.
+    pub(crate) fn wake_after_own_completions(&self) {
+        self.wake.notify_one();
+    }
+
+    /// How many wake-ups from elsewhere there have been ([`Queue::wake`]).
+    pub(crate) fn changes(&self) -> u64 {
+        self.changes.load(Ordering::SeqCst)
     }
 
     /// Commits the job (and its audit row), then wakes the dispatcher. The id is only returned

@@ -271,6 +271,20 @@ pub trait Store: Send + Sync + fmt::Debug + 'static {
         lease: Duration,
     ) -> Result<Vec<Uuid>>;
 
+    /// Claims for `node` the heads of `workspaces` (each one's first queued job, when it is
+    /// ready, `node` may run it and its workspace runs nothing), best first, at most `limit`,
+    /// and nothing else. A node that finished the running jobs of these workspaces calls it
+    /// instead of [`Store::claim`] while nothing else can have become claimable: it then takes
+    /// what a full claim would, without looking at every workspace with queued jobs.
+    async fn claim_heads(
+        &self,
+        node: &str,
+        workspaces: &[String],
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Job>>;
+
     /// Applies finishes for jobs `node` is running, in one transaction. A completion for a job
     /// that is no longer running under `node`'s lease is ignored (it was rescued meanwhile).
     /// Returns what was written to the jobs that were updated, as stored.

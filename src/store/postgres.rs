@@ -44,7 +44,11 @@ const CHANNEL_OUTPUT: &str = "daytona_mcp_output";
 fn signal_of(channel: &str, payload: &str) -> Option<Signal> {
     let id = || Uuid::parse_str(payload).ok();
     match channel {
-        CHANNEL_JOBS => Some(Signal::JobsReady),
+        // Completions name their node; enqueues, cancels and rescues send no payload.
+        CHANNEL_JOBS if payload.is_empty() => Some(Signal::JobsReady),
+        CHANNEL_JOBS => Some(Signal::JobsFinished {
+            node: payload.into(),
+        }),
         CHANNEL_DONE => id().map(Signal::JobChanged),
         CHANNEL_CANCEL => id().map(Signal::CancelRequested),
         CHANNEL_OUTPUT => id().map(Signal::Output),
@@ -179,18 +183,21 @@ impl PgStore {
         Ok(Some(outcome))
     }
 
-    /// One claim statement: with `window`, the heads of [`CLAIM_HEADS_WINDOW`] over that many
-    /// jobs, else every workspace's head ([`CLAIM_HEADS_ALL`]). `None` when two
-    /// nodes raced for the head of a workspace and the unique index refused the second running
-    /// job: the invariant held, and the loser simply claims again later.
+    /// One claim statement, its workspace heads chosen by `heads`. When two nodes raced for the
+    /// head of a workspace, the unique index refused the second running job and rolled that
+    /// statement back: the invariant held, and the loser runs the statement again (the winner
+    /// has committed, so the next run passes that workspace by). A claim that comes back short
+    /// must mean that nothing else was claimable (the dispatcher relies on it), so a lost race
+    /// is not answered with an empty claim while the statement can still win; after
+    /// [`CLAIM_RACES`] lost races in a row it is, and the poll claims again.
     async fn claim_with(
         &self,
         node: &str,
         limit: u32,
         now: DateTime<Utc>,
         lease: Duration,
-        window: Option<i64>,
-    ) -> Result<Option<Vec<PgRow>>> {
+        heads: Heads<'_>,
+    ) -> Result<Vec<PgRow>> {
         static WINDOW: LazyLock<String> = LazyLock::new(|| {
             CLAIM
                 .replace("{heads}", CLAIM_HEADS_WINDOW)
@@ -201,23 +208,36 @@ impl PgStore {
                 .replace("{heads}", CLAIM_HEADS_ALL)
                 .replace("{free}", "TRUE")
         });
-        let sql: &'static str = if window.is_some() { &WINDOW } else { &ALL };
-        let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
-            .bind(now)
-            .bind(node)
-            .bind(super::lease_until(now, lease))
-            .bind(i64::from(limit))
-            .bind(window.unwrap_or(0))
-            .fetch_all(&self.hot)
-            .await;
-        match rows {
-            Ok(rows) => Ok(Some(rows)),
-            Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
-                tracing::debug!("claim lost a race for a workspace head: {e}");
-                Ok(None)
+        static OF: LazyLock<String> = LazyLock::new(|| {
+            CLAIM
+                .replace("{heads}", CLAIM_HEADS_OF)
+                .replace("{free}", "FALSE")
+        });
+        let sql: &'static str = match heads {
+            Heads::Window(_) => &WINDOW,
+            Heads::All => &ALL,
+            Heads::Of(_) => &OF,
+        };
+        for _ in 0..CLAIM_RACES {
+            let query = sqlx::query(sqlx::AssertSqlSafe(sql))
+                .bind(now)
+                .bind(node)
+                .bind(super::lease_until(now, lease))
+                .bind(i64::from(limit));
+            let query = match heads {
+                Heads::Window(window) => query.bind(window),
+                Heads::All => query.bind(0i64),
+                Heads::Of(workspaces) => query.bind(workspaces),
+            };
+            match query.fetch_all(&self.hot).await {
+                Ok(rows) => return Ok(rows),
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    tracing::debug!("claim lost a race for a workspace head: {e}");
+                }
+                Err(e) => return Err(e.into()),
             }
-            Err(e) => Err(e.into()),
         }
+        Ok(Vec::new())
     }
 
     pub async fn connect(url: &str, max_connections: u32) -> Result<PgStore> {
@@ -285,6 +305,13 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
         request_id: row.try_get("request_id")?,
         node: row.try_get("node")?,
     })
+}
+
+/// A claim's rows as jobs, in claim order.
+fn claimed_jobs(rows: &[PgRow]) -> Result<Vec<Job>> {
+    let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
+    Ok(jobs)
 }
 
 fn written_from_row(row: &PgRow) -> Result<Written> {
@@ -426,6 +453,10 @@ fn audit_from_row(row: &PgRow) -> Result<AuditRecord> {
 /// Connections of [`PgStore::hot`]: one claim and one completion write at a time per node.
 const HOT_CONNECTIONS: u32 = 2;
 
+/// Runs of one claim statement that may lose a race for a workspace head before the claim
+/// gives up until the next poll (see `PgStore::claim_with`).
+const CLAIM_RACES: usize = 3;
+
 /// Largest claim that first tries [`CLAIM_HEADS_WINDOW`].
 const WINDOW_CLAIM_MAX: u32 = 128;
 
@@ -516,6 +547,30 @@ const CLAIM_HEADS_ALL: &str = "RECURSIVE ws AS ( \
            AND NOT EXISTS (SELECT 1 FROM jobs r \
                            WHERE r.workspace = ws.workspace AND r.state = 'running' \
                            OFFSET 0))";
+
+/// The heads of the workspaces in `$5` (a text array), one probe each for the head and one for
+/// "is it running a job?"; `{free}` is `FALSE` (no job without a workspace is a candidate).
+const CLAIM_HEADS_OF: &str = "heads AS ( \
+         SELECT h.ctid, h.seq, h.priority FROM unnest($5::text[]) AS w(workspace) \
+         CROSS JOIN LATERAL ( \
+             SELECT j.ctid, j.seq, j.priority, j.run_after, j.node FROM jobs j \
+             WHERE j.state = 'queued' AND j.workspace = w.workspace \
+             ORDER BY j.priority DESC, j.seq LIMIT 1) h \
+         WHERE h.run_after <= $1 AND (h.node IS NULL OR h.node = $2) \
+           AND NOT EXISTS (SELECT 1 FROM jobs r \
+                           WHERE r.workspace = w.workspace AND r.state = 'running' \
+                           OFFSET 0))";
+
+/// Which workspace heads a claim statement considers.
+#[derive(Clone, Copy)]
+enum Heads<'a> {
+    /// The heads among the oldest queued workspace jobs ([`CLAIM_HEADS_WINDOW`]).
+    Window(i64),
+    /// Every workspace's head ([`CLAIM_HEADS_ALL`]).
+    All,
+    /// These workspaces' heads only ([`CLAIM_HEADS_OF`]).
+    Of(&'a [String]),
+}
 
 const INSERT_JOB: &str = "INSERT INTO jobs (id, tenant, workspace, tool, arguments, state, \
      priority, attempts, max_attempts, retry_safe, timeout_s, run_after, created_at, \
@@ -1140,16 +1195,15 @@ impl Store for PgStore {
         // 1,088), so only small claims try the window.
         let mut rows = if limit <= WINDOW_CLAIM_MAX {
             let window = i64::from(limit) * 2 + 64;
-            self.claim_with(node, limit, now, lease, Some(window))
+            self.claim_with(node, limit, now, lease, Heads::Window(window))
                 .await?
-                .unwrap_or_default()
         } else {
             Vec::new()
         };
         if rows.len() < limit as usize {
             let rest = limit - rows.len() as u32;
-            match self.claim_with(node, rest, now, lease, None).await {
-                Ok(more) => rows.extend(more.unwrap_or_default()),
+            match self.claim_with(node, rest, now, lease, Heads::All).await {
+                Ok(more) => rows.extend(more),
                 // The window's jobs are committed as claimed: returning an error now would strand
                 // them until their leases ran out, so they are returned and the walk waits for
                 // the next claim.
@@ -1159,9 +1213,24 @@ impl Store for PgStore {
                 Err(e) => return Err(e),
             }
         }
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
-        Ok(jobs)
+        claimed_jobs(&rows)
+    }
+
+    async fn claim_heads(
+        &self,
+        node: &str,
+        workspaces: &[String],
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 || workspaces.is_empty() {
+            return Ok(Vec::new());
+        }
+        let rows = self
+            .claim_with(node, limit, now, lease, Heads::Of(workspaces))
+            .await?;
+        claimed_jobs(&rows)
     }
 
     async fn heartbeat(
@@ -1204,8 +1273,9 @@ impl Store for PgStore {
         }
         let rows: Vec<_> = completions.iter().map(Completion::row).collect();
         // One statement, so one round trip and one commit for the whole batch: the update, a
-        // `done` notice per written job, and one `jobs` notice (a finished job may unblock the
-        // next job of its workspace on another node). The notices go out with the commit.
+        // `done` notice per written job, and one `jobs` notice naming this node (a finished job
+        // may unblock the next job of its workspace for another node; this node's dispatcher
+        // already knows). The notices go out with the commit.
         let written = sqlx::query(
             "WITH written AS ( \
                  UPDATE jobs SET \
@@ -1225,7 +1295,7 @@ impl Store for PgStore {
                  RETURNING jobs.id, jobs.state, jobs.run_after, jobs.finished_at, \
                      jobs.cancel_requested, jobs.result, jobs.error, jobs.exit_code), \
              notices AS ( \
-                 SELECT count(pg_notify($4, id::text)) + count(pg_notify($5, '')) AS n \
+                 SELECT count(pg_notify($4, id::text)) + count(pg_notify($5, $3)) AS n \
                  FROM written) \
              SELECT written.* FROM written, notices",
         )

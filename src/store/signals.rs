@@ -24,11 +24,13 @@ use uuid::Uuid;
 const CAPACITY: usize = 4096;
 
 /// Something that happened in the database, on this node or another.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Signal {
-    /// Jobs may have become runnable (an enqueue, a completion that unblocked a workspace, a
-    /// rescue).
+    /// Jobs may have become runnable (an enqueue, a cancel, a rescue).
     JobsReady,
+    /// `node` wrote outcomes, which may have unblocked the next jobs of their workspaces. The
+    /// node that wrote them knows which workspaces those are; every other node looks at all.
+    JobsFinished { node: std::sync::Arc<str> },
     /// The job changed state (a completion, a retry, a cancel, a rescue, a node-gone failure).
     JobChanged(Uuid),
     /// The job's cancellation was requested while it runs; the node running it should kill it.

@@ -5,6 +5,7 @@
 //! as microseconds since the epoch.
 
 use std::str::FromStr;
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -757,6 +758,54 @@ async fn enqueue_plain(
     Ok(outcomes)
 }
 
+/// The claim: the best `?4` runnable jobs (queued, ready, for any node or this one, and for a
+/// workspace only its first queued job while it runs nothing). `{scope}` narrows the candidates
+/// (to the workspaces of [`Store::claim_heads`]).
+const CLAIM: &str = "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?1, \
+         lease_owner = ?2, lease_expires_at = ?3 \
+     WHERE seq IN ( \
+         SELECT j.seq FROM jobs j \
+         WHERE j.state = 'queued' AND j.run_after <= ?1 {scope}\
+           AND (j.node IS NULL OR j.node = ?2) \
+           AND (j.workspace IS NULL OR ( \
+               NOT EXISTS (SELECT 1 FROM jobs r \
+                           WHERE r.workspace = j.workspace AND r.state = 'running') \
+               AND j.seq = (SELECT h.seq FROM jobs h \
+                            WHERE h.workspace = j.workspace AND h.state = 'queued' \
+                            ORDER BY h.priority DESC, h.seq LIMIT 1))) \
+         ORDER BY j.priority DESC, j.seq LIMIT ?4) \
+     RETURNING *";
+
+impl SqliteStore {
+    /// Runs one claim statement ([`CLAIM`] with its scope), `workspaces` bound as `?5`.
+    async fn claim_with(
+        &self,
+        sql: &'static str,
+        node: &str,
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+        workspaces: Option<String>,
+    ) -> Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        // One statement, atomic on its own: no BEGIN/COMMIT round trips.
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql))
+            .bind(ts(now))
+            .bind(node)
+            .bind(ts(super::lease_until(now, lease)))
+            .bind(i64::from(limit));
+        if let Some(workspaces) = workspaces {
+            query = query.bind(workspaces);
+        }
+        let rows = query.fetch_all(&self.writer).await?;
+        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
+        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
+        Ok(jobs)
+    }
+}
+
 #[async_trait]
 impl Store for SqliteStore {
     fn backend(&self) -> Backend {
@@ -861,35 +910,30 @@ impl Store for SqliteStore {
         now: DateTime<Utc>,
         lease: Duration,
     ) -> Result<Vec<Job>> {
-        if limit == 0 {
+        static SQL: LazyLock<String> = LazyLock::new(|| CLAIM.replace("{scope}", ""));
+        self.claim_with(&SQL, node, limit, now, lease, None).await
+    }
+
+    async fn claim_heads(
+        &self,
+        node: &str,
+        workspaces: &[String],
+        limit: u32,
+        now: DateTime<Utc>,
+        lease: Duration,
+    ) -> Result<Vec<Job>> {
+        static SQL: LazyLock<String> = LazyLock::new(|| {
+            CLAIM.replace(
+                "{scope}",
+                "AND j.workspace IN (SELECT value FROM json_each(?5)) ",
+            )
+        });
+        if workspaces.is_empty() {
             return Ok(Vec::new());
         }
-        // One statement, atomic on its own: no BEGIN/COMMIT round trips.
-        let rows = sqlx::query(
-            "UPDATE jobs SET state = 'running', attempts = attempts + 1, started_at = ?1, \
-                 lease_owner = ?2, lease_expires_at = ?3 \
-             WHERE seq IN ( \
-                 SELECT j.seq FROM jobs j \
-                 WHERE j.state = 'queued' AND j.run_after <= ?1 \
-                   AND (j.node IS NULL OR j.node = ?2) \
-                   AND (j.workspace IS NULL OR ( \
-                       NOT EXISTS (SELECT 1 FROM jobs r \
-                                   WHERE r.workspace = j.workspace AND r.state = 'running') \
-                       AND j.seq = (SELECT h.seq FROM jobs h \
-                                    WHERE h.workspace = j.workspace AND h.state = 'queued' \
-                                    ORDER BY h.priority DESC, h.seq LIMIT 1))) \
-                 ORDER BY j.priority DESC, j.seq LIMIT ?4) \
-             RETURNING *",
-        )
-        .bind(ts(now))
-        .bind(node)
-        .bind(ts(super::lease_until(now, lease)))
-        .bind(i64::from(limit))
-        .fetch_all(&self.writer)
-        .await?;
-        let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
-        Ok(jobs)
+        let workspaces = json_text(&workspaces);
+        self.claim_with(&SQL, node, limit, now, lease, Some(workspaces))
+            .await
     }
 
     async fn heartbeat(
@@ -970,7 +1014,9 @@ impl Store for SqliteStore {
         }
         if !written.is_empty() {
             // A finished job may unblock the next job of its workspace.
-            self.signals.hub.send(Signal::JobsReady);
+            self.signals
+                .hub
+                .send(Signal::JobsFinished { node: node.into() });
         }
         Ok(written)
     }

@@ -121,6 +121,64 @@ impl Harness {
     }
 }
 
+/// While a node's own completions keep it busy, its claims look only at the workspaces it just
+/// freed; anything else that may have become claimable must make the next claim look at every
+/// workspace. Here a chain of jobs in one workspace keeps the node's completions coming (its
+/// claims come back short: three of four permits stay free); a job of another workspace,
+/// enqueued meanwhile, starts at once, long before the chain ends (the poll, the backstop, is a
+/// minute away).
+#[actix_web::test]
+async fn work_enqueued_while_a_workspace_chain_runs_is_claimed_next() {
+    let h = harness_with(PoolConfig {
+        node_id: "test-node".into(),
+        concurrency: 4,
+        poll_interval: Duration::from_secs(60),
+        ..PoolConfig::default()
+    })
+    .await;
+    let mut chain = Vec::new();
+    for n in 0..30 {
+        chain.push(
+            h.enqueue(Some("t/chain"), json!({"n": n, "sleep_ms": 20}), 1)
+                .await,
+        );
+    }
+    // Let the chain get going, so the node is in the middle of its own completions.
+    h.finished(chain[2]).await;
+    let mut urgent = NewJob::new("t", "test", json!({"n": "urgent"}));
+    urgent.workspace = Some("t/other".into());
+    urgent.priority = 10;
+    let audit = Caller::internal("t").entry("test", None, None, "accepted", None);
+    let urgent = h.queue.enqueue(urgent, audit).await.unwrap().job.id;
+    let urgent = h.finished(urgent).await;
+    assert_eq!(urgent.state, JobState::Succeeded);
+    let last = h.finished(*chain.last().unwrap()).await;
+    assert!(
+        urgent.started_at < last.started_at,
+        "the urgent job waited for the whole chain"
+    );
+    let done_before = h
+        .queue
+        .store()
+        .list_jobs(&store::JobFilter {
+            workspace: Some("t/chain".into()),
+            tenant: Some("t".into()),
+            state: Some(JobState::Succeeded),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .filter(|j| j.finished_at <= urgent.started_at)
+        .count();
+    assert!(
+        done_before < 10,
+        "{done_before} chain jobs finished before the urgent one started"
+    );
+    h.pool.shutdown(Duration::from_secs(5)).await;
+}
+
 #[actix_web::test]
 async fn a_panicking_job_fails_and_its_workspace_keeps_working() {
     let h = harness().await;

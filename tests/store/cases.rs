@@ -1469,7 +1469,12 @@ pub async fn signals_announce_each_commit(t: TestStore) {
         .await
         .unwrap();
     expect_signal(&mut rx, Signal::JobChanged(running.id), "completion").await;
-    expect_signal(&mut rx, Signal::JobsReady, "a workspace freed").await;
+    expect_signal(
+        &mut rx,
+        Signal::JobsFinished { node: "n1".into() },
+        "a workspace freed, naming the node that freed it",
+    )
+    .await;
 
     // A rolled-back write signals nothing: a taken sandbox name refuses the enqueue.
     let first = creating("t1", "taken");
@@ -1513,6 +1518,12 @@ pub async fn signals_announce_each_commit(t: TestStore) {
         "another node's completion",
     )
     .await;
+    expect_signal(
+        &mut rx,
+        Signal::JobsFinished { node: "n2".into() },
+        "another node's completion, naming it",
+    )
+    .await;
 
     // The listener survives losing its connection: it says so (resync) and hears again.
     let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
@@ -1543,6 +1554,90 @@ fn bound(workspace: Option<&str>, node: Option<&str>) -> NewJob {
     let mut j = job("t1", workspace);
     j.node = node.map(str::to_string);
     j
+}
+
+/// `claim_heads` takes the heads of the named workspaces that a full claim could take, best
+/// first and up to its limit, and nothing else: not a later job of a named workspace, not the
+/// head of a workspace that runs a job, is not ready or is bound to another node, not a job
+/// without a workspace, not another workspace's head.
+pub async fn claim_heads_takes_only_the_named_workspaces_heads(t: TestStore) {
+    let s = t.store.as_ref();
+    let first = put(s, job("t1", Some("t1/a"))).await;
+    put(s, job("t1", Some("t1/a"))).await;
+    let mut urgent = job("t1", Some("t1/b"));
+    urgent.priority = 5;
+    let urgent = put(s, urgent).await;
+    let busy = put(s, job("t1", Some("t1/busy"))).await;
+    assert_eq!(claim(s, "n1", 1).await[0].id, urgent.id);
+    // Claimed in the claim's order: `urgent` first, then `first`, then `busy`.
+    let running: Vec<Uuid> = claim(s, "n1", 2).await.iter().map(|j| j.id).collect();
+    assert_eq!(running, vec![first.id, busy.id]);
+    s.complete("n1", &[ok(first.id), ok(urgent.id)], Utc::now())
+        .await
+        .unwrap();
+    put(s, job("t1", Some("t1/busy"))).await;
+    let mut later = job("t1", Some("t1/later"));
+    later.run_after = Utc::now() + chrono::Duration::seconds(60);
+    put(s, later).await;
+    put(s, bound(Some("t1/elsewhere"), Some("n2"))).await;
+    put(s, job("t1", None)).await;
+    let unnamed = put(s, job("t1", Some("t1/unnamed"))).await;
+    let mut best_b = job("t1", Some("t1/b"));
+    best_b.priority = 3;
+    let best_b = put(s, best_b).await;
+
+    let named: Vec<String> = [
+        "t1/a",
+        "t1/b",
+        "t1/busy",
+        "t1/later",
+        "t1/elsewhere",
+        "t1/none",
+    ]
+    .map(String::from)
+    .to_vec();
+    let none = s
+        .claim_heads("n1", &named, 0, Utc::now(), LEASE)
+        .await
+        .unwrap();
+    assert!(none.is_empty());
+    let one = s
+        .claim_heads("n1", &named, 1, Utc::now(), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(
+        one.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![best_b.id]
+    );
+    assert_eq!(one[0].state, JobState::Running);
+    assert_eq!(one[0].lease_owner.as_deref(), Some("n1"));
+    let rest = s
+        .claim_heads("n1", &named, 10, Utc::now(), LEASE)
+        .await
+        .unwrap();
+    assert_eq!(rest.len(), 1, "{rest:?}");
+    assert_eq!(rest[0].workspace.as_deref(), Some("t1/a"));
+    assert!(
+        rest[0].seq > first.seq,
+        "the next job of `t1/a`, now its head"
+    );
+    // `t1/b` runs `best_b` now, `t1/a` its second job: nothing named is left to take.
+    assert!(
+        s.claim_heads("n1", &named, 10, Utc::now(), LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(
+        s.claim_heads("n1", &[], 10, Utc::now(), LEASE)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    // What a full claim still finds was never named: the free job and `t1/unnamed`'s head.
+    let full: Vec<Uuid> = claim(s, "n1", 10).await.iter().map(|j| j.id).collect();
+    assert_eq!(full.len(), 2, "{full:?}");
+    assert!(full.contains(&unnamed.id));
 }
 
 pub async fn claims_leave_jobs_bound_to_other_nodes(t: TestStore) {

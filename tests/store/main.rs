@@ -104,6 +104,7 @@ conformance!(
     oldest_runnable_ignores_jobs_behind_their_workspace_and_future_retries,
     signals_announce_each_commit,
     claims_leave_jobs_bound_to_other_nodes,
+    claim_heads_takes_only_the_named_workspaces_heads,
     queued_jobs_of_gone_nodes_fail,
     a_reused_idempotency_key_with_other_arguments_is_refused,
     prune_goes_in_bounded_batches_and_frees_idempotency_keys,
