@@ -112,17 +112,33 @@ async fn run(
             }
         };
         let mut written: HashMap<Uuid, Written> = written.into_iter().map(|w| (w.id, w)).collect();
+        // The dispatcher first: the permits and the `Finished` reports go out, and the completer
+        // yields, so that the next claim is on its way to the database while these outcomes are
+        // published (measured: the node's one thread did this bookkeeping for every outcome
+        // before the dispatcher could claim again, and the database sat idle 1-3 ms each time).
+        let mut done = Vec::with_capacity(batch.len());
         for pending in batch.drain(..) {
-            let id = pending.job.id;
-            let workspace = pending.job.workspace.clone();
-            queue.running().remove(id);
+            let (job, ran_for) = (pending.job, pending.ran_for);
+            drop(pending._permit);
+            queue.running().remove(job.id);
+            let _ = finished.send(Finished {
+                workspace: job.workspace.clone(),
+            });
+            done.push((job, ran_for));
+        }
+        // Finished jobs may have unblocked the next job of their workspaces (each `Finished`
+        // above names one).
+        queue.wake_after_own_completions();
+        tokio::task::yield_now().await;
+        for (claimed, ran_for) in done {
+            let id = claimed.id;
             match written.remove(&id) {
                 Some(written) => {
-                    let job = written.apply(pending.job);
+                    let job = written.apply(claimed);
                     if job.state == JobState::Queued {
                         wake_at(&queue, job.run_after);
                     }
-                    record_metrics(&metrics, &job, pending.ran_for);
+                    record_metrics(&metrics, &job, ran_for);
                     let event = if job.state.is_terminal() {
                         JobEvent::Finished(Arc::new(job))
                     } else {
@@ -136,11 +152,7 @@ async fn run(
                     queue.events().publish(id, JobEvent::Changed);
                 }
             }
-            let _ = finished.send(Finished { workspace });
         }
-        // Finished jobs may have unblocked the next job of their workspaces (each `Finished`
-        // above names one).
-        queue.wake_after_own_completions();
     }
 }
 
