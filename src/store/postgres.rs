@@ -307,6 +307,51 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
     })
 }
 
+/// The listing of [`Store::list_jobs`] (`$1` tenant, `$2` workspace, `$3` state, `$4` tool, `$5`
+/// the cursor's `seq`, `$6` the limit), newest first. No index holds every job ordered by `seq`:
+/// each claim and completion would write an entry into it, and `jobs_tenant_seq` and
+/// `jobs_workspace_state` leave running jobs out for the same reason (migration
+/// `jobs_history_indexes`). So a listing merges the jobs that are not running, from those
+/// indexes (for every tenant, the newest `$6` of each tenant: an admin's listing), with the
+/// running ones, from the running index (a few per node); a state filter reads only its part.
+fn list_jobs_sql(one_tenant: bool, state: Option<JobState>) -> &'static str {
+    const FILTERS: &str = "($2::text IS NULL OR workspace = $2) \
+         AND ($3::text IS NULL OR state = $3) AND ($4::text IS NULL OR tool = $4) \
+         AND ($5::bigint IS NULL OR seq < $5)";
+    const ONE_TENANT: &str = "(SELECT * FROM jobs WHERE tenant = $1 AND state <> 'running' \
+         AND {filters} ORDER BY seq DESC LIMIT $6)";
+    const EVERY_TENANT: &str = "(WITH RECURSIVE tenants AS ( \
+             (SELECT tenant FROM jobs WHERE state <> 'running' AND $1::text IS NULL \
+              ORDER BY tenant LIMIT 1) \
+             UNION ALL \
+             SELECT (SELECT j.tenant FROM jobs j WHERE j.state <> 'running' \
+                     AND j.tenant > t.tenant ORDER BY j.tenant LIMIT 1) \
+             FROM tenants t WHERE t.tenant IS NOT NULL) \
+         SELECT page.* FROM tenants t CROSS JOIN LATERAL ( \
+             SELECT * FROM jobs WHERE tenant = t.tenant AND state <> 'running' AND {filters} \
+             ORDER BY seq DESC LIMIT $6) page)";
+    const RUNNING: &str = "(SELECT * FROM jobs WHERE state = 'running' \
+         AND ($1::text IS NULL OR tenant = $1) AND {filters} ORDER BY seq DESC LIMIT $6)";
+    static QUERIES: LazyLock<Vec<String>> = LazyLock::new(|| {
+        let mut queries = Vec::new();
+        for history in [ONE_TENANT, EVERY_TENANT] {
+            for parts in [vec![history, RUNNING], vec![history], vec![RUNNING]] {
+                let union = parts.join(" UNION ALL ").replace("{filters}", FILTERS);
+                queries.push(format!(
+                    "SELECT * FROM ({union}) j ORDER BY seq DESC LIMIT $6"
+                ));
+            }
+        }
+        queries
+    });
+    let parts = match state {
+        None => 0,
+        Some(JobState::Running) => 2,
+        Some(_) => 1,
+    };
+    &QUERIES[usize::from(!one_tenant) * 3 + parts]
+}
+
 /// A claim's rows as jobs, in claim order.
 fn claimed_jobs(rows: &[PgRow]) -> Result<Vec<Job>> {
     let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
@@ -1341,29 +1386,7 @@ impl Store for PgStore {
     }
 
     async fn list_jobs(&self, filter: &JobFilter) -> Result<Vec<Job>> {
-        // One tenant's jobs come newest first from `jobs_tenant_seq`. Every tenant's (an
-        // admin's listing) are merged from the same index, the newest `$6` of each tenant: no
-        // index orders the whole table by `seq`, because each claim and completion would write
-        // an entry into it (see the migration `jobs_keyed_by_id`).
-        const ONE_TENANT: &str = "SELECT * FROM jobs WHERE tenant = $1 AND {filters} \
-             ORDER BY seq DESC LIMIT $6";
-        const EVERY_TENANT: &str = "WITH RECURSIVE tenants AS ( \
-                 (SELECT tenant FROM jobs WHERE $1::text IS NULL ORDER BY tenant LIMIT 1) \
-                 UNION ALL \
-                 SELECT (SELECT j.tenant FROM jobs j WHERE j.tenant > t.tenant \
-                         ORDER BY j.tenant LIMIT 1) \
-                 FROM tenants t WHERE t.tenant IS NOT NULL) \
-             SELECT page.* FROM tenants t CROSS JOIN LATERAL ( \
-                 SELECT * FROM jobs WHERE tenant = t.tenant AND {filters} \
-                 ORDER BY seq DESC LIMIT $6) page \
-             ORDER BY page.seq DESC LIMIT $6";
-        const FILTERS: &str = "($2::text IS NULL OR workspace = $2) \
-             AND ($3::text IS NULL OR state = $3) AND ($4::text IS NULL OR tool = $4) \
-             AND ($5::bigint IS NULL OR seq < $5)";
-        static QUERIES: LazyLock<[String; 2]> = LazyLock::new(|| {
-            [ONE_TENANT, EVERY_TENANT].map(|sql| sql.replace("{filters}", FILTERS))
-        });
-        let sql: &'static str = &QUERIES[usize::from(filter.tenant.is_none())];
+        let sql = list_jobs_sql(filter.tenant.is_some(), filter.state);
         let rows = sqlx::query(sqlx::AssertSqlSafe(sql))
             .bind(&filter.tenant)
             .bind(&filter.workspace)
@@ -1377,9 +1400,13 @@ impl Store for PgStore {
     }
 
     async fn has_open_job(&self, workspace: &str, tool: &str) -> Result<bool> {
+        // Queued jobs from `jobs_queued_workspace`, the running one from the running index
+        // (`jobs_workspace_state` holds no running job).
         let row = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE workspace = $1 AND tool = $2 \
-             AND state IN ('queued', 'running')) AS open",
+                            AND state = 'queued') \
+                 OR EXISTS (SELECT 1 FROM jobs WHERE workspace = $1 AND tool = $2 \
+                            AND state = 'running') AS open",
         )
         .bind(workspace)
         .bind(tool)

@@ -669,6 +669,83 @@ pub async fn list_jobs_filters_and_pages(t: TestStore) {
         queued_elsewhere.iter().map(|j| j.id).collect::<Vec<_>>(),
         expected
     );
+
+    // Running jobs are listed in their place, with and without filters (PostgreSQL keeps them
+    // out of its history indexes and reads them from the running index).
+    let running: Vec<Uuid> = claim(s, "n1", 3).await.iter().map(|j| j.id).collect();
+    assert_eq!(running.len(), 3);
+    assert!(
+        running.contains(&ids[0]),
+        "the oldest job of `t1/even` runs"
+    );
+    let ids_of = |jobs: Vec<Job>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
+    let all_t1 = ids_of(s.list_jobs(&page(None, 100)).await.unwrap());
+    assert_eq!(all_t1, ids.iter().rev().copied().collect::<Vec<_>>());
+    let every_tenant = JobFilter {
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let everyone_again = ids_of(s.list_jobs(&every_tenant).await.unwrap());
+    assert_eq!(everyone_again, ids_of(everyone.clone()));
+    let only_running = JobFilter {
+        state: Some(JobState::Running),
+        limit: 100,
+        ..JobFilter::default()
+    };
+    let mut running_listed = ids_of(s.list_jobs(&only_running).await.unwrap());
+    running_listed.sort();
+    let mut running_sorted = running.clone();
+    running_sorted.sort();
+    assert_eq!(running_listed, running_sorted);
+    let even_running = s
+        .list_jobs(&JobFilter {
+            tenant: Some("t1".into()),
+            workspace: Some("t1/even".into()),
+            state: Some(JobState::Running),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(even_running), vec![ids[0]]);
+    let even_now = s
+        .list_jobs(&JobFilter {
+            tenant: Some("t1".into()),
+            workspace: Some("t1/even".into()),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        even_now.len(),
+        4,
+        "a running job is still its workspace's job"
+    );
+    assert_eq!(even_now.last().unwrap().id, ids[0]);
+    let queued_t1 = s
+        .list_jobs(&JobFilter {
+            tenant: Some("t1".into()),
+            state: Some(JobState::Queued),
+            limit: 100,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert!(queued_t1.iter().all(|j| !running.contains(&j.id)));
+    let t1_running = running.iter().filter(|id| ids.contains(id)).count();
+    assert_eq!(queued_t1.len() + t1_running, 7);
+    // An open job is queued or running: `t1/even`'s create_sandbox job runs.
+    assert!(s.has_open_job("t1/even", "create_sandbox").await.unwrap());
+    let running_page = s
+        .list_jobs(&JobFilter {
+            before_seq: Some(everyone[0].seq),
+            limit: 2,
+            ..JobFilter::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(ids_of(running_page), ids_of(everyone[1..3].to_vec()));
 }
 
 pub async fn output_is_replayed_in_order(t: TestStore) {
