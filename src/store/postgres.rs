@@ -274,34 +274,32 @@ impl PgStore {
 }
 
 fn job_from_row(row: &PgRow) -> Result<Job> {
-    let state: String = row.try_get("state")?;
+    // The columns a completion writes are decoded in one place, `written_from_row`.
+    let written = written_from_row(row)?;
     Ok(Job {
-        id: row.try_get("id")?,
+        id: written.id,
         seq: row.try_get("seq")?,
         tenant: row.try_get("tenant")?,
         workspace: row.try_get("workspace")?,
         tool: row.try_get("tool")?,
         arguments: row.try_get("arguments")?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
+        state: written.state,
         priority: row.try_get("priority")?,
         attempts: row.try_get("attempts")?,
         max_attempts: row.try_get("max_attempts")?,
         retry_safe: row.try_get("retry_safe")?,
         timeout_s: row.try_get("timeout_s")?,
-        run_after: row.try_get("run_after")?,
+        run_after: written.run_after,
         created_at: row.try_get("created_at")?,
         started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
+        finished_at: written.finished_at,
         lease_owner: row.try_get("lease_owner")?,
         lease_expires_at: row.try_get("lease_expires_at")?,
-        cancel_requested: row.try_get("cancel_requested")?,
+        cancel_requested: written.cancel_requested,
         idempotency_key: row.try_get("idempotency_key")?,
-        result: row.try_get("result")?,
-        error: row
-            .try_get::<Option<Json<JobError>>, _>("error")?
-            .map(|j| j.0),
-        exit_code: row.try_get("exit_code")?,
+        result: written.result,
+        error: written.error,
+        exit_code: written.exit_code,
         request_id: row.try_get("request_id")?,
         node: row.try_get("node")?,
     })

@@ -233,41 +233,34 @@ fn written_from_row(row: &SqliteRow) -> Result<Written> {
 }
 
 fn job_from_row(row: &SqliteRow) -> Result<Job> {
-    let id: String = row.try_get("id")?;
-    let state: String = row.try_get("state")?;
+    // The columns a completion writes are decoded in one place, `written_from_row`.
+    let written = written_from_row(row)?;
     Ok(Job {
-        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("jobs.id: {e}")))?,
+        id: written.id,
         seq: row.try_get("seq")?,
         tenant: row.try_get("tenant")?,
         workspace: row.try_get("workspace")?,
         tool: row.try_get("tool")?,
         arguments: parse_json("jobs.arguments", &row.try_get::<String, _>("arguments")?)?,
-        state: JobState::parse(&state)
-            .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
+        state: written.state,
         priority: row.try_get("priority")?,
         attempts: row.try_get("attempts")?,
         max_attempts: row.try_get("max_attempts")?,
         retry_safe: row.try_get("retry_safe")?,
         timeout_s: row.try_get("timeout_s")?,
-        run_after: from_ts(row.try_get("run_after")?),
+        run_after: written.run_after,
         created_at: from_ts(row.try_get("created_at")?),
         started_at: row.try_get::<Option<i64>, _>("started_at")?.map(from_ts),
-        finished_at: row.try_get::<Option<i64>, _>("finished_at")?.map(from_ts),
+        finished_at: written.finished_at,
         lease_owner: row.try_get("lease_owner")?,
         lease_expires_at: row
             .try_get::<Option<i64>, _>("lease_expires_at")?
             .map(from_ts),
-        cancel_requested: row.try_get("cancel_requested")?,
+        cancel_requested: written.cancel_requested,
         idempotency_key: row.try_get("idempotency_key")?,
-        result: row
-            .try_get::<Option<String>, _>("result")?
-            .map(|t| parse_json("jobs.result", &t))
-            .transpose()?,
-        error: row
-            .try_get::<Option<String>, _>("error")?
-            .map(|t| parse_json("jobs.error", &t))
-            .transpose()?,
-        exit_code: row.try_get("exit_code")?,
+        result: written.result,
+        error: written.error,
+        exit_code: written.exit_code,
         request_id: row.try_get("request_id")?,
         node: row.try_get("node")?,
     })

@@ -679,60 +679,35 @@ pub async fn list_jobs_filters_and_pages(t: TestStore) {
         "the oldest job of `t1/even` runs"
     );
     let ids_of = |jobs: Vec<Job>| jobs.iter().map(|j| j.id).collect::<Vec<_>>();
-    let all_t1 = ids_of(s.list_jobs(&page(None, 100)).await.unwrap());
+    let listed = |tenant: Option<&str>, workspace: Option<&str>, state: Option<JobState>| {
+        let filter = JobFilter {
+            tenant: tenant.map(str::to_string),
+            workspace: workspace.map(str::to_string),
+            state,
+            limit: 100,
+            ..JobFilter::default()
+        };
+        async move { ids_of(s.list_jobs(&filter).await.unwrap()) }
+    };
+    let all_t1 = listed(Some("t1"), None, None).await;
     assert_eq!(all_t1, ids.iter().rev().copied().collect::<Vec<_>>());
-    let every_tenant = JobFilter {
-        limit: 100,
-        ..JobFilter::default()
-    };
-    let everyone_again = ids_of(s.list_jobs(&every_tenant).await.unwrap());
-    assert_eq!(everyone_again, ids_of(everyone.clone()));
-    let only_running = JobFilter {
-        state: Some(JobState::Running),
-        limit: 100,
-        ..JobFilter::default()
-    };
-    let mut running_listed = ids_of(s.list_jobs(&only_running).await.unwrap());
+    assert_eq!(listed(None, None, None).await, ids_of(everyone.clone()));
+    let mut running_listed = listed(None, None, Some(JobState::Running)).await;
     running_listed.sort();
     let mut running_sorted = running.clone();
     running_sorted.sort();
     assert_eq!(running_listed, running_sorted);
-    let even_running = s
-        .list_jobs(&JobFilter {
-            tenant: Some("t1".into()),
-            workspace: Some("t1/even".into()),
-            state: Some(JobState::Running),
-            limit: 100,
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
-    assert_eq!(ids_of(even_running), vec![ids[0]]);
-    let even_now = s
-        .list_jobs(&JobFilter {
-            tenant: Some("t1".into()),
-            workspace: Some("t1/even".into()),
-            limit: 100,
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
+    let even_running = listed(Some("t1"), Some("t1/even"), Some(JobState::Running)).await;
+    assert_eq!(even_running, vec![ids[0]]);
+    let even_now = listed(Some("t1"), Some("t1/even"), None).await;
     assert_eq!(
         even_now.len(),
         4,
         "a running job is still its workspace's job"
     );
-    assert_eq!(even_now.last().unwrap().id, ids[0]);
-    let queued_t1 = s
-        .list_jobs(&JobFilter {
-            tenant: Some("t1".into()),
-            state: Some(JobState::Queued),
-            limit: 100,
-            ..JobFilter::default()
-        })
-        .await
-        .unwrap();
-    assert!(queued_t1.iter().all(|j| !running.contains(&j.id)));
+    assert_eq!(*even_now.last().unwrap(), ids[0]);
+    let queued_t1 = listed(Some("t1"), None, Some(JobState::Queued)).await;
+    assert!(queued_t1.iter().all(|id| !running.contains(id)));
     let t1_running = running.iter().filter(|id| ids.contains(id)).count();
     assert_eq!(queued_t1.len() + t1_running, 7);
     // An open job is queued or running: `t1/even`'s create_sandbox job runs.
