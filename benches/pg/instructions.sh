@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Counts the instructions PostgreSQL executes to claim and complete no-op jobs, with the claim
+# Counts the instructions PostgreSQL executes to claim and complete no-op jobs (the whole backend,
+# and the claim and completion statements alone), with the claim
 # and completion statements and the migrations of each given revision: a deterministic
 # measure (valgrind's callgrind counts instructions, not seconds) for comparing statement
 # changes on a machine too noisy to time them.  Usage:
@@ -35,8 +36,8 @@ migrations_of() {
   else git -C "$ROOT" ls-tree --name-only "$1" migrations/postgres/ | grep '\.sql$'; fi
 }
 
-echo "| revision | workload | instructions per job (claim + completion) |"
-echo "|---|---|---:|"
+echo "| revision | workload | instructions per job (whole backend) | of which the claim and completion statements |"
+echo "|---|---|---:|---:|"
 for rev in "$@"; do
   db="rev_$(echo "$rev" | tr "A-Z" "a-z" | tr -c "a-z0-9\n" _)"
   "${PSQL[@]}" -c "CREATE DATABASE $db"
@@ -58,7 +59,11 @@ SQL
     [ "$left" = 0 ] || { echo "$rev: $left jobs not worked off" >&2; exit 1; }
     for _ in $(seq 1 30); do [ -s "$WORK/cg.$pid" ] && break; sleep 1; done
     total="$(awk '/^(summary|totals):/ {print $2; exit}' "$WORK/cg.$pid")"
+    # The prepared statements alone (EXECUTE, parameters included), without the script's own
+    # statement that builds each completion batch from the running jobs.
+    statements="$(callgrind_annotate --inclusive=yes "$WORK/cg.$pid" 2>/dev/null |
+      awk '/[?]{3}:ExecuteQuery \[/ && !seen {gsub(",", "", $1); print $1; seen = 1}')"
     label=$([ "$ws" -gt 0 ] && echo "B ($JOBS jobs, $ws workspaces)" || echo "A ($JOBS jobs, no workspace)")
-    echo "| $rev | $label | $(( total / JOBS )) |"
+    echo "| $rev | $label | $(( total / JOBS )) | $(( ${statements:-0} / JOBS )) |"
   done
 done

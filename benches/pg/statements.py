@@ -27,7 +27,8 @@ def main():
     src = sys.stdin.read()
     claim = const(src, "CLAIM").replace("{heads}", const(src, "CLAIM_HEADS_ALL"))
     claim = claim.replace("{free}", "TRUE")
-    complete = literal(src, src.index("async fn complete("))
+    start = src.index("async fn complete(")
+    complete = literal(src, src.index("sqlx::query(", start))
     # Prepared and executed as the server's driver does, on the plans the revision's server
     # gets: generic ones where its hot pool forces them, else PostgreSQL's choice.
     mode = "force_generic_plan" if "force_generic_plan" in src else "auto"
@@ -35,17 +36,33 @@ def main():
     print("SELECT pg_backend_pid();")
     print(f"SET plan_cache_mode = {mode};")
     print("PREPARE claim (timestamptz, text, timestamptz, bigint, bigint) AS " + claim + ";")
-    print("PREPARE complete (jsonb, timestamptz, text, text, text) AS "
-          + complete.replace("$1::jsonb", "$1") + ";")
     # The completer's batch: every running job succeeded, as the bench's no-op jobs do (built
-    # by a statement of its own and sent back as a parameter, as the completer sends it).
-    batch = ("SELECT COALESCE(jsonb_agg(jsonb_build_object('id', id, 'state', 'succeeded', "
-             "'result', '{}'::jsonb, 'error', NULL, 'exit_code', NULL, 'run_after', NULL)), "
-             "'[]') AS batch FROM jobs WHERE state = 'running' \\gset")
+    # by a statement of its own and sent back as parameters, as the completer sends them): one
+    # JSON document in revisions that read it with `jsonb_to_recordset`, else one array per
+    # column.
+    if "jsonb_to_recordset" in complete:
+        print("PREPARE complete (jsonb, timestamptz, text, text, text) AS "
+              + complete.replace("$1::jsonb", "$1") + ";")
+        batch = ("SELECT COALESCE(jsonb_agg(jsonb_build_object('id', id, 'state', 'succeeded', "
+                 "'result', '{}'::jsonb, 'error', NULL, 'exit_code', NULL, 'run_after', NULL)), "
+                 "'[]') AS batch FROM jobs WHERE state = 'running' \\gset")
+        execute = ("EXECUTE complete (:'batch', now(), 'bench-node', 'daytona_mcp_done', "
+                   "'daytona_mcp_jobs');")
+    else:
+        print("PREPARE complete (uuid[], text[], jsonb[], jsonb[], integer[], timestamptz[], "
+              "timestamptz, text, text, text) AS " + complete + ";")
+        batch = ("SELECT COALESCE(array_agg(id), '{}') AS ids, "
+                 "COALESCE(array_agg('succeeded'::text), '{}') AS states, "
+                 "COALESCE(array_agg('{}'::jsonb), '{}') AS results, "
+                 "COALESCE(array_agg(NULL::jsonb), '{}') AS errors, "
+                 "COALESCE(array_agg(NULL::integer), '{}') AS exit_codes, "
+                 "COALESCE(array_agg(NULL::timestamptz), '{}') AS run_afters "
+                 "FROM jobs WHERE state = 'running' \\gset")
+        execute = ("EXECUTE complete (:'ids', :'states', :'results', :'errors', :'exit_codes', "
+                   ":'run_afters', now(), 'bench-node', 'daytona_mcp_done', 'daytona_mcp_jobs');")
     for _ in range(cycles):
         print(f"EXECUTE claim (now(), 'bench-node', now() + interval '1 minute', {size}, 0);")
         print(batch)
-        print("EXECUTE complete (:'batch', now(), 'bench-node', 'daytona_mcp_done', "
-              "'daytona_mcp_jobs');")
+        print(execute)
 
 main()

@@ -317,9 +317,9 @@ impl Finish {
     }
 }
 
-/// One completion as the columns it writes. A batch of these, serialized as a JSON array, is
-/// applied by a single statement (`json_each` on SQLite, `jsonb_to_recordset` on PostgreSQL):
-/// one round trip per batch instead of one per job.
+/// One completion as the columns it writes. A batch of these is applied by a single statement,
+/// one round trip per batch instead of one per job: SQLite reads it as a JSON array
+/// (`json_each`), PostgreSQL as one array per column (`unnest`).
 #[derive(Debug, Serialize)]
 pub struct CompletionRow<'a> {
     pub id: String,

@@ -1314,7 +1314,26 @@ impl Store for PgStore {
         if completions.is_empty() {
             return Ok(Vec::new());
         }
+        // The batch as one array per column (binary uuids, states, outcomes, exit codes and
+        // retry times): parsing it as one JSON document cost PostgreSQL 7 % of its instructions
+        // per job. U+0000 becomes U+FFFD in outcomes, as everywhere in `jsonb`.
         let rows: Vec<_> = completions.iter().map(Completion::row).collect();
+        let ids: Vec<Uuid> = completions.iter().map(|c| c.id).collect();
+        let states: Vec<&str> = rows.iter().map(|r| r.state).collect();
+        let results: Vec<Option<Value>> = rows
+            .iter()
+            .map(|r| r.result.map(|v| jsonb_safe(v.clone())))
+            .collect();
+        let errors: Vec<Option<Value>> = rows
+            .iter()
+            .map(|r| {
+                r.error
+                    .as_ref()
+                    .map(|e| jsonb_safe(serde_json::to_value(e).expect("job errors serialize")))
+            })
+            .collect();
+        let exit_codes: Vec<Option<i32>> = rows.iter().map(|r| r.exit_code).collect();
+        let run_afters: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.run_after).collect();
         // One statement, so one round trip and one commit for the whole batch: the update, a
         // `done` notice per written job, and one `jobs` notice naming this node (a finished job
         // may unblock the next job of its workspace for another node; this node's dispatcher
@@ -1323,7 +1342,7 @@ impl Store for PgStore {
             "WITH written AS ( \
                  UPDATE jobs SET \
                      state = c.state, \
-                     finished_at = CASE WHEN c.state = 'queued' THEN jobs.finished_at ELSE $2 END, \
+                     finished_at = CASE WHEN c.state = 'queued' THEN jobs.finished_at ELSE $7 END, \
                      result = CASE WHEN c.state = 'queued' THEN jobs.result ELSE c.result END, \
                      error = c.error, \
                      exit_code = CASE WHEN c.state = 'queued' THEN jobs.exit_code \
@@ -1332,19 +1351,23 @@ impl Store for PgStore {
                      cancel_requested = CASE WHEN c.state = 'queued' THEN FALSE \
                                              ELSE jobs.cancel_requested END, \
                      lease_owner = NULL, lease_expires_at = NULL \
-                 FROM jsonb_to_recordset($1::jsonb) AS c(id uuid, state text, result jsonb, \
-                      error jsonb, exit_code integer, run_after timestamptz) \
-                 WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $3 \
+                 FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::integer[], \
+                             $6::timestamptz[]) \
+                      AS c(id, state, result, error, exit_code, run_after) \
+                 WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $8 \
                  RETURNING jobs.id, jobs.state, jobs.run_after, jobs.finished_at, \
                      jobs.cancel_requested, jobs.result, jobs.error, jobs.exit_code), \
              notices AS ( \
-                 SELECT count(pg_notify($4, id::text)) + count(pg_notify($5, $3)) AS n \
+                 SELECT count(pg_notify($9, id::text)) + count(pg_notify($10, $8)) AS n \
                  FROM written) \
              SELECT written.* FROM written, notices",
         )
-        .bind(jsonb_safe(
-            serde_json::to_value(&rows).expect("completions serialize"),
-        ))
+        .bind(ids)
+        .bind(states)
+        .bind(results)
+        .bind(errors)
+        .bind(exit_codes)
+        .bind(run_afters)
         .bind(now)
         .bind(node)
         .bind(CHANNEL_DONE)
