@@ -112,8 +112,9 @@ impl Dispatcher {
                     self.on_finished(done);
                     self.drain_finished();
                 }
-                // The backstop: jobs whose `run_after` came, signals that never arrived.
-                _ = tokio::time::sleep(self.poll_interval) => self.full_claim_due = true,
+                // The backstop (a poll_interval since the last full claim makes the next one
+                // full): jobs whose `run_after` came, signals that never arrived.
+                _ = tokio::time::sleep(self.poll_interval) => {}
                 _ = reap.tick() => self.reap_idle(),
             }
         }

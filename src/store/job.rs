@@ -322,7 +322,7 @@ impl Finish {
 /// (`json_each`), PostgreSQL as one array per column (`unnest`).
 #[derive(Debug, Serialize)]
 pub struct CompletionRow<'a> {
-    pub id: String,
+    pub id: Uuid,
     pub state: &'static str,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<&'a Value>,
@@ -330,10 +330,10 @@ pub struct CompletionRow<'a> {
     pub error: Option<JobError>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub exit_code: Option<i32>,
-    /// For a retry: when the job may run again (RFC 3339, for PostgreSQL)…
-    #[serde(skip_serializing_if = "Option::is_none")]
+    /// For a retry: when the job may run again (PostgreSQL binds it as it is)…
+    #[serde(skip)]
     pub run_after: Option<DateTime<Utc>>,
-    /// …and the same instant in microseconds since the epoch (for SQLite).
+    /// …and the same instant in microseconds since the epoch (SQLite reads it from the JSON).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub run_after_us: Option<i64>,
 }
@@ -342,7 +342,7 @@ impl Completion {
     /// The columns this completion writes.
     pub fn row(&self) -> CompletionRow<'_> {
         let mut row = CompletionRow {
-            id: self.id.to_string(),
+            id: self.id,
             state: self.finish.state().as_str(),
             result: None,
             error: None,
@@ -387,6 +387,12 @@ impl Completion {
 pub struct Completion {
     pub id: Uuid,
     pub finish: Finish,
+}
+
+/// Puts claimed jobs in claim order: priority first, then `seq` (both stores' claims return rows
+/// in no particular order).
+pub(crate) fn sort_in_claim_order(jobs: &mut [Job]) {
+    jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
 }
 
 /// What a completion wrote to one job, read back as stored (a NUL in an outcome comes back as

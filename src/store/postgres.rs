@@ -318,6 +318,7 @@ fn list_jobs_sql(one_tenant: bool, state: Option<JobState>) -> &'static str {
          AND ($5::bigint IS NULL OR seq < $5)";
     const ONE_TENANT: &str = "(SELECT * FROM jobs WHERE tenant = $1 AND state <> 'running' \
          AND {filters} ORDER BY seq DESC LIMIT $6)";
+    // `$1::text IS NULL` (always true here) gives `$1` its type when no other part names it.
     const EVERY_TENANT: &str = "(WITH RECURSIVE tenants AS ( \
              (SELECT tenant FROM jobs WHERE state <> 'running' AND $1::text IS NULL \
               ORDER BY tenant LIMIT 1) \
@@ -330,30 +331,28 @@ fn list_jobs_sql(one_tenant: bool, state: Option<JobState>) -> &'static str {
              ORDER BY seq DESC LIMIT $6) page)";
     const RUNNING: &str = "(SELECT * FROM jobs WHERE state = 'running' \
          AND ($1::text IS NULL OR tenant = $1) AND {filters} ORDER BY seq DESC LIMIT $6)";
-    static QUERIES: LazyLock<Vec<String>> = LazyLock::new(|| {
-        let mut queries = Vec::new();
-        for history in [ONE_TENANT, EVERY_TENANT] {
-            for parts in [vec![history, RUNNING], vec![history], vec![RUNNING]] {
+    // By tenant scope (one, every), then by the parts a state filter needs (both, the jobs
+    // that are not running, the running ones).
+    static QUERIES: LazyLock<[[String; 3]; 2]> = LazyLock::new(|| {
+        [ONE_TENANT, EVERY_TENANT].map(|history| {
+            [vec![history, RUNNING], vec![history], vec![RUNNING]].map(|parts| {
                 let union = parts.join(" UNION ALL ").replace("{filters}", FILTERS);
-                queries.push(format!(
-                    "SELECT * FROM ({union}) j ORDER BY seq DESC LIMIT $6"
-                ));
-            }
-        }
-        queries
+                format!("SELECT * FROM ({union}) j ORDER BY seq DESC LIMIT $6")
+            })
+        })
     });
     let parts = match state {
         None => 0,
         Some(JobState::Running) => 2,
         Some(_) => 1,
     };
-    &QUERIES[usize::from(!one_tenant) * 3 + parts]
+    &QUERIES[usize::from(!one_tenant)][parts]
 }
 
 /// A claim's rows as jobs, in claim order.
 fn claimed_jobs(rows: &[PgRow]) -> Result<Vec<Job>> {
     let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-    jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
+    super::job::sort_in_claim_order(&mut jobs);
     Ok(jobs)
 }
 
@@ -1318,7 +1317,7 @@ impl Store for PgStore {
         // retry times): parsing it as one JSON document cost PostgreSQL 7 % of its instructions
         // per job. U+0000 becomes U+FFFD in outcomes, as everywhere in `jsonb`.
         let rows: Vec<_> = completions.iter().map(Completion::row).collect();
-        let ids: Vec<Uuid> = completions.iter().map(|c| c.id).collect();
+        let ids: Vec<Uuid> = rows.iter().map(|r| r.id).collect();
         let states: Vec<&str> = rows.iter().map(|r| r.state).collect();
         let results: Vec<Option<Value>> = rows
             .iter()

@@ -794,7 +794,7 @@ impl SqliteStore {
         }
         let rows = query.fetch_all(&self.writer).await?;
         let mut jobs = rows.iter().map(job_from_row).collect::<Result<Vec<_>>>()?;
-        jobs.sort_by_key(|j| (std::cmp::Reverse(j.priority), j.seq));
+        super::job::sort_in_claim_order(&mut jobs);
         Ok(jobs)
     }
 }
