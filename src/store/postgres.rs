@@ -33,27 +33,40 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 // The channels of the wake-up stream (see `signals.rs`). Only this file knows them.
 /// Jobs may have become runnable (payload empty).
 const CHANNEL_JOBS: &str = "daytona_mcp_jobs";
-/// A job changed state (payload: job id).
+/// Jobs changed state (payload: job ids separated by commas; see [`DONE_IDS_PER_NOTICE`]).
 const CHANNEL_DONE: &str = "daytona_mcp_done";
+/// Most job ids in one `done` notice: a completion of a batch sends one notice per this many
+/// jobs instead of one per job, so PostgreSQL queues, and every listening backend reads and
+/// sends, a few notices per batch. 200 ids of 36 characters and their commas stay well below
+/// the 8,000 bytes a payload may hold.
+const DONE_IDS_PER_NOTICE: i64 = 200;
 /// A running job's cancellation was requested (payload: job id).
 const CHANNEL_CANCEL: &str = "daytona_mcp_cancel";
 /// A batch of a job's output was stored (payload: job id).
 const CHANNEL_OUTPUT: &str = "daytona_mcp_output";
 
-/// The signal a notification carries; `None` for a payload that is not a job id.
-fn signal_of(channel: &str, payload: &str) -> Option<Signal> {
+/// The signals a notification carries: one, or one per job id of a `done` notice; none for a
+/// payload that is not what its channel sends.
+fn signals_of(channel: &str, payload: &str) -> Vec<Signal> {
     let id = || Uuid::parse_str(payload).ok();
-    match channel {
+    let signal = match channel {
         // Completions name their node; enqueues, cancels and rescues send no payload.
         CHANNEL_JOBS if payload.is_empty() => Some(Signal::JobsReady),
         CHANNEL_JOBS => Some(Signal::JobsFinished {
             node: payload.into(),
         }),
-        CHANNEL_DONE => id().map(Signal::JobChanged),
+        CHANNEL_DONE => {
+            return payload
+                .split(',')
+                .filter_map(|id| Uuid::parse_str(id).ok())
+                .map(Signal::JobChanged)
+                .collect();
+        }
         CHANNEL_CANCEL => id().map(Signal::CancelRequested),
         CHANNEL_OUTPUT => id().map(Signal::Output),
         _ => None,
-    }
+    };
+    signal.into_iter().collect()
 }
 
 /// Feeds `hub` from `LISTEN` on one connection of the store's pool until `stop`. A lost
@@ -98,7 +111,7 @@ async fn listen_connected(
         };
         match notification {
             Some(n) => {
-                if let Some(signal) = signal_of(n.channel(), n.payload()) {
+                for signal in signals_of(n.channel(), n.payload()) {
                     hub.send(signal);
                 }
             }
@@ -1333,10 +1346,11 @@ impl Store for PgStore {
             .collect();
         let exit_codes: Vec<Option<i32>> = rows.iter().map(|r| r.exit_code).collect();
         let run_afters: Vec<Option<DateTime<Utc>>> = rows.iter().map(|r| r.run_after).collect();
-        // One statement, so one round trip and one commit for the whole batch: the update, a
-        // `done` notice per written job, and one `jobs` notice naming this node (a finished job
-        // may unblock the next job of its workspace for another node; this node's dispatcher
-        // already knows). The notices go out with the commit.
+        // One statement, so one round trip and one commit for the whole batch: the update, the
+        // written jobs' ids in `done` notices of up to `DONE_IDS_PER_NOTICE` each, and one
+        // `jobs` notice naming this node (a finished job may unblock the next job of its
+        // workspace for another node; this node's dispatcher already knows). The notices go out
+        // with the commit.
         let written = sqlx::query(
             "WITH written AS ( \
                  UPDATE jobs SET \
@@ -1356,10 +1370,14 @@ impl Store for PgStore {
                  WHERE jobs.id = c.id AND jobs.state = 'running' AND jobs.lease_owner = $8 \
                  RETURNING jobs.id, jobs.state, jobs.run_after, jobs.finished_at, \
                      jobs.cancel_requested, jobs.result, jobs.error, jobs.exit_code), \
-             notices AS ( \
-                 SELECT count(pg_notify($9, id::text)) + count(pg_notify($10, $8)) AS n \
-                 FROM written) \
-             SELECT written.* FROM written, notices",
+             done AS ( \
+                 SELECT count(pg_notify($9, ids)) AS n FROM ( \
+                     SELECT string_agg(id::text, ',') AS ids FROM ( \
+                         SELECT id, (row_number() OVER () - 1) / $11 AS part FROM written) w \
+                     GROUP BY part) d), \
+             finished AS ( \
+                 SELECT count(pg_notify($10, $8)) AS n FROM (SELECT 1 FROM written LIMIT 1) w) \
+             SELECT written.* FROM written, done, finished",
         )
         .bind(ids)
         .bind(states)
@@ -1371,6 +1389,7 @@ impl Store for PgStore {
         .bind(node)
         .bind(CHANNEL_DONE)
         .bind(CHANNEL_JOBS)
+        .bind(DONE_IDS_PER_NOTICE)
         .fetch_all(&self.hot)
         .await?;
         written.iter().map(written_from_row).collect()
@@ -2057,4 +2076,30 @@ fn api_key_from_row(row: &PgRow) -> Result<ApiKeyRecord> {
         expires_at: row.try_get("expires_at")?,
         revoked_at: row.try_get("revoked_at")?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `done` notice names one job or many; every well-formed id is a signal of its own.
+    #[test]
+    fn a_done_notice_carries_every_job_it_names() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        assert_eq!(
+            signals_of(CHANNEL_DONE, &a.to_string()),
+            vec![Signal::JobChanged(a)]
+        );
+        assert_eq!(
+            signals_of(CHANNEL_DONE, &format!("{a},not-an-id,{b}")),
+            vec![Signal::JobChanged(a), Signal::JobChanged(b)]
+        );
+        assert_eq!(signals_of(CHANNEL_DONE, ""), vec![]);
+        assert_eq!(
+            signals_of(CHANNEL_JOBS, "n1"),
+            vec![Signal::JobsFinished { node: "n1".into() }]
+        );
+        assert_eq!(signals_of(CHANNEL_JOBS, ""), vec![Signal::JobsReady]);
+        assert_eq!(signals_of("elsewhere", &a.to_string()), vec![]);
+    }
 }

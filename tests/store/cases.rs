@@ -1577,6 +1577,39 @@ pub async fn signals_announce_each_commit(t: TestStore) {
     )
     .await;
 
+    // A completion of many jobs shares its `done` notices among them (a few hundred ids each):
+    // every id still arrives, once, as its own signal.
+    let many: Vec<NewJob> = (0..450).map(|_| job("t1", None)).collect();
+    let mut ids: HashSet<Uuid> = many.iter().map(|j| j.id).collect();
+    other.enqueue_many(many).await.unwrap();
+    let claimed = other.claim("n2", 1000, Utc::now(), LEASE).await.unwrap();
+    let completions: Vec<Completion> = claimed
+        .iter()
+        .filter(|j| ids.contains(&j.id))
+        .map(|j| ok(j.id))
+        .collect();
+    assert_eq!(completions.len(), 450, "every one of them claimed");
+    drain_signals(&mut rx).await;
+    other
+        .complete("n2", &completions, Utc::now())
+        .await
+        .unwrap();
+    let heard = tokio::time::timeout(Duration::from_secs(5), async {
+        while !ids.is_empty() {
+            match rx.recv().await {
+                Ok(Signal::JobChanged(id)) => assert!(ids.remove(&id), "{id} announced twice"),
+                Ok(_) => {}
+                Err(e) => panic!("the signal stream ended or lagged: {e}"),
+            }
+        }
+    })
+    .await;
+    assert!(
+        heard.is_ok(),
+        "{} completed jobs never announced",
+        ids.len()
+    );
+
     // The listener survives losing its connection: it says so (resync) and hears again.
     let mut conn = sqlx::PgConnection::connect(&t.url).await.unwrap();
     let killed: Vec<(bool,)> = sqlx::query_as(
