@@ -49,8 +49,11 @@ def main():
         execute = ("EXECUTE complete (:'batch', now(), 'bench-node', 'daytona_mcp_done', "
                    "'daytona_mcp_jobs');")
     else:
+        # Revisions that share `done` notices among jobs take how many ids one notice holds.
+        per_notice = re.search(r"const DONE_IDS_PER_NOTICE: i64 = (\d+);", src)
         print("PREPARE complete (uuid[], text[], jsonb[], jsonb[], integer[], timestamptz[], "
-              "timestamptz, text, text, text) AS " + complete + ";")
+              "timestamptz, text, text, text" + (", bigint" if per_notice else "") + ") AS "
+              + complete + ";")
         batch = ("SELECT COALESCE(array_agg(id), '{}') AS ids, "
                  "COALESCE(array_agg('succeeded'::text), '{}') AS states, "
                  "COALESCE(array_agg('{}'::jsonb), '{}') AS results, "
@@ -59,7 +62,8 @@ def main():
                  "COALESCE(array_agg(NULL::timestamptz), '{}') AS run_afters "
                  "FROM jobs WHERE state = 'running' \\gset")
         execute = ("EXECUTE complete (:'ids', :'states', :'results', :'errors', :'exit_codes', "
-                   ":'run_afters', now(), 'bench-node', 'daytona_mcp_done', 'daytona_mcp_jobs');")
+                   ":'run_afters', now(), 'bench-node', 'daytona_mcp_done', 'daytona_mcp_jobs'"
+                   + (f", {per_notice.group(1)}" if per_notice else "") + ");")
     for _ in range(cycles):
         print(f"EXECUTE claim (now(), 'bench-node', now() + interval '1 minute', {size}, 0);")
         print(batch)
