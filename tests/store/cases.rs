@@ -2482,6 +2482,54 @@ pub async fn enqueue_batch_gives_each_job_its_own_outcome(t: TestStore) {
 /// in the batch each get the outcome they would have had alone; a job the database refuses
 /// (a NUL in a text column, which PostgreSQL rejects and SQLite stores) is that job's outcome
 /// only. In every case each accepted submission has exactly one audit row.
+/// A batch of plain submissions answers each job exactly as the store then reads it: every
+/// column, the arguments' awkward values (floats at the edges of `f64`, NUL characters,
+/// non-ASCII text, nesting) and timestamps finer than the store keeps included; a replayed
+/// key answers the earlier job as stored.
+pub async fn a_batch_answers_its_jobs_as_stored(t: TestStore) {
+    let s = t.store.as_ref();
+    let odd = json!({
+        "floats": [0.1, 0.30000000000000004, 5e-324, 2.2250738585072014e-308,
+                   1.7976931348623157e308, -0.0, 123456789.12345679, 1e21],
+        "ints": [0, -1, 9007199254740993_u64, i64::MIN, u64::MAX],
+        "text": "a\0b é ✓ \u{1F600}", "k\0": null, "nested": {"z": [{"y": true}], "a": {}},
+    });
+    let run_after = Utc::now() - chrono::Duration::nanoseconds(123_456_789);
+    let mut keyed = job("p", Some("p/as-stored"));
+    keyed.arguments = odd.clone();
+    keyed.idempotency_key = Some("as-stored".into());
+    keyed.args_digest = Some("digest".into());
+    keyed.request_id = Some("req-1".into());
+    keyed.priority = 3;
+    keyed.max_attempts = 4;
+    keyed.retry_safe = true;
+    keyed.timeout_s = 77;
+    keyed.run_after = run_after;
+    let mut bound = job("p", None);
+    bound.arguments = json!(["\0", 1.5]);
+    bound.node = Some("n7".into());
+    let replay = keyed.clone();
+    let mut replay_new = replay.clone();
+    replay_new.id = Uuid::new_v4();
+    let batch = vec![(keyed, audit("p")), (bound, audit("p"))];
+    let mut answered: Vec<Job> = Vec::new();
+    for outcome in s.enqueue_batch(batch).await.unwrap() {
+        answered.push(outcome.unwrap().job);
+    }
+    let replayed = s
+        .enqueue_batch(vec![(replay_new, audit("p"))])
+        .await
+        .unwrap()
+        .remove(0)
+        .unwrap();
+    assert!(!replayed.created);
+    answered.push(replayed.job);
+    for job in answered {
+        let stored = s.job(Some("p"), job.id).await.unwrap().unwrap();
+        assert_eq!(job, stored, "answered and stored differ");
+    }
+}
+
 pub async fn plain_batches_give_each_job_its_own_outcome(t: TestStore) {
     let s = t.store.as_ref();
     let before = audit_rows(s).await;

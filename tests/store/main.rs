@@ -113,6 +113,7 @@ conformance!(
     unclaim_puts_jobs_back_in_their_place,
     enqueue_batch_gives_each_job_its_own_outcome,
     plain_batches_give_each_job_its_own_outcome,
+    a_batch_answers_its_jobs_as_stored,
     concurrent_batches_with_the_same_key_make_one_job,
     queue_group_commit_keeps_outcomes_and_order,
     small_claims_keep_the_global_order_past_a_busy_workspace,
