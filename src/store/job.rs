@@ -221,6 +221,41 @@ pub struct NewJob {
 }
 
 impl NewJob {
+    /// The job a plain insert of this submission stores, without reading the row back: the
+    /// database chose only `seq`; `arguments` are the ones bound (after the store's own
+    /// changes to them, such as PostgreSQL's replacement of U+0000), and timestamps are kept
+    /// to the microsecond. `a_batch_answers_its_jobs_as_stored` (store conformance) holds
+    /// both stores to it.
+    pub(crate) fn inserted(&self, arguments: Value, seq: i64, created_at: DateTime<Utc>) -> Job {
+        Job {
+            id: self.id,
+            seq,
+            tenant: self.tenant.clone(),
+            workspace: self.workspace.clone(),
+            tool: self.tool.clone(),
+            arguments,
+            state: JobState::Queued,
+            priority: self.priority,
+            attempts: 0,
+            max_attempts: self.max_attempts,
+            retry_safe: self.retry_safe,
+            timeout_s: self.timeout_s,
+            run_after: stored_instant(self.run_after),
+            created_at: stored_instant(created_at),
+            started_at: None,
+            finished_at: None,
+            lease_owner: None,
+            lease_expires_at: None,
+            cancel_requested: false,
+            idempotency_key: self.idempotency_key.clone(),
+            result: None,
+            error: None,
+            exit_code: None,
+            request_id: self.request_id.clone(),
+            node: self.node.clone(),
+        }
+    }
+
     /// A job with default scheduling for `tool`, ready to run now.
     pub fn new(tenant: impl Into<String>, tool: impl Into<String>, arguments: Value) -> NewJob {
         NewJob {
@@ -244,6 +279,12 @@ impl NewJob {
             quota: None,
         }
     }
+}
+
+/// `at` as both stores keep timestamps: whole microseconds (rounded down, as both do for the
+/// instants after 2000 that jobs carry).
+pub(crate) fn stored_instant(at: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(at.timestamp_micros()).unwrap_or_default()
 }
 
 /// A job as stored.

@@ -857,7 +857,9 @@ async fn enqueue_each(
 /// The plain submissions' rows in one statement: the workspaces' advisory locks (`$1`, sorted,
 /// taken before any row is written), the jobs (one insert over arrays, so one prepared
 /// statement whatever the batch's size), the audit rows of the jobs it inserted, and one `jobs`
-/// notice if it inserted any. Returns the inserted rows.
+/// notice if it inserted any. Returns the inserted jobs' ids and `seq`s: the rest of each row
+/// is what was bound ([`NewJob::inserted`]), and sending whole rows back cost both sides a
+/// copy of every column.
 const INSERT_PLAIN: &str = "WITH locks AS ( \
          SELECT count(pg_advisory_xact_lock(k)) AS n FROM ( \
              SELECT DISTINCT hashtextextended(w, 0) AS k FROM unnest($1::text[]) w \
@@ -877,7 +879,7 @@ const INSERT_PLAIN: &str = "WITH locks AS ( \
          WHERE locks.n >= 0 \
          ORDER BY j.ord \
          ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING *), \
+         RETURNING id, seq), \
      audit AS ( \
          INSERT INTO audit_log (at, request_id, tenant, key_id, client_addr, action, workspace, \
              job_id, outcome, duration_ms, args_digest, args_summary) \
@@ -892,7 +894,7 @@ const INSERT_PLAIN: &str = "WITH locks AS ( \
          ORDER BY a.ord), \
      notice AS ( \
          SELECT count(pg_notify($29, '')) AS n FROM (SELECT 1 FROM ins LIMIT 1) s) \
-     SELECT ins.* FROM ins, notice";
+     SELECT ins.id, ins.seq FROM ins, notice";
 
 /// Inserts audit rows, one multi-row statement.
 async fn insert_audits(conn: &mut PgConnection, audits: &[AuditEntry]) -> Result<()> {
@@ -937,6 +939,7 @@ async fn enqueue_plain(
 ) -> Result<Vec<Result<Enqueued>>> {
     let jobs = || plain.iter().map(|(_, (job, _))| job);
     let audits = || plain.iter().map(|(_, (job, audit))| (job, audit));
+    let arguments: Vec<Value> = jobs().map(|j| jsonb_safe(j.arguments.clone())).collect();
     let rows = sqlx::query(INSERT_PLAIN)
         .bind(lock_workspaces)
         .bind(now)
@@ -944,11 +947,7 @@ async fn enqueue_plain(
         .bind(jobs().map(|j| j.tenant.clone()).collect::<Vec<_>>())
         .bind(jobs().map(|j| j.workspace.clone()).collect::<Vec<_>>())
         .bind(jobs().map(|j| j.tool.clone()).collect::<Vec<_>>())
-        .bind(
-            jobs()
-                .map(|j| jsonb_safe(j.arguments.clone()))
-                .collect::<Vec<_>>(),
-        )
+        .bind(&arguments)
         .bind(jobs().map(|j| j.priority).collect::<Vec<_>>())
         .bind(jobs().map(|j| j.max_attempts).collect::<Vec<_>>())
         .bind(jobs().map(|j| j.retry_safe).collect::<Vec<_>>())
@@ -998,10 +997,17 @@ async fn enqueue_plain(
         .bind(CHANNEL_JOBS)
         .fetch_all(&mut *conn)
         .await?;
-    let mut inserted = std::collections::HashMap::with_capacity(rows.len());
+    let mut seqs = std::collections::HashMap::with_capacity(rows.len());
     for row in &rows {
-        let job = job_from_row(row)?;
-        inserted.insert(job.id, job);
+        seqs.insert(row.try_get::<Uuid, _>("id")?, row.try_get::<i64, _>("seq")?);
+    }
+    // `jsonb` keeps what `arguments` hold: numbers at any precision, keys as a map; the values
+    // bound are those stored.
+    let mut inserted = std::collections::HashMap::with_capacity(rows.len());
+    for ((_, (job, _)), arguments) in plain.iter().zip(arguments) {
+        if let Some(&seq) = seqs.get(&job.id) {
+            inserted.insert(job.id, job.inserted(arguments, seq, now));
+        }
     }
     let mut outcomes = Vec::with_capacity(plain.len());
     let mut replays = Vec::new();

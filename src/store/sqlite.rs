@@ -266,39 +266,6 @@ fn job_from_row(row: &SqliteRow) -> Result<Job> {
     })
 }
 
-/// The row [`enqueue_plain`] inserted for `job`, as [`job_from_row`] would read it back:
-/// timestamps in the store's microseconds, the arguments as their JSON text parses (the
-/// same value: serde_json writes what it reads back).
-fn inserted_job(job: &NewJob, seq: i64, now: DateTime<Utc>) -> Job {
-    Job {
-        id: job.id,
-        seq,
-        tenant: job.tenant.clone(),
-        workspace: job.workspace.clone(),
-        tool: job.tool.clone(),
-        arguments: job.arguments.clone(),
-        state: JobState::Queued,
-        priority: job.priority,
-        attempts: 0,
-        max_attempts: job.max_attempts,
-        retry_safe: job.retry_safe,
-        timeout_s: job.timeout_s,
-        run_after: from_ts(ts(job.run_after)),
-        created_at: from_ts(ts(now)),
-        started_at: None,
-        finished_at: None,
-        lease_owner: None,
-        lease_expires_at: None,
-        cancel_requested: false,
-        idempotency_key: job.idempotency_key.clone(),
-        result: None,
-        error: None,
-        exit_code: None,
-        request_id: job.request_id.clone(),
-        node: job.node.clone(),
-    }
-}
-
 fn sandbox_from_row(row: &SqliteRow) -> Result<SandboxRecord> {
     Ok(SandboxRecord {
         id: row.try_get("id")?,
@@ -736,7 +703,9 @@ async fn enqueue_plain(
     let mut inserted = std::collections::HashMap::with_capacity(rows.len());
     for (_, (job, _)) in plain {
         if let Some(&seq) = seqs.get(&job.id) {
-            inserted.insert(job.id, inserted_job(job, seq, now));
+            // The arguments as their JSON text parses: the same value (serde_json writes
+            // what it reads back, floats included with `float_roundtrip`).
+            inserted.insert(job.id, job.inserted(job.arguments.clone(), seq, now));
         }
     }
     let mut outcomes = Vec::with_capacity(plain.len());
