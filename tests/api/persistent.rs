@@ -176,6 +176,37 @@ async fn an_agent_killed_from_outside_fails_its_job_and_the_next_gets_a_fresh_sa
     assert_eq!(next["stdout"], "again\n", "{next}");
 }
 
+/// An agent that breaks before it was told to start a command (here: stopped, so it never
+/// answers) costs that command nothing: the command runs in a fresh sandbox of its own, the
+/// broken sandbox goes, and the next command gets a new persistent one. (An agent dying between
+/// commands can be caught this way too, when its death is under way as the command arrives.)
+#[actix_web::test]
+async fn an_agent_that_breaks_before_a_command_starts_fails_nothing() {
+    let app = app_with(|_| {}).await;
+    let id = app.sandbox("stalled").await;
+    app.shell(&id, "true").await;
+    let agents = agents_of(&id);
+    assert_eq!(agents.len(), 1, "{agents:?}");
+    // SAFETY: SIGSTOP to the agent this test's server started.
+    unsafe {
+        libc::kill(agents[0] as i32, libc::SIGSTOP);
+    }
+    let out = app.shell(&id, "echo ran").await;
+    assert_eq!(out["stdout"], "ran\n", "{out}");
+    assert!(
+        eventually(10, || !agents_of(&id).contains(&agents[0])).await,
+        "the stalled agent was not torn down"
+    );
+    let next = app.shell(&id, "echo next").await;
+    assert_eq!(next["stdout"], "next\n", "{next}");
+    let fresh = agents_of(&id);
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    assert_ne!(
+        fresh, agents,
+        "a new persistent sandbox ran the next command"
+    );
+}
+
 #[actix_web::test]
 async fn timeout_and_cancel_kill_the_commands_tree_and_keep_the_sandbox() {
     let app = app_with(|_| {}).await;

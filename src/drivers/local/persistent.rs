@@ -147,8 +147,11 @@ pub struct Command {
 
 /// How a command in a persistent sandbox went wrong.
 enum Failure {
-    /// The agent broke (died, hung, said something malformed or unverifiable): the sandbox
-    /// must go.
+    /// The agent broke (died, hung, said something malformed or unverifiable) before it was
+    /// told to start the command: the sandbox must go, and the command, which never ran, can
+    /// run elsewhere.
+    Unstarted(String),
+    /// The agent broke once the command may have started: the sandbox must go.
     Agent(String),
     /// The command failed to start or its tree could not be ended; the sandbox must go too,
     /// since something of the command may live on in it.
@@ -191,7 +194,8 @@ impl Residents {
     }
 
     /// Runs `command` in sandbox `id`'s persistent sandbox, starting one if needed. `None`
-    /// when another command holds it (the caller takes the fresh path). `code` is a code file
+    /// when another command holds it, or when its agent broke before the command started
+    /// (the caller takes the fresh path). `code` is a code file
     /// (name, contents) to show at `/.daytona/<name>` for the command's duration.
     #[allow(clippy::too_many_arguments)]
     pub async fn run(
@@ -270,6 +274,14 @@ impl Residents {
             Err(Failure::Command(e)) => {
                 resident.shutdown().await;
                 Err(e)
+            }
+            // The command never started: it runs in a fresh sandbox of its own (the caller's
+            // path when this returns `None`), and the next command gets a new persistent one.
+            Err(Failure::Unstarted(detail)) => {
+                tracing::warn!(sandbox = id, %detail,
+                    "the sandbox's agent failed before the command started; tearing it down");
+                resident.shutdown().await;
+                return None;
             }
             Err(Failure::Agent(detail)) => {
                 tracing::warn!(sandbox = id, %detail, "the sandbox's agent failed; tearing it down");
@@ -576,7 +588,13 @@ impl Resident {
         }
         fds.push(stdout_w.as_raw_fd());
         fds.push(stderr_w.as_raw_fd());
-        self.send(&exec, &fds).await?;
+        // Until `Go`, the agent's child waits: an agent that breaks before then (one that died
+        // between commands just as this one came, a hung one) never ran the command.
+        let unstarted = |failure| match failure {
+            Failure::Agent(detail) => Failure::Unstarted(detail),
+            other => other,
+        };
+        self.send(&exec, &fds).await.map_err(unstarted)?;
         // The agent has its copies (the kernel made them at sendmsg).
         drop((stdout_w, stderr_w));
         let stdin = match stdin_pair {
@@ -586,8 +604,9 @@ impl Resident {
             }
             None => None,
         };
-        let FromAgent::Spawned { pid: inner } = self.expect(STEP_BOUND).await? else {
-            return Err(Failure::Agent(
+        let FromAgent::Spawned { pid: inner } = self.expect(STEP_BOUND).await.map_err(unstarted)?
+        else {
+            return Err(Failure::Unstarted(
                 "it did not report the command's process".into(),
             ));
         };
@@ -597,7 +616,7 @@ impl Resident {
             .filter(|&p| namespaced_pid(p) == Some(inner))
             .find_map(|p| Pinned::open(p).filter(|_| tree::parent_of(p) == Some(self.agent.pid)))
         else {
-            return Err(Failure::Agent(format!(
+            return Err(Failure::Unstarted(format!(
                 "it reported pid {inner}, which is none of its children"
             )));
         };
