@@ -18,6 +18,16 @@ async fn app_with(adjust: impl FnOnce(&mut daytona_mcp::config::Config)) -> Test
     spawn_with(config, dir).await
 }
 
+/// A server with the defaults, a sandbox `name` that has run a command, and the agent of its
+/// persistent sandbox.
+async fn sandbox_with_agent(name: &str) -> (TestApp, String, Vec<u32>) {
+    let app = app_with(|_| {}).await;
+    let id = app.sandbox(name).await;
+    app.shell(&id, "true").await;
+    let agents = agents_of(&id);
+    (app, id, agents)
+}
+
 /// The host pids of the agents of sandbox `id` (their command line is
 /// `/.daytona-agent __sandbox-agent <fd> <sandbox id>`).
 fn agents_of(id: &str) -> Vec<u32> {
@@ -182,10 +192,7 @@ async fn an_agent_killed_from_outside_fails_its_job_and_the_next_gets_a_fresh_sa
 /// commands can be caught this way too, when its death is under way as the command arrives.)
 #[actix_web::test]
 async fn an_agent_that_breaks_before_a_command_starts_fails_nothing() {
-    let app = app_with(|_| {}).await;
-    let id = app.sandbox("stalled").await;
-    app.shell(&id, "true").await;
-    let agents = agents_of(&id);
+    let (app, id, agents) = sandbox_with_agent("stalled").await;
     assert_eq!(agents.len(), 1, "{agents:?}");
     // SAFETY: SIGSTOP to the agent this test's server started.
     unsafe {
@@ -209,10 +216,7 @@ async fn an_agent_that_breaks_before_a_command_starts_fails_nothing() {
 
 #[actix_web::test]
 async fn timeout_and_cancel_kill_the_commands_tree_and_keep_the_sandbox() {
-    let app = app_with(|_| {}).await;
-    let id = app.sandbox("stopping").await;
-    app.shell(&id, "true").await;
-    let agents = agents_of(&id);
+    let (app, id, agents) = sandbox_with_agent("stopping").await;
     let marker = format!("tree{}", uuid::Uuid::new_v4().simple());
     let tree = "cp \"$(command -v sleep)\" \"./$MARK\"; \"./$MARK\" 1000 & \
                 (set -m; \"./$MARK\" 1001 & wait) & \"./$MARK\" 1002";
