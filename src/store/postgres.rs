@@ -1001,20 +1001,14 @@ async fn enqueue_plain(
     for row in &rows {
         seqs.insert(row.try_get::<Uuid, _>("id")?, row.try_get::<i64, _>("seq")?);
     }
-    // `jsonb` keeps what `arguments` hold: numbers at any precision, keys as a map; the values
-    // bound are those stored.
-    let mut inserted = std::collections::HashMap::with_capacity(rows.len());
-    for ((_, (job, _)), arguments) in plain.iter().zip(arguments) {
-        if let Some(&seq) = seqs.get(&job.id) {
-            inserted.insert(job.id, job.inserted(arguments, seq, now));
-        }
-    }
     let mut outcomes = Vec::with_capacity(plain.len());
     let mut replays = Vec::new();
-    for (_, (job, audit)) in plain {
-        let outcome = match inserted.remove(&job.id) {
-            Some(stored) => Ok(Enqueued {
-                job: stored,
+    for ((_, (job, audit)), arguments) in plain.iter().zip(arguments) {
+        let outcome = match seqs.get(&job.id) {
+            // `jsonb` keeps what `arguments` hold (numbers at any precision, keys as a map):
+            // the values bound are those stored.
+            Some(&seq) => Ok(Enqueued {
+                job: job.inserted(arguments, seq, now),
                 created: true,
             }),
             None => {

@@ -210,11 +210,16 @@ fn parse_json<T: serde::de::DeserializeOwned>(column: &str, text: &str) -> Resul
     serde_json::from_str(text).map_err(|e| StoreError::Corrupt(format!("{column}: {e}")))
 }
 
-fn written_from_row(row: &SqliteRow) -> Result<Written> {
+/// The job id in a row's `id` column (SQLite keeps it as text).
+fn job_id_of(row: &SqliteRow) -> Result<Uuid> {
     let id: String = row.try_get("id")?;
+    Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("jobs.id: {e}")))
+}
+
+fn written_from_row(row: &SqliteRow) -> Result<Written> {
     let state: String = row.try_get("state")?;
     Ok(Written {
-        id: Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("jobs.id: {e}")))?,
+        id: job_id_of(row)?,
         state: JobState::parse(&state)
             .ok_or_else(|| StoreError::Corrupt(format!("jobs.state: {state}")))?,
         run_after: from_ts(row.try_get("run_after")?),
@@ -696,24 +701,16 @@ async fn enqueue_plain(
     let rows = insert.build().fetch_all(&mut *conn).await?;
     let mut seqs = std::collections::HashMap::with_capacity(rows.len());
     for row in &rows {
-        let id: String = row.try_get("id")?;
-        let id = Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(format!("jobs.id: {e}")))?;
-        seqs.insert(id, row.try_get::<i64, _>("seq")?);
-    }
-    let mut inserted = std::collections::HashMap::with_capacity(rows.len());
-    for (_, (job, _)) in plain {
-        if let Some(&seq) = seqs.get(&job.id) {
-            // The arguments as their JSON text parses: the same value (serde_json writes
-            // what it reads back, floats included with `float_roundtrip`).
-            inserted.insert(job.id, job.inserted(job.arguments.clone(), seq, now));
-        }
+        seqs.insert(job_id_of(row)?, row.try_get::<i64, _>("seq")?);
     }
     let mut outcomes = Vec::with_capacity(plain.len());
     let mut audits = Vec::with_capacity(plain.len());
     for (_, (job, audit)) in plain {
-        let outcome = match inserted.remove(&job.id) {
-            Some(stored) => Ok(Enqueued {
-                job: stored,
+        let outcome = match seqs.get(&job.id) {
+            // The arguments as their JSON text parses: the same value (serde_json writes what
+            // it reads back, floats included with `float_roundtrip`).
+            Some(&seq) => Ok(Enqueued {
+                job: job.inserted(job.arguments.clone(), seq, now),
                 created: true,
             }),
             None => {
@@ -968,9 +965,7 @@ impl Store for SqliteStore {
         let mut cancelled = Vec::new();
         for row in rows {
             if row.try_get::<bool, _>("cancel_requested")? {
-                let id: String = row.try_get("id")?;
-                cancelled
-                    .push(Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))?);
+                cancelled.push(job_id_of(&row)?);
             }
         }
         Ok(cancelled)
@@ -1607,12 +1602,7 @@ impl Store for SqliteStore {
         .bind(ids_json(ids))
         .fetch_all(&self.writer)
         .await?;
-        rows.iter()
-            .map(|row| {
-                let id: String = row.try_get("id")?;
-                Uuid::parse_str(&id).map_err(|e| StoreError::Corrupt(e.to_string()))
-            })
-            .collect()
+        rows.iter().map(job_id_of).collect()
     }
 }
 
