@@ -20,24 +20,15 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
-sys.argv = [sys.argv[0], "512", "0"] + sys.argv[1:]  # statements.py's arguments, unused here
+sys.path.insert(0, HERE)
+sys.dont_write_bytecode = True  # no __pycache__ beside the scripts
+from statements import const, literal  # noqa: E402  (the statements as instructions.sh reads them)
+
 N = int(os.environ.get("N", "20000"))
 FF = int(os.environ.get("FF", "50"))
 URL = os.environ.get("PGURL", "postgres://postgres@127.0.0.1:5432")
 DB = "queue_table_bench"
 CLAIM = 512
-
-
-def literal(src, start):
-    i = src.index('"', start)
-    j = i + 1
-    while src[j] != '"' or src[j - 1] == "\\":
-        j += 1
-    return re.sub(r"\s+", " ", src[i + 1:j].replace("\\\n", " ").replace('\\"', '"')).strip()
-
-
-def const(src, name):
-    return literal(src, src.index(f"const {name}: &str ="))
 
 
 def psql(sql, db=DB):
@@ -52,6 +43,7 @@ SRC = open(os.path.join(ROOT, "src/store/postgres.rs")).read()
 CUR_CLAIM = (const(SRC, "CLAIM").replace("{heads}", const(SRC, "CLAIM_HEADS_WINDOW"))
              .replace("{free}", const(SRC, "CLAIM_FREE_WINDOW")))
 CUR_COMPLETE = literal(SRC, SRC.index("sqlx::query(", SRC.index("async fn complete(")))
+PER_NOTICE = re.search(r"const DONE_IDS_PER_NOTICE: i64 = (\d+);", SRC).group(1)
 CUR_PREPARE = (
     "PREPARE claim (timestamptz, text, timestamptz, bigint, bigint) AS " + CUR_CLAIM + ";\n"
     "PREPARE complete (uuid[], text[], jsonb[], jsonb[], integer[], timestamptz[], timestamptz, "
@@ -110,7 +102,7 @@ BATCH = ("SELECT COALESCE(array_agg(id), '{{}}') AS ids, COALESCE(array_agg('suc
          "FROM {running} \\gset")
 CYCLE = ("EXECUTE claim (now(), 'bench-node', now() + interval '1 minute', 512, 512);\n{batch}\n"
          "EXECUTE complete (:'ids', :'states', :'results', :'errors', :'exit_codes', "
-         ":'run_afters', now(), 'bench-node', 'daytona_mcp_done', 'daytona_mcp_jobs', 200);")
+         ":'run_afters', now(), 'bench-node', 'daytona_mcp_done', 'daytona_mcp_jobs', {per_notice});")
 
 
 def run(design):
@@ -124,7 +116,7 @@ def run(design):
                  "VACUUM ANALYZE history; VACUUM ANALYZE job_queue;")
         prepare, running, left = NEW_PREPARE, "job_queue WHERE running", "history"
     psql(setup + " CHECKPOINT;")
-    cycle = CYCLE.format(batch=BATCH.format(running=running))
+    cycle = CYCLE.format(batch=BATCH.format(running=running), per_notice=PER_NOTICE)
     out = psql("SET plan_cache_mode = force_generic_plan;\n" + prepare + "\\timing on\n"
                + "\n".join([cycle] * (N // CLAIM + 3)) + "\n")
     times = [float(t) for t in re.findall(r"Time: ([\d.]+) ms", out)]
@@ -135,7 +127,7 @@ def run(design):
 
 
 def main():
-    rounds = int(sys.argv[3]) if len(sys.argv) > 3 else 3
+    rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     psql(f"DROP DATABASE IF EXISTS {DB}", "postgres")
     psql(f"CREATE DATABASE {DB}", "postgres")
     try:

@@ -69,4 +69,5 @@ def main():
         print(batch)
         print(execute)
 
-main()
+if __name__ == "__main__":
+    main()
