@@ -18,7 +18,12 @@
 //! are in successive batches, committed in that order; submissions in flight together are
 //! concurrent, and any order among them is one they could have arrived in. On SQLite one flush
 //! runs at a time; on PostgreSQL [`PG_FLUSHES`] run in parallel, and the store's workspace lock
-//! keeps a workspace's `seq` order its commit order, across nodes too. The flush is a spawned
+//! keeps a workspace's `seq` order its commit order, across nodes too. A flush takes its share
+//! of what is waiting, not all of it: the waiting submissions are split evenly over the flush
+//! slots not committing now, and a flush that leaves some behind starts the next flush itself.
+//! Callers answered together submit again together, so without the split the first flush took
+//! every one of them and the others found nothing: one transaction at a time, one database
+//! backend busy, while the commit's WAL flush and the next statement could have overlapped. The flush is a spawned
 //! task, not the first caller's future, so a caller that goes away (a closed HTTP connection)
 //! cannot abandon the others' transaction.
 //!
@@ -58,6 +63,31 @@ struct Waiting {
     next_ticket: u64,
     /// Flush tasks running now.
     flushing: usize,
+    /// Flush tasks holding a batch now (taken, not yet answered).
+    committing: usize,
+}
+
+impl Waiting {
+    /// A flush's next batch: its share of the waiting submissions (see [`share`]), and whether
+    /// it must start another flush for the rest; `None`, ending the flush, when nothing waits.
+    #[allow(clippy::type_complexity)]
+    fn take(
+        &mut self,
+        max_flushes: usize,
+        max_batch: usize,
+    ) -> Option<(Vec<(u64, NewJob, AuditEntry, Answer)>, bool)> {
+        if self.jobs.is_empty() {
+            self.flushing -= 1;
+            return None;
+        }
+        let n = share(self.jobs.len(), max_flushes - self.committing).min(max_batch);
+        let another = self.jobs.len() > n && self.flushing < max_flushes;
+        if another {
+            self.flushing += 1;
+        }
+        self.committing += 1;
+        Some((self.jobs.drain(..n).collect(), another))
+    }
 }
 
 /// The node's submission batcher (see the module documentation).
@@ -113,8 +143,7 @@ impl Submitter {
             (ticket, start)
         };
         if start {
-            let this = self.clone();
-            tokio::spawn(async move { this.flush().await });
+            spawn_flush(self.clone());
         }
         if let Ok(answer) = tokio::time::timeout(self.wait, &mut rx).await {
             return match answer {
@@ -140,19 +169,30 @@ impl Submitter {
     }
 
     /// Commits batches until no submission is waiting.
-    async fn flush(&self) {
-        let _reset = FlushGuard(self);
+    async fn flush(self: Arc<Self>) {
+        let mut guard = FlushGuard {
+            submitter: &self,
+            committing: false,
+        };
         loop {
-            let batch = {
-                let mut waiting = self.waiting.lock().expect("submitter lock poisoned");
-                if waiting.jobs.is_empty() {
-                    waiting.flushing -= 1;
-                    return;
-                }
-                let n = waiting.jobs.len().min(self.max_batch);
-                waiting.jobs.drain(..n).collect::<Vec<_>>()
+            let taken = self
+                .waiting
+                .lock()
+                .expect("submitter lock poisoned")
+                .take(self.max_flushes, self.max_batch);
+            let Some((batch, another)) = taken else {
+                return;
             };
+            guard.committing = true;
+            if another {
+                spawn_flush(self.clone());
+            }
             self.commit(batch).await;
+            self.waiting
+                .lock()
+                .expect("submitter lock poisoned")
+                .committing -= 1;
+            guard.committing = false;
         }
     }
 
@@ -194,16 +234,95 @@ impl Submitter {
     }
 }
 
+/// The size of one flush's batch when `waiting` submissions are split over `free` flush slots
+/// (the one taking counts as free): as even as whole submissions allow, never empty.
+fn share(waiting: usize, free: usize) -> usize {
+    waiting.div_ceil(free.max(1)).max(1)
+}
+
+/// Starts a flush task. A plain function, boxed, so that a flush can start the next one
+/// without its future's type containing itself.
+fn spawn_flush(submitter: Arc<Submitter>) {
+    let flush: std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> =
+        Box::pin(submitter.flush());
+    tokio::spawn(flush);
+}
+
 /// Ends a flush that panicked cleanly: the callers still waiting get an error (their answers are
 /// dropped) and the next submission starts a fresh flush, instead of all hanging.
-struct FlushGuard<'a>(&'a Submitter);
+struct FlushGuard<'a> {
+    submitter: &'a Submitter,
+    /// The flush holds a batch (counted in `Waiting::committing`).
+    committing: bool,
+}
 
 impl Drop for FlushGuard<'_> {
     fn drop(&mut self) {
         if std::thread::panicking() {
-            let mut waiting = self.0.waiting.lock().unwrap_or_else(|p| p.into_inner());
+            let mut waiting = self
+                .submitter
+                .waiting
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             waiting.jobs.clear();
             waiting.flushing -= 1;
+            waiting.committing -= usize::from(self.committing);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::audit::Caller;
+
+    fn waiting(n: usize) -> Waiting {
+        let mut waiting = Waiting::default();
+        for ticket in 0..n as u64 {
+            let job = NewJob::new("t", "noop", serde_json::json!({}));
+            let audit = Caller::internal("t").entry("noop", None, None, "accepted", None);
+            waiting
+                .jobs
+                .push((ticket, job, audit, oneshot::channel().0));
+        }
+        waiting
+    }
+
+    /// Callers answered together submit again together: with two flush slots the first flush
+    /// must leave half for a second one (which it starts), not take all and leave the second
+    /// slot idle; with one slot (SQLite) a flush takes everything up to the batch limit.
+    #[test]
+    fn waiting_submissions_are_shared_over_the_free_flush_slots() {
+        let mut w = waiting(50);
+        w.flushing = 1;
+        let (first, another) = w.take(2, 64).unwrap();
+        assert_eq!((first.len(), another), (25, true));
+        assert_eq!((w.flushing, w.committing), (2, 1));
+        let (second, another) = w.take(2, 64).unwrap();
+        assert_eq!((second.len(), another), (25, false));
+        let tickets: Vec<u64> = first.iter().chain(&second).map(|s| s.0).collect();
+        assert_eq!(tickets, (0..50).collect::<Vec<_>>(), "in arrival order");
+        w.committing = 0;
+        assert!(w.take(2, 64).is_none());
+        assert_eq!(w.flushing, 1, "the flush that found nothing ended");
+
+        // Both slots free but a second flush already started (by another submission): it
+        // gets its share when it runs; none more is started.
+        let mut w = waiting(7);
+        w.flushing = 2;
+        let (batch, another) = w.take(2, 64).unwrap();
+        assert_eq!((batch.len(), another), (4, false));
+
+        let mut w = waiting(100);
+        w.flushing = 1;
+        let (batch, another) = w.take(1, 64).unwrap();
+        assert_eq!(
+            (batch.len(), another),
+            (64, false),
+            "one slot: up to the batch limit"
+        );
+        w.committing = 0;
+        let (batch, _) = w.take(3, 64).unwrap();
+        assert_eq!(batch.len(), 12, "36 left over three free slots");
     }
 }

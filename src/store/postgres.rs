@@ -320,35 +320,48 @@ fn job_from_row(row: &PgRow) -> Result<Job> {
 
 /// The listing of [`Store::list_jobs`] (`$1` tenant, `$2` workspace, `$3` state, `$4` tool, `$5`
 /// the cursor's `seq`, `$6` the limit), newest first. No index holds every job ordered by `seq`:
-/// each claim and completion would write an entry into it, and `jobs_tenant_seq` and
-/// `jobs_workspace_state` leave running jobs out for the same reason (migration
-/// `jobs_history_indexes`). So a listing merges the jobs that are not running, from those
-/// indexes (for every tenant, the newest `$6` of each tenant: an admin's listing), with the
-/// running ones, from the running index (a few per node); a state filter reads only its part.
+/// each submission, claim and completion would write an entry into it. The finished jobs are in
+/// `jobs_tenant_seq` and `jobs_workspace_state`, the queued ones in `jobs_tenant_queued` and
+/// `jobs_queued_workspace`, the running ones in the running index (a few per node); migrations
+/// `jobs_history_indexes` and `jobs_history_finished_only` took the open jobs out of the history
+/// indexes, which saved a claim and a completion two entries each, then a submission two more.
+/// So a listing merges three parts, each from its own indexes (for every tenant, the newest `$6`
+/// of each tenant: an admin's listing), and a state filter reads only its part. Each part names
+/// its states literally, as the partial indexes do, so that the planner can use them.
 fn list_jobs_sql(one_tenant: bool, state: Option<JobState>) -> &'static str {
     const FILTERS: &str = "($2::text IS NULL OR workspace = $2) \
          AND ($3::text IS NULL OR state = $3) AND ($4::text IS NULL OR tool = $4) \
          AND ($5::bigint IS NULL OR seq < $5)";
-    const ONE_TENANT: &str = "(SELECT * FROM jobs WHERE tenant = $1 AND state <> 'running' \
+    const FINISHED: &str = "state IN ('succeeded', 'failed', 'cancelled')";
+    const QUEUED: &str = "state = 'queued'";
+    const ONE_TENANT: &str = "(SELECT * FROM jobs WHERE tenant = $1 AND {states} \
          AND {filters} ORDER BY seq DESC LIMIT $6)";
     // `$1::text IS NULL` (always true here) gives `$1` its type when no other part names it.
     const EVERY_TENANT: &str = "(WITH RECURSIVE tenants AS ( \
-             (SELECT tenant FROM jobs WHERE state <> 'running' AND $1::text IS NULL \
+             (SELECT tenant FROM jobs WHERE {states} AND $1::text IS NULL \
               ORDER BY tenant LIMIT 1) \
              UNION ALL \
-             SELECT (SELECT j.tenant FROM jobs j WHERE j.state <> 'running' \
+             SELECT (SELECT j.tenant FROM jobs j WHERE {states} \
                      AND j.tenant > t.tenant ORDER BY j.tenant LIMIT 1) \
              FROM tenants t WHERE t.tenant IS NOT NULL) \
          SELECT page.* FROM tenants t CROSS JOIN LATERAL ( \
-             SELECT * FROM jobs WHERE tenant = t.tenant AND state <> 'running' AND {filters} \
+             SELECT * FROM jobs WHERE tenant = t.tenant AND {states} AND {filters} \
              ORDER BY seq DESC LIMIT $6) page)";
     const RUNNING: &str = "(SELECT * FROM jobs WHERE state = 'running' \
          AND ($1::text IS NULL OR tenant = $1) AND {filters} ORDER BY seq DESC LIMIT $6)";
-    // By tenant scope (one, every), then by the parts a state filter needs (both, the jobs
-    // that are not running, the running ones).
-    static QUERIES: LazyLock<[[String; 3]; 2]> = LazyLock::new(|| {
-        [ONE_TENANT, EVERY_TENANT].map(|history| {
-            [vec![history, RUNNING], vec![history], vec![RUNNING]].map(|parts| {
+    // By tenant scope (one, every), then by the parts a state filter needs (all three, the
+    // finished jobs, the queued ones, the running ones).
+    static QUERIES: LazyLock<[[String; 4]; 2]> = LazyLock::new(|| {
+        [ONE_TENANT, EVERY_TENANT].map(|scope| {
+            let finished = scope.replace("{states}", FINISHED);
+            let queued = scope.replace("{states}", QUEUED);
+            [
+                vec![finished.as_str(), queued.as_str(), RUNNING],
+                vec![finished.as_str()],
+                vec![queued.as_str()],
+                vec![RUNNING],
+            ]
+            .map(|parts| {
                 let union = parts.join(" UNION ALL ").replace("{filters}", FILTERS);
                 format!("SELECT * FROM ({union}) j ORDER BY seq DESC LIMIT $6")
             })
@@ -356,7 +369,8 @@ fn list_jobs_sql(one_tenant: bool, state: Option<JobState>) -> &'static str {
     });
     let parts = match state {
         None => 0,
-        Some(JobState::Running) => 2,
+        Some(JobState::Queued) => 2,
+        Some(JobState::Running) => 3,
         Some(_) => 1,
     };
     &QUERIES[usize::from(!one_tenant)][parts]
@@ -860,7 +874,10 @@ async fn enqueue_each(
 /// notice if it inserted any. Returns the inserted jobs' ids and `seq`s: the rest of each row
 /// is what was bound ([`NewJob::inserted`]), and sending whole rows back cost both sides a
 /// copy of every column.
-const INSERT_PLAIN: &str = "WITH locks AS ( \
+macro_rules! insert_plain {
+    ($on_conflict:literal) => {
+        concat!(
+            "WITH locks AS ( \
          SELECT count(pg_advisory_xact_lock(k)) AS n FROM ( \
              SELECT DISTINCT hashtextextended(w, 0) AS k FROM unnest($1::text[]) w \
              ORDER BY k OFFSET 0) l), \
@@ -878,8 +895,9 @@ const INSERT_PLAIN: &str = "WITH locks AS ( \
                   timeout_s, run_after, idempotency_key, request_id, node, args_digest, ord) \
          WHERE locks.n >= 0 \
          ORDER BY j.ord \
-         ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING \
-         RETURNING id, seq), \
+         ",
+            $on_conflict,
+            "RETURNING id, seq), \
      audit AS ( \
          INSERT INTO audit_log (at, request_id, tenant, key_id, client_addr, action, workspace, \
              job_id, outcome, duration_ms, args_digest, args_summary) \
@@ -894,7 +912,18 @@ const INSERT_PLAIN: &str = "WITH locks AS ( \
          ORDER BY a.ord), \
      notice AS ( \
          SELECT count(pg_notify($29, '')) AS n FROM (SELECT 1 FROM ins LIMIT 1) s) \
-     SELECT ins.id, ins.seq FROM ins, notice";
+     SELECT ins.id, ins.seq FROM ins, notice"
+        )
+    };
+}
+/// [`insert_plain!`] for a batch with idempotency keys: a job whose key is taken is not inserted.
+const INSERT_PLAIN: &str = insert_plain!(
+    "ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING "
+);
+/// [`INSERT_PLAIN`] for a batch without idempotency keys: no row can conflict, and leaving out
+/// `ON CONFLICT` spares each row the speculative insertion (a pre-check of the unique index and
+/// a `HEAP_CONFIRM` WAL record per job).
+const INSERT_PLAIN_KEYLESS: &str = insert_plain!("");
 
 /// Inserts audit rows, one multi-row statement.
 async fn insert_audits(conn: &mut PgConnection, audits: &[AuditEntry]) -> Result<()> {
@@ -940,7 +969,12 @@ async fn enqueue_plain(
     let jobs = || plain.iter().map(|(_, (job, _))| job);
     let audits = || plain.iter().map(|(_, (job, audit))| (job, audit));
     let arguments: Vec<Value> = jobs().map(|j| jsonb_safe(j.arguments.clone())).collect();
-    let rows = sqlx::query(INSERT_PLAIN)
+    let statement = if jobs().any(|j| j.idempotency_key.is_some()) {
+        INSERT_PLAIN
+    } else {
+        INSERT_PLAIN_KEYLESS
+    };
+    let rows = sqlx::query(statement)
         .bind(lock_workspaces)
         .bind(now)
         .bind(jobs().map(|j| j.id).collect::<Vec<_>>())
@@ -1440,7 +1474,7 @@ impl Store for PgStore {
 
     async fn has_open_job(&self, workspace: &str, tool: &str) -> Result<bool> {
         // Queued jobs from `jobs_queued_workspace`, the running one from the running index
-        // (`jobs_workspace_state` holds no running job).
+        // (`jobs_workspace_state` holds finished jobs only).
         let row = sqlx::query(
             "SELECT EXISTS (SELECT 1 FROM jobs WHERE workspace = $1 AND tool = $2 \
                             AND state = 'queued') \
@@ -2101,5 +2135,81 @@ mod tests {
         );
         assert_eq!(signals_of(CHANNEL_JOBS, ""), vec![Signal::JobsReady]);
         assert_eq!(signals_of("elsewhere", &a.to_string()), vec![]);
+    }
+
+    /// Every listing's parts are read from indexes: each part names its states as a partial
+    /// index does, or the planner cannot use the index and reads the whole table. Checked on
+    /// the migrated schema with sequential scans disabled (then one appears in a plan only when
+    /// no index serves the part), for each scope, state filter, workspace filter and cursor.
+    #[tokio::test]
+    async fn every_listing_reads_its_parts_from_indexes() {
+        use sqlx::Connection;
+        let Ok(admin) = std::env::var("DAYTONA_MCP_TEST_POSTGRES") else {
+            assert_ne!(
+                std::env::var("DAYTONA_MCP_REQUIRE_POSTGRES").as_deref(),
+                Ok("1"),
+                "PostgreSQL tests are required but DAYTONA_MCP_TEST_POSTGRES is not set"
+            );
+            return;
+        };
+        let admin: PgConnectOptions = admin.parse().unwrap();
+        let name = format!("dmcp_test_{}", Uuid::new_v4().simple());
+        let mut server = PgConnection::connect_with(&admin).await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut server)
+            .await
+            .unwrap();
+        let mut conn = PgConnection::connect_with(&admin.clone().database(&name))
+            .await
+            .unwrap();
+        MIGRATOR.run(&mut conn).await.unwrap();
+        sqlx::raw_sql("SET enable_seqscan = off")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        let mut scanned = Vec::new();
+        let states = [None, Some(JobState::Queued), Some(JobState::Running)]
+            .into_iter()
+            .chain([Some(JobState::Succeeded), Some(JobState::Cancelled)]);
+        for (one_tenant, state) in [true, false]
+            .into_iter()
+            .flat_map(|one| states.clone().map(move |state| (one, state)))
+        {
+            let sql = list_jobs_sql(one_tenant, state);
+            sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                "PREPARE listing (text, text, text, text, bigint, bigint) AS {sql}"
+            )))
+            .execute(&mut conn)
+            .await
+            .unwrap();
+            let tenant = if one_tenant { "'t1'" } else { "NULL" };
+            let state_arg = state.map_or("NULL".to_string(), |s| format!("'{}'", s.as_str()));
+            for (workspace, before) in [("NULL", "NULL"), ("'t1/w'", "NULL"), ("NULL", "100")] {
+                let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(
+                    "EXPLAIN EXECUTE listing ({tenant}, {workspace}, {state_arg}, NULL, \
+                     {before}, 50)"
+                )))
+                .fetch_all(&mut conn)
+                .await
+                .unwrap();
+                let plan = plan.join("\n");
+                if plan.contains("Seq Scan") {
+                    scanned.push(format!(
+                        "one tenant {one_tenant}, state {state:?}, workspace {workspace}, \
+                         before {before}:\n{plan}"
+                    ));
+                }
+            }
+            sqlx::raw_sql("DEALLOCATE listing")
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        conn.close().await.unwrap();
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("DROP DATABASE {name}")))
+            .execute(&mut server)
+            .await
+            .unwrap();
+        assert!(scanned.is_empty(), "{}", scanned.join("\n\n"));
     }
 }

@@ -721,6 +721,70 @@ pub async fn list_jobs_filters_and_pages(t: TestStore) {
         .await
         .unwrap();
     assert_eq!(ids_of(running_page), ids_of(everyone[1..3].to_vec()));
+
+    // Finished, queued and running jobs together (PostgreSQL reads each state from its own
+    // indexes): the same jobs in the same order, whole or paged, and each state filter exactly
+    // its jobs.
+    let done: Vec<Completion> = running.iter().map(|id| ok(*id)).collect();
+    s.complete("n1", &done, Utc::now()).await.unwrap();
+    let now_running: Vec<Uuid> = claim(s, "n1", 2).await.iter().map(|j| j.id).collect();
+    assert_eq!(now_running.len(), 2);
+    assert_eq!(listed(Some("t1"), None, None).await, all_t1);
+    assert_eq!(listed(None, None, None).await, ids_of(everyone.clone()));
+    let paged = |tenant: Option<&'static str>| async move {
+        let (mut all, mut cursor) = (Vec::new(), None);
+        loop {
+            let page = s
+                .list_jobs(&JobFilter {
+                    tenant: tenant.map(str::to_string),
+                    before_seq: cursor,
+                    limit: 2,
+                    ..JobFilter::default()
+                })
+                .await
+                .unwrap();
+            cursor = page.last().map(|j| j.seq);
+            let full = page.len() == 2;
+            all.extend(ids_of(page));
+            if !full {
+                return all;
+            }
+        }
+    };
+    assert_eq!(paged(Some("t1")).await, all_t1);
+    assert_eq!(paged(None).await, ids_of(everyone.clone()));
+    let (finished, now_running) = (&running, &now_running);
+    let in_state = |state: JobState| {
+        everyone
+            .iter()
+            .map(|j| j.id)
+            .filter(move |id| match state {
+                JobState::Succeeded => finished.contains(id),
+                JobState::Running => now_running.contains(id),
+                _ => !finished.contains(id) && !now_running.contains(id),
+            })
+            .collect::<Vec<_>>()
+    };
+    for state in [JobState::Succeeded, JobState::Running, JobState::Queued] {
+        assert_eq!(
+            listed(None, None, Some(state)).await,
+            in_state(state),
+            "{state:?}"
+        );
+        let t1: Vec<Uuid> = in_state(state)
+            .into_iter()
+            .filter(|id| ids.contains(id))
+            .collect();
+        assert_eq!(listed(Some("t1"), None, Some(state)).await, t1, "{state:?}");
+    }
+    assert!(listed(None, None, Some(JobState::Failed)).await.is_empty());
+    let even = listed(Some("t1"), Some("t1/even"), None).await;
+    assert_eq!(even.len(), 4, "the workspace's jobs in every state");
+    assert_eq!(*even.last().unwrap(), ids[0]);
+    assert_eq!(
+        listed(Some("t1"), Some("t1/even"), Some(JobState::Succeeded)).await,
+        vec![ids[0]]
+    );
 }
 
 pub async fn output_is_replayed_in_order(t: TestStore) {
