@@ -21,3 +21,11 @@ DROP INDEX jobs_tenant_queued;
 CREATE INDEX jobs_tenant_queued ON jobs (tenant, seq DESC) WHERE state = 'queued';
 DROP INDEX audit_log_at;
 CREATE INDEX audit_log_at ON audit_log USING brin (at) WITH (autosummarize = on);
+-- `jobs_finished` covered every job, and a BRIN index is written on every insert into a block
+-- range it has summarized: a `SAMEPAGE_UPDATE` WAL record and an exclusive lock on the range's
+-- summary per submission, the same page for every concurrent submitter, for a job with no
+-- `finished_at` yet. Partial, it is written at the completion only (retention, its one reader,
+-- asks for finished jobs anyway).
+DROP INDEX jobs_finished;
+CREATE INDEX jobs_finished ON jobs USING brin (finished_at) WITH (autosummarize = on)
+    WHERE finished_at IS NOT NULL;
