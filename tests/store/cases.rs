@@ -568,6 +568,29 @@ pub async fn recover_node_resolves_only_that_nodes_jobs(t: TestStore) {
     );
 }
 
+/// A listing read page by page (`limit` jobs each, the last job's `seq` as the next cursor)
+/// until a page is short: one tenant's jobs, or with `None` every tenant's.
+async fn every_page(s: &dyn Store, tenant: Option<&str>, limit: u32) -> Vec<Job> {
+    let (mut all, mut cursor) = (Vec::new(), None);
+    loop {
+        let page = s
+            .list_jobs(&JobFilter {
+                tenant: tenant.map(str::to_string),
+                before_seq: cursor,
+                limit,
+                ..JobFilter::default()
+            })
+            .await
+            .unwrap();
+        cursor = page.last().map(|j| j.seq);
+        let full = page.len() == limit as usize;
+        all.extend(page);
+        if !full {
+            return all;
+        }
+    }
+}
+
 pub async fn list_jobs_filters_and_pages(t: TestStore) {
     let s = t.store.as_ref();
     let mut ids = Vec::new();
@@ -629,24 +652,7 @@ pub async fn list_jobs_filters_and_pages(t: TestStore) {
     for i in 0..5 {
         put(s, job(["t3", "t2", "t4"][i % 3], None)).await;
     }
-    let mut everyone: Vec<Job> = Vec::new();
-    let mut cursor = None;
-    loop {
-        let page = s
-            .list_jobs(&JobFilter {
-                before_seq: cursor,
-                limit: 3,
-                ..JobFilter::default()
-            })
-            .await
-            .unwrap();
-        cursor = page.last().map(|j| j.seq);
-        let full = page.len() == 3;
-        everyone.extend(page);
-        if !full {
-            break;
-        }
-    }
+    let everyone = every_page(s, None, 3).await;
     assert_eq!(everyone.len(), 13);
     assert!(everyone.windows(2).all(|w| w[0].seq > w[1].seq));
     assert_eq!(everyone.last().unwrap().id, ids[0]);
@@ -731,28 +737,11 @@ pub async fn list_jobs_filters_and_pages(t: TestStore) {
     assert_eq!(now_running.len(), 2);
     assert_eq!(listed(Some("t1"), None, None).await, all_t1);
     assert_eq!(listed(None, None, None).await, ids_of(everyone.clone()));
-    let paged = |tenant: Option<&'static str>| async move {
-        let (mut all, mut cursor) = (Vec::new(), None);
-        loop {
-            let page = s
-                .list_jobs(&JobFilter {
-                    tenant: tenant.map(str::to_string),
-                    before_seq: cursor,
-                    limit: 2,
-                    ..JobFilter::default()
-                })
-                .await
-                .unwrap();
-            cursor = page.last().map(|j| j.seq);
-            let full = page.len() == 2;
-            all.extend(ids_of(page));
-            if !full {
-                return all;
-            }
-        }
-    };
-    assert_eq!(paged(Some("t1")).await, all_t1);
-    assert_eq!(paged(None).await, ids_of(everyone.clone()));
+    assert_eq!(ids_of(every_page(s, Some("t1"), 2).await), all_t1);
+    assert_eq!(
+        ids_of(every_page(s, None, 2).await),
+        ids_of(everyone.clone())
+    );
     let (finished, now_running) = (&running, &now_running);
     let in_state = |state: JobState| {
         everyone
