@@ -23,9 +23,9 @@
 //! slots not committing now, and a flush that leaves some behind starts the next flush itself.
 //! Callers answered together submit again together, so without the split the first flush took
 //! every one of them and the others found nothing: one transaction at a time, one database
-//! backend busy, while the commit's WAL flush and the next statement could have overlapped. The flush is a spawned
-//! task, not the first caller's future, so a caller that goes away (a closed HTTP connection)
-//! cannot abandon the others' transaction.
+//! backend busy, while the commit's WAL flush and the next statement could have overlapped.
+//! The flush is a spawned task, not the first caller's future, so a caller that goes away (a
+//! closed HTTP connection) cannot abandon the others' transaction.
 //!
 //! A submission waits for a place in a transaction no longer than a statement waits for a
 //! database connection (`database.acquire_timeout_ms`): when the flush is stuck (a locked table,

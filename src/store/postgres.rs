@@ -2141,9 +2141,9 @@ mod tests {
 
     /// Every listing's parts are read from indexes, and retention's candidates from
     /// `jobs_finished`: each names its states as a partial index does, or the planner cannot
-    /// use the index and reads the whole table. Checked on
-    /// the migrated schema with sequential scans disabled (then one appears in a plan only when
-    /// no index serves the part), for each scope, state filter, workspace filter and cursor.
+    /// use the index and reads the whole table. Checked on the migrated schema with sequential
+    /// scans disabled (then one appears in a plan only when no index serves the part), for each
+    /// scope, state filter, workspace filter and cursor.
     #[tokio::test]
     async fn every_listing_reads_its_parts_from_indexes() {
         use sqlx::Connection;
@@ -2171,12 +2171,16 @@ mod tests {
             .await
             .unwrap();
         let mut scanned = Vec::new();
-        let states = [None, Some(JobState::Queued), Some(JobState::Running)]
-            .into_iter()
-            .chain([Some(JobState::Succeeded), Some(JobState::Cancelled)]);
+        let states = [
+            None,
+            Some(JobState::Queued),
+            Some(JobState::Running),
+            Some(JobState::Succeeded),
+            Some(JobState::Cancelled),
+        ];
         for (one_tenant, state) in [true, false]
             .into_iter()
-            .flat_map(|one| states.clone().map(move |state| (one, state)))
+            .flat_map(|one| states.map(move |state| (one, state)))
         {
             let sql = list_jobs_sql(one_tenant, state);
             sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
