@@ -13,7 +13,9 @@
 //! the worker's start to the last job done; workload A without a workspace, workload B over
 //! 1,000 workspaces round-robin (at most one running job each); 50 jobs in flight (the peers'
 //! setting) and the tuned setting. BACKENDS is `sqlite,postgres` (default) or either one. Each
-//! run prints one JSON line, which `benches/peers/compare.sh` reads. `sweep` runs the same
+//! run prints one JSON line, which `benches/peers/compare.sh` reads, with the CPU this process
+//! and (when it runs on this host) the PostgreSQL server spent per job during the work-off
+//! (`client_cpu_us_per_job`, `postgres_cpu_us_per_job`; see `cpu.rs`). `sweep` runs the same
 //! workloads (JOBS 10,000 by default; a fifth of them at 1 in flight, half at 8) at 1, 8, 50,
 //! 256 and 1,024 jobs in flight, claimed half that many at a time (at most 512), for
 //! `benches/plot.py`'s throughput curve. `e2e` prints a
@@ -37,6 +39,8 @@ use sqlx::Connection;
 
 #[path = "bench_db.rs"]
 mod bench_db;
+#[path = "cpu.rs"]
+mod cpu;
 use bench_db::{drop_database, postgres_url};
 
 struct Noop;
@@ -54,7 +58,20 @@ impl Executor for Noop {
 /// Enqueues `jobs` no-op jobs (spread over `workspaces` workspaces, or none), then measures
 /// how long the pool takes to run them all.
 async fn queue_run(store: Arc<dyn Store>, jobs: usize, workspaces: usize) -> f64 {
-    queue_run_with(store, None, jobs, workspaces, 1024, 512).await
+    queue_run_with(store, None, jobs, workspaces, 1024, 512)
+        .await
+        .rate
+}
+
+/// What one work-off measured.
+struct WorkOff {
+    /// Jobs per second, from the pool's start to the last outcome committed.
+    rate: f64,
+    /// Microseconds of this process's CPU per job over the same window: the node's side.
+    node_cpu_us: f64,
+    /// Microseconds of the PostgreSQL server's CPU per job over the same window, when its
+    /// processes run on this host.
+    postgres_cpu_us: Option<f64>,
 }
 
 /// [`queue_run`] with the pool's concurrency and claim batch given; `vacuum` (a PostgreSQL
@@ -66,7 +83,7 @@ async fn queue_run_with(
     workspaces: usize,
     concurrency: usize,
     claim_batch: u32,
-) -> f64 {
+) -> WorkOff {
     let mut batch = Vec::with_capacity(1000);
     for i in 0..jobs {
         let mut job = NewJob::new("bench", "noop", json!({}));
@@ -92,6 +109,7 @@ async fn queue_run_with(
 
     let queue = Queue::new(store.clone(), Duration::from_secs(1));
     let metrics = Metrics::new();
+    let cpu = cpu::Window::start();
     let started = Instant::now();
     let pool = Pool::start(
         queue,
@@ -118,6 +136,7 @@ async fn queue_run_with(
         tokio::time::sleep(Duration::from_millis(2)).await;
     }
     let elapsed = started.elapsed().as_secs_f64();
+    let (node_cpu_us, postgres_cpu_us) = cpu.per_job_us(jobs);
     pool.shutdown(Duration::from_secs(5)).await;
     // The database agrees: every job succeeded, none is left open.
     let counts = store.job_counts().await.unwrap();
@@ -126,7 +145,11 @@ async fn queue_run_with(
         .find(|c| c.state == JobState::Succeeded)
         .map_or(0, |c| c.count);
     assert_eq!(succeeded as usize, jobs, "the store's counts: {counts:?}");
-    jobs as f64 / elapsed
+    WorkOff {
+        rate: jobs as f64 / elapsed,
+        node_cpu_us,
+        postgres_cpu_us,
+    }
 }
 
 /// Single-job enqueue rate: one transaction (job + audit row) per call, `tasks` callers.
@@ -244,7 +267,7 @@ async fn bench_sweep(jobs: usize, runs: usize, backends: &str) {
 
 async fn peers_runs(settings: &[(&str, usize, u32)], jobs: usize, runs: usize, backends: &str) {
     let dir = tempfile::tempdir().unwrap();
-    for run in 1..=runs {
+    for round in 1..=runs {
         for backend in ["postgres", "sqlite"] {
             if !backends.split(',').any(|b| b == backend) {
                 continue;
@@ -257,9 +280,11 @@ async fn peers_runs(settings: &[(&str, usize, u32)], jobs: usize, runs: usize, b
                     };
                     let store = open(&url).await;
                     let vacuum = (backend == "postgres").then_some(url.as_str());
-                    let rate =
+                    let run =
                         queue_run_with(store, vacuum, jobs, workspaces, concurrency, claim_batch)
                             .await;
+                    // A SQLite run's database is this process; the server's CPU is not its.
+                    let postgres_cpu_us = run.postgres_cpu_us.filter(|_| backend == "postgres");
                     println!(
                         "{}",
                         json!({
@@ -271,8 +296,10 @@ async fn peers_runs(settings: &[(&str, usize, u32)], jobs: usize, runs: usize, b
                             "setting": setting,
                             "concurrency": concurrency,
                             "claim_batch": claim_batch,
-                            "work_per_s": (rate * 10.0).round() / 10.0,
-                            "run": run,
+                            "work_per_s": (run.rate * 10.0).round() / 10.0,
+                            "client_cpu_us_per_job": run.node_cpu_us,
+                            "postgres_cpu_us_per_job": postgres_cpu_us,
+                            "run": round,
                             "ok": true,
                         })
                     );
