@@ -3,6 +3,8 @@
 //! CPU each side used per job does (and `benches/peers/cpu.mjs` reads the same counters for the
 //! peers). Linux only; shared by `pipeline.rs` through `#[path]`.
 
+use std::collections::HashMap;
+
 /// Clock ticks per second of `/proc/<pid>/stat` (`USER_HZ`, 100 on every Linux architecture
 /// this runs on).
 const TICKS_PER_SECOND: f64 = 100.0;
@@ -31,28 +33,41 @@ pub fn own_seconds() -> f64 {
         .map_or(0.0, |(_, seconds)| seconds)
 }
 
-/// CPU seconds the PostgreSQL server processes of this host (every process named `postgres`:
-/// the postmaster, its backends and its background workers) have used so far, or `None` when
-/// there is none (the server runs elsewhere, so its CPU cannot be read here). A backend that
-/// exits between two readings takes its time with it, so readings are compared across a
-/// window in which the measured connections stay open.
-pub fn postgres_seconds() -> Option<f64> {
-    let mut total = None;
+/// CPU seconds of each PostgreSQL server process of this host (every process named
+/// `postgres`: the postmaster, its backends and its background workers) by pid, or `None` when
+/// there is none (the server runs elsewhere, so its CPU cannot be read here).
+pub fn postgres_seconds() -> Option<HashMap<u32, f64>> {
+    let mut processes = HashMap::new();
     for entry in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
         let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
             continue;
         };
         if let Some(("postgres", seconds)) = cpu_of(&stat) {
-            *total.get_or_insert(0.0) += seconds;
+            processes.insert(pid, seconds);
         }
     }
-    total
+    (!processes.is_empty()).then_some(processes)
+}
+
+/// The CPU seconds the server's processes used between two readings: each process's growth,
+/// a process that started in between counting whole. A process that exited in between is in
+/// neither sum (its time in the window is lost with it, so readings are compared across a
+/// window in which the measured connections stay open), so that a connection closed just
+/// before the window cannot take its earlier time off the figure.
+fn postgres_growth(before: &HashMap<u32, f64>, after: &HashMap<u32, f64>) -> f64 {
+    after
+        .iter()
+        .map(|(pid, seconds)| seconds - before.get(pid).copied().unwrap_or(0.0))
+        .sum()
 }
 
 /// A reading of both counters, taken at the start of a window.
 pub struct Window {
     own: f64,
-    postgres: Option<f64>,
+    postgres: Option<HashMap<u32, f64>>,
 }
 
 impl Window {
@@ -70,8 +85,9 @@ impl Window {
         let own = per_job(own_seconds() - self.own);
         let postgres = self
             .postgres
+            .as_ref()
             .zip(postgres_seconds())
-            .map(|(before, after)| per_job(after - before));
+            .map(|(before, after)| per_job(postgres_growth(before, &after)));
         (own, postgres)
     }
 }

@@ -32,17 +32,27 @@ export function processSeconds(pid) {
   return cpu ? cpu[1] : 0;
 }
 
-// CPU seconds every process named "postgres" on this host has used so far, or null when there
-// is none (the server runs elsewhere).
+// CPU seconds of each process named "postgres" on this host, by pid, or null when there is
+// none (the server runs elsewhere).
 export function postgresSeconds() {
-  let total = null;
+  const processes = new Map();
   for (const pid of readdirSync("/proc")) {
     if (!/^\d+$/.test(pid)) continue;
     const stat = statOf(pid);
     const cpu = stat && cpuOf(stat);
-    if (cpu && cpu[0] === "postgres") total = (total ?? 0) + cpu[1];
+    if (cpu && cpu[0] === "postgres") processes.set(pid, cpu[1]);
   }
-  return total;
+  return processes.size > 0 ? processes : null;
+}
+
+// The server's CPU seconds between two readings: each process's growth, one that started in
+// between counting whole. One that exited in between is in neither sum (its time in the window
+// is lost with it), so that a connection closed just before the window cannot take its earlier
+// time off the figure.
+function postgresGrowth(before, after) {
+  let sum = 0;
+  for (const [pid, seconds] of after) sum += seconds - (before.get(pid) ?? 0);
+  return sum;
 }
 
 // Starts a window over the worker processes `pids` and the server; `perJobUs(jobs)` then gives
@@ -58,7 +68,7 @@ export function cpuWindow(pids) {
       const pg1 = postgresSeconds();
       return {
         client_cpu_us_per_job: us(workers() - client0),
-        postgres_cpu_us_per_job: pg0 === null || pg1 === null ? null : us(pg1 - pg0),
+        postgres_cpu_us_per_job: pg0 === null || pg1 === null ? null : us(postgresGrowth(pg0, pg1)),
       };
     },
   };
