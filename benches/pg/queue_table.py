@@ -10,8 +10,13 @@ queue row and updates the history row.  Both work off N no-op jobs without a wor
 claims of 512, one psql session, and the sum of the claim and completion statements' own times
 is reported (psql's \\timing), design against design, rounds interleaved.
 
-Usage: python3 benches/pg/queue_table.py [ROUNDS]   (env: N 20000, FF 50, PGURL, the server's
-URL without a database; a database `queue_table_bench` is created and dropped).
+A third design, `delete`, is the current claim with a completion that deletes the row, as
+graphile-worker's does: no history is kept, so it is not a design this store can have (the jobs
+API answers for finished jobs); it measures what keeping them costs.
+
+Usage: python3 benches/pg/queue_table.py [ROUNDS]   (env: N 20000, FF 50, DESIGNS
+`current,queue` (any of current, queue, delete), PGURL, the server's URL without a database; a
+database `queue_table_bench` is created and dropped).
 """
 import os
 import re
@@ -91,6 +96,20 @@ done AS (SELECT count(pg_notify($9, ids)) AS n FROM (SELECT string_agg(id::text,
 finished AS (SELECT count(pg_notify($10, $8)) AS n FROM (SELECT 1 FROM written LIMIT 1) w)
 SELECT written.* FROM written, done, finished;
 """
+# The current claim, and a completion that deletes the finished rows instead of keeping them
+# (with the same notices).
+DELETE_PREPARE = CUR_PREPARE.split("PREPARE complete")[0] + """
+PREPARE complete (uuid[], text[], jsonb[], jsonb[], integer[], timestamptz[], timestamptz, text,
+                  text, text, bigint) AS
+WITH c AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::integer[],
+                                $6::timestamptz[]) AS c(id, state, result, error, exit_code, run_after)),
+written AS (DELETE FROM jobs USING c WHERE jobs.id = c.id AND jobs.state = 'running'
+            AND jobs.lease_owner = $8 AND $7 IS NOT NULL RETURNING jobs.id),
+done AS (SELECT count(pg_notify($9, ids)) AS n FROM (SELECT string_agg(id::text, ',') AS ids
+         FROM (SELECT id, (row_number() OVER () - 1) / $11 AS part FROM written) w GROUP BY part) d),
+finished AS (SELECT count(pg_notify($10, $8)) AS n FROM (SELECT 1 FROM written LIMIT 1) w)
+SELECT written.* FROM written, done, finished;
+"""
 INSERT = """INSERT INTO {t} (id, tenant, workspace, tool, arguments, state, priority, attempts,
     max_attempts, retry_safe, timeout_s, run_after, created_at)
 SELECT gen_random_uuid(), 'bench', NULL, 'noop', '{{}}', 'queued', 0, 0, 1, FALSE, 300,
@@ -106,9 +125,10 @@ CYCLE = ("EXECUTE claim (now(), 'bench-node', now() + interval '1 minute', 512, 
 
 
 def run(design):
-    if design == "current":
+    if design in ("current", "delete"):
         setup = f"TRUNCATE jobs; {INSERT.format(t='jobs', n=N)} VACUUM ANALYZE jobs;"
-        prepare, running, left = CUR_PREPARE, "jobs WHERE state = 'running'", "jobs"
+        prepare = CUR_PREPARE if design == "current" else DELETE_PREPARE
+        running, left = "jobs WHERE state = 'running'", "jobs"
     else:
         setup = (f"TRUNCATE history, job_queue; {INSERT.format(t='history', n=N)} "
                  "INSERT INTO job_queue (id, seq, tenant, workspace, priority, run_after, node) "
@@ -126,7 +146,15 @@ def run(design):
     return claim, complete
 
 
+DESIGNS = os.environ.get("DESIGNS", "current,queue").split(",")
+NAMES = {"current": "current", "queue": f"queue table, fillfactor {FF}",
+         "delete": "current claim, completion deletes (no history)"}
+
+
 def main():
+    unknown = [d for d in DESIGNS if d not in NAMES]
+    if unknown:
+        sys.exit(f"unknown design(s) {unknown}: choose from {', '.join(NAMES)}")
     rounds = int(sys.argv[1]) if len(sys.argv) > 1 else 3
     psql(f"DROP DATABASE IF EXISTS {DB}", "postgres")
     psql(f"CREATE DATABASE {DB}", "postgres")
@@ -138,9 +166,9 @@ def main():
         print(f"| round | design | claim ms | completion ms | jobs/s ({N} jobs, claims of {CLAIM}) |")
         print("|---|---|---:|---:|---:|")
         for r in range(1, rounds + 1):
-            for design in ("current", f"queue table, fillfactor {FF}"):
-                claim, complete = run("current" if design == "current" else "new")
-                print(f"| {r} | {design} | {claim:.0f} | {complete:.0f} | "
+            for design in DESIGNS:
+                claim, complete = run(design)
+                print(f"| {r} | {NAMES[design]} | {claim:.0f} | {complete:.0f} | "
                       f"{N / (claim + complete) * 1000:,.0f} |", flush=True)
     finally:
         psql(f"DROP DATABASE IF EXISTS {DB}", "postgres")
