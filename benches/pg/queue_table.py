@@ -49,9 +49,11 @@ CUR_CLAIM = (const(SRC, "CLAIM").replace("{heads}", const(SRC, "CLAIM_HEADS_WIND
              .replace("{free}", const(SRC, "CLAIM_FREE_WINDOW")))
 CUR_COMPLETE = literal(SRC, SRC.index("sqlx::query(", SRC.index("async fn complete(")))
 PER_NOTICE = re.search(r"const DONE_IDS_PER_NOTICE: i64 = (\d+);", SRC).group(1)
+CUR_CLAIM_PREPARE = ("PREPARE claim (timestamptz, text, timestamptz, bigint, bigint) AS "
+                     + CUR_CLAIM + ";\n")
 CUR_PREPARE = (
-    "PREPARE claim (timestamptz, text, timestamptz, bigint, bigint) AS " + CUR_CLAIM + ";\n"
-    "PREPARE complete (uuid[], text[], jsonb[], jsonb[], integer[], timestamptz[], timestamptz, "
+    CUR_CLAIM_PREPARE
+    + "PREPARE complete (uuid[], text[], jsonb[], jsonb[], integer[], timestamptz[], timestamptz, "
     "text, text, text, bigint) AS " + CUR_COMPLETE + ";\n")
 
 NEW_SCHEMA = f"""
@@ -69,6 +71,13 @@ CREATE INDEX queue_keyed ON job_queue (priority DESC, seq) WHERE NOT running AND
 CREATE INDEX queue_workspace ON job_queue (workspace, priority DESC, seq) WHERE NOT running;
 CREATE UNIQUE INDEX queue_one_running ON job_queue (workspace) WHERE running;
 CREATE INDEX queue_tenant ON job_queue (tenant) WHERE NOT running;
+"""
+# The end of both prototype completions: the store's notices over the rows in `written`.
+NOTICES = """
+done AS (SELECT count(pg_notify($9, ids)) AS n FROM (SELECT string_agg(id::text, ',') AS ids
+         FROM (SELECT id, (row_number() OVER () - 1) / $11 AS part FROM written) w GROUP BY part) d),
+finished AS (SELECT count(pg_notify($10, $8)) AS n FROM (SELECT 1 FROM written LIMIT 1) w)
+SELECT written.* FROM written, done, finished;
 """
 NEW_PREPARE = """
 PREPARE claim (timestamptz, text, timestamptz, bigint, bigint) AS
@@ -90,26 +99,16 @@ written AS (UPDATE history SET state = d.state, finished_at = $7, result = d.res
                 exit_code = d.exit_code, lease_owner = NULL, lease_expires_at = NULL
             FROM d WHERE history.id = d.id
             RETURNING history.id, history.state, history.run_after, history.finished_at,
-                history.cancel_requested, history.result, history.error, history.exit_code),
-done AS (SELECT count(pg_notify($9, ids)) AS n FROM (SELECT string_agg(id::text, ',') AS ids
-         FROM (SELECT id, (row_number() OVER () - 1) / $11 AS part FROM written) w GROUP BY part) d),
-finished AS (SELECT count(pg_notify($10, $8)) AS n FROM (SELECT 1 FROM written LIMIT 1) w)
-SELECT written.* FROM written, done, finished;
-"""
+                history.cancel_requested, history.result, history.error, history.exit_code),""" + NOTICES
 # The current claim, and a completion that deletes the finished rows instead of keeping them
 # (with the same notices).
-DELETE_PREPARE = CUR_PREPARE.split("PREPARE complete")[0] + """
+DELETE_PREPARE = CUR_CLAIM_PREPARE + """
 PREPARE complete (uuid[], text[], jsonb[], jsonb[], integer[], timestamptz[], timestamptz, text,
                   text, text, bigint) AS
 WITH c AS (SELECT * FROM unnest($1::uuid[], $2::text[], $3::jsonb[], $4::jsonb[], $5::integer[],
                                 $6::timestamptz[]) AS c(id, state, result, error, exit_code, run_after)),
 written AS (DELETE FROM jobs USING c WHERE jobs.id = c.id AND jobs.state = 'running'
-            AND jobs.lease_owner = $8 AND $7 IS NOT NULL RETURNING jobs.id),
-done AS (SELECT count(pg_notify($9, ids)) AS n FROM (SELECT string_agg(id::text, ',') AS ids
-         FROM (SELECT id, (row_number() OVER () - 1) / $11 AS part FROM written) w GROUP BY part) d),
-finished AS (SELECT count(pg_notify($10, $8)) AS n FROM (SELECT 1 FROM written LIMIT 1) w)
-SELECT written.* FROM written, done, finished;
-"""
+            AND jobs.lease_owner = $8 AND $7 IS NOT NULL RETURNING jobs.id),""" + NOTICES
 INSERT = """INSERT INTO {t} (id, tenant, workspace, tool, arguments, state, priority, attempts,
     max_attempts, retry_safe, timeout_s, run_after, created_at)
 SELECT gen_random_uuid(), 'bench', NULL, 'noop', '{{}}', 'queued', 0, 0, 1, FALSE, 300,
