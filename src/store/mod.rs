@@ -17,6 +17,7 @@ pub mod signals;
 pub mod snapshot;
 pub mod sqlite;
 pub mod template;
+mod wal_checkpoint;
 
 use std::fmt;
 use std::sync::Arc;

@@ -5,7 +5,7 @@
 //! as microseconds since the epoch.
 
 use std::str::FromStr;
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -19,6 +19,7 @@ use tokio::sync::broadcast;
 use uuid::Uuid;
 
 use super::signals::{SharedSignals, Signal};
+use super::wal_checkpoint::{Checkpointer, WRITER_BACKSTOP_PAGES};
 
 use super::{
     ApiKeyRecord, AuditEntry, AuditFilter, AuditRecord, Backend, CancelOutcome, Completion,
@@ -38,6 +39,9 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// The wake-up stream: one node per database, so signals stay in process.
     signals: SharedSignals,
+    /// Copies the log into the database file beside the writer (none for an in-memory
+    /// database, which has no log file).
+    _checkpointer: Option<Arc<Checkpointer>>,
 }
 
 /// Creates the database file with mode 0600 if it is missing (SQLite gives its `-wal` and
@@ -161,19 +165,26 @@ impl SqliteStore {
                 ),
             )))
         })?;
+        let in_memory = options.get_filename() == std::path::Path::new(":memory:");
+        // The writer leaves checkpoints to the background task but for a backstop.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .min_connections(1)
-            .connect_with(options.clone())
+            .connect_with(
+                options
+                    .clone()
+                    .pragma("wal_autocheckpoint", WRITER_BACKSTOP_PAGES),
+            )
             .await?;
         let reader = SqlitePoolOptions::new()
             .max_connections(max_connections.max(1))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await?;
         Ok(SqliteStore {
             writer,
             reader,
             signals: SharedSignals::default(),
+            _checkpointer: (!in_memory).then(|| Arc::new(Checkpointer::start(options))),
         })
     }
 

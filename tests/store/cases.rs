@@ -3053,3 +3053,44 @@ pub async fn snapshots_are_per_tenant_and_count_in_the_disk_total(t: TestStore) 
         ["snap-a", "snap-b"]
     );
 }
+
+/// SQLite only: a commit reaches the database file itself (not only its write-ahead log) soon
+/// after, by the store's background checkpoint, not when the log has grown by a thousand pages
+/// at the writer's expense. The database file is copied alone, without its `-wal`, and the copy
+/// opened: it holds what has been checkpointed and nothing else.
+pub async fn sqlite_commits_are_checkpointed_beside_the_writer(t: TestStore) {
+    let db = std::path::PathBuf::from(t.url.trim_start_matches("sqlite://"));
+    let wal = db.with_extension("db-wal");
+    let new = job("t1", Some("t1/a"));
+    let (uuid, id) = (new.id, new.id.to_string());
+    t.store.enqueue(new, audit("t1")).await.unwrap();
+    let copies = tempfile::tempdir().unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let mut round = 0;
+    loop {
+        round += 1;
+        let copy = copies.path().join(format!("copy{round}.db"));
+        std::fs::copy(&db, &copy).unwrap();
+        let mut conn = sqlx::SqliteConnection::connect(&format!("sqlite://{}", copy.display()))
+            .await
+            .unwrap();
+        // Before the first checkpoint the copy has no `jobs` table at all.
+        let found: Option<i64> = sqlx::query_scalar("SELECT count(*) FROM jobs WHERE id = ?")
+            .bind(&id)
+            .fetch_one(&mut conn)
+            .await
+            .ok();
+        conn.close().await.unwrap();
+        if found == Some(1) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the committed job is still only in the log ({} bytes) after 10 s",
+            std::fs::metadata(&wal).map(|m| m.len()).unwrap_or(0)
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The store goes on working beside its checkpoints.
+    assert!(t.store.job(None, uuid).await.unwrap().is_some());
+}

@@ -121,6 +121,11 @@ conformance!(
     snapshots_are_per_tenant_and_count_in_the_disk_total,
 );
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_commits_are_checkpointed_beside_the_writer() {
+    cases::sqlite_commits_are_checkpointed_beside_the_writer(sqlite_store().await).await;
+}
+
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
 /// PostgreSQL case without `DAYTONA_MCP_TEST_POSTGRES`, must name the case after its result.
 #[test]
