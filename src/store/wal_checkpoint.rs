@@ -6,8 +6,9 @@
 //! the store's one writer then stops writing while it copies and syncs. Measured with 50
 //! concurrent callers (`cargo bench --bench submit -- enqueue 10000`, three interleaved rounds
 //! on one 2-vCPU machine): single submissions ran at 2.0-2.2k/s with the writer's own
-//! checkpoints, 2.8-3.1k/s with this task, and 3.8-4.3k/s with no checkpoint at all; batched
-//! submissions at 13.4-14.6k/s with a p99 of 19-21 ms, against 16.6-20.1k/s and 4.4-5.1 ms.
+//! checkpoints (1.8-2.2k/s over six rounds), 2.4-3.1k/s with this task, and 3.8-4.3k/s with no
+//! checkpoint at all; batched submissions at 12.5-14.6k/s with a p99 of 19-25 ms, against
+//! 16.6-20.1k/s and 4.4-5.8 ms (BENCHMARKS.md, "SQLite's checkpoints leave the writer").
 //!
 //! So the writer checkpoints only as a backstop ([`WRITER_BACKSTOP_PAGES`], when this task falls
 //! far behind), and this task runs a `PASSIVE` checkpoint on a connection of its own every
