@@ -22,6 +22,8 @@ pub const WINDOW_S: i64 = 60;
 /// Bytes of a refused request's method and path kept in its audit row.
 const PATH_KEPT: usize = 256;
 const METHOD_KEPT: usize = 32;
+/// How many times a count row's write is tried (see `DenialLog::write`).
+const COUNT_TRIES: u32 = 3;
 
 /// The sampler and writer of refused requests' audit rows.
 #[derive(Debug)]
@@ -99,7 +101,7 @@ impl DenialLog {
             self.write_summaries(ended).await;
         }
         if admitted {
-            self.write(&entry).await;
+            self.write(&entry, 1).await;
         }
     }
 
@@ -203,36 +205,31 @@ impl DenialLog {
                 None,
             );
             entry.args_summary = Some(args);
-            self.write_summary(&entry).await;
+            self.write(&entry, COUNT_TRIES).await;
         }
     }
 
-    /// Writes a count row, trying again after a failure: one row stands for many refusals, and
-    /// at shutdown it is the last chance to write them. (The suite saw the shutdown count lost
-    /// on PostgreSQL now and then, cause not proven; the suspect is a pooled connection opened
-    /// by an HTTP worker, whose runtime stops just before this write. The pool drops a failed
-    /// connection, so the next try gets another one. A failure after the commit would write the
-    /// count twice: preferred to losing it.)
-    async fn write_summary(&self, entry: &AuditEntry) {
-        const TRIES: u32 = 3;
-        for attempt in 1..=TRIES {
+    /// Writes an audit row, `tries` times at most. A count row gets [`COUNT_TRIES`]: one row
+    /// stands for many refusals, and at shutdown it is the last chance to write them. (The
+    /// suite saw the shutdown count lost on PostgreSQL now and then, cause not proven; the
+    /// suspect is a pooled connection opened by an HTTP worker, whose runtime stops just before
+    /// that write. The pool drops a failed connection, so the next try gets another one. A
+    /// failure after the commit would write the count twice: preferred to losing it.)
+    async fn write(&self, entry: &AuditEntry, tries: u32) {
+        for attempt in 1..=tries {
             match self.store.append_audit(entry).await {
                 Ok(()) => return,
-                Err(e) if attempt < TRIES => {
-                    tracing::warn!(error = %e, attempt, "cannot write the count of denied requests; trying again");
+                Err(e) if attempt < tries => {
+                    tracing::warn!(error = %e, outcome = %entry.outcome, attempt,
+                        "cannot write the audit row of denied requests; trying again");
                     tokio::time::sleep(std::time::Duration::from_millis(50 * u64::from(attempt)))
                         .await;
                 }
                 Err(e) => {
-                    tracing::error!(error = %e, "cannot write the count of denied requests");
+                    tracing::error!(error = %e, outcome = %entry.outcome,
+                        "cannot write the audit row of denied requests");
                 }
             }
-        }
-    }
-
-    async fn write(&self, entry: &AuditEntry) {
-        if let Err(e) = self.store.append_audit(entry).await {
-            tracing::error!(error = %e, "cannot write the audit row of a denied request");
         }
     }
 }

@@ -39,16 +39,22 @@ pub struct SqliteStore {
     reader: SqlitePool,
     /// The wake-up stream: one node per database, so signals stay in process.
     signals: SharedSignals,
-    /// Copies the log into the database file beside the writer (none for an in-memory
-    /// database, which has no log file).
+    /// Copies the log into the database file beside the writer (none for an in-memory or
+    /// temporary database, which has no log file).
     _checkpointer: Option<Arc<Checkpointer>>,
+}
+
+/// Whether `db` names a database file (not an in-memory or temporary database, which have no
+/// files to protect and no log to checkpoint).
+fn is_file(db: &std::path::Path) -> bool {
+    !db.as_os_str().is_empty() && db != std::path::Path::new(":memory:")
 }
 
 /// Creates the database file with mode 0600 if it is missing (SQLite gives its `-wal` and
 /// `-shm` files the database's mode), and takes group and other access away from existing ones.
 fn private_files(db: &std::path::Path) -> std::io::Result<()> {
     use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
-    if db.as_os_str().is_empty() || db == std::path::Path::new(":memory:") {
+    if !is_file(db) {
         return Ok(());
     }
     match std::fs::OpenOptions::new()
@@ -165,7 +171,7 @@ impl SqliteStore {
                 ),
             )))
         })?;
-        let in_memory = options.get_filename() == std::path::Path::new(":memory:");
+        let on_disk = is_file(options.get_filename());
         // The writer leaves checkpoints to the background task but for a backstop.
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
@@ -184,7 +190,7 @@ impl SqliteStore {
             writer,
             reader,
             signals: SharedSignals::default(),
-            _checkpointer: (!in_memory).then(|| Arc::new(Checkpointer::start(options))),
+            _checkpointer: on_disk.then(|| Arc::new(Checkpointer::start(options))),
         })
     }
 

@@ -79,18 +79,18 @@ async fn run(options: SqliteConnectOptions, wal: std::path::PathBuf) {
         if written.is_none() || written == checkpointed {
             continue;
         }
-        if conn.is_none() {
-            match options.connect().await {
-                Ok(c) => conn = Some(c),
+        let c = match &mut conn {
+            Some(c) => c,
+            slot @ None => match options.connect().await {
+                Ok(c) => slot.insert(c),
                 Err(e) => {
                     if !std::mem::replace(&mut failing, true) {
                         tracing::warn!(error = %e, "cannot open the WAL checkpoint connection; the writer checkpoints by itself meanwhile");
                     }
                     continue;
                 }
-            }
-        }
-        let Some(c) = conn.as_mut() else { continue };
+            },
+        };
         // One row: whether it was blocked, the log's frames, and how many of them are copied.
         match sqlx::query_as::<_, (i64, i64, i64)>("PRAGMA wal_checkpoint(PASSIVE)")
             .fetch_one(&mut *c)
