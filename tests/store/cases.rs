@@ -3094,3 +3094,67 @@ pub async fn sqlite_commits_are_checkpointed_beside_the_writer(t: TestStore) {
     // The store goes on working beside its checkpoints.
     assert!(t.store.job(None, uuid).await.unwrap().is_some());
 }
+
+/// PostgreSQL only: connections the server dropped while they sat in the pool (a restart, an
+/// administrator's `pg_terminate_backend`) are replaced before anything uses them, so no
+/// statement fails for it: the store checks a connection that has been idle for a while before
+/// handing it out (it no longer checks every one, which cost a round trip per statement).
+pub async fn postgres_connections_dropped_while_idle_are_replaced_unseen(t: TestStore) {
+    let s = t.store.clone();
+    // Open several connections of both pools: concurrent submissions, then a claim and a
+    // completion (the hot pool).
+    let submit_together = |round: &'static str| {
+        let s = s.clone();
+        async move {
+            let calls = (0..8).map(|i| {
+                let s = s.clone();
+                async move {
+                    s.enqueue(job("t1", Some(&format!("t1/w{i}"))), audit("t1"))
+                        .await
+                        .unwrap_or_else(|e| panic!("{round}: submission {i} failed: {e}"))
+                }
+            });
+            futures::future::join_all(calls).await
+        }
+    };
+    submit_together("before").await;
+    let claimed = claim(s.as_ref(), "n1", 4).await;
+    s.complete("n1", &[ok(claimed[0].id)], Utc::now())
+        .await
+        .unwrap();
+
+    let mut admin = sqlx::PgConnection::connect(&t.url).await.unwrap();
+    let killed: Vec<(bool,)> = sqlx::query_as(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+    )
+    .fetch_all(&mut admin)
+    .await
+    .unwrap();
+    assert!(
+        killed.len() >= 3,
+        "the store's pools had several connections: {killed:?}"
+    );
+    // Longer than the idle time after which a pooled connection is checked.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    // Every statement succeeds at its first attempt, on either pool.
+    let after = submit_together("after the backends were killed").await;
+    assert_eq!(after.len(), 8);
+    let now = Utc::now();
+    let more = s
+        .claim("n1", 8, now, LEASE)
+        .await
+        .expect("a claim after the backends were killed");
+    let done: Vec<Completion> = more.iter().map(|j| ok(j.id)).collect();
+    let written = s
+        .complete("n1", &done, Utc::now())
+        .await
+        .expect("a completion after the backends were killed");
+    assert_eq!(written.len(), done.len());
+    let first = after[0].job.id;
+    assert!(
+        s.job(Some("t1"), first).await.expect("a read").is_some(),
+        "{first} was committed"
+    );
+}

@@ -126,6 +126,14 @@ async fn sqlite_commits_are_checkpointed_beside_the_writer() {
     cases::sqlite_commits_are_checkpointed_beside_the_writer(sqlite_store().await).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_connections_dropped_while_idle_are_replaced_unseen() {
+    let Some(store) = postgres_store().await else {
+        return;
+    };
+    cases::postgres_connections_dropped_while_idle_are_replaced_unseen(store).await;
+}
+
 /// What plain `cargo test` shows of the tests that skipped: this binary run again, on one
 /// PostgreSQL case without `DAYTONA_MCP_TEST_POSTGRES`, must name the case after its result.
 #[test]
