@@ -145,16 +145,8 @@ async fn killed_backends_are_replaced() {
     let app = spawn_with(config, dir).await;
     let sandbox = app.sandbox("terminated").await;
     assert_eq!(app.shell(&sandbox, "echo one").await["stdout"], "one\n");
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
-    let killed: Vec<(bool,)> = sqlx::query_as(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    assert!(killed.len() >= 2, "the pool and the listener: {killed:?}");
+    let killed = support::terminate_backends(&url).await;
+    assert!(killed >= 2, "the pool and the listener: {killed}");
     let mut answered = None;
     for _ in 0..20 {
         let (status, body) = app
@@ -175,6 +167,8 @@ async fn killed_backends_are_replaced() {
         "two\n"
     );
     // The listener is back: a LISTEN backend exists again.
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&url).await.unwrap();
     assert!(
         within(10, async || {
             let listening: i64 = sqlx::query_scalar(

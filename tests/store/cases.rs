@@ -3123,17 +3123,10 @@ pub async fn postgres_connections_dropped_while_idle_are_replaced_unseen(t: Test
         .await
         .unwrap();
 
-    let mut admin = sqlx::PgConnection::connect(&t.url).await.unwrap();
-    let killed: Vec<(bool,)> = sqlx::query_as(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
+    let killed = super::support::terminate_backends(&t.url).await;
     assert!(
-        killed.len() >= 3,
-        "the store's pools had several connections: {killed:?}"
+        killed >= 3,
+        "the store's pools had several connections: {killed}"
     );
     // Longer than the idle time after which a pooled connection is checked.
     tokio::time::sleep(Duration::from_secs(1)).await;
