@@ -266,14 +266,20 @@ impl PgStore {
         // Queue statements are short; JIT compilation would cost more than it saves.
         let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
         // One connection more than asked for: the notification listener holds one for good.
-        let pool = pool_options()
+        // sqlx pings every connection it hands out (a round trip before each statement), and
+        // that stays: besides replacing connections the server dropped, it is, as far as we
+        // can tell, what catches a connection opened by an HTTP worker whose runtime has stopped
+        // (at shutdown). Pinging only connections idle for 100 ms made batched submissions ~4 %
+        // faster, but then a write at shutdown was reported failed after it had committed (the
+        // denial count was written twice when retried; BENCHMARKS.md, tenth machine).
+        let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2) + 1)
             .acquire_timeout(acquire_timeout)
             .connect_with(options.clone())
             .await?;
         // The dispatcher's claim and the completer's write, side by side. Lazy: a node opens
         // them with its first claim, and a store used only to read or migrate never does.
-        let hot = pool_options()
+        let hot = PgPoolOptions::new()
             .max_connections(HOT_CONNECTIONS)
             .min_connections(0)
             .acquire_timeout(acquire_timeout)
@@ -284,32 +290,6 @@ impl PgStore {
             signals: SharedSignals::default(),
         })
     }
-}
-
-/// A pooled connection idle at least this long is pinged before it is handed out.
-const PING_AFTER_IDLE: Duration = Duration::from_millis(100);
-
-/// Both pools' options. By default sqlx pings every connection it hands out (a round trip
-/// before each statement) so that one the server dropped while it sat idle (a restart, an
-/// administrator's `pg_terminate_backend`) is replaced instead of failing its first statement.
-/// Only a connection idle for [`PING_AFTER_IDLE`] is pinged here: under load connections go
-/// back and forth within milliseconds, and the ping was a round trip per batch of submissions
-/// (measured with 50 callers: batched submissions' p50 ~10 % lower, their rate ~4 % higher by
-/// the median of six rounds), while a server restart takes longer than that, so the connections
-/// it dropped are pinged and replaced. A connection dropped within 100 ms of its last use fails
-/// its next statement, as one that breaks while in use always did (sqlx also pings a connection
-/// when it is released, and drops it if that fails).
-fn pool_options() -> PgPoolOptions {
-    PgPoolOptions::new()
-        .test_before_acquire(false)
-        .before_acquire(|conn, meta| {
-            Box::pin(async move {
-                if meta.idle_for >= PING_AFTER_IDLE {
-                    sqlx::Connection::ping(conn).await?;
-                }
-                Ok(true)
-            })
-        })
 }
 
 fn job_from_row(row: &PgRow) -> Result<Job> {

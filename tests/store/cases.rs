@@ -3097,8 +3097,8 @@ pub async fn sqlite_commits_are_checkpointed_beside_the_writer(t: TestStore) {
 
 /// PostgreSQL only: connections the server dropped while they sat in the pool (a restart, an
 /// administrator's `pg_terminate_backend`) are replaced before anything uses them, so no
-/// statement fails for it: the store checks a connection that has been idle for a while before
-/// handing it out (it no longer checks every one, which cost a round trip per statement).
+/// statement fails for it: the pools check each connection before handing it out (sqlx's
+/// default, kept on purpose: see `PgStore::connect_with`).
 pub async fn postgres_connections_dropped_while_idle_are_replaced_unseen(t: TestStore) {
     let s = t.store.clone();
     // Open several connections of both pools: concurrent submissions, then a claim and a
