@@ -15,7 +15,7 @@ use chrono::{DateTime, Utc};
 use serde_json::json;
 
 use crate::audit::Caller;
-use crate::store::{AuditEntry, Store};
+use crate::store::{AuditEntry, AuditFilter, Store};
 
 /// The length of a sampling window.
 pub const WINDOW_S: i64 = 60;
@@ -211,12 +211,17 @@ impl DenialLog {
 
     /// Writes an audit row, `tries` times at most. A count row gets [`COUNT_TRIES`]: one row
     /// stands for many refusals, and at shutdown it is the last chance to write them. (The
-    /// suite saw the shutdown count lost on PostgreSQL now and then, cause not proven; the
-    /// suspect is a pooled connection opened by an HTTP worker, whose runtime stops just before
-    /// that write. The pool drops a failed connection, so the next try gets another one. A
-    /// failure after the commit would write the count twice: preferred to losing it.)
+    /// suite saw the shutdown count lost on PostgreSQL now and then, and, once the write was
+    /// retried, written twice: a write that committed was reported failed. The cause is not
+    /// proven.) So before each further try the row is looked for ([`DenialLog::is_written`]);
+    /// only when the lookup fails too is a count written without knowing.
     async fn write(&self, entry: &AuditEntry, tries: u32) {
         for attempt in 1..=tries {
+            if attempt > 1 && matches!(self.is_written(entry).await, Ok(true)) {
+                tracing::info!(outcome = %entry.outcome,
+                    "the audit row of denied requests was written after all");
+                return;
+            }
             match self.store.append_audit(entry).await {
                 Ok(()) => return,
                 Err(e) if attempt < tries => {
@@ -231,6 +236,27 @@ impl DenialLog {
                 }
             }
         }
+    }
+
+    /// Whether the audit log holds `entry` already: a row of its tenant, action, outcome,
+    /// address and summary within a millisecond of its time (PostgreSQL keeps microseconds).
+    async fn is_written(&self, entry: &AuditEntry) -> crate::store::Result<bool> {
+        let near = chrono::Duration::milliseconds(1);
+        let rows = self
+            .store
+            .list_audit(&AuditFilter {
+                tenant: Some(entry.tenant.clone()),
+                since: Some(entry.at - near),
+                until: Some(entry.at + near),
+                action: Some(entry.action.clone()),
+                outcome: Some(entry.outcome.clone()),
+                limit: 1_000,
+                ..AuditFilter::default()
+            })
+            .await?;
+        Ok(rows.iter().any(|r| {
+            r.entry.client_addr == entry.client_addr && r.entry.args_summary == entry.args_summary
+        }))
     }
 }
 
@@ -300,6 +326,32 @@ mod tests {
                     .unwrap()
             })
             .sum()
+    }
+
+    /// A count row that is in the log already is found (so a retry after a write reported
+    /// failed does not write it twice); one of another address, window or time is not.
+    #[tokio::test]
+    async fn a_written_count_row_is_found_and_others_are_not() {
+        let (log, _store, _dir) = log(1, 10).await;
+        let count = |addr: &str, suppressed: u64, at: DateTime<Utc>| {
+            let mut entry = refusal(addr, at);
+            entry.outcome = "suppressed".into();
+            entry.action = "denied requests not recorded one by one".into();
+            entry.args_summary = Some(json!({"suppressed": suppressed, "window_s": WINDOW_S}));
+            entry
+        };
+        let at = DateTime::from_timestamp(1_800_000_000, 123_456_789).unwrap();
+        let written = count("10.0.0.1", 7, at);
+        assert!(!log.is_written(&written).await.unwrap());
+        log.write(&written, COUNT_TRIES).await;
+        assert!(log.is_written(&written).await.unwrap());
+        for other in [
+            count("10.0.0.2", 7, at),
+            count("10.0.0.1", 8, at),
+            count("10.0.0.1", 7, at + chrono::Duration::milliseconds(5)),
+        ] {
+            assert!(!log.is_written(&other).await.unwrap(), "{other:?}");
+        }
     }
 
     #[tokio::test]

@@ -266,12 +266,6 @@ impl PgStore {
         // Queue statements are short; JIT compilation would cost more than it saves.
         let options = PgConnectOptions::from_str(url)?.options([("jit", "off")]);
         // One connection more than asked for: the notification listener holds one for good.
-        // sqlx pings every connection it hands out (a round trip before each statement), and
-        // that stays: besides replacing connections the server dropped, it is, as far as we
-        // can tell, what catches a connection opened by an HTTP worker whose runtime has stopped
-        // (at shutdown). Pinging only connections idle for 100 ms made batched submissions ~4 %
-        // faster, but then a write at shutdown was reported failed after it had committed (the
-        // denial count was written twice when retried; BENCHMARKS.md, tenth machine).
         let pool = PgPoolOptions::new()
             .max_connections(max_connections.max(2) + 1)
             .acquire_timeout(acquire_timeout)
