@@ -39,13 +39,22 @@ async fn postgres_restart_and_killed_backends_lose_nothing() {
     let url = cluster.create_database(db).await;
     let root = tempfile::tempdir().unwrap();
     let key = new_key();
+    // A submission waits for a connection at most a second, a third of the outage below, so
+    // that submissions during the outage are refused with 503 whether or not a statement was
+    // in flight when the database stopped. (With the default ten seconds, a stop that finds the
+    // pool idle can leave every submission waiting through the outage, since sqlx retries a
+    // refused connection until the timeout, and then accepted: no 503, which this test asserts;
+    // seen in one fresh-clone run of several.)
     let mut node = Node::start(NodeSpec::new(
         0,
         root.path(),
         Some(url),
         &key,
         &Timing::default(),
-        &[],
+        &[(
+            "DAYTONA_MCP_DATABASE__ACQUIRE_TIMEOUT_MS".into(),
+            "1000".into(),
+        )],
     ))
     .await;
     let (names, logs) = crate::sandboxes_with_logs(&node, "p", SANDBOXES).await;
