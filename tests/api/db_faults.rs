@@ -145,7 +145,7 @@ async fn killed_backends_are_replaced() {
     let app = spawn_with(config, dir).await;
     let sandbox = app.sandbox("terminated").await;
     assert_eq!(app.shell(&sandbox, "echo one").await["stdout"], "one\n");
-    let killed = support::terminate_backends(&url).await;
+    let killed = support::pg_cluster::terminate_backends(&url).await;
     assert!(killed >= 2, "the pool and the listener: {killed}");
     let mut answered = None;
     for _ in 0..20 {

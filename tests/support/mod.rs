@@ -190,20 +190,6 @@ pub async fn postgres_database_exists(name: &str) -> bool {
     count > 0
 }
 
-/// Terminates every backend of the database `url` names but the caller's own (a PostgreSQL
-/// restart as its clients see it); returns how many there were.
-pub async fn terminate_backends(url: &str) -> usize {
-    let mut admin = sqlx::PgConnection::connect(url).await.unwrap();
-    let killed: Vec<(bool,)> = sqlx::query_as(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-         WHERE datname = current_database() AND pid <> pg_backend_pid()",
-    )
-    .fetch_all(&mut admin)
-    .await
-    .unwrap();
-    killed.len()
-}
-
 impl PgDatabase {
     pub fn name(&self) -> &str {
         &self.name

@@ -213,18 +213,7 @@ impl PgCluster {
     /// Terminates every backend connected to database `name` (only that database's), as an
     /// administrator or a failover would; returns how many were terminated.
     pub async fn terminate_backends(&self, name: &str) -> i64 {
-        let mut conn = sqlx::PgConnection::connect(&self.url("postgres"))
-            .await
-            .expect("connect to the private cluster");
-        let (count,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
-             WHERE datname = $1 AND pid <> pg_backend_pid()) AS t",
-        )
-        .bind(name)
-        .fetch_one(&mut conn)
-        .await
-        .expect("pg_terminate_backend");
-        count
+        terminate_backends(&self.url(name)).await
     }
 
     /// Waits until the server accepts a connection; returns how long that took.
@@ -248,4 +237,21 @@ impl Drop for PgCluster {
         // Immediate: nothing of this cluster needs to survive. The directory goes with `dir`.
         let _ = self.pg_ctl(&["-w", "-m", "immediate", "stop"]);
     }
+}
+
+/// Terminates every backend of the database `url` names but the caller's own (a PostgreSQL
+/// restart as its clients see it), on any server, not only a private cluster; returns how many
+/// there were.
+pub async fn terminate_backends(url: &str) -> i64 {
+    let mut admin = sqlx::PgConnection::connect(url)
+        .await
+        .expect("connect to terminate backends");
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM (SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid()) AS t",
+    )
+    .fetch_one(&mut admin)
+    .await
+    .expect("pg_terminate_backend");
+    count
 }
